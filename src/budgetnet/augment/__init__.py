@@ -1,0 +1,44 @@
+"""Batched, device-agnostic data augmentation for the training loop.
+
+    augment = build_augment(recipe.augment, num_classes=10)
+    views, targets = augment(images_uint8, labels)   # views float [V*B, 3, H, W] in [0, 1]
+
+Policies run in the recipe's order on the whole batch with per-sample random choices, from the global torch RNG.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import basic  # noqa: F401  (registers the policies)
+from .registry import POLICIES, Policy, build_policy
+
+__all__ = ["Augment", "build_augment", "POLICIES"]
+
+
+class Augment:
+    """A recipe's augment list, ready to apply to uint8 batches."""
+
+    def __init__(self, policies: list[Policy], num_classes: int) -> None:
+        self.policies = policies
+        self.num_classes = num_classes
+        self.num_views = 1
+        self.jsd_lambda = 12.0
+        self.soft_targets = any(p.mixes_labels for p in policies)
+
+    def __call__(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """uint8 images [B, 3, H, W] and int64 labels [B] -> views float32 [V*B, 3, H, W] in [0, 1] and targets."""
+        targets = F.one_hot(labels, self.num_classes).float() if self.soft_targets else labels
+        for policy in self.policies:
+            images, targets = policy(images, targets)
+        views = images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+        return views, targets
+
+    def __repr__(self) -> str:
+        return f"Augment({self.policies}, num_views={self.num_views})"
+
+
+def build_augment(policies: list[dict], num_classes: int) -> Augment:
+    """Validate a recipe's augment list (in order) and build the batched pipeline; ValueError on any mistake."""
+    return Augment([build_policy(spec) for spec in policies or []], num_classes)

@@ -1,0 +1,62 @@
+"""Pixel-moving policies: random crop, flips, integer translation, cutout. Any dtype, per-sample randomness."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .registry import Policy, check, register
+
+
+def shift_crop(images: Tensor, dy: Tensor, dx: Tensor, padding: int, mode: str = "constant") -> Tensor:
+    """Crop each padded image at offset (dy, dx) in [0, 2*padding]: a per-sample integer shift, one gather."""
+    n, c, h, w = images.shape
+    padded = F.pad(images, (padding,) * 4, mode=mode) if mode == "constant" else \
+        F.pad(images.float(), (padding,) * 4, mode=mode).to(images.dtype)
+    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :]
+    batch = torch.arange(n, device=images.device)[:, None, None, None]
+    chans = torch.arange(c, device=images.device)[None, :, None, None]
+    return padded[batch, chans, rows, cols]
+
+
+@register("crop")
+@dataclass
+class Crop(Policy):
+    """Random crop of the original size from the image padded by `padding` pixels (zero or reflect)."""
+    padding: int = 4
+    padding_mode: str = "zero"
+
+    def __post_init__(self) -> None:
+        check(isinstance(self.padding, int) and self.padding >= 0, "crop", f"padding must be an int >= 0, got {self.padding!r}")
+        check(self.padding_mode in ("zero", "reflect"), "crop", f"padding_mode must be 'zero' or 'reflect', got {self.padding_mode!r}")
+
+    def __call__(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        if self.padding == 0:
+            return images, targets
+        dy, dx = torch.randint(0, 2 * self.padding + 1, (2, images.shape[0]), device=images.device)
+        mode = "constant" if self.padding_mode == "zero" else "reflect"
+        return shift_crop(images, dy, dx, self.padding, mode), targets
+
+
+@register("flip")
+@dataclass
+class Flip(Policy):
+    """Horizontal flip with probability `p`, then vertical flip with probability `vertical_p`, per image."""
+    p: float = 0.5
+    vertical_p: float = 0.0
+
+    def __post_init__(self) -> None:
+        for key in ("p", "vertical_p"):
+            value = getattr(self, key)
+            check(isinstance(value, (int, float)) and 0 <= value <= 1, "flip", f"{key} must be in [0, 1], got {value!r}")
+
+    def __call__(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        flip = torch.rand(images.shape[0], device=images.device) < self.p
+        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+        if self.vertical_p > 0:
+            flip = torch.rand(images.shape[0], device=images.device) < self.vertical_p
+            images = torch.where(flip[:, None, None, None], images.flip(-2), images)
+        return images, targets

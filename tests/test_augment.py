@@ -1,0 +1,78 @@
+"""build_augment: the interface contract with the training loop, validation, and the pixel-moving policies."""
+import pytest
+import torch
+import torchvision.transforms.v2.functional as TF
+
+from budgetnet.augment import build_augment
+from budgetnet.augment.basic import shift_crop
+
+
+def images(n=16, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+
+
+def test_empty_list_is_identity():
+    x = images()
+    views, targets = build_augment([], 10)(x, torch.arange(16))
+    assert views.dtype == torch.float32 and torch.equal(views, x.float() / 255)
+    assert torch.equal(targets, torch.arange(16))
+
+
+def test_contract_shapes_and_reproducibility():
+    aug = build_augment([{"name": "crop", "padding": 4}, {"name": "flip", "p": 0.5}], 10)
+    assert aug.num_views == 1
+    x, y = images(), torch.arange(16)
+    torch.manual_seed(1)
+    v1, t1 = aug(x, y)
+    torch.manual_seed(1)
+    v2, _ = aug(x, y)
+    assert v1.shape == (16, 3, 32, 32) and v1.dtype == torch.float32 and 0 <= v1.min() and v1.max() <= 1
+    assert torch.equal(v1, v2) and t1.dtype == torch.int64
+
+
+@pytest.mark.parametrize("recipe, words", [
+    ([{"name": "crpo"}], ["crpo", "crop", "flip"]),
+    ([{"name": "crop", "pading": 4}], ["crop", "pading", "padding_mode"]),
+    ([{"name": "crop", "padding": -1}], ["padding"]),
+    ([{"name": "crop", "padding_mode": "edge"}], ["padding_mode"]),
+    ([{"name": "flip", "p": 1.5}], ["p"]),
+    ([{"name": "flip", "vertical_p": -0.1}], ["vertical_p"]),
+    ([{"padding": 4}], ["name"]),
+])
+def test_validation_errors_name_the_problem(recipe, words):
+    with pytest.raises(ValueError) as err:
+        build_augment(recipe, 10)
+    for word in words:
+        assert word in str(err.value)
+
+
+@pytest.mark.parametrize("mode, tv_mode", [("constant", "constant"), ("reflect", "reflect")])
+def test_shift_crop_matches_torchvision_pad_then_crop(mode, tv_mode):
+    x = images(6)
+    dy, dx = torch.tensor([0, 8, 3, 5, 0, 8]), torch.tensor([0, 8, 7, 1, 8, 0])
+    out = shift_crop(x, dy, dx, 4, mode)
+    for i in range(6):
+        ref = TF.crop(TF.pad(x[i], [4], padding_mode=tv_mode), int(dy[i]), int(dx[i]), 32, 32)
+        assert torch.equal(out[i], ref)
+
+
+def test_crop_offsets_are_uniform():
+    torch.manual_seed(0)
+    x = torch.zeros(4000, 3, 8, 8, dtype=torch.uint8)
+    x[:, :, 0, 0] = 255  # track where the top-left pixel goes
+    out, _ = build_augment([{"name": "crop", "padding": 1}], 10)(x, torch.zeros(4000, dtype=torch.long))
+    where = out[:, 0].flatten(1).argmax(1)  # 0 if it stayed or was cropped out ...
+    moved = (out[:, 0].flatten(1).max(1).values > 0)
+    # offset (dy, dx) in {0,1,2}^2: the pixel survives unless dy == 2 or dx == 2, i.e. 4/9 of the time
+    assert abs(moved.float().mean() - 4 / 9) < 0.03
+    assert set(where[moved].tolist()) == {0, 1, 8, 9}
+
+
+def test_flip_probabilities():
+    torch.manual_seed(0)
+    x = images(1).expand(4000, -1, -1, -1)
+    out, _ = build_augment([{"name": "flip", "p": 0.3, "vertical_p": 0.6}], 10)(x, torch.zeros(4000, dtype=torch.long))
+    h = (out == x[:1].flip(-1) / 255).flatten(1).all(1) | (out == x[:1].flip(-1).flip(-2) / 255).flatten(1).all(1)
+    v = (out == x[:1].flip(-2) / 255).flatten(1).all(1) | (out == x[:1].flip(-1).flip(-2) / 255).flatten(1).all(1)
+    assert abs(h.float().mean() - 0.3) < 0.03 and abs(v.float().mean() - 0.6) < 0.03
