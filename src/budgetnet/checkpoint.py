@@ -1,0 +1,77 @@
+"""Checkpoint files: atomic writes, safe loads (weights_only, never code), architecture checks, run loading."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import Recipe, from_dict
+from .model import build_model
+
+FORMAT = "budgetnet-checkpoint-1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable, or does not fit the model it is loaded into."""
+
+
+def save(state: dict[str, Any], path: Path) -> None:
+    """Write a checkpoint so that a crash mid-write leaves the previous file intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"format": FORMAT, **state}, tmp)
+    os.replace(tmp, path)
+
+
+def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with weights_only=True: tensors and plain containers only, no code runs."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path} is not a loadable budgetnet checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a budgetnet checkpoint (format {FORMAT} expected)")
+    return state
+
+
+def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Load a state dict, naming the first mismatching tensors when the architectures differ."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shapes = [f"{k}: {tuple(weights[k].shape)} in the {source}, {tuple(v.shape)} in the model"
+              for k, v in own.items() if k in weights and weights[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        details = "; ".join(
+            ([f"missing from the {source}: {', '.join(missing[:3])}"] if missing else [])
+            + ([f"not in the model: {', '.join(unexpected[:3])}"] if unexpected else [])
+            + shapes[:3])
+        raise CheckpointError(f"the {source} was saved from a different architecture ({details})")
+    model.load_state_dict(weights)
+
+
+def resolve(run_or_checkpoint: str | Path, which: str = "best") -> Path:
+    """The checkpoint file of a run directory (best, else last) or the file itself."""
+    path = Path(run_or_checkpoint)
+    if path.is_dir():
+        for name in (which, "last", "best"):
+            if (path / "checkpoints" / f"{name}.pt").is_file():
+                return path / "checkpoints" / f"{name}.pt"
+        raise CheckpointError(f"{path} holds no checkpoints/ (is it a budgetnet run directory that has "
+                              "finished at least one epoch?)")
+    return path
+
+
+def load_model(run_or_checkpoint: str | Path, which: str = "best",
+               device: str | torch.device = "cpu") -> tuple[nn.Module, Recipe, dict[str, Any]]:
+    """The trained model (eval mode, on `device`), its recipe and the raw checkpoint of a run or file."""
+    state = load(resolve(run_or_checkpoint, which), device)
+    recipe = from_dict(Recipe, state["recipe"])
+    model = build_model(recipe.model)
+    load_weights(model, state["model"])
+    return model.to(device).eval(), recipe, state

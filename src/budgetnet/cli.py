@@ -1,0 +1,148 @@
+"""Command-line interface: argument parsing only; every command calls one library function."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+
+from .config import load_recipe, parse_count, recipe_names
+
+USAGE_ERRORS = (ValueError, RuntimeError, FileNotFoundError)
+
+
+# ---- params ---------------------------------------------------------------------------------------
+
+def cmd_params(args: argparse.Namespace) -> int:
+    from .spec import fit_channels
+
+    recipe = load_recipe(args.recipe, args.set)
+    spec, budget = recipe.model, parse_count(args.budget) if args.budget else recipe.budget
+    fitted = None
+    if args.fit:
+        fitted = fit_channels(spec, budget)
+        spec = dataclasses.replace(spec, channels=fitted)
+    params = spec.count_params()
+    result = {"params": params, "budget": budget, "within_budget": params <= budget,
+              "design": spec.to_dict(), "stages": spec.stage_table()}
+    if fitted is not None:
+        result["fitted_channels"] = fitted
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_stage_table(result["stages"]))
+        if fitted is not None:
+            print(f"widest C_1 within {budget:,}: {fitted} (--set model.channels={fitted})")
+        verdict = (f"within budget ({budget - params:,} to spare)" if params <= budget
+                   else f"OVER budget by {params - budget:,}")
+        print(f"total {params:,} trainable parameters; budget {budget:,}: {verdict}")
+    return 0 if params <= budget else 1
+
+
+def format_stage_table(rows: list[dict]) -> str:
+    """The per-stage table of a design as aligned text."""
+    cols = ["layer", "output", "channels", "kernel", "shortcut", "blocks", "params"]
+    cells = [[f"{r[c]:,}" if c == "params" else str(r[c]) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    line = lambda vals: "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(vals, widths)))  # noqa: E731
+    return "\n".join([line(cols), line(["-" * w for w in widths]), *map(line, cells)])
+
+
+# ---- train / eval --------------------------------------------------------------------------------
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import default_run_dir, train
+
+    if args.resume:
+        summary = train(None, args.resume, data_dir=args.data, resume=True, progress=not args.quiet)
+        out = args.resume
+    else:
+        recipe = load_recipe(args.recipe, args.set)
+        out = args.out or default_run_dir(args.recipe)
+        summary = train(recipe, out, data_dir=args.data, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary, indent=2) if args.json else
+              f"run {out}: {summary['status']}, final test accuracy {summary['final_test_acc']}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_run
+
+    result = evaluate_run(args.run, data_dir=args.data, device=args.device, which=args.checkpoint, out_dir=args.out)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{args.run}: test accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}, "
+              f"{result['params']:,} parameters (checkpoint of epoch {result['checkpoint_epoch']})")
+        for name, acc in result["per_class_accuracy"].items():
+            print(f"  {name:<12} {acc:.4f}")
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    for name in recipe_names():
+        print(f"{name:<10} {load_recipe(name).description}")
+    return 0
+
+
+# ---- parser ----------------------------------------------------------------------------------------
+
+def _recipe_args(p: argparse.ArgumentParser, default: str | None = "seed") -> None:
+    p.add_argument("--recipe", default=default, help="shipped recipe name or YAML file (default: %(default)s)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key, e.g. --set optimizer.lr=0.05 (repeatable; YAML values)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="budgetnet", description=__doc__.split(":")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("params", help="per-stage parameter table of a design; exit 1 when over budget")
+    _recipe_args(p)
+    p.add_argument("--budget", help="trainable-parameter budget, e.g. 5M (default: the recipe's)")
+    p.add_argument("--fit", action="store_true", help="widen or narrow C_1 to the largest that fits the budget")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_params)
+
+    p = sub.add_parser("train", help="train a recipe into a run directory")
+    _recipe_args(p, default="demo")
+    p.add_argument("--out", type=Path, help="run directory (default: runs/<recipe>-<time>)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run from its last checkpoint")
+    p.add_argument("--data", help="folder holding cifar-10-batches-py/ (default: $BUDGETNET_DATA or the cache)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="test accuracy, per-class accuracy and confusion matrix of a run")
+    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint of a run")
+    p.add_argument("--data", help="folder holding cifar-10-batches-py/ (default: $BUDGETNET_DATA or the cache)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", type=Path, help="where eval.json and confusion.png go (default: the run directory)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("recipes", help="list the shipped recipes")
+    p.set_defaults(func=cmd_recipes)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USAGE_ERRORS as e:
+        if os.environ.get("BUDGETNET_DEBUG"):
+            raise
+        print(f"budgetnet {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the last checkpoint is kept; continue with --resume RUN_DIR", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

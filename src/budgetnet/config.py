@@ -1,0 +1,219 @@
+"""Recipes: YAML files resolved into a typed Recipe, with dotted `--set` overrides and unknown-key suggestions.
+
+Every hyperparameter and its default is in the dataclasses below: this is the one place to read them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .spec import ModelSpec
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used: the message names the key and how to fix it."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "cifar10"          # cifar10 | cifar100
+    train_size: int | None = None     # use only the first N training images (quick runs)
+    val_size: int = 0                 # hold the last N training images out for validation (tuning)
+    test_size: int | None = None      # evaluate on the first N test images only (quick looks)
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "sgd"                 # sgd | adam | adamw | radam
+    lr: float = 0.1
+    momentum: float = 0.9             # sgd
+    nesterov: bool = False            # sgd
+    weight_decay: float = 5e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam, adamw, radam
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "cosine"              # cosine | warm_restarts | step | onecycle | constant
+    eta_min: float = 0.0              # cosine, warm_restarts: lowest learning rate
+    T_0: float = 10.0                 # warm_restarts: epochs of the first cycle
+    T_mult: int = 1                   # warm_restarts: cycle length factor after each restart
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step: epochs or fractions of the run
+    gamma: float = 0.1                # step: factor at each milestone
+    pct_start: float = 0.25           # onecycle: fraction of the run spent rising
+    warmup_epochs: float = 0.0        # linear warm-up from 0 before any schedule
+    per_step: bool = True             # update every step (True) or once per epoch
+
+
+@dataclass
+class Recipe:
+    """A complete training recipe; `to_dict()` is what a run directory records."""
+
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataConfig = field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    augment: list[dict] = field(default_factory=lambda: [{"name": "crop", "padding": 4}, {"name": "flip"}])
+    description: str = ""
+    epochs: int = 30
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    seed: int = 0
+    budget: int = 5_000_000           # trainable-parameter budget, enforced before training
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None    # max gradient norm
+    eval_every: int = 1               # evaluate every k epochs (and always after the last)
+    device: str = "auto"              # auto | cpu | cuda | cuda:1 ...
+    precision: str = "auto"           # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    channels_last: bool = True
+    compile: bool = False             # torch.compile the model
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ---- loading ----------------------------------------------------------------------------------
+
+def recipe_names() -> list[str]:
+    """Names of the recipes that ship with budgetnet."""
+    return sorted(p.name[:-5] for p in resources.files("budgetnet.recipes").iterdir() if p.name.endswith(".yaml"))
+
+
+def read_yaml(name_or_path: str | Path, kind: str = "recipes") -> tuple[dict, Path | None]:
+    """A YAML mapping from a file path or the name of a file shipped in budgetnet/<kind>/."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        shipped = resources.files(f"budgetnet.{kind}") / f"{name_or_path}.yaml"
+        if not shipped.is_file():
+            names = sorted(p.name[:-5] for p in resources.files(f"budgetnet.{kind}").iterdir()
+                           if p.name.endswith(".yaml"))
+            raise RecipeError(f"{kind[:-1]} {str(name_or_path)!r} is neither a file nor a shipped name"
+                              f"{_suggest(str(name_or_path), names)}; shipped: {', '.join(names)}")
+        path = Path(str(shipped))
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path} must hold a mapping of keys, not {type(raw).__name__}")
+    return raw, path
+
+
+def load_recipe(name_or_path: str | Path | dict, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Resolve a recipe (shipped name, YAML file or mapping) plus `key=value` overrides into a checked Recipe."""
+    raw = dict(name_or_path) if isinstance(name_or_path, dict) else read_yaml(name_or_path)[0]
+    apply_overrides(raw, overrides)
+    if "budget" in raw:
+        raw["budget"] = parse_count(raw["budget"])
+    recipe = from_dict(Recipe, raw)
+    recipe.model.validate()
+    return recipe
+
+
+def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """Apply `dotted.key=value` strings (values in YAML syntax; digits index lists) to a nested mapping."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise RecipeError(f"--set {item!r}: expected dotted.key=value, e.g. optimizer.lr=0.05")
+        value = yaml.safe_load(text) if text.strip() else None
+        node: Any = raw
+        *parents, last = key.split(".")
+        for part in parents:
+            if isinstance(node, list):
+                node = node[_index(node, part, key)]
+            else:
+                node = node.setdefault(part, {})
+                if node is None:
+                    raise RecipeError(f"--set {key}: {part} is empty in the recipe")
+        if isinstance(node, list):
+            node[_index(node, last, key)] = value
+        else:
+            node[last] = value
+    return raw
+
+
+def _index(node: list, part: str, key: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise RecipeError(f"--set {key}: {part!r} is not an index of a list of {len(node)} items")
+    return int(part)
+
+
+def parse_count(text: str | int) -> int:
+    """Parse a parameter count such as 5000000, '5M', '4.5M' or '500k'."""
+    if isinstance(text, int):
+        return text
+    s = str(text).strip().lower().replace(",", "").replace("_", "")
+    scale = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000}.get(s[-1:], 1)
+    try:
+        return int(round(float(s[:-1] if scale > 1 else s) * scale))
+    except ValueError:
+        raise RecipeError(f"{text!r} is not a parameter count: use e.g. 5000000, 5M or 500k") from None
+
+
+# ---- typed conversion ---------------------------------------------------------------------------
+
+def from_dict(cls: type, raw: dict, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a mapping, checking every key and value type."""
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{prefix.rstrip('.') or 'recipe'} must be a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            raise RecipeError(f"unknown recipe key '{prefix}{key}'{_suggest(key, list(fields), prefix)}; "
+                              f"valid keys here: {', '.join(fields)}")
+    kwargs = {}
+    for key, value in raw.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = from_dict(hint, value or {}, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, hint, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check `value` against a type hint, converting int->float and numeric strings such as '5e-4'."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except RecipeError as e:
+                errors.append(str(e))
+        raise RecipeError(errors[-1])
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(f"{key} must be a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") if args else v for i, v in enumerate(value)]
+    if hint is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if hint is dict and isinstance(value, dict):
+        return value
+    if hint in (int, float, str, bool) and (type(value) is hint):
+        return value
+    raise RecipeError(f"{key} must be {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _suggest(word: str, choices: list[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f"; did you mean '{prefix}{close[0]}'?" if close else ""

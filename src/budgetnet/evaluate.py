@@ -1,0 +1,112 @@
+"""Evaluation of a model or a run: accuracy and loss, per-class accuracy, confusion matrix."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .checkpoint import load_model
+from .data import Data, from_arrays, load_split
+from .model import count_trainable
+from .runtime import Dist, autocast, resolve_device
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: Tensor, data: Data, batch_size: int, device: torch.device,
+                   precision: str = "auto") -> Tensor:
+    """float32 logits [N, K] of uint8 images [N, 3, H, W], in eval mode."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = data.normalize(images[start:start + batch_size].to(device).float() / 255)
+        with autocast(device, precision):
+            out.append(model(x.contiguous(memory_format=torch.channels_last)).float())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def evaluate_split(model: nn.Module, split: tuple[Tensor, Tensor], data: Data, batch_size: int,
+                   device: torch.device, precision: str = "auto", ddp: Dist = Dist()) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) on a split; under DDP each rank scores its share and the sums are reduced."""
+    images, labels = split[0][ddp.rank::ddp.world_size], split[1][ddp.rank::ddp.world_size]
+    logits = predict_logits(model, images, data, batch_size, device, precision)
+    labels = labels.to(device)
+    totals = torch.stack([F.cross_entropy(logits, labels, reduction="sum"),
+                          (logits.argmax(1) == labels).sum().float(),
+                          torch.tensor(float(len(labels)), device=device)])
+    if ddp.world_size > 1:
+        dist.all_reduce(totals)
+    loss, correct, n = totals.tolist()
+    return loss / n, correct / n
+
+
+def confusion_matrix(predictions: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """Counts [true class, predicted class]."""
+    return torch.bincount(labels.cpu() * num_classes + predictions.cpu(),
+                          minlength=num_classes ** 2).view(num_classes, num_classes)
+
+
+def classification_report(logits: Tensor, labels: Tensor, classes: list[str]) -> dict:
+    """Accuracy, loss, per-class accuracy and the confusion matrix of logits against labels."""
+    labels = labels.to(logits.device)
+    cm = confusion_matrix(logits.argmax(1), labels, len(classes))
+    per_class = (cm.diag().float() / cm.sum(1).clamp(min=1).float()).tolist()
+    return {"accuracy": cm.diag().sum().item() / max(len(labels), 1),
+            "loss": F.cross_entropy(logits, labels).item(),
+            "images": len(labels),
+            "per_class_accuracy": dict(zip(classes, per_class)),
+            "confusion_matrix": cm.tolist()}
+
+
+def plot_confusion(cm: list[list[int]], classes: list[str], out: Path, title: str = "") -> Path:
+    """A confusion-matrix heat map PNG with counts in the cells."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = torch.tensor(cm, dtype=torch.float)
+    rates = counts / counts.sum(1, keepdim=True).clamp(min=1)
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title or "confusion matrix (test set)")
+    fig.colorbar(im, ax=ax, label="fraction of the true class")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def write_json(obj: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2))
+
+
+def evaluate_run(run: str | Path, data_dir: str | Path | None = None, device: str = "auto", which: str = "best",
+                 out_dir: str | Path | None = None, batch_size: int = 1000) -> dict:
+    """Score a run's checkpoint (or a checkpoint file) on the full test set; write eval.json and confusion.png."""
+    dev = resolve_device(device)
+    model, recipe, state = load_model(run, which, dev)
+    x, y, classes = load_split(recipe.data.dataset, "test", data_dir)
+    data = from_arrays((x[:0], y[:0]), None, (x, y), classes, recipe.data.dataset, dev)
+    logits = predict_logits(model, data.test[0], data, batch_size, dev, recipe.precision)
+    result = {"run": str(run), "checkpoint_epoch": state["epoch"], "params": count_trainable(model),
+              **classification_report(logits, data.test[1], classes)}
+    out = Path(out_dir) if out_dir else (Path(run) if Path(run).is_dir() else Path(run).parent)
+    write_json(result, out / "eval.json")
+    plot_confusion(result["confusion_matrix"], classes, out / "confusion.png",
+                   f"confusion matrix, test accuracy {result['accuracy']:.2%}")
+    return result

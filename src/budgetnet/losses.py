@@ -1,0 +1,34 @@
+"""Training losses: cross-entropy on hard or soft targets, and AugMix's Jensen-Shannon consistency term."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def cross_entropy(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Mean cross-entropy; `targets` are class indices [B] or probabilities [B, K] (mixup, cutmix)."""
+    return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
+
+
+def jsd(*logits: Tensor) -> Tensor:
+    """Jensen-Shannon divergence between the softmax predictions of several views (AugMix, eq. 2).
+
+    JS(p_1..p_m) = 1/m sum_i KL(p_i || M) with M the mean of the p_i; M is clamped as in the AugMix code.
+    """
+    probs = [F.softmax(z.float(), dim=1) for z in logits]
+    log_mixture = torch.clamp(torch.stack(probs).mean(0), 1e-7, 1.0).log()
+    return sum(F.kl_div(log_mixture, p, reduction="batchmean") for p in probs) / len(probs)
+
+
+def training_loss(logits: Tensor, targets: Tensor, num_views: int = 1, jsd_lambda: float = 12.0,
+                  label_smoothing: float = 0.0) -> Tensor:
+    """Loss of one training batch whose logits hold `num_views` views of the same B images, view-major.
+
+    With one view this is cross-entropy. With several (AugMix with JSD: clean, aug1, aug2) it is
+    cross-entropy on the first (clean) view plus `jsd_lambda` times the JSD of all views.
+    """
+    if num_views == 1:
+        return cross_entropy(logits, targets, label_smoothing)
+    views = logits.chunk(num_views)
+    return cross_entropy(views[0], targets, label_smoothing) + jsd_lambda * jsd(*views)

@@ -1,0 +1,91 @@
+"""Optimizer and learning-rate schedule factories, selected by name (timm style)."""
+from __future__ import annotations
+
+import math
+import torch
+from torch import nn
+
+from .config import OptimizerConfig, ScheduleConfig
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "radam")
+SCHEDULES = ("cosine", "warm_restarts", "step", "onecycle", "constant")
+
+
+def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    """One of torch's optimizers over the model's trainable parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)
+    betas = tuple(cfg.betas)
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+    if cfg.name == "radam":
+        return torch.optim.RAdam(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+    raise ValueError(f"optimizer.name={cfg.name!r} is unknown: use one of {', '.join(OPTIMIZERS)}")
+
+
+def lr_at(cfg: ScheduleConfig, base_lr: float, t: float, epochs: float) -> float:
+    """Learning rate after `t` epochs (fractional) of an `epochs`-long run.
+
+    cosine and warm_restarts follow the study's equation
+        eta_t = eta_min + 1/2 (eta_max - eta_min) (1 + cos(pi T_cur / T_i)),
+    with T_i the run (cosine) or the current cycle, T_0 epochs long and T_mult times longer after each restart.
+    step multiplies by gamma at each milestone (fractions of the run); onecycle rises linearly from lr/25
+    to lr over pct_start of the run, then falls linearly to 0. warmup_epochs scales any of them up from 0.
+    """
+    eta_max, eta_min = base_lr, cfg.eta_min
+    if cfg.name == "cosine":
+        lr = eta_min + 0.5 * (eta_max - eta_min) * (1 + math.cos(math.pi * min(t / epochs, 1.0)))
+    elif cfg.name == "warm_restarts":
+        t_cur, t_i = t, cfg.T_0
+        while t_cur >= t_i:
+            t_cur, t_i = t_cur - t_i, t_i * cfg.T_mult
+        lr = eta_min + 0.5 * (eta_max - eta_min) * (1 + math.cos(math.pi * t_cur / t_i))
+    elif cfg.name == "step":
+        lr = base_lr * cfg.gamma ** sum(t >= m * epochs for m in cfg.milestones)
+    elif cfg.name == "onecycle":
+        peak = cfg.pct_start * epochs
+        lr = (base_lr * (1 / 25 + (1 - 1 / 25) * t / peak) if t < peak
+              else base_lr * max(0.0, (epochs - t) / (epochs - peak)))
+    elif cfg.name == "constant":
+        lr = base_lr
+    else:
+        raise ValueError(f"schedule.name={cfg.name!r} is unknown: use one of {', '.join(SCHEDULES)}")
+    if cfg.warmup_epochs > 0 and t < cfg.warmup_epochs:
+        lr *= t / cfg.warmup_epochs
+    return lr
+
+
+def check_schedule(cfg: ScheduleConfig) -> None:
+    """Raise ValueError for a schedule that cannot run, before any training."""
+    if cfg.name not in SCHEDULES:
+        raise ValueError(f"schedule.name={cfg.name!r} is unknown: use one of {', '.join(SCHEDULES)}")
+    if cfg.name == "warm_restarts" and (cfg.T_0 <= 0 or cfg.T_mult < 1):
+        raise ValueError("schedule.T_0 must be > 0 and schedule.T_mult >= 1")
+    if cfg.name == "onecycle" and not 0 < cfg.pct_start < 1:
+        raise ValueError("schedule.pct_start must be between 0 and 1")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, epochs: int,
+                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """A scheduler stepped once per optimizer step."""
+    check_schedule(cfg)
+    base_lr = optimizer.param_groups[0]["lr"]
+
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_at_step(cfg, base_lr, step, epochs, steps_per_epoch) / base_lr)
+
+
+def lr_at_step(cfg: ScheduleConfig, base_lr: float, step: int, epochs: int, steps_per_epoch: int) -> float:
+    """Learning rate at optimizer step `step`; with per_step false it changes only at epoch ends."""
+    t = step / steps_per_epoch if cfg.per_step else float(step // steps_per_epoch)
+    return lr_at(cfg, base_lr, t, epochs)
+
+
+def lr_curve(cfg: ScheduleConfig, base_lr: float, epochs: int, steps_per_epoch: int) -> list[tuple[float, float]]:
+    """(epoch, lr) at every step of a run, for plots."""
+    return [(s / steps_per_epoch, lr_at_step(cfg, base_lr, s, epochs, steps_per_epoch))
+            for s in range(epochs * steps_per_epoch + 1)]

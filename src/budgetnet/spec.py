@@ -1,0 +1,192 @@
+"""The ResNet design space (N, B_i, C_i, F_i, K_i, P): validation, closed-form parameter count, fit-to-budget."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+BLOCK_TYPES = ("basic", "bottleneck")
+EXPANSION = {"basic": 1, "bottleneck": 4}
+
+
+class SpecError(ValueError):
+    """A design that cannot be built: the message names the field and how to fix it."""
+
+
+class BudgetError(SpecError):
+    """A design with more trainable parameters than the budget allows."""
+
+
+@dataclass
+class ModelSpec:
+    """One point of the design space; recipe keys live under `model`.
+
+    blocks: B_i, one entry per residual stage (N = len(blocks)).
+    channels: C_1 (then C_i = 2^(i-1) C_1) or the list of C_i.
+    kernel_size: F_i, conv kernel size (scalar for every stage, or one per stage); the stem uses F_1.
+    shortcut_kernel_size: K_i, kernel of the projection shortcut where a stage changes shape.
+    pool_size: P, average-pool size before the classifier.
+    """
+
+    blocks: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
+    channels: int | list[int] = 42
+    kernel_size: int | list[int] = 3
+    shortcut_kernel_size: int | list[int] = 1
+    pool_size: int = 4
+    block: str = "basic"
+    num_classes: int = 10
+    in_channels: int = 3
+    image_size: int = 32
+
+    # ---- per-stage views ------------------------------------------------------------------
+    @property
+    def num_stages(self) -> int:
+        return len(self.blocks)
+
+    def _per_stage(self, name: str) -> list[int]:
+        value = getattr(self, name)
+        if isinstance(value, int):
+            return [value] * self.num_stages
+        if len(value) != self.num_stages:
+            raise SpecError(
+                f"model.{name} has {len(value)} values but model.blocks has N={self.num_stages} stages: "
+                f"give one value for every stage or a list of {self.num_stages}")
+        return list(value)
+
+    def stage_channels(self) -> list[int]:
+        """C_i for every stage (doubling from C_1 unless a list is given)."""
+        if isinstance(self.channels, int):
+            return [self.channels * 2**i for i in range(self.num_stages)]
+        return self._per_stage("channels")
+
+    def stage_kernels(self) -> list[int]:
+        return self._per_stage("kernel_size")
+
+    def stage_shortcut_kernels(self) -> list[int]:
+        return self._per_stage("shortcut_kernel_size")
+
+    def stage_sizes(self) -> list[int]:
+        """Output feature-map side of every stage: the first keeps the input size, the others halve it."""
+        return [self.image_size // 2**i for i in range(self.num_stages)]
+
+    def final_size(self) -> int:
+        """Side of the feature map after average pooling (the classifier sees C_N * expansion * side^2)."""
+        return self.stage_sizes()[-1] // self.pool_size
+
+    # ---- validation -----------------------------------------------------------------------
+    def validate(self) -> "ModelSpec":
+        """Raise SpecError naming the first problem; return self when the design can be built."""
+        if self.block not in BLOCK_TYPES:
+            raise SpecError(f"model.block={self.block!r} is unknown: use one of {', '.join(BLOCK_TYPES)}")
+        if not self.blocks:
+            raise SpecError("model.blocks is empty: give the number of blocks of every stage, e.g. [2, 2, 2, 2]")
+        for name, values in [("blocks", self.blocks), ("channels", self.stage_channels()),
+                             ("kernel_size", self.stage_kernels()),
+                             ("shortcut_kernel_size", self.stage_shortcut_kernels())]:
+            for i, v in enumerate(values):
+                if v <= 0:
+                    raise SpecError(f"model.{name} of stage {i + 1} is {v}: sizes must be positive integers")
+        for name, values in [("kernel_size", self.stage_kernels()),
+                             ("shortcut_kernel_size", self.stage_shortcut_kernels())]:
+            for i, k in enumerate(values):
+                if k % 2 == 0:
+                    raise SpecError(
+                        f"model.{name} of stage {i + 1} is {k}, an even size: kernels must be odd so that "
+                        f"'same' padding keeps the feature map aligned; use {k - 1} or {k + 1}")
+        for name in ("num_classes", "in_channels", "image_size", "pool_size"):
+            if getattr(self, name) <= 0:
+                raise SpecError(f"model.{name} is {getattr(self, name)}: it must be a positive integer")
+        if self.image_size % 2 ** (self.num_stages - 1):
+            raise SpecError(
+                f"N={self.num_stages} stages halve the {self.image_size}x{self.image_size} input "
+                f"{self.num_stages - 1} times, which does not divide evenly: use fewer stages")
+        side = self.stage_sizes()[-1]
+        if self.pool_size > side or side % self.pool_size:
+            divisors = [d for d in range(1, side + 1) if side % d == 0]
+            raise SpecError(
+                f"model.pool_size={self.pool_size} does not fit the final {side}x{side} feature map "
+                f"(N={self.num_stages} stages on {self.image_size}x{self.image_size} input): "
+                f"use one of {divisors}")
+        return self
+
+    # ---- parameter count --------------------------------------------------------------------
+    def count_params(self) -> int:
+        """Trainable parameters in closed form (convs have no bias; BatchNorm has weight and bias)."""
+        return sum(row["params"] for row in self.stage_table())
+
+    def stage_table(self) -> list[dict]:
+        """One row per layer group (stem, every stage, classifier) with its shape and parameter count."""
+        self.validate()
+        exp = EXPANSION[self.block]
+        chans, kernels, shortcuts, sizes = (self.stage_channels(), self.stage_kernels(),
+                                            self.stage_shortcut_kernels(), self.stage_sizes())
+        rows = [{"layer": "stem", "output": f"{chans[0]}x{self.image_size}x{self.image_size}",
+                 "channels": chans[0], "kernel": kernels[0], "shortcut": "-", "blocks": 1,
+                 "params": _conv_bn(self.in_channels, chans[0], kernels[0])}]
+        c_in = chans[0]
+        for i, (n, c, f, k, s) in enumerate(zip(self.blocks, chans, kernels, shortcuts, sizes)):
+            params = 0
+            for b in range(n):
+                stride = 2 if (i > 0 and b == 0) else 1
+                params += _block_params(self.block, c_in, c, f, k, stride)
+                c_in = c * exp
+            rows.append({"layer": f"stage {i + 1}", "output": f"{c * exp}x{s}x{s}", "channels": c * exp,
+                         "kernel": f, "shortcut": k, "blocks": n, "params": params})
+        features = c_in * self.final_size() ** 2
+        rows.append({"layer": f"pool {self.pool_size} + fc", "output": str(self.num_classes),
+                     "channels": features, "kernel": "-", "shortcut": "-", "blocks": "-",
+                     "params": features * self.num_classes + self.num_classes})
+        return rows
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _conv_bn(c_in: int, c_out: int, k: int) -> int:
+    return k * k * c_in * c_out + 2 * c_out
+
+
+def _block_params(block: str, c_in: int, c: int, f: int, k: int, stride: int) -> int:
+    c_out = c * EXPANSION[block]
+    if block == "basic":
+        params = _conv_bn(c_in, c, f) + _conv_bn(c, c, f)
+    else:
+        params = _conv_bn(c_in, c, 1) + _conv_bn(c, c, f) + _conv_bn(c, c_out, 1)
+    if stride != 1 or c_in != c_out:
+        params += _conv_bn(c_in, c_out, k)
+    return params
+
+
+def check_budget(spec: ModelSpec, budget: int) -> int:
+    """Return the parameter count, or raise BudgetError naming the count, the budget and the widest C_1 that fits."""
+    params = spec.count_params()
+    if params <= budget:
+        return params
+    msg = f"the design has {params:,} trainable parameters, over the budget of {budget:,} by {params - budget:,}"
+    if isinstance(spec.channels, int):
+        try:
+            c1 = fit_channels(spec, budget)
+            msg += (f"; the largest C_1 that fits the rest of the design is {c1} "
+                    f"({dataclasses.replace(spec, channels=c1).count_params():,} parameters): "
+                    f"--set model.channels={c1}")
+        except BudgetError as e:
+            msg += f"; {e}"
+    else:
+        msg += "; reduce model.channels or the number of blocks"
+    raise BudgetError(msg)
+
+
+def fit_channels(spec: ModelSpec, budget: int) -> int:
+    """The widest C_1 whose design (everything else unchanged) stays within `budget`."""
+    if not isinstance(spec.channels, int):
+        raise SpecError("fitting C_1 needs model.channels to be a single number (C_i doubling from it), not a list")
+    count = lambda c: dataclasses.replace(spec, channels=c).count_params()  # noqa: E731
+    if count(1) > budget:
+        raise BudgetError(f"even C_1=1 needs {count(1):,} parameters, over the budget of {budget:,}: "
+                          "use fewer stages or blocks")
+    lo, hi = 1, 2
+    while count(hi) <= budget:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:  # count(lo) <= budget < count(hi); the count grows with C_1
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if count(mid) <= budget else (lo, mid)
+    return lo

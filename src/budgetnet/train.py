@@ -1,0 +1,235 @@
+"""The training loop: data on the device, batched augmentation, metrics, checkpoints, resume, DDP."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from . import checkpoint
+from .augment import build_augment
+from .config import Recipe, RecipeError, from_dict
+from .data import Data, batch_indices, load_data
+from .evaluate import evaluate_split
+from .losses import training_loss
+from .model import build_model
+from .optim import build_optimizer, build_scheduler, check_schedule
+from .runtime import Dist, autocast, init_distributed, resolve_device
+from .spec import check_budget
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class RunFiles:
+    """The files of a run directory."""
+
+    root: Path
+
+    @property
+    def recipe(self) -> Path:
+        return self.root / "recipe.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def last(self) -> Path:
+        return self.root / "checkpoints" / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.root / "checkpoints" / "best.pt"
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The per-epoch metric rows of a run directory."""
+    path = RunFiles(Path(run_dir)).metrics
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def default_run_dir(name: str) -> Path:
+    return Path("runs") / f"{Path(name).stem}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+EpochCallback = Callable[[dict], None]
+
+
+def train(recipe: Recipe, out_dir: str | Path, data_dir: str | Path | None = None, resume: bool = False,
+          progress: bool = True, on_epoch: EpochCallback | None = None, data: Data | None = None) -> dict:
+    """Train `recipe` into run directory `out_dir` (or continue the run there) and return its summary.
+
+    Everything that can be checked is checked before any work: the budget, the augmentation list, the
+    schedule, the run directory. `on_epoch(row)` sees each epoch's metrics (a search can raise to prune).
+    """
+    files = RunFiles(Path(out_dir))
+    if resume:
+        if not files.recipe.is_file():
+            raise RecipeError(f"--resume {out_dir}: no recipe.yaml there, so it is not a budgetnet run directory")
+        recipe = from_dict(Recipe, yaml.safe_load(files.recipe.read_text()))
+    elif files.last.is_file():
+        raise RecipeError(f"{out_dir} already holds a run: continue it with --resume {out_dir}, "
+                          "or choose another --out")
+    params = check_budget(recipe.model, recipe.budget)
+    augment = build_augment(recipe.augment, recipe.model.num_classes)
+    check_schedule(recipe.schedule)
+
+    ddp = init_distributed(recipe.device)
+    device = resolve_device(recipe.device, ddp.local_rank)
+    if recipe.batch_size % ddp.world_size:
+        raise RecipeError(f"batch_size={recipe.batch_size} must be divisible by the {ddp.world_size} processes")
+    data = data or load_data(recipe.data, data_dir, device)
+    if ddp.is_main:
+        files.root.mkdir(parents=True, exist_ok=True)
+        files.recipe.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+
+    torch.manual_seed(recipe.seed)
+    model = build_model(recipe.model).to(device, memory_format=torch.channels_last if recipe.channels_last
+                                         else torch.contiguous_format)
+    optimizer = build_optimizer(model, recipe.optimizer)
+    n_train = len(data.train[0])
+    steps_per_epoch = math.ceil(n_train / recipe.batch_size)
+    scheduler = build_scheduler(optimizer, recipe.schedule, recipe.epochs, steps_per_epoch)
+
+    start_epoch, best, history = 0, -1.0, []
+    if resume and files.last.is_file():
+        state = checkpoint.load(files.last, device)
+        checkpoint.load_weights(model, state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best = state["epoch"], state["best"]
+        history = read_metrics(files.root)[:start_epoch]
+        if ddp.is_main:
+            files.metrics.write_text("".join(json.dumps(r) + "\n" for r in history))
+            print(f"resuming {files.root} after epoch {start_epoch}/{recipe.epochs}", file=sys.stderr)
+
+    net = DistributedDataParallel(model) if ddp.world_size > 1 else model
+    step_fn = torch.compile(net) if recipe.compile else net
+    summary = _summary(recipe, params, device, history, "running")
+    for epoch in range(start_epoch, recipe.epochs):
+        torch.manual_seed(recipe.seed * 100_003 + epoch * 1_009 + ddp.rank)  # randomness is a function of (seed, epoch, rank)
+        row = _train_epoch(step_fn, model, optimizer, scheduler, augment, data, recipe, device, ddp, epoch, progress)
+        if not math.isfinite(row["train_loss"]):
+            summary = _summary(recipe, params, device, history, "diverged")
+            if ddp.is_main:
+                files.summary.write_text(json.dumps(summary, indent=2))
+            raise TrainingDiverged(
+                f"epoch {epoch + 1}: the training loss is {row['train_loss']}; the run stopped and keeps its "
+                f"last good checkpoint ({files.last}). Lower optimizer.lr or set grad_clip.")
+        if (epoch + 1) % recipe.eval_every == 0 or epoch + 1 == recipe.epochs:
+            for split in ("val", "test"):
+                images = getattr(data, split)
+                if images is not None:
+                    loss, acc = evaluate_split(model, images, data, recipe.eval_batch_size, device,
+                                               recipe.precision, ddp)
+                    row.update({f"{split}_loss": loss, f"{split}_acc": acc})
+        history.append(row)
+        key = "val_acc" if data.val is not None else "test_acc"
+        improved = row.get(key, -1.0) > best
+        best = max(best, row.get(key, -1.0))
+        if ddp.is_main:
+            with files.metrics.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "best": best,
+                     "recipe": recipe.to_dict(), "params": params}
+            checkpoint.save(state, files.last)
+            if improved:
+                checkpoint.save(state, files.best)
+            summary = _summary(recipe, params, device, history,
+                               "finished" if epoch + 1 == recipe.epochs else "running")
+            files.summary.write_text(json.dumps(summary, indent=2))
+            if progress:
+                print(_epoch_line(row, recipe.epochs), file=sys.stderr)
+        if on_epoch is not None:
+            on_epoch(row)
+    if ddp.world_size > 1:
+        dist.barrier()
+    return summary
+
+
+def _train_epoch(step_fn, model, optimizer, scheduler, augment, data: Data, recipe: Recipe, device: torch.device,
+                 ddp: Dist, epoch: int, progress: bool) -> dict:
+    """One pass over the training set; metrics stay on the device until the end of the epoch."""
+    model.train()
+    x_all, y_all = data.train
+    batches = batch_indices(len(x_all), recipe.batch_size, device,
+                            generator=torch.Generator().manual_seed(recipe.seed * 7919 + epoch),
+                            drop_last=len(x_all) >= recipe.batch_size, rank=ddp.rank, world_size=ddp.world_size)
+    memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device)
+    seen = 0
+    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="batch", leave=False,
+               disable=not (progress and ddp.is_main), mininterval=1.0, dynamic_ncols=True)
+    start = time.perf_counter()
+    for i, idx in enumerate(bar):
+        images, labels = augment(x_all[idx], y_all[idx])
+        images = data.normalize(images).contiguous(memory_format=memory_format)
+        with autocast(device, recipe.precision):
+            logits = step_fn(images)
+        loss = training_loss(logits, labels, augment.num_views, augment.jsd_lambda, recipe.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if recipe.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        n = len(idx)
+        hard = labels if labels.ndim == 1 else labels.argmax(1)
+        loss_sum += loss.detach() * n
+        correct += (logits[:n].argmax(1) == hard).sum()
+        seen += n
+        if bar.disable is False and (i % 20 == 19 or i + 1 == len(batches)):
+            rate = seen * ddp.world_size / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
+                            img_s=f"{rate:.0f}")
+    totals = torch.stack([loss_sum, correct, torch.tensor(float(seen), device=device)])
+    if ddp.world_size > 1:
+        dist.all_reduce(totals)
+    seconds = time.perf_counter() - start
+    loss_total, correct_total, seen_total = totals.tolist()
+    return {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_total / seen_total,
+            "train_acc": correct_total / seen_total, "seconds": seconds, "images_per_s": seen_total / seconds}
+
+
+def _epoch_line(row: dict, epochs: int) -> str:
+    parts = [f"epoch {row['epoch']}/{epochs}", f"lr {row['lr']:.4g}",
+             f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}"]
+    for split in ("val", "test"):
+        if f"{split}_acc" in row:
+            parts.append(f"{split} loss {row[f'{split}_loss']:.4f} acc {row[f'{split}_acc']:.4f}")
+    parts.append(f"{row['seconds']:.1f}s ({row['images_per_s']:.0f} img/s)")
+    return " | ".join(parts)
+
+
+def _summary(recipe: Recipe, params: int, device: torch.device, history: list[dict], status: str) -> dict:
+    """What a run reached so far; `final_test_acc` is the honest figure, `best_*` is chosen on validation
+    when there is a validation split (on test otherwise, as the study did)."""
+    last = history[-1] if history else {}
+    key = "val_acc" if any("val_acc" in r for r in history) else "test_acc"
+    best_row = max((r for r in history if key in r), key=lambda r: r[key], default={})
+    return {"status": status, "params": params, "device": str(device), "epochs": recipe.epochs,
+            "epochs_done": len(history), "final_test_acc": last.get("test_acc"),
+            "final_test_loss": last.get("test_loss"), "best_by": key, "best_epoch": best_row.get("epoch"),
+            "best_acc": best_row.get(key), "best_test_acc": best_row.get("test_acc"),
+            "train_seconds": sum(r["seconds"] for r in history),
+            "images_per_s": (sum(r["images_per_s"] for r in history) / len(history)) if history else None,
+            "description": recipe.description}
