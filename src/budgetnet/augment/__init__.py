@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import basic  # noqa: F401  (registers the policies)
+from . import auto, basic, mix  # noqa: F401  (register the policies)
 from .registry import POLICIES, Policy, build_policy
 
 __all__ = ["Augment", "build_augment", "POLICIES"]
@@ -23,12 +23,16 @@ class Augment:
     def __init__(self, policies: list[Policy], num_classes: int) -> None:
         self.policies = policies
         self.num_classes = num_classes
-        self.num_views = 1
-        self.jsd_lambda = 12.0
+        jsd = [p for p in policies if isinstance(p, auto.AugMix) and p.jsd]
+        if len(jsd) > 1:
+            raise ValueError("at most one augmix policy may have jsd: true (each would multiply the views by 3)")
+        self.num_views = 3 if jsd else 1
+        self.jsd_lambda = float(jsd[0].jsd_lambda) if jsd else 12.0
         self.soft_targets = any(p.mixes_labels for p in policies)
 
     def __call__(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """uint8 images [B, 3, H, W] and int64 labels [B] -> views float32 [V*B, 3, H, W] in [0, 1] and targets."""
+        """uint8 images [B, 3, H, W] and int64 labels [B] -> views float32 [V*B, 3, H, W] in [0, 1], view-major
+        (clean view first), and targets: int64 [B], or float32 [B, num_classes] with mixup or cutmix."""
         targets = F.one_hot(labels, self.num_classes).float() if self.soft_targets else labels
         for policy in self.policies:
             images, targets = policy(images, targets)

@@ -60,3 +60,46 @@ class Flip(Policy):
             flip = torch.rand(images.shape[0], device=images.device) < self.vertical_p
             images = torch.where(flip[:, None, None, None], images.flip(-2), images)
         return images, targets
+
+
+@register("translate")
+@dataclass
+class Translate(Policy):
+    """Shift by whole pixels, up to `max_fraction` of the size per axis (as torchvision's RandomAffine
+    translate, rounded), zero fill."""
+    max_fraction: float = 0.125
+
+    def __post_init__(self) -> None:
+        check(isinstance(self.max_fraction, (int, float)) and 0 <= self.max_fraction <= 1, "translate",
+              f"max_fraction must be in [0, 1], got {self.max_fraction!r}")
+
+    def __call__(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        n, _, h, w = images.shape
+        limit = torch.tensor([self.max_fraction * h, self.max_fraction * w], device=images.device)
+        shift = ((torch.rand(2, n, device=images.device) * 2 - 1) * limit[:, None]).round().long()  # dy, dx
+        pad = int(max(limit.max().ceil().item(), 0))
+        return shift_crop(images, pad - shift[0], pad - shift[1], pad), targets
+
+
+@register("cutout")
+@dataclass
+class Cutout(Policy):
+    """Zero a `size` x `size` square centred anywhere in the image (clipped at the edges), with probability p."""
+    size: int = 16
+    p: float = 1.0
+
+    def __post_init__(self) -> None:
+        check(isinstance(self.size, int) and self.size >= 0, "cutout", f"size must be an int >= 0, got {self.size!r}")
+        check(isinstance(self.p, (int, float)) and 0 <= self.p <= 1, "cutout", f"p must be in [0, 1], got {self.p!r}")
+
+    def __call__(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        n, _, h, w = images.shape
+        device = images.device
+        cy, cx = torch.randint(0, h, (n,), device=device), torch.randint(0, w, (n,), device=device)
+        top, left = cy - self.size // 2, cx - self.size // 2
+        ys, xs = torch.arange(h, device=device), torch.arange(w, device=device)
+        inside_y = (ys >= top[:, None]) & (ys < top[:, None] + self.size)
+        inside_x = (xs >= left[:, None]) & (xs < left[:, None] + self.size)
+        apply = torch.rand(n, device=device) < self.p
+        hole = (inside_y[:, :, None] & inside_x[:, None, :] & apply[:, None, None])[:, None]
+        return images.masked_fill(hole, 0), targets
