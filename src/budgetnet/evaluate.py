@@ -72,7 +72,7 @@ def plot_confusion(cm: list[list[int]], classes: list[str], out: Path, title: st
     counts = torch.tensor(cm, dtype=torch.float)
     rates = counts / counts.sum(1, keepdim=True).clamp(min=1)
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
-    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    im = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
     for i in range(len(classes)):
         for j in range(len(classes)):
             ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7,

@@ -1,0 +1,74 @@
+"""Shared test fixtures: tiny recipes, learnable synthetic CIFAR-shaped data, a fake CIFAR-10 folder."""
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from budgetnet.config import load_recipe
+from budgetnet.data import from_arrays
+
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+TINY_MODEL = ["model.blocks=[1, 1]", "model.channels=8", "model.pool_size=16"]
+
+
+def synthetic_arrays(n: int, seed: int = 0, num_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable CIFAR-shaped uint8 images: each class has its own colour and stripe orientation, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes, n)
+    palette = np.random.default_rng(1234).integers(40, 216, (num_classes, 3))
+    yy, xx = np.mgrid[0:32, 0:32]
+    images = np.empty((n, 3, 32, 32), np.uint8)
+    for k in range(num_classes):
+        idx = labels == k
+        stripes = np.sin((xx * np.cos(k) + yy * np.sin(k)) * 0.8) * 30
+        base = palette[k][:, None, None] + stripes[None]
+        noise = rng.normal(0, 25, (idx.sum(), 3, 32, 32))
+        images[idx] = np.clip(base[None] + noise, 0, 255).astype(np.uint8)
+    return images, labels.astype(np.int64)
+
+
+@pytest.fixture
+def tiny_data():
+    """512 training and 256 test synthetic images on the CPU."""
+    return from_arrays(synthetic_arrays(512, seed=0), None, synthetic_arrays(256, seed=1), CLASSES)
+
+
+def tiny_recipe(*overrides: str):
+    """A 2-stage, 8-channel ResNet trained for 2 epochs with batch 64 (a few seconds on a CPU)."""
+    return load_recipe("demo", [*TINY_MODEL, "epochs=2", "batch_size=64", "eval_batch_size=256",
+                                "data.train_size=null", *overrides])
+
+
+def write_fake_cifar10(root: Path) -> Path:
+    """A structurally valid cifar-10-batches-py/ (50,000 + 10,000 learnable synthetic images) under root."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    x, y = synthetic_arrays(60_000, seed=2)
+    for i in range(6):
+        name = f"data_batch_{i + 1}" if i < 5 else "test_batch"
+        sl = slice(i * 10_000, (i + 1) * 10_000)
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": x[sl].reshape(10_000, -1), "labels": y[sl].tolist(),
+                         "batch_label": name, "filenames": [f"{j}.png" for j in range(10_000)]}, f, protocol=2)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": CLASSES, "num_cases_per_batch": 10_000, "num_vis": 3072}, f, protocol=2)
+    return root
+
+
+@pytest.fixture(scope="session")
+def fake_cifar(tmp_path_factory) -> Path:
+    """Root of a fake CIFAR-10 folder, written once per test session."""
+    return write_fake_cifar10(tmp_path_factory.mktemp("fake_cifar"))
+
+
+@pytest.fixture(scope="session")
+def real_cifar() -> Path:
+    """The real CIFAR-10 root from $BUDGETNET_DATA; skips when it is not there."""
+    root = os.environ.get("BUDGETNET_DATA")
+    if not root or not (Path(root) / "cifar-10-batches-py" / "test_batch").is_file():
+        pytest.skip("real CIFAR-10 not available: set BUDGETNET_DATA to a folder holding cifar-10-batches-py/")
+    return Path(root)

@@ -1,0 +1,66 @@
+"""The command line end to end on a fake CIFAR-10 folder: params, train, resume, eval, and its errors."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from budgetnet.cli import main
+from conftest import TINY_MODEL
+
+TINY = [f"--set={s}" for s in [*TINY_MODEL, "epochs=1", "batch_size=64", "data.train_size=256",
+                                "data.test_size=256"]]
+
+
+def run_json(capsys, *argv):
+    code = main(list(argv))
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_params_json_and_exit_status(capsys):
+    code, out = run_json(capsys, "params", "--recipe", "seed", "--json")
+    assert code == 0 and out["params"] == 4_815_940 and out["budget"] == 5_000_000 and out["within_budget"]
+    code, out = run_json(capsys, "params", "--set", "model.channels=64", "--json")
+    assert code == 1 and out["params"] == 11_173_962 and not out["within_budget"]
+    code, out = run_json(capsys, "params", "--set", "model.channels=64", "--budget", "5M", "--fit", "--json")
+    assert code == 0 and out["fitted_channels"] == 42 and out["params"] == 4_815_940
+
+
+def test_params_table(capsys):
+    assert main(["params", "--recipe", "seed"]) == 0
+    out = capsys.readouterr().out
+    assert "stage 4" in out and "336x4x4" in out and "4,815,940" in out and "within budget" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["params", "--set", "model.kernel_size=2"], "even size"),
+    (["params", "--set", "optimizer.lrr=1"], "did you mean 'optimizer.lr'"),
+    (["train", "--recipe", "nope"], "recipe 'nope' is neither a file nor a shipped name"),
+])
+def test_user_errors_exit_2_with_a_message(capsys, argv, message):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_train_over_budget_exits_2_before_touching_data(capsys, tmp_path):
+    assert main(["train", "--recipe", "seed", "--set", "model.channels=64", "--out", str(tmp_path / "r"),
+                 "--data", str(tmp_path / "nowhere")]) == 2
+    assert "over the budget" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_train_resume_eval(capsys, fake_cifar, tmp_path):
+    run = tmp_path / "run"
+    code, summary = run_json(capsys, "train", *TINY, "--out", str(run), "--data", str(fake_cifar), "--quiet", "--json")
+    assert code == 0 and summary["status"] == "finished" and summary["epochs_done"] == 1
+    code, summary = run_json(capsys, "train", "--resume", str(run), "--data", str(fake_cifar), "--quiet", "--json")
+    assert code == 0 and summary["epochs_done"] == 1  # already finished: nothing more to do
+    code, result = run_json(capsys, "eval", str(run), "--data", str(fake_cifar), "--json")
+    assert code == 0 and 0 <= result["accuracy"] <= 1 and result["params"] == summary["params"]
+    assert set(result["per_class_accuracy"]) == {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                                                 "horse", "ship", "truck"}
+
+
+def test_console_entry_point_runs():
+    out = subprocess.run([sys.executable, "-m", "budgetnet", "params", "--recipe", "demo", "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    assert json.loads(out)["within_budget"] is True

@@ -1,0 +1,77 @@
+"""Recipes: shipped files load, dotted overrides, typed values, and unknown keys with suggestions."""
+import pytest
+
+from budgetnet.config import RecipeError, apply_overrides, load_recipe, parse_count, recipe_names
+
+
+def test_shipped_recipes_load_and_fit_the_budget():
+    assert {"seed", "demo"} <= set(recipe_names())
+    for name in recipe_names():
+        recipe = load_recipe(name)
+        assert recipe.model.count_params() <= recipe.budget, name
+
+
+def test_seed_recipe_is_the_study():
+    r = load_recipe("seed")
+    assert r.model.count_params() == 4_815_940
+    assert (r.batch_size, r.epochs, r.optimizer.name, r.optimizer.lr, r.optimizer.momentum) == (128, 1200, "sgd", 0.1, 0.9)
+    assert r.optimizer.weight_decay == 5e-4 and r.schedule.name == "warm_restarts"
+
+
+def test_overrides_are_yaml_typed_and_dotted():
+    r = load_recipe("seed", ["optimizer.lr=0.05", "model.blocks=[1, 1, 1]", "model.pool_size=8",
+                             "optimizer.weight_decay=5e-4", "grad_clip=1", "data.train_size=null",
+                             "augment=[{name: flip, p: 0.3}]", "augment.0.p=0.25", "budget=4.5M"])
+    assert r.optimizer.lr == 0.05 and r.model.blocks == [1, 1, 1]
+    assert r.optimizer.weight_decay == 5e-4 and isinstance(r.optimizer.weight_decay, float)
+    assert r.grad_clip == 1.0 and isinstance(r.grad_clip, float)
+    assert r.augment == [{"name": "flip", "p": 0.25}]
+    assert r.budget == 4_500_000
+
+
+def test_channels_accept_a_scalar_or_a_list():
+    assert load_recipe("seed", ["model.channels=[16, 32, 64, 128]"]).model.stage_channels() == [16, 32, 64, 128]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optimizer.lrr=0.1", "unknown recipe key 'optimizer.lrr'; did you mean 'optimizer.lr'?"),
+    ("epochz=3", "did you mean 'epochs'?"),
+    ("model.chanels=32", "did you mean 'model.channels'?"),
+    ("epochs=many", "epochs must be int"),
+    ("model.blocks=2", "model.blocks must be a list"),
+    ("optimizer.nesterov=maybe", "optimizer.nesterov must be bool"),
+    ("optimizer", "expected dotted.key=value"),
+    ("augment.5.p=1", "is not an index of a list of 2 items"),
+    ("model.kernel_size=4", "even size"),
+])
+def test_bad_recipes_fail_with_a_clear_message(override, message):
+    with pytest.raises(ValueError) as err:
+        load_recipe("seed", [override])
+    assert message in str(err.value)
+
+
+def test_unknown_recipe_name_suggests_the_nearest():
+    with pytest.raises(RecipeError, match="did you mean 'seed'"):
+        load_recipe("sed")
+
+
+def test_recipe_from_a_file(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("model: {blocks: [1, 1], channels: 8, pool_size: 16}\nepochs: 3\n")
+    r = load_recipe(str(path))
+    assert r.epochs == 3 and r.model.blocks == [1, 1] and r.batch_size == 128
+
+
+def test_apply_overrides_creates_nested_keys():
+    assert apply_overrides({}, ["a.b.c=1"]) == {"a": {"b": {"c": 1}}}
+
+
+@pytest.mark.parametrize("text, value", [("5M", 5_000_000), ("4.5m", 4_500_000), ("500k", 500_000),
+                                         ("5,000,000", 5_000_000), (123, 123)])
+def test_parse_count(text, value):
+    assert parse_count(text) == value
+
+
+def test_parse_count_rejects_garbage():
+    with pytest.raises(RecipeError, match="not a parameter count"):
+        parse_count("lots")

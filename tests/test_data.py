@@ -1,0 +1,101 @@
+"""Data loading: structure checks, clear errors for missing or damaged copies, splits, safe unpickling."""
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+
+from budgetnet.config import DataConfig
+from budgetnet.data import DataError, batch_indices, load_data, load_split
+
+
+def copy_of(fake_cifar, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(fake_cifar, root)
+    return root, root / "cifar-10-batches-py"
+
+
+def test_loads_a_reencoded_copy_and_says_so_once(fake_cifar, capsys):
+    x, y, classes = load_split("cifar10", "train", fake_cifar)
+    assert x.shape == (50_000, 3, 32, 32) and x.dtype == np.uint8 and y.shape == (50_000,)
+    assert classes[0] == "airplane" and len(classes) == 10
+    load_split("cifar10", "test", fake_cifar)
+    assert capsys.readouterr().err.count("differs from the official release") == 1
+
+
+def test_splits_sizes_and_no_overlap(fake_cifar):
+    data = load_data(DataConfig(train_size=1000, val_size=500, test_size=300), fake_cifar)
+    assert len(data.train[0]) == 1000 and len(data.val[0]) == 500 and len(data.test[0]) == 300
+    x, _, _ = load_split("cifar10", "train", fake_cifar)
+    assert np.array_equal(data.val[0].numpy(), x[-500:]) and np.array_equal(data.train[0].numpy(), x[:1000])
+
+
+def test_env_var_points_at_the_data(fake_cifar, monkeypatch):
+    monkeypatch.setenv("BUDGETNET_DATA", str(fake_cifar))
+    assert len(load_split("cifar10", "test")[0]) == 10_000
+
+
+def test_missing_folder_says_where_to_put_the_data(tmp_path):
+    with pytest.raises(DataError, match="no cifar-10-batches-py/ in .*--data"):
+        load_split("cifar10", "train", tmp_path)
+
+
+def test_missing_file(fake_cifar, tmp_path):
+    root, folder = copy_of(fake_cifar, tmp_path)
+    (folder / "data_batch_3").unlink()
+    with pytest.raises(DataError, match="data_batch_3 is missing"):
+        load_split("cifar10", "train", root)
+
+
+def test_truncated_file(fake_cifar, tmp_path):
+    root, folder = copy_of(fake_cifar, tmp_path)
+    blob = (folder / "test_batch").read_bytes()
+    (folder / "test_batch").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(DataError, match="test_batch is truncated or corrupt"):
+        load_split("cifar10", "test", root)
+
+
+def test_wrong_shape_and_labels(fake_cifar, tmp_path):
+    root, folder = copy_of(fake_cifar, tmp_path)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({"data": np.zeros((10_000, 1024), np.uint8), "labels": [0] * 10_000}, f)
+    with pytest.raises(DataError, match=r"shape \(N, 3072\)"):
+        load_split("cifar10", "test", root)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({"data": np.zeros((10_000, 3072), np.uint8), "labels": [12] * 10_000}, f)
+    with pytest.raises(DataError, match="labels outside 0..9"):
+        load_split("cifar10", "test", root)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({"data": np.zeros((10, 3072), np.uint8), "labels": [1] * 10}, f)
+    with pytest.raises(DataError, match="has 10 images, expected 10,000"):
+        load_split("cifar10", "test", root)
+
+
+class Exploit:
+    def __reduce__(self):
+        return (shutil.rmtree, ("/nonexistent-budgetnet-test",))
+
+
+def test_a_data_file_cannot_run_code(fake_cifar, tmp_path):
+    root, folder = copy_of(fake_cifar, tmp_path)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({"data": Exploit(), "labels": []}, f)
+    with pytest.raises(DataError, match="refusing to load shutil.rmtree"):
+        load_split("cifar10", "test", root)
+
+
+def test_bad_split_sizes(fake_cifar):
+    with pytest.raises(DataError, match="data.train_size=60000"):
+        load_data(DataConfig(train_size=60_000), fake_cifar)
+    with pytest.raises(DataError, match="data.dataset='mnist' is unknown"):
+        load_data(DataConfig(dataset="mnist"), fake_cifar)
+
+
+def test_batches_cover_the_epoch_and_shard_across_ranks():
+    import torch
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    full = batch_indices(10, 4, "cpu", g())
+    assert sorted(torch.cat(full).tolist()) == list(range(10)) and [len(b) for b in full] == [4, 4, 2]
+    ranks = [batch_indices(10, 4, "cpu", g(), drop_last=True, rank=r, world_size=2) for r in (0, 1)]
+    for b0, b1, b in zip(*ranks, batch_indices(10, 4, "cpu", g(), drop_last=True)):
+        assert sorted(b0.tolist() + b1.tolist()) == sorted(b.tolist())

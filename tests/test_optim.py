@@ -1,0 +1,72 @@
+"""Optimizer and schedule factories: names, and every schedule against its equation."""
+import math
+
+import pytest
+import torch
+
+from budgetnet.config import OptimizerConfig, ScheduleConfig
+from budgetnet.optim import build_optimizer, build_scheduler, lr_at, lr_curve
+
+
+def study_cosine(t_cur, t_i, eta_min, eta_max):
+    """The study's equation: eta_t = eta_min + 1/2 (eta_max - eta_min) (1 + cos(pi T_cur / T_i))."""
+    return eta_min + 0.5 * (eta_max - eta_min) * (1 + math.cos(math.pi * t_cur / t_i))
+
+
+def test_cosine_follows_the_equation():
+    cfg = ScheduleConfig(name="cosine", eta_min=0.001)
+    for t in [0, 0.5, 7, 13.25, 20]:
+        assert lr_at(cfg, 0.1, t, 20) == pytest.approx(study_cosine(t, 20, 0.001, 0.1))
+
+
+def test_warm_restarts_restart_at_t0_and_grow_by_t_mult():
+    cfg = ScheduleConfig(name="warm_restarts", T_0=10, T_mult=2, eta_min=0.0)
+    # cycles: [0, 10), [10, 30), [30, 70)
+    for t, (t_cur, t_i) in {0: (0, 10), 5: (5, 10), 10: (0, 20), 25: (15, 20), 30: (0, 40), 69: (39, 40)}.items():
+        assert lr_at(cfg, 0.1, t, 100) == pytest.approx(study_cosine(t_cur, t_i, 0.0, 0.1))
+    assert lr_at(cfg, 0.1, 10, 100) == pytest.approx(0.1)  # a restart returns to eta_max
+
+
+def test_step_onecycle_constant_and_warmup():
+    step = ScheduleConfig(name="step", milestones=[0.5, 0.75], gamma=0.1)
+    assert [lr_at(step, 1.0, t, 100) for t in (0, 49, 50, 74, 75)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+    one = ScheduleConfig(name="onecycle", pct_start=0.25)
+    assert lr_at(one, 1.0, 0, 8) == pytest.approx(1 / 25)
+    assert lr_at(one, 1.0, 2, 8) == pytest.approx(1.0)
+    assert lr_at(one, 1.0, 5, 8) == pytest.approx(0.5)
+    assert lr_at(one, 1.0, 8, 8) == pytest.approx(0.0)
+    warm = ScheduleConfig(name="constant", warmup_epochs=2)
+    assert [lr_at(warm, 0.4, t, 10) for t in (0, 1, 2, 5)] == pytest.approx([0, 0.2, 0.4, 0.4])
+
+
+def test_scheduler_drives_the_optimizer_like_lr_at():
+    model = torch.nn.Linear(2, 2)
+    opt = build_optimizer(model, OptimizerConfig(name="sgd", lr=0.1))
+    cfg = ScheduleConfig(name="warm_restarts", T_0=1, T_mult=2, eta_min=0.01)
+    sched = build_scheduler(opt, cfg, epochs=3, steps_per_epoch=4)
+    seen = []
+    for _ in range(12):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert seen == pytest.approx([lr for _, lr in lr_curve(cfg, 0.1, 3, 4)[:12]])
+
+
+def test_per_epoch_schedule_is_constant_within_an_epoch():
+    cfg = ScheduleConfig(name="cosine", per_step=False)
+    curve = [lr for _, lr in lr_curve(cfg, 0.1, 4, 5)]
+    assert len(set(curve[0:5])) == 1 and len(set(curve[5:10])) == 1 and curve[0] > curve[5]
+
+
+@pytest.mark.parametrize("name, cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam),
+                                       ("adamw", torch.optim.AdamW), ("radam", torch.optim.RAdam)])
+def test_optimizer_factory(name, cls):
+    opt = build_optimizer(torch.nn.Linear(2, 2), OptimizerConfig(name=name, lr=0.01, weight_decay=1e-4))
+    assert isinstance(opt, cls) and opt.param_groups[0]["weight_decay"] == 1e-4
+
+
+def test_unknown_names_are_errors():
+    with pytest.raises(ValueError, match="use one of sgd, adam, adamw, radam"):
+        build_optimizer(torch.nn.Linear(2, 2), OptimizerConfig(name="lion"))
+    with pytest.raises(ValueError, match="schedule.name='linear' is unknown"):
+        lr_at(ScheduleConfig(name="linear"), 0.1, 0, 10)

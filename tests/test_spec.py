@@ -1,0 +1,86 @@
+"""The design space: exact parameter counts, validation errors, budget enforcement and C_1 fitting."""
+import dataclasses
+
+import pytest
+import torch
+
+from budgetnet.model import build_model, count_trainable
+from budgetnet.spec import BudgetError, ModelSpec, SpecError, check_budget, fit_channels
+
+
+def test_study_final_model_has_4815940_parameters():
+    spec = ModelSpec(blocks=[2, 2, 2, 2], channels=42, kernel_size=3, shortcut_kernel_size=1, pool_size=4)
+    assert spec.stage_channels() == [42, 84, 168, 336]
+    assert spec.count_params() == 4_815_940
+    assert count_trainable(build_model(spec)) == 4_815_940
+
+
+def test_classic_cifar_resnet18_has_11173962_parameters():
+    spec = ModelSpec(channels=64)
+    assert spec.count_params() == count_trainable(build_model(spec)) == 11_173_962
+
+
+@pytest.mark.parametrize("kw", [
+    dict(blocks=[3, 4, 6, 3], channels=16, block="bottleneck"),
+    dict(blocks=[1, 1, 1], channels=[10, 30, 50], kernel_size=[3, 5, 7], shortcut_kernel_size=[1, 3, 5]),
+    dict(blocks=[2, 1, 1, 1, 1], channels=8, pool_size=1),
+    dict(blocks=[2, 2, 2], channels=20, pool_size=2, num_classes=100),
+    dict(blocks=[1], channels=12, kernel_size=5, pool_size=8),
+])
+def test_closed_form_matches_module_and_forward_shape(kw):
+    spec = ModelSpec(**kw)
+    model = build_model(spec)
+    assert spec.count_params() == count_trainable(model)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, spec.num_classes)
+
+
+def test_stage_table_rows_sum_to_total():
+    spec = ModelSpec(channels=42)
+    rows = spec.stage_table()
+    assert [r["layer"] for r in rows] == ["stem", "stage 1", "stage 2", "stage 3", "stage 4", "pool 4 + fc"]
+    assert [r["output"] for r in rows[1:5]] == ["42x32x32", "84x16x16", "168x8x8", "336x4x4"]
+    assert sum(r["params"] for r in rows) == 4_815_940
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(kernel_size=[3, 3, 3]), "has 3 values but model.blocks has N=4"),
+    (dict(channels=[16, 32]), "has 2 values but model.blocks has N=4"),
+    (dict(kernel_size=4), "even size"),
+    (dict(shortcut_kernel_size=2), "even size"),
+    (dict(pool_size=3), "does not fit the final 4x4 feature map"),
+    (dict(pool_size=8), "use one of [1, 2, 4]"),
+    (dict(channels=0), "must be positive"),
+    (dict(blocks=[2, -1, 2, 2]), "must be positive"),
+    (dict(blocks=[]), "model.blocks is empty"),
+    (dict(block="wide"), "model.block='wide' is unknown"),
+    (dict(num_classes=0), "model.num_classes is 0"),
+    (dict(blocks=[1] * 7), "does not divide evenly"),
+])
+def test_validation_names_the_problem(kw, message):
+    with pytest.raises(SpecError) as err:
+        ModelSpec(**kw).validate()
+    assert message in str(err.value)
+
+
+def test_over_budget_message_names_count_budget_and_fitting_c1():
+    with pytest.raises(BudgetError) as err:
+        check_budget(ModelSpec(channels=64), 5_000_000)
+    msg = str(err.value)
+    assert "11,173,962" in msg and "5,000,000" in msg and "largest C_1 that fits" in msg and "42" in msg
+    assert check_budget(ModelSpec(channels=42), 5_000_000) == 4_815_940
+
+
+def test_fit_channels_is_the_widest_that_fits():
+    spec = ModelSpec(channels=64)
+    assert fit_channels(spec, 5_000_000) == 42  # what the study did by hand
+    for budget in (100_000, 1_234_567, 20_000_000):
+        c = fit_channels(spec, budget)
+        assert dataclasses.replace(spec, channels=c).count_params() <= budget
+        assert dataclasses.replace(spec, channels=c + 1).count_params() > budget
+
+
+def test_fit_channels_errors():
+    with pytest.raises(SpecError, match="single number"):
+        fit_channels(ModelSpec(channels=[8, 16, 32, 64]), 5_000_000)
+    with pytest.raises(BudgetError, match="even C_1=1"):
+        fit_channels(ModelSpec(), 100)
