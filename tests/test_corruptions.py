@@ -1,0 +1,293 @@
+import colorsys
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from budgetnet.corruptions import (CORRUPTIONS, corrupt, corruption_suite, load_cifar10c,
+                                   plot_corruption_heatmap)
+
+SEVERITIES = (1, 2, 3, 4, 5)
+
+
+def realish(n: int = 8, seed: int = 0) -> np.ndarray:
+    """Natural-looking uint8 images [n, 32, 32, 3]: smooth colour fields with a sharp vertical edge."""
+    rng = np.random.default_rng(seed)
+    field = ndimage.gaussian_filter(rng.normal(size=(n, 32, 32, 3)), sigma=(0, 3, 3, 0))
+    field = (field - field.min()) / (field.max() - field.min())
+    columns = np.arange(32)[None, None, :, None]
+    edge = (columns + rng.integers(-8, 8, (n, 1, 1, 1)) > 16) * rng.uniform(-0.3, 0.3, (n, 1, 1, 3))
+    return (np.clip(0.2 + 0.6 * field + edge, 0, 1) * 255).astype(np.uint8)
+
+
+def flat(value: int, n: int = 4) -> np.ndarray:
+    return np.full((n, 32, 32, 3), value, dtype=np.uint8)
+
+
+def damage(name: str, images: np.ndarray) -> list[float]:
+    """Mean absolute difference to the clean images at each severity."""
+    return [np.abs(corrupt(images, name, s).astype(int) - images).mean() for s in SEVERITIES]
+
+
+def high_frequency_energy(images: np.ndarray) -> float:
+    """Mean squared difference between vertically and horizontally adjacent pixels."""
+    x = images.astype(float)
+    return float(np.mean(np.diff(x, axis=1) ** 2) + np.mean(np.diff(x, axis=2) ** 2))
+
+
+def test_the_fifteen_corruptions_in_standard_order():
+    assert CORRUPTIONS == ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
+                           "motion_blur", "zoom_blur", "snow", "frost", "fog", "brightness", "contrast",
+                           "elastic_transform", "pixelate", "jpeg_compression")
+
+
+@pytest.mark.parametrize("name", CORRUPTIONS)
+def test_shape_dtype_determinism_and_change(name):
+    images = realish(4)
+    for severity in SEVERITIES:
+        out = corrupt(images, name, severity, seed=3)
+        assert out.dtype == np.uint8 and out.shape == images.shape
+        assert np.array_equal(out, corrupt(images, name, severity, seed=3))
+        assert not np.array_equal(out, images)
+    assert corrupt(images[:0], name, 1).shape == (0, 32, 32, 3)
+
+
+@pytest.mark.parametrize("name", ["gaussian_noise", "shot_noise", "impulse_noise", "glass_blur", "motion_blur",
+                                  "snow", "frost", "fog", "elastic_transform"])
+def test_random_corruptions_depend_on_the_seed(name):
+    images = realish(4)
+    assert not np.array_equal(corrupt(images, name, 3, seed=0), corrupt(images, name, 3, seed=1))
+
+
+@pytest.mark.parametrize("severity, std", list(zip(SEVERITIES, [0.04, 0.06, 0.08, 0.09, 0.10])))
+def test_gaussian_noise_std_matches_the_constant(severity, std):
+    out = corrupt(flat(128, n=64), "gaussian_noise", severity)
+    noise = (out.astype(float) + 0.5 - 128) / 255  # + 0.5 undoes the mean shift of truncation to uint8
+    assert abs(noise.mean()) < 0.002
+    assert noise.std() == pytest.approx(np.sqrt(std**2 + 1 / 12 / 255**2), rel=0.02)
+
+
+@pytest.mark.parametrize("severity, photons", list(zip(SEVERITIES, [500, 250, 100, 75, 50])))
+def test_shot_noise_is_poisson_with_the_constant(severity, photons):
+    p = 102 / 255
+    out = corrupt(flat(102, n=64), "shot_noise", severity).astype(float) / 255
+    # Poisson(p * c) / c, truncated to uint8: mean p (minus <1/255), variance p / c
+    assert out.mean() == pytest.approx(p, abs=1 / 255)
+    assert out.var() == pytest.approx(p / photons, rel=0.05)
+
+
+@pytest.mark.parametrize("severity, amount", list(zip(SEVERITIES, [0.01, 0.02, 0.03, 0.05, 0.07])))
+def test_impulse_noise_flips_the_published_share_to_salt_or_pepper(severity, amount):
+    out = corrupt(flat(100, n=64), "impulse_noise", severity)
+    changed = out != 100
+    assert changed.mean() == pytest.approx(amount, rel=0.1)
+    assert set(np.unique(out[changed])) == {0, 255}
+    assert (out[changed] == 255).mean() == pytest.approx(0.5, abs=0.05)
+
+
+@pytest.mark.parametrize("severity, c", list(zip(SEVERITIES, [0.05, 0.1, 0.15, 0.2, 0.3])))
+def test_brightness_adds_c_to_hsv_value(severity, c):
+    images = realish(1)[:, :6, :6]
+    images = np.pad(images, ((0, 0), (0, 26), (0, 26), (0, 0)), mode="wrap")
+    out = corrupt(images, "brightness", severity)
+    for pixel, got in zip(images.reshape(-1, 3)[:50] / 255, out.reshape(-1, 3)[:50]):
+        h, s, v = colorsys.rgb_to_hsv(*pixel)
+        expected = np.clip(colorsys.hsv_to_rgb(h, s, min(v + c, 1.0)), 0, 1) * 255
+        assert np.array_equal(got, expected.astype(np.uint8))
+
+
+@pytest.mark.parametrize("severity, c", list(zip(SEVERITIES, [0.75, 0.5, 0.4, 0.3, 0.15])))
+def test_contrast_scales_around_the_channel_means(severity, c):
+    images = realish(3)
+    x = images / 255.0
+    means = x.mean(axis=(1, 2), keepdims=True)
+    expected = (np.clip((x - means) * c + means, 0, 1) * 255).astype(np.uint8)
+    assert np.array_equal(corrupt(images, "contrast", severity), expected)
+
+
+@pytest.mark.parametrize("severity, factor", list(zip(SEVERITIES, [0.95, 0.9, 0.85, 0.75, 0.65])))
+def test_pixelate_is_box_resize_down_and_up(severity, factor):
+    images = realish(3)
+    size = int(32 * factor)
+    expected = [np.asarray(Image.fromarray(im).resize((size, size), Image.BOX).resize((32, 32), Image.BOX))
+                for im in images]
+    assert np.array_equal(corrupt(images, "pixelate", severity), np.stack(expected))
+
+
+@pytest.mark.parametrize("severity, quality", list(zip(SEVERITIES, [80, 65, 58, 50, 40])))
+def test_jpeg_compression_is_pil_jpeg_at_the_published_quality(severity, quality):
+    images = realish(3)
+    expected = []
+    for im in images:
+        buffer = io.BytesIO()
+        Image.fromarray(im).save(buffer, format="JPEG", quality=quality)
+        expected.append(np.asarray(Image.open(buffer)))
+    assert np.array_equal(corrupt(images, "jpeg_compression", severity), np.stack(expected))
+
+
+@pytest.mark.parametrize("name", ["defocus_blur", "glass_blur", "motion_blur", "zoom_blur", "elastic_transform",
+                                  "pixelate"])
+def test_blurs_and_warps_keep_a_flat_image(name):
+    images = flat(137)
+    for severity in SEVERITIES:
+        # within one grey level: like make_cifar_c, values are truncated, and 137/255*255 may land on 136.99..
+        assert np.abs(corrupt(images, name, severity).astype(int) - 137).max() <= 1
+
+
+@pytest.mark.parametrize("name", ["defocus_blur", "motion_blur", "zoom_blur"])
+def test_blurs_remove_more_high_frequencies_as_severity_grows(name):
+    images = realish(16)
+    energies = [high_frequency_energy(images)] + [high_frequency_energy(corrupt(images, name, s)) for s in SEVERITIES]
+    assert all(later < earlier for earlier, later in zip(energies, energies[1:])), energies
+
+
+# glass_blur, frost and elastic_transform are not monotone in pixel difference under the published constants:
+# glass_blur trades blur for shuffle passes (severity 4 shuffles twice with less blur than severity 3), frost
+# darkens the image (c0 < 1) while adding texture, elastic_transform shrinks the random affine warp as the
+# local displacement grows. motion_blur severities 3 and 4 share sigma = 2 and differ only in a negligible tail.
+MONOTONE = [n for n in CORRUPTIONS if n not in ("glass_blur", "frost", "elastic_transform", "motion_blur")]
+
+
+@pytest.mark.parametrize("name", MONOTONE)
+def test_damage_grows_with_severity(name):
+    values = damage(name, realish(8))
+    assert all(later > earlier for earlier, later in zip(values, values[1:])), values
+
+
+@pytest.mark.parametrize("name", ["glass_blur", "frost", "motion_blur"])
+def test_most_severe_damages_more_than_least(name):
+    values = damage(name, realish(8))
+    assert values[4] > values[0], values
+
+
+def test_frost_blends_a_bluish_texture_with_the_published_weights():
+    black = corrupt(flat(0), "frost", 5).astype(float)  # 0.75 * 0 + 0.45 * texture
+    assert black.max() <= 0.45 * 255 and black.mean() > 0.1 * 255
+    assert black[..., 2].mean() > black[..., 0].mean()
+    assert np.all(corrupt(flat(255), "frost", 1) == 255)  # c0 = 1: the texture only brightens
+
+
+def test_glass_blur_at_tiny_sigma_copies_pixels_from_up_left_neighbours():
+    # severity 1 blurs with sigma 0.05 (a no-op on uint8), so each pixel in rows and columns 2..31 takes the
+    # value of itself or its neighbour above, left or above-left, and rows and columns 0..1 stay as they were
+    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    out = corrupt(images, "glass_blur", 1)
+    assert np.array_equal(out[:, :2], images[:, :2]) and np.array_equal(out[:, :, :2], images[:, :, :2])
+    candidates = np.stack([images[:, 2 - dy:32 - dy, 2 - dx:32 - dx] for dy in (0, 1) for dx in (0, 1)])
+    assert np.all((candidates == out[None, :, 2:, 2:]).all(axis=-1).any(axis=0))
+
+
+def test_unknown_name_suggests_the_closest():
+    with pytest.raises(ValueError, match="gaussian_noise") as err:
+        corrupt(realish(1), "gausian_noise", 1)
+    assert "Did you mean" in str(err.value) and "jpeg_compression" in str(err.value)
+
+
+@pytest.mark.parametrize("severity", [0, 6, 2.0, True, "3"])
+def test_bad_severity(severity):
+    with pytest.raises(ValueError, match="severity"):
+        corrupt(realish(1), "contrast", severity)
+
+
+@pytest.mark.parametrize("images, match", [
+    (np.zeros((2, 32, 32, 3), dtype=np.float32), "uint8"),
+    (np.zeros((2, 3, 32, 32), dtype=np.uint8), "NCHW"),
+    (np.zeros((32, 32, 3), dtype=np.uint8), "uint8"),
+    (np.zeros((2, 28, 28, 3), dtype=np.uint8), "uint8"),
+])
+def test_bad_images(images, match):
+    with pytest.raises(ValueError, match=match):
+        corrupt(images, "contrast", 1)
+
+
+def fake_release(directory, n: int = 4) -> None:
+    """A tiny CIFAR-10-C: severity s images filled with value 10 * s + index, labels 0..5n-1 mod 10."""
+    images = np.zeros((5 * n, 32, 32, 3), dtype=np.uint8)
+    for s in SEVERITIES:
+        for i in range(n):
+            images[(s - 1) * n + i] = 10 * s + i
+    for name in ("contrast", "fog"):
+        np.save(directory / f"{name}.npy", images)
+    np.save(directory / "labels.npy", (np.arange(5 * n) % 10).astype(np.uint8))
+
+
+def test_load_cifar10c_slices_one_severity(tmp_path):
+    fake_release(tmp_path)
+    images, labels = load_cifar10c(tmp_path, "fog", 3)
+    assert images.shape == (4, 32, 32, 3) and images.dtype == np.uint8
+    assert [im[0, 0, 0] for im in images] == [30, 31, 32, 33]
+    assert labels.tolist() == [8, 9, 0, 1] and labels.dtype == np.int64
+
+
+def test_load_cifar10c_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="fog.npy"):
+        load_cifar10c(tmp_path, "fog", 1)
+    fake_release(tmp_path)
+    with pytest.raises(ValueError, match="unknown corruption"):
+        load_cifar10c(tmp_path, "fogg", 1)
+    (tmp_path / "snow.npy").write_bytes(b"not a numpy file")
+    with pytest.raises(ValueError, match="snow.npy"):
+        load_cifar10c(tmp_path, "snow", 1)
+    np.save(tmp_path / "snow.npy", np.zeros((7, 32, 32, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match="five severities"):
+        load_cifar10c(tmp_path, "snow", 1)
+    np.save(tmp_path / "snow.npy", np.zeros((10, 32, 32, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match="labels.npy"):
+        load_cifar10c(tmp_path, "snow", 1)
+
+
+def test_suite_on_release_files(tmp_path):
+    fake_release(tmp_path)
+    seen = []
+
+    def evaluate(images, labels):
+        seen.append((len(images), len(labels)))
+        return float(images[:, 0, 0, 0].mean()) / 100  # 0.1 * severity + mean index / 100
+
+    result = corruption_suite(None, None, evaluate, names=("contrast", "fog"), severities=(1, 5),
+                              cifar10c_dir=tmp_path, progress=False, limit=2)
+    assert seen == [(2, 2)] * 4
+    assert result["per_corruption"]["fog"] == pytest.approx({"1": 0.105, "5": 0.505, "mean": 0.305})
+    assert result["corruption_accuracy"] == pytest.approx(0.305)
+    assert result["corruption_error"] == pytest.approx(0.695)
+    assert result["source"] == "cifar10c" and result["num_images"] == 2
+
+
+def test_suite_on_generated_corruptions():
+    images, labels = realish(6), np.arange(6)
+
+    def evaluate(corrupted, targets):  # an "accuracy" that falls as the images drift from the clean ones
+        assert np.array_equal(targets, labels[:len(corrupted)])
+        return 1 - np.abs(corrupted.astype(int) - images[:len(corrupted)]).mean() / 255
+
+    result = corruption_suite(images, labels, evaluate, names=("contrast", "brightness"), progress=False, limit=4)
+    per = result["per_corruption"]
+    assert list(per) == ["contrast", "brightness"] and list(per["contrast"]) == ["1", "2", "3", "4", "5", "mean"]
+    assert per["contrast"]["5"] < per["contrast"]["1"] < 1
+    assert per["brightness"]["mean"] == pytest.approx(np.mean([per["brightness"][str(s)] for s in SEVERITIES]))
+    assert result["corruption_accuracy"] == pytest.approx((per["contrast"]["mean"] + per["brightness"]["mean"]) / 2)
+    assert result["source"] == "generated" and result["num_images"] == 4
+    with pytest.raises(ValueError, match="severity"):
+        corruption_suite(images, labels, evaluate, severities=(0,), progress=False)
+    with pytest.raises(ValueError, match="same length"):
+        corruption_suite(images, labels[:3], evaluate, progress=False)
+
+
+def fake_result(level: float) -> dict:
+    per = {name: {**{str(s): 1 - level * s * (i + 1) / 80 for s in SEVERITIES}} for i, name in enumerate(CORRUPTIONS)}
+    for accs in per.values():
+        accs["mean"] = float(np.mean(list(accs.values())))
+    mean = float(np.mean([accs["mean"] for accs in per.values()]))
+    return {"corruption_accuracy": mean, "corruption_error": 1 - mean, "per_corruption": per}
+
+
+def test_heatmaps_are_written(tmp_path):
+    one = plot_corruption_heatmap(fake_result(1.0), tmp_path / "one.png")
+    many = plot_corruption_heatmap([("small", fake_result(1.0)), ("large", fake_result(0.5))], tmp_path / "a" / "many.png")
+    for path in (one, many):
+        with Image.open(path) as image:
+            assert image.format == "PNG" and min(image.size) > 300
+    with pytest.raises(ValueError):
+        plot_corruption_heatmap([], tmp_path / "none.png")
