@@ -1,0 +1,60 @@
+"""Each op of the auto-augment policies against torchvision's, image by image, at fixed magnitudes."""
+import pytest
+import torch
+import torchvision.transforms.v2 as T
+
+from budgetnet.augment.auto import op_space
+from budgetnet.augment.ops import GEOMETRIC, PIXEL, apply_op, apply_ops
+
+REFERENCE = T.AutoAugment()._apply_image_or_video_transform  # what all of torchvision's policies call
+MAGNITUDES = {  # the bin edges of the four policies' spaces, both signs, and some values in between
+    "ShearX": [0.3, -0.99, 0.1], "ShearY": [0.3, -0.5, 0.99], "TranslateX": [14.5, -9.0, 32.0, -3.2, 10.67],
+    "TranslateY": [14.5, -9.0, 1.0], "Rotate": [30.0, -135.0, 90.0, 4.5, -7.3, 0.0],
+    "Brightness": [0.9, -0.99, 0.33], "Color": [0.9, -0.99, 0.33], "Contrast": [0.9, -0.99, 0.33],
+    "Sharpness": [0.9, -0.99, 0.33], "Posterize": [8, 4, 2, 0], "Solarize": [1.0, 0.5, 0.0, 0.2667],
+    "AutoContrast": [0.0], "Equalize": [0.0], "Invert": [0.0], "Identity": [0.0],
+}
+
+
+def images(n=6, size=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+    x[1] = x[1] // 4 + 60  # low contrast, for autocontrast and equalize
+    x[2] = 128  # flat
+    return x
+
+
+def reference(x, name, magnitudes, interpolation):
+    mode = T.InterpolationMode(interpolation)
+    return torch.stack([REFERENCE(xi, name, float(m), interpolation=mode, fill={torch.Tensor: None})
+                        for xi, m in zip(x, magnitudes)])
+
+
+def test_every_op_of_torchvisions_spaces_is_covered():
+    names = set()
+    for space in ("AutoAugment", "RandAugment", "TrivialAugmentWide", "AugMix"):
+        names |= set(op_space(space, 10, 16, 16).names)
+    assert names == set(GEOMETRIC) | set(PIXEL) == set(MAGNITUDES)
+
+
+@pytest.mark.parametrize("name, interpolation", [(name, "nearest") for name in sorted(MAGNITUDES)]
+                         + [(name, "bilinear") for name in sorted(GEOMETRIC)])
+def test_op_equals_torchvision(name, interpolation):
+    """Exactly equal, with a different magnitude per image in one batched call."""
+    x = images(max(2 * len(MAGNITUDES[name]), 4))
+    magnitudes = torch.tensor(MAGNITUDES[name] * 4, dtype=torch.float64)[:len(x)]
+    out = apply_op(x, name, magnitudes, interpolation)
+    assert out.dtype == torch.uint8 and out.shape == x.shape
+    assert torch.equal(out, reference(x, name, magnitudes, interpolation))
+
+
+def test_apply_ops_mixes_ops_in_one_batch_and_returns_the_order():
+    torch.manual_seed(0)
+    names = list(MAGNITUDES)
+    x = images(60)
+    op = torch.randint(-1, len(names), (60,))
+    magnitude = torch.tensor([MAGNITUDES[names[k]][0] if k >= 0 else 0.0 for k in op.tolist()], dtype=torch.float64)
+    out, order = apply_ops(x, names, op, magnitude, "nearest")
+    for j, i in enumerate(order.tolist()):
+        expected = x[i] if op[i] < 0 else reference(x[i:i + 1], names[op[i]], magnitude[i:i + 1], "nearest")[0]
+        assert torch.equal(out[j], expected), (names[op[i]], float(magnitude[i]))
