@@ -480,7 +480,8 @@ def plot_corruption_heatmap(results: dict | Sequence[tuple[str, dict]], out: str
         xlabel, ylabel = "corruption (error averaged over severities)", "run"
         title = title or "Corruption error (%)"
 
-    fig, ax = plt.subplots(figsize=(max(4.5, 0.75 * len(col_labels) + 3), max(3, 0.4 * len(row_labels) + 1.8)))
+    fig, ax = plt.subplots(figsize=(0.75 * len(col_labels) + 3, 0.4 * len(row_labels) + 1.8) if len(runs) == 1
+                           else (0.6 * len(col_labels) + 3, 0.45 * len(row_labels) + 2.6))
     image = ax.imshow(errors, cmap="magma_r", vmin=0, vmax=max(errors.max(), 1.0), aspect="auto")
     ax.set_xticks(range(len(col_labels)), [label.replace("_", " ") for label in col_labels],
                   rotation=45 if len(runs) > 1 else 0, ha="right" if len(runs) > 1 else "center")
@@ -493,7 +494,7 @@ def plot_corruption_heatmap(results: dict | Sequence[tuple[str, dict]], out: str
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    fig.colorbar(image, ax=ax, label="error (%)")
+    fig.colorbar(image, ax=ax, label="error (%)", **({} if len(runs) == 1 else {"fraction": 0.04, "pad": 0.02}))
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
