@@ -88,6 +88,27 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- experiment / report -------------------------------------------------------------------------
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from .experiment import run_experiment
+
+    out, failed = run_experiment(args.name, args.scale, args.out, args.jobs, args.data, args.set, args.dry_run)
+    if not args.dry_run:
+        print(f"wrote {out / 'results.md'}, {out / 'results.csv'} and figures in {out}")
+    for run in failed:
+        print(f"run {run.name} failed: see {run.path / 'train.log'}; rerun the same command to continue",
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import find_runs, report
+
+    print(f"wrote {report(find_runs(args.runs), args.out, args.title)}")
+    return 0
+
+
 # ---- parser ----------------------------------------------------------------------------------------
 
 def _recipe_args(p: argparse.ArgumentParser, default: str | None = "seed") -> None:
@@ -127,6 +148,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("recipes", help="list the shipped recipes")
     p.set_defaults(func=cmd_recipes)
+
+    p = sub.add_parser("experiment", help="train a grid of recipe variations (skipping finished runs, resuming "
+                                          "killed ones) and write results.md, results.csv and figures")
+    p.add_argument("name", help="shipped experiment (batch-size, lr-schedule, augmentation, optimizer, final) "
+                                "or experiment YAML file")
+    p.add_argument("--scale", default="full", help="smoke (minutes on a CPU), short, or full (the study's epochs); "
+                                                   "recorded in the results (default: %(default)s)")
+    p.add_argument("--out", type=Path, help="experiment directory (default: runs/<name>-<scale>)")
+    p.add_argument("--jobs", type=int, help="runs trained at once (default: one per CUDA device, else 1)")
+    p.add_argument("--data", help="folder holding cifar-10-batches-py/ (default: $BUDGETNET_DATA or the cache)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key in every run, e.g. --set device=cpu (repeatable; YAML values)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and whether each is new, to resume "
+                                                         "or done, then stop")
+    p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser("report", help="compare run directories: report.md with a table, curves, learning rates "
+                                      "and parameters vs accuracy")
+    p.add_argument("runs", nargs="+", help="run directories, or experiment directories (all runs below them)")
+    p.add_argument("--out", type=Path, required=True, help="where report.md and the figures go")
+    p.add_argument("--title", default="run comparison", help="title of the report and figures")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

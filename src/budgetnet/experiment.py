@@ -1,0 +1,346 @@
+"""Experiments: a YAML grid of recipe variations, trained (finished runs skipped, killed ones resumed, K at a
+time) into normal run directories, then summarised as results.md, results.csv and figures.
+
+An experiment file (shipped ones live in budgetnet/experiments/):
+
+    description: SGD vs SGDR vs Adam vs RAdam
+    base: seed                       # recipe name or file
+    axes:                            # grid = product of the axes x seeds
+      batch_size: [64, 128]          # a recipe key (dotted) and its values, or
+      optimizer:                     # named settings: label -> dotted overrides
+        sgdr: {optimizer.name: sgd, schedule.name: warm_restarts}
+        adam: {optimizer.name: adam, optimizer.lr: 1.0e-3}
+    seeds: [0, 1, 2]
+    scales:                          # --scale NAME: overrides applied to every run (and optionally seeds)
+      smoke: {epochs: 3, data.train_size: 5000, seeds: [0]}
+      full: {}
+    plots: [test_curves, final_acc]  # report.PLOTS
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Queue
+from typing import Any
+
+import torch
+import yaml
+
+from . import report
+from .augment import build_augment
+from .config import Recipe, RecipeError, _suggest, from_dict, load_recipe, read_yaml
+from .data import load_split
+from .optim import check_schedule
+from .spec import check_budget
+from .train import RunFiles
+
+KEYS = ("description", "base", "axes", "seeds", "scales", "plots")
+
+
+@dataclass
+class Setting:
+    """One point of the grid (seeds aside): its label, its value on each axis, and its recipe overrides."""
+
+    label: str
+    values: dict[str, str]
+    overrides: dict[str, Any]
+
+
+@dataclass
+class Experiment:
+    """An experiment file, checked."""
+
+    name: str
+    base: str
+    description: str = ""
+    axes: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    scales: dict[str, dict[str, Any]] = field(default_factory=lambda: {"full": {}})
+    plots: list[str] = field(default_factory=lambda: ["curves"])
+
+    def settings(self) -> list[Setting]:
+        """The product of the axes, in file order."""
+        combos = itertools.product(*(self.axes[a] for a in self.axes))
+        settings = []
+        for combo in combos:
+            values = {axis: label for axis, (label, _) in zip(self.axes, combo)}
+            overrides = {k: v for _, o in combo for k, v in o.items()}
+            label = ",".join(f"{a}={v}" for a, v in values.items()) or "base"
+            settings.append(Setting(label, values, overrides))
+        return settings
+
+
+@dataclass
+class PlannedRun:
+    """One run of the grid at one scale: where it lives and the recipe it trains."""
+
+    name: str
+    setting: Setting
+    seed: int
+    recipe: Recipe
+    path: Path
+
+    @property
+    def status(self) -> str:
+        """finished or diverged (skipped), resume (has a checkpoint), or new."""
+        files = RunFiles(self.path)
+        if files.summary.is_file():
+            status = json.loads(files.summary.read_text()).get("status")
+            if status in ("finished", "diverged"):
+                return status
+        return "resume" if files.last.is_file() else "new"
+
+
+def load_experiment(name_or_path: str | Path) -> Experiment:
+    """Read and check a shipped experiment (by name) or an experiment YAML file."""
+    raw, path = read_yaml(name_or_path, kind="experiments")
+    where = f"experiment {path}"
+    for key in raw:
+        if key not in KEYS:
+            raise RecipeError(f"{where}: unknown key {key!r}{_suggest(key, list(KEYS))}; valid keys: {', '.join(KEYS)}")
+    if "base" not in raw:
+        raise RecipeError(f"{where}: 'base' is missing: name the recipe every run starts from, e.g. base: seed")
+    base = str(raw["base"])
+    if path is not None and (path.parent / base).is_file():
+        base = str(path.parent / base)  # a recipe file next to the experiment file
+    axes = {}
+    for axis, values in (raw.get("axes") or {}).items():
+        if isinstance(values, list) and values:
+            axes[axis] = [(_value_label(v), {axis: v}) for v in values]
+        elif isinstance(values, dict) and values and all(isinstance(o, dict) for o in values.values()):
+            axes[axis] = [(str(label), dict(o)) for label, o in values.items()]
+        else:
+            raise RecipeError(f"{where}: axis {axis!r} must be a non-empty list of values of that recipe key, or a "
+                              f"mapping of labels to overrides ({{label: {{dotted.key: value}}}}), got {values!r}")
+    seeds = raw.get("seeds", [0])
+    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds)):
+        raise RecipeError(f"{where}: seeds must be a non-empty list of integers, got {seeds!r}")
+    scales = raw.get("scales") or {"full": {}}
+    if not (isinstance(scales, dict) and all(isinstance(s, dict) for s in scales.values())):
+        raise RecipeError(f"{where}: scales must map scale names to overrides, e.g. smoke: {{epochs: 3}}")
+    plots = raw.get("plots", ["curves"])
+    for plot in plots:
+        if plot not in report.PLOTS:
+            raise RecipeError(f"{where}: unknown plot {plot!r}{_suggest(str(plot), list(report.PLOTS))}; "
+                              f"valid plots: {', '.join(report.PLOTS)}")
+    name = Path(str(name_or_path)).stem
+    return Experiment(name, base, str(raw.get("description", "")), axes, seeds, scales, list(plots))
+
+
+def _value_label(value: Any) -> str:
+    return "-".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _dir_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=,+-]+", "_", text)
+
+
+def scale_overrides(exp: Experiment, scale: str) -> tuple[dict[str, Any], list[int]]:
+    """The recipe overrides and the seeds of a scale of `exp`."""
+    if scale not in exp.scales:
+        raise RecipeError(f"experiment {exp.name} has no scale {scale!r}{_suggest(scale, list(exp.scales))}; "
+                          f"its scales: {', '.join(exp.scales)}")
+    overrides = dict(exp.scales[scale])
+    seeds = overrides.pop("seeds", exp.seeds)
+    return overrides, seeds
+
+
+def plan(exp: Experiment, scale: str, out: str | Path, overrides: list[str] = ()) -> list[PlannedRun]:
+    """Every run of the grid (settings x seeds) with its checked recipe and directory out/runs/<setting>-seed<N>.
+
+    A run's recipe is the base, then the scale's overrides, then `overrides` (key=value), then the setting's,
+    then its seed. Raises RecipeError before any training for a recipe that cannot run, and for a run directory
+    that already holds a different recipe (another scale or an edited experiment).
+    """
+    base, _ = read_yaml(exp.base)
+    scaled, seeds = scale_overrides(exp, scale)
+    runs = []
+    for setting in exp.settings():
+        for seed in seeds:
+            name = _dir_name(f"{setting.label}-seed{seed}" if setting.values else f"seed{seed}")
+            sets = [f"{k}={json.dumps(v)}" for k, v in scaled.items()] + list(overrides) + \
+                   [f"{k}={json.dumps(v)}" for k, v in setting.overrides.items()] + \
+                   [f"seed={seed}", f"description={json.dumps(f'{exp.name} ({scale}): {setting.label}, seed {seed}')}"]
+            try:
+                recipe = load_recipe(base, sets)
+                check_budget(recipe.model, recipe.budget)
+                build_augment(recipe.augment, recipe.model.num_classes)
+                check_schedule(recipe.schedule)
+            except (ValueError, RuntimeError) as e:
+                raise RecipeError(f"experiment {exp.name}, scale {scale}, run {name}: {e}") from None
+            if any(r.name == name for r in runs):
+                raise RecipeError(f"experiment {exp.name}: two settings share the run name {name!r}; "
+                                  "give the values distinct labels (a named-settings axis)")
+            run = PlannedRun(name, setting, seed, recipe, Path(out) / "runs" / name)
+            _check_same_recipe(run)
+            runs.append(run)
+    return runs
+
+
+def _check_same_recipe(run: PlannedRun) -> None:
+    files = RunFiles(run.path)
+    if not files.recipe.is_file():
+        return
+    old = from_dict(Recipe, yaml.safe_load(files.recipe.read_text())).to_dict()
+    new = yaml.safe_load(yaml.safe_dump(run.recipe.to_dict()))
+    diffs = [f"{k}: {a!r} there, {b!r} now" for k, (a, b) in _flat_diff(old, new).items()]
+    if diffs:
+        raise RecipeError(f"{run.path} was trained with a different recipe ({'; '.join(diffs[:4])}): "
+                          "use another --out for a new scale or edited experiment, or delete that run")
+
+
+def _flat_diff(a: Any, b: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        diffs = {}
+        for k in a.keys() | b.keys():
+            diffs.update(_flat_diff(a.get(k), b.get(k), f"{prefix}{k}."))
+        return diffs
+    return {} if a == b else {prefix.rstrip("."): (a, b)}
+
+
+# ---- running ------------------------------------------------------------------------------------
+
+def _launch(run: PlannedRun, data_dir: str | Path | None, env: dict[str, str]) -> int:
+    """Train (or continue) one run in a child process, its output appended to <run>/train.log."""
+    files = RunFiles(run.path)
+    files.root.mkdir(parents=True, exist_ok=True)
+    if not files.recipe.is_file():
+        files.recipe.write_text(yaml.safe_dump(run.recipe.to_dict(), sort_keys=False))
+    cmd = [sys.executable, "-m", "budgetnet", "train", "--resume", str(run.path)]
+    if data_dir:
+        cmd += ["--data", str(data_dir)]
+    with (run.path / "train.log").open("a") as log:
+        log.write(f"$ {' '.join(cmd)}\n")
+        log.flush()
+        return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}).returncode
+
+
+def _worker_envs(jobs: int) -> list[dict[str, str]]:
+    """The environment of each of `jobs` worker slots: a GPU each (round robin) on CUDA, and an equal share of
+    the CPU cores as torch threads unless OMP_NUM_THREADS is set."""
+    envs = [{} for _ in range(jobs)]
+    if "OMP_NUM_THREADS" not in os.environ:
+        for env in envs:
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    if torch.cuda.is_available():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        gpus = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
+        for i, env in enumerate(envs):
+            env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
+    return envs
+
+
+def train_runs(runs: list[PlannedRun], jobs: int, data_dir: str | Path | None = None) -> list[PlannedRun]:
+    """Train the runs that are not done, `jobs` child processes at a time; returns the runs that failed."""
+    todo = [r for r in runs if r.status in ("new", "resume")]
+    for r in runs:
+        if r not in todo:
+            print(f"skip {r.name}: {r.status}", file=sys.stderr)
+    slots: Queue = Queue()
+    for env in _worker_envs(jobs):
+        slots.put(env)
+    failed = []
+
+    def work(i: int, run: PlannedRun) -> None:
+        env = slots.get()
+        try:
+            start = time.perf_counter()
+            print(f"[{i}/{len(todo)}] {'resume' if run.status == 'resume' else 'train'} {run.name} "
+                  f"(log: {run.path / 'train.log'})", file=sys.stderr)
+            code = _launch(run, data_dir, env)
+            summary = report.load_run(run.path).summary
+            if code:
+                failed.append(run)
+                print(f"[{i}/{len(todo)}] {run.name} FAILED (exit {code}): see {run.path / 'train.log'}",
+                      file=sys.stderr)
+            else:
+                print(f"[{i}/{len(todo)}] {run.name} {summary.get('status')}: final test accuracy "
+                      f"{summary.get('final_test_acc')} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+        finally:
+            slots.put(env)
+
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        for future in [pool.submit(work, i, r) for i, r in enumerate(todo, 1)]:
+            future.result()
+    finally:  # on Ctrl-C start nothing new; the runs in flight keep their last checkpoints
+        pool.shutdown(cancel_futures=True)
+    return failed
+
+
+# ---- results ------------------------------------------------------------------------------------
+
+def write_results(exp: Experiment, scale: str, runs: list[PlannedRun], out: Path) -> Path:
+    """out/results.md, out/results.csv and the experiment's figures, from the run directories as they are."""
+    labels = list(dict.fromkeys(r.setting.label for r in runs))
+    loaded = {r.name: report.load_run(r.path) for r in runs if RunFiles(r.path).recipe.is_file()}
+    groups = {label: [loaded[r.name] for r in runs if r.setting.label == label and r.name in loaded]
+              for label in labels}
+    groups = {label: g for label, g in groups.items() if g}
+    rows = report.summarize(groups)
+    axis_columns = []
+    for row in rows:
+        planned = [r for r in runs if r.setting.label == row["setting"]]
+        row["runs"] = len(planned)
+        for axis, value in planned[0].setting.values.items():
+            column = "axis_" + axis if axis in row else axis
+            row[column] = value
+            axis_columns += [column] if column not in axis_columns else []
+    scaled, _ = scale_overrides(exp, scale)
+    is_full = scale == "full"
+    title = f"{exp.name} ({scale.upper()} scale)" if not is_full else f"{exp.name} (full scale)"
+    figures = report.draw(groups, rows, exp.plots, out, title) if groups else []
+    report.write_csv(rows, out / "results.csv", {"experiment": exp.name, "scale": scale})
+    changes = ", ".join(f"{k}={json.dumps(v)}" for k, v in scaled.items()) or "none"
+    note = (f"> **{scale} scale, not the study's setting.** Every run changes the base recipe by: {changes}."
+            if not is_full else f"> full scale: the base recipe `{exp.base}` as is (changes: {changes}).")
+    lines = [f"# {exp.name}: {exp.description} — {scale} scale", "", note, "",
+             f"Base recipe `{exp.base}`; {len(runs)} runs ({len(labels)} settings x seeds); reproduce with "
+             f"`budgetnet experiment {exp.name} --scale {scale} --out {out}`.", "",
+             report.markdown_table(rows, axis_columns if len(axis_columns) > 1 else []), "",
+             "mean ± std over seeds. Final: the last epoch's test accuracy. Best: the test accuracy at the epoch "
+             "chosen on validation when there is a validation split, else on test (as the study did). "
+             "Train time: seconds in training epochs, evaluation excluded.", "",
+             *(f"![{f.stem}]({f.name})" for f in figures), ""]
+    (out / "results.md").write_text("\n".join(lines))
+    return out / "results.md"
+
+
+def run_experiment(name_or_path: str | Path, scale: str = "full", out: str | Path | None = None,
+                   jobs: int | None = None, data_dir: str | Path | None = None, overrides: list[str] = (),
+                   dry_run: bool = False) -> tuple[Path, list[PlannedRun]]:
+    """Plan, train what is not done, and write the results of an experiment at a scale.
+
+    Returns (out directory, failed runs). out defaults to runs/<experiment>-<scale>; jobs defaults to one
+    process per CUDA device, else 1. With dry_run only the plan is printed.
+    """
+    exp = load_experiment(name_or_path)
+    out = Path(out) if out else Path("runs") / f"{exp.name}-{scale}"
+    runs = plan(exp, scale, out, overrides)
+    jobs = jobs or (torch.cuda.device_count() if torch.cuda.is_available() else 1)
+    if jobs < 1:
+        raise RecipeError(f"--jobs {jobs}: use 1 or more processes")
+    print(f"experiment {exp.name}, scale {scale}: {len(runs)} runs of up to {max(r.recipe.epochs for r in runs)} "
+          f"epochs into {out} ({jobs} at a time)", file=sys.stderr)
+    if dry_run:
+        for r in runs:
+            print(f"  {r.status:<9} {r.path}", file=sys.stderr)
+        return out, []
+    if any(r.status in ("new", "resume") for r in runs):
+        load_split(runs[0].recipe.data.dataset, "test", data_dir)  # a missing data set fails here, once
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "experiment.yaml").write_text(yaml.safe_dump(
+        {"name": exp.name, "scale": scale, "base": exp.base, "description": exp.description,
+         "scale_overrides": scale_overrides(exp, scale)[0], "overrides": list(overrides),
+         "runs": {r.name: {"seed": r.seed, **r.setting.overrides} for r in runs}}, sort_keys=False))
+    failed = train_runs(runs, jobs, data_dir)
+    write_results(exp, scale, runs, out)
+    return out, failed

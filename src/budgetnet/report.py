@@ -1,0 +1,316 @@
+"""Compare run directories: per-setting mean +- std tables (Markdown, CSV) and figures of their curves.
+
+    runs = find_runs(["runs/a", "runs/b"])
+    report(runs, "out/")             # out/report.md, curves.png, lr.png, [params_vs_acc.png]
+
+`experiment.py` groups the runs of a grid by setting (seeds of one setting share a row and a colour) and calls
+the same functions; here every run is its own setting.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from .config import Recipe, RecipeError, from_dict
+from .data import SPLIT_SIZES
+from .optim import lr_at_step
+from .train import RunFiles, read_metrics
+
+CURVE_METRICS = {"train_loss": "train loss", "test_loss": "test loss", "train_acc": "train accuracy",
+                 "test_acc": "test accuracy", "val_loss": "validation loss", "val_acc": "validation accuracy"}
+
+
+@dataclass
+class Run:
+    """A run directory as read from disk: its recipe, summary (if any epoch finished) and metric rows."""
+
+    path: Path
+    recipe: Recipe
+    summary: dict
+    metrics: list[dict]
+
+    @property
+    def status(self) -> str:
+        return self.summary.get("status", "not started")
+
+
+def load_run(path: str | Path) -> Run:
+    """Read a run directory; RecipeError when it is not one."""
+    files = RunFiles(Path(path))
+    if not files.recipe.is_file():
+        raise RecipeError(f"{path} is not a run directory (no recipe.yaml): pass folders written by "
+                          "`budgetnet train` or `budgetnet experiment`")
+    recipe = from_dict(Recipe, yaml.safe_load(files.recipe.read_text()))
+    summary = json.loads(files.summary.read_text()) if files.summary.is_file() else {}
+    return Run(files.root, recipe, summary, read_metrics(files.root))
+
+
+def find_runs(paths: list[str | Path]) -> list[Run]:
+    """The runs named: run directories, or experiment directories (every run under their runs/)."""
+    runs = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            raise RecipeError(f"{path}: no such directory")
+        if not RunFiles(path).recipe.is_file() and (path / "runs").is_dir():
+            runs += [load_run(p) for p in sorted((path / "runs").iterdir()) if RunFiles(p).recipe.is_file()]
+        else:
+            runs.append(load_run(path))
+    if not runs:
+        raise RecipeError(f"no run directories in {', '.join(map(str, paths))}")
+    return runs
+
+
+def run_labels(runs: list[Run]) -> list[str]:
+    """Short unique names: the folder name, or more of the path where folder names repeat."""
+    names = [r.path.name for r in runs]
+    if len(set(names)) == len(names):
+        return names
+    return [str(r.path) for r in runs]
+
+
+# ---- tables -------------------------------------------------------------------------------------
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarize(groups: dict[str, list[Run]]) -> list[dict]:
+    """One row per setting: mean and std over its runs (seeds) of final and best test accuracy, final test loss
+    and training time; parameters and epochs; how many runs finished."""
+    rows = []
+    for label, runs in groups.items():
+        done = [r for r in runs if r.summary]
+        row = {"setting": label, "runs": len(runs), "finished": sum(r.status == "finished" for r in runs),
+               "params": done[0].summary["params"] if done else None,
+               "epochs": max((r.summary["epochs_done"] for r in done), default=0)}
+        for key in ("final_test_acc", "best_test_acc", "final_test_loss", "train_seconds"):
+            row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([r.summary.get(key) for r in done])
+        row["status"] = ",".join(sorted({r.status for r in runs}))
+        rows.append(row)
+    return rows
+
+
+def _pm(mean: float | None, std: float | None, n: int, scale: float = 1.0, digits: int = 2) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean * scale:.{digits}f}" + (f" ± {std * scale:.{digits}f}" if n > 1 else "")
+
+
+def markdown_table(rows: list[dict], columns: list[str] = ()) -> str:
+    """The summary rows as a Markdown table; `columns` are extra row keys shown after the setting."""
+    head = ["setting", *columns, "runs", "final test acc (%)", "best test acc (%)", "final test loss", "params",
+            "epochs", "train time (s)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        n = r["finished"] or r["runs"]
+        runs = f"{r['finished']}/{r['runs']}" + ("" if r["finished"] == r["runs"] else f" ({r['status']})")
+        cells = [r["setting"], *(str(r.get(c, "")) for c in columns), runs,
+                 _pm(r["final_test_acc_mean"], r["final_test_acc_std"], n, 100),
+                 _pm(r["best_test_acc_mean"], r["best_test_acc_std"], n, 100),
+                 _pm(r["final_test_loss_mean"], r["final_test_loss_std"], n, digits=3),
+                 f"{r['params']:,}" if r["params"] else "-", str(r["epochs"]),
+                 _pm(r["train_seconds_mean"], r["train_seconds_std"], n, digits=0)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict], path: Path, extra: dict | None = None) -> Path:
+    """The summary rows as CSV, each prefixed by the `extra` columns (e.g. experiment and scale)."""
+    rows = [{**(extra or {}), **r} for r in rows]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else list(extra or {}))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+# ---- figures ------------------------------------------------------------------------------------
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _colours(labels: list[str]) -> dict[str, tuple]:
+    plt = _pyplot()
+    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
+
+
+def _draw_metric(ax, groups: dict[str, list[Run]], metric: str, colours: dict) -> bool:
+    """Each run as a thin line and, with several seeds, their mean (epochs all share) as a thick one."""
+    drawn = False
+    for label, runs in groups.items():
+        series = [{r["epoch"]: r[metric] for r in run.metrics if metric in r} for run in runs]
+        series = [s for s in series if s]
+        if not series:
+            continue
+        drawn = True
+        many = len(series) > 1
+        for i, s in enumerate(series):
+            ax.plot(list(s), list(s.values()), color=colours[label], lw=0.8 if many else 1.8,
+                    alpha=0.35 if many else 1.0, marker=None if many or len(s) > 30 else "o", ms=3,
+                    label=None if many else label)
+        if many:
+            epochs = sorted(set.intersection(*(set(s) for s in series)))
+            ax.plot(epochs, [statistics.fmean(s[e] for s in series) for e in epochs], color=colours[label], lw=2,
+                    label=f"{label} (mean of {len(series)})")
+    return drawn
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return path
+
+
+def plot_curves(groups: dict[str, list[Run]], metrics: list[str], path: Path, title: str) -> Path:
+    """One panel per metric (per epoch), one colour per setting."""
+    plt = _pyplot()
+    cols = 2 if len(metrics) > 1 else 1
+    rows = math.ceil(len(metrics) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.2 * rows), squeeze=False)
+    colours = _colours(list(groups))
+    for ax, metric in zip(axes.flat, metrics):
+        name = CURVE_METRICS[metric]
+        if not _draw_metric(ax, groups, metric, colours):
+            ax.text(0.5, 0.5, f"no {name} recorded", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.set_title(f"{name} per epoch")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    for ax in axes.flat[len(metrics):]:
+        ax.axis("off")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def schedule_curve(recipe: Recipe, points: int = 4000) -> tuple[list[float], list[float]]:
+    """(epochs, lr) of a recipe's schedule as training steps it, at most `points` samples, without training."""
+    n_train = recipe.data.train_size or SPLIT_SIZES["train"] - recipe.data.val_size
+    steps_per_epoch = math.ceil(n_train / recipe.batch_size)
+    total = recipe.epochs * steps_per_epoch
+    steps = range(0, total + 1, max(1, total // points))
+    lrs = [lr_at_step(recipe.schedule, recipe.optimizer.lr, s, recipe.epochs, steps_per_epoch) for s in steps]
+    return [s / steps_per_epoch for s in steps], lrs
+
+
+def plot_lr(groups: dict[str, list[Run]], path: Path, title: str) -> Path:
+    """Each setting's learning rate: its schedule per step (line) and what its runs logged at each epoch's end
+    (markers)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    colours = _colours(list(groups))
+    for label, runs in groups.items():
+        recipe = runs[0].recipe
+        epochs, lrs = schedule_curve(recipe)
+        ax.plot(epochs, lrs, color=colours[label], lw=1.6,
+                label=f"{label}: {recipe.optimizer.name}, {recipe.schedule.name} (schedule)")
+        logged = [(r["epoch"], r["lr"]) for r in runs[0].metrics]
+        if logged:
+            ax.plot(*zip(*logged), "o", color=colours[label], ms=4, mfc="none",
+                    label=f"{label}: logged at epoch ends")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_final_acc(rows: list[dict], path: Path, title: str) -> Path:
+    """Final test accuracy per setting as bars with the std over seeds, values written on the bars."""
+    plt = _pyplot()
+    rows = [r for r in rows if r["final_test_acc_mean"] is not None]
+    colours = _colours([r["setting"] for r in rows])
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.6 * len(rows)))
+    means = [100 * r["final_test_acc_mean"] for r in rows]
+    stds = [100 * r["final_test_acc_std"] for r in rows]
+    y = range(len(rows))
+    ax.barh(y, means, xerr=stds, color=[colours[r["setting"]] for r in rows], capsize=4)
+    for i, (m, s, r) in enumerate(zip(means, stds, rows)):
+        ax.text(m + s + 0.5, i, f"{m:.2f}%" + (f" ± {s:.2f}" if r["finished"] > 1 else ""), va="center", fontsize=9)
+    ax.set_yticks(list(y), [r["setting"] for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlim(0, min(100, max(means, default=0) + max(stds, default=0) + 15))
+    ax.set_xlabel("final test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_params_vs_acc(rows: list[dict], path: Path, title: str) -> Path:
+    """Final test accuracy against trainable parameters, one labelled point per setting."""
+    plt = _pyplot()
+    rows = [r for r in rows if r["final_test_acc_mean"] is not None and r["params"]]
+    colours = _colours([r["setting"] for r in rows])
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in rows:
+        ax.errorbar(r["params"], 100 * r["final_test_acc_mean"], yerr=100 * r["final_test_acc_std"], fmt="o",
+                    color=colours[r["setting"]], capsize=3, label=r["setting"])
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (log scale)")
+    ax.set_ylabel("final test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+# ---- reports ------------------------------------------------------------------------------------
+
+def designs_differ(groups: dict[str, list[Run]]) -> bool:
+    return len({json.dumps(runs[0].recipe.model.to_dict(), sort_keys=True) for runs in groups.values()}) > 1
+
+
+PLOTS: dict[str, Callable[[dict[str, list[Run]], list[dict], Path, str], Path]] = {
+    "curves": lambda g, rows, p, t: plot_curves(g, ["train_loss", "test_loss", "train_acc", "test_acc"], p, t),
+    "test_curves": lambda g, rows, p, t: plot_curves(g, ["test_acc", "test_loss"], p, t),
+    "lr": lambda g, rows, p, t: plot_lr(g, p, t),
+    "final_acc": lambda g, rows, p, t: plot_final_acc(rows, p, t),
+    "params_vs_acc": lambda g, rows, p, t: plot_params_vs_acc(rows, p, t),
+}
+PLOT_TITLES = {"curves": "loss and accuracy per epoch", "test_curves": "test accuracy and loss per epoch",
+               "lr": "learning rate per epoch", "final_acc": "final test accuracy",
+               "params_vs_acc": "parameters vs final test accuracy"}
+
+
+def draw(groups: dict[str, list[Run]], rows: list[dict], plots: list[str], out: Path, title: str) -> list[Path]:
+    """Write the named figures as out/<name>.png, each titled '<title>: <what it shows>'."""
+    return [PLOTS[name](groups, rows, out / f"{name}.png", f"{title}: {PLOT_TITLES[name]}") for name in plots]
+
+
+def report(runs: list[Run], out: str | Path, title: str = "run comparison") -> Path:
+    """Compare runs: out/report.md (table and figures), curves.png, lr.png, and params_vs_acc.png when
+    the designs differ."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    groups = dict(zip(run_labels(runs), ([r] for r in runs)))
+    rows = summarize(groups)
+    plots = ["curves", "lr"] + (["params_vs_acc"] if designs_differ(groups) else [])
+    figures = draw(groups, rows, plots, out, title)
+    write_csv(rows, out / "report.csv")
+    lines = [f"# {title}", "", markdown_table(rows), "",
+             "Final: the last epoch's test accuracy. Best: the test accuracy at the epoch chosen on validation "
+             "when the run holds a validation split, else on test (as the study did).", "",
+             "| run | path | description |", "|---|---|---|",
+             *(f"| {label} | {r.path} | {r.recipe.description} |" for label, r in zip(groups, runs)), "",
+             *(f"![{f.stem}]({f.name})" for f in figures), ""]
+    (out / "report.md").write_text("\n".join(lines))
+    return out / "report.md"

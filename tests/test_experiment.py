@@ -1,0 +1,187 @@
+"""Experiments: grid expansion, checks before training, skipping and resuming runs, aggregated results."""
+import csv
+import json
+
+import pytest
+import yaml
+
+from budgetnet.cli import main
+from budgetnet.config import RecipeError, read_yaml
+from budgetnet.experiment import _worker_envs, load_experiment, plan, run_experiment, write_results
+from budgetnet.train import RunFiles, read_metrics, train
+
+TINY = {"epochs": 2, "batch_size": 64, "eval_batch_size": 256, "data.train_size": 256, "data.test_size": 128,
+        "model.blocks": [1, 1], "model.channels": 8, "model.pool_size": 16}
+
+
+def write_experiment(tmp_path, **changes):
+    exp = {"description": "a tiny grid", "base": "demo",
+           "axes": {"batch_size": [32, 64],
+                    "opt": {"sgd": {"optimizer.name": "sgd"}, "adam": {"optimizer.name": "adam", "optimizer.lr": 1e-3}}},
+           "seeds": [0, 1], "scales": {"smoke": {**TINY, "seeds": [0]}, "full": {}}, "plots": ["test_curves"]}
+    exp.update(changes)
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(exp, sort_keys=False))
+    return path
+
+
+def test_grid_is_the_product_of_axes_and_seeds_with_stable_names(tmp_path):
+    exp = load_experiment(write_experiment(tmp_path))
+    runs = plan(exp, "full", tmp_path / "out")
+    assert len(runs) == 2 * 2 * 2
+    assert [r.name for r in runs[:3]] == ["batch_size=32,opt=sgd-seed0", "batch_size=32,opt=sgd-seed1",
+                                          "batch_size=32,opt=adam-seed0"]
+    adam = runs[2].recipe
+    assert (adam.batch_size, adam.optimizer.name, adam.optimizer.lr, adam.seed) == (32, "adam", 1e-3, 0)
+    assert runs[-1].recipe.batch_size == 64 and runs[-1].seed == 1
+    assert runs[0].path == tmp_path / "out" / "runs" / runs[0].name
+    assert [r.name for r in plan(exp, "full", tmp_path / "out")] == [r.name for r in runs]  # stable
+
+
+def test_scale_overrides_apply_under_the_axes_and_can_set_seeds(tmp_path):
+    exp = load_experiment(write_experiment(tmp_path))
+    runs = plan(exp, "smoke", tmp_path / "out")
+    assert len(runs) == 4 and {r.seed for r in runs} == {0}
+    assert {r.recipe.batch_size for r in runs} == {32, 64}  # the axis wins over the scale's batch_size
+    assert all(r.recipe.epochs == 2 and r.recipe.model.channels == 8 for r in runs)
+    assert all("smoke" in r.recipe.description for r in runs)
+
+
+def test_an_experiment_without_axes_is_one_setting(tmp_path):
+    runs = plan(load_experiment(write_experiment(tmp_path, axes={})), "full", tmp_path / "out")
+    assert [r.name for r in runs] == ["seed0", "seed1"]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"plot": ["lr"]}, "did you mean 'plots'"),
+    ({"plots": ["curve"]}, "did you mean 'curves'"),
+    ({"axes": {"batch_size": 64}}, "axis 'batch_size' must be a non-empty list"),
+    ({"seeds": "0"}, "seeds must be a non-empty list"),
+    ({"axes": {"optimizer.nme": ["adam"]}}, "unknown recipe key 'optimizer.nme'"),
+    ({"axes": {"model.channels": [400]}}, "run model.channels=400-seed0"),
+])
+def test_bad_experiments_fail_before_training_naming_the_problem(tmp_path, changes, message):
+    with pytest.raises(RecipeError, match=message):
+        plan(load_experiment(write_experiment(tmp_path, **changes)), "full", tmp_path / "out")
+
+
+def test_unknown_scale_lists_the_scales(tmp_path):
+    with pytest.raises(RecipeError, match="no scale 'smok'; did you mean 'smoke'.*smoke, full"):
+        plan(load_experiment(write_experiment(tmp_path)), "smok", tmp_path / "out")
+
+
+def test_a_run_directory_with_another_recipe_is_refused(tmp_path):
+    exp = load_experiment(write_experiment(tmp_path))
+    run = plan(exp, "smoke", tmp_path / "out")[0]
+    run.path.mkdir(parents=True)
+    RunFiles(run.path).recipe.write_text(yaml.safe_dump(run.recipe.to_dict()))
+    plan(exp, "smoke", tmp_path / "out")  # the same recipe is fine
+    with pytest.raises(RecipeError, match="trained with a different recipe.*epochs: 2 there, 4 now"):
+        plan(load_experiment(write_experiment(tmp_path, scales={"smoke": {k: v for k, v in TINY.items()
+                                                                           if k != "epochs"}})),
+             "smoke", tmp_path / "out")
+
+
+@pytest.mark.parametrize("name", ["batch-size", "lr-schedule", "augmentation", "optimizer", "final"])
+def test_shipped_experiments_plan_at_every_scale(tmp_path, name):
+    exp = load_experiment(name)
+    for scale in ("smoke", "short", "full"):
+        runs = plan(exp, scale, tmp_path / scale)
+        assert runs
+    smoke = plan(exp, "smoke", tmp_path / "smoke")
+    assert all(r.recipe.epochs <= 10 and r.recipe.data.train_size <= 5000 for r in smoke)
+    assert {r.recipe.epochs for r in plan(exp, "full", tmp_path / "full")} == {read_yaml("seed")[0]["epochs"]}
+
+
+def test_augmentation_experiment_compares_flip_autoaugment_augmix_jsd(tmp_path):
+    runs = {r.setting.label: r.recipe for r in plan(load_experiment("augmentation"), "smoke", tmp_path)}
+    assert list(runs) == ["augment=flip", "augment=autoaugment", "augment=augmix"]
+    assert runs["augment=augmix"].augment[-1] == {"name": "augmix", "jsd": True}
+    assert runs["augment=autoaugment"].augment[-1]["name"] == "autoaugment"
+
+
+def test_worker_slots_share_the_cores(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert [e["OMP_NUM_THREADS"] for e in _worker_envs(4)] == ["2"] * 4
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert all("OMP_NUM_THREADS" not in e for e in _worker_envs(2))
+
+
+def fake_results(exp, runs, accs):
+    """Run directories as training leaves them, with chosen final accuracies (no training)."""
+    for run, acc in zip(runs, accs):
+        files = RunFiles(run.path)
+        run.path.mkdir(parents=True)
+        files.recipe.write_text(yaml.safe_dump(run.recipe.to_dict()))
+        rows = [{"epoch": e, "lr": 0.1, "train_loss": 2.0 / e, "train_acc": acc / 2 * e, "test_loss": 2.0 / e,
+                 "test_acc": acc / 2 * e, "seconds": 1.0, "images_per_s": 100.0} for e in (1, 2)]
+        files.metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        files.summary.write_text(json.dumps({
+            "status": "finished", "params": 1234, "epochs": 2, "epochs_done": 2, "final_test_acc": acc,
+            "final_test_loss": 1.0, "best_test_acc": acc, "best_acc": acc, "train_seconds": 10 * acc}))
+
+
+def test_results_average_seeds_per_setting_and_record_the_scale(tmp_path):
+    exp = load_experiment(write_experiment(tmp_path, axes={"batch_size": [32, 64]}))
+    runs = plan(exp, "full", tmp_path / "out")  # 2 settings x seeds 0, 1
+    fake_results(exp, runs, [0.5, 0.7, 0.2, 0.2])
+    write_results(exp, "full", runs, tmp_path / "out")
+    rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
+    assert [(r["scale"], r["setting"], r["batch_size"], r["runs"]) for r in rows] == [
+        ("full", "batch_size=32", "32", "2"), ("full", "batch_size=64", "64", "2")]
+    assert float(rows[0]["final_test_acc_mean"]) == pytest.approx(0.6)
+    assert float(rows[0]["final_test_acc_std"]) == pytest.approx(0.1414, abs=1e-4)  # sample std
+    assert float(rows[1]["final_test_acc_std"]) == 0.0
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "full scale" in md.splitlines()[0] and "60.00 ± 14.14" in md and "20.00 ± 0.00" in md
+    assert (tmp_path / "out" / "test_curves.png").stat().st_size > 10_000
+
+
+def test_smoke_results_say_so_in_the_title_and_list_what_changed(tmp_path):
+    exp = load_experiment(write_experiment(tmp_path, axes={}))
+    runs = plan(exp, "smoke", tmp_path / "out")
+    fake_results(exp, runs, [0.3])
+    write_results(exp, "smoke", runs, tmp_path / "out")
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "smoke scale" in md.splitlines()[0]
+    assert "not the study's setting" in md and 'model.channels=8' in md
+    assert list(csv.DictReader((tmp_path / "out" / "results.csv").open()))[0]["scale"] == "smoke"
+
+
+def test_finished_runs_are_skipped_and_killed_runs_resume(tmp_path, fake_cifar):
+    exp_file = write_experiment(tmp_path, axes={"batch_size": [32, 64]})
+    out = tmp_path / "out"
+    done, killed = plan(load_experiment(exp_file), "smoke", out)
+    train(done.recipe, done.path, data_dir=fake_cifar, progress=False)
+
+    def kill_after_first_epoch(row):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(killed.recipe, killed.path, data_dir=fake_cifar, progress=False, on_epoch=kill_after_first_epoch)
+    first_epoch = read_metrics(killed.path)
+    assert [done.status, killed.status] == ["finished", "resume"]
+    done_mtime = RunFiles(done.path).metrics.stat().st_mtime_ns
+
+    assert main(["experiment", str(exp_file), "--scale", "smoke", "--out", str(out), "--data", str(fake_cifar),
+                 "--jobs", "2"]) == 0
+    assert RunFiles(done.path).metrics.stat().st_mtime_ns == done_mtime and not (done.path / "train.log").exists()
+    resumed = read_metrics(killed.path)
+    assert [r["epoch"] for r in resumed] == [1, 2] and resumed[0] == first_epoch[0]
+    assert "resuming" in (killed.path / "train.log").read_text()
+    assert json.loads(RunFiles(killed.path).summary.read_text())["status"] == "finished"
+    assert {p.name for p in out.glob("*.png")} == {"test_curves.png"}
+    assert len(list(csv.DictReader((out / "results.csv").open()))) == 2
+
+    log = (killed.path / "train.log").read_text()
+    assert main(["experiment", str(exp_file), "--scale", "smoke", "--out", str(out), "--data", str(fake_cifar)]) == 0
+    assert (killed.path / "train.log").read_text() == log  # all done: nothing is trained again
+
+
+def test_cli_dry_run_and_usage_errors(tmp_path, capsys):
+    exp_file = write_experiment(tmp_path)
+    assert main(["experiment", str(exp_file), "--scale", "smoke", "--out", str(tmp_path / "o"), "--dry-run"]) == 0
+    assert "new" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    assert main(["experiment", "augmentaton", "--dry-run"]) == 2
+    assert "did you mean 'augmentation'" in capsys.readouterr().err
