@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from matplotlib.colors import hsv_to_rgb, rgb_to_hsv
 from PIL import Image
 from scipy import ndimage
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 SEVERITIES = (1, 2, 3, 4, 5)
 CIFAR10C_URL = "https://zenodo.org/record/2535967"
@@ -119,16 +119,18 @@ def _magick_motion_blur(x: np.ndarray, radius: int, sigma: float, angles: np.nda
     out(y, x) = sum_i k_i * in(y + round(i sin a), x + round(i cos a)) for i < 2 * radius + 1, with a one-sided
     Gaussian k_i ~ exp(-i^2 / 2 sigma^2) and edge pixels repeated outside the image.
     """
-    n, h, w, _ = x.shape
+    n, h, w, c = x.shape
     width = 2 * radius + 1
     kernel = np.exp(-np.arange(width) ** 2 / (2 * sigma**2))
     kernel /= kernel.sum()
-    batch, rows, cols = np.arange(n)[:, None, None], np.arange(h)[None, :, None], np.arange(w)[None, None, :]
+    pixels = x.reshape(n * h * w, c)  # gather whole pixels by flat index: faster than 3-axis fancy indexing
+    first_row, rows, cols = np.arange(n)[:, None, None] * h, np.arange(h)[None, :, None], np.arange(w)[None, None, :]
     out = np.zeros(x.shape)
     for i, k in enumerate(kernel):
         dy = np.ceil(i * np.sin(angles) - 0.5).astype(int)[:, None, None]
         dx = np.ceil(i * np.cos(angles) - 0.5).astype(int)[:, None, None]
-        out += k * x[batch, np.clip(rows + dy, 0, h - 1), np.clip(cols + dx, 0, w - 1)]
+        index = (first_row + np.clip(rows + dy, 0, h - 1)) * w + np.clip(cols + dx, 0, w - 1)
+        out += k * pixels.take(index.ravel(), axis=0).reshape(x.shape)
     return out
 
 
