@@ -17,8 +17,9 @@ Where we depart from make_cifar_c.py:
 - Random draws come from one numpy Generator per call, so generated images match the release in
   distribution, not pixel for pixel.
 
-Fed the same random draws, the other 14 corruptions agree with make_cifar_c.py (run with OpenCV 5,
-scikit-image 0.26, Wand over ImageMagick 6) to within one grey level.
+Fed the same random draws, all corruptions but impulse_noise (whose draws skimage makes internally) and
+frost agree with make_cifar_c.py, run with OpenCV 5, scikit-image 0.26 and Wand over ImageMagick 6, to
+within one grey level on CIFAR-10 test images at every severity.
 
 For numbers comparable with the literature, evaluate on the released files: ``load_cifar10c`` or
 ``corruption_suite(..., cifar10c_dir=...)``.
