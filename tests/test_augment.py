@@ -1,4 +1,6 @@
 """build_augment: the interface contract with the training loop, validation, and the pixel-moving policies."""
+import os
+
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -76,3 +78,20 @@ def test_flip_probabilities():
     h = (out == x[:1].flip(-1) / 255).flatten(1).all(1) | (out == x[:1].flip(-1).flip(-2) / 255).flatten(1).all(1)
     v = (out == x[:1].flip(-2) / 255).flatten(1).all(1) | (out == x[:1].flip(-1).flip(-2) / 255).flatten(1).all(1)
     assert abs(h.float().mean() - 0.3) < 0.03 and abs(v.float().mean() - 0.6) < 0.03
+
+
+def test_preview_writes_a_png_grid(tmp_path):
+    from budgetnet.augment.preview import preview
+
+    out = preview([{"name": "augmix", "jsd": True}], images(3), tmp_path / "grid.png", samples=2)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(not os.environ.get("BUDGETNET_DATA"), reason="needs real CIFAR-10 in $BUDGETNET_DATA")
+def test_augment_preview_command(tmp_path):
+    from budgetnet.cli import main
+
+    assert main(["augment-preview", "--policy", "flip", "--set", "vertical_p=1.0", "--images", "2",
+                 "--samples", "2", "--out", str(tmp_path / "flip.png")]) == 0
+    assert (tmp_path / "flip.png").exists()
+    assert main(["augment-preview", "--policy", "flip", "--set", "vertcal_p=1", "--out", str(tmp_path / "x.png")]) == 2

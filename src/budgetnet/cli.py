@@ -109,6 +109,28 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- augment-preview -------------------------------------------------------------------------------
+
+def cmd_augment_preview(args: argparse.Namespace) -> int:
+    import torch
+    import yaml
+
+    from .augment.preview import preview
+    from .data import load_split
+
+    policy = {"name": args.policy}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set severity=5")
+        policy[key] = yaml.safe_load(value)
+    images, _, _ = load_split("cifar10", "test", args.data)
+    torch.manual_seed(args.seed)
+    picked = torch.randperm(len(images))[:args.images]
+    print(f"wrote {preview([policy], torch.from_numpy(images)[picked], args.out, args.samples)}")
+    return 0
+
+
 # ---- parser ----------------------------------------------------------------------------------------
 
 def _recipe_args(p: argparse.ArgumentParser, default: str | None = "seed") -> None:
@@ -170,6 +192,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="where report.md and the figures go")
     p.add_argument("--title", default="run comparison", help="title of the report and figures")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("augment-preview", help="PNG grid of CIFAR-10 test images and augmented samples of a policy")
+    p.add_argument("--policy", required=True, help="augment policy name, e.g. augmix, autoaugment, crop")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a parameter of the policy, e.g. --set severity=5 (repeatable; YAML values)")
+    p.add_argument("--out", type=Path, required=True, help="the PNG file to write")
+    p.add_argument("--data", help="folder holding cifar-10-batches-py/ (default: $BUDGETNET_DATA or the cache)")
+    p.add_argument("--images", type=int, default=6, help="rows: random test images (default: %(default)s)")
+    p.add_argument("--samples", type=int, default=8, help="augmented samples per image (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="picks the images and the augmentations")
+    p.set_defaults(func=cmd_augment_preview)
     return parser
 
 
