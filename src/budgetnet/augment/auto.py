@@ -202,9 +202,11 @@ class AugMix(OpPolicy):
         m = torch._sample_dirichlet(alpha(2))  # Beta(alpha, alpha): weight of the original vs the chains
         weights = torch._sample_dirichlet(alpha(self.mixture_width)) * m[:, 1:]  # [views * n, width]
         chains, _ = super().__call__(images.repeat(views * self.mixture_width, 1, 1, 1), None)
-        chains = chains.view(views, self.mixture_width, n, -1).float()
-        weights = weights.view(views, n, self.mixture_width).permute(0, 2, 1)[..., None]
-        mix = images.view(1, n, -1).float() * m[:, :1].view(views, n, 1) + (chains * weights).sum(1)
+        chains = chains.view(self.mixture_width, views * n, -1)  # chain-major, like images.repeat
+        mix = images.view(1, n, -1).float() * m[:, :1].view(views, n, 1)
+        mix = mix.view(views * n, -1)
+        for i in range(self.mixture_width):
+            mix.addcmul_(chains[i], weights[:, i:i + 1])  # uint8 chains promote on the fly
         return mix.view(views * n, *images.shape[1:]).div_(255)
 
     def __call__(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:

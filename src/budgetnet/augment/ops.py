@@ -40,11 +40,10 @@ def _affine(images: Tensor, theta: Tensor, interpolation: str) -> Tensor:
     """Warp each image by its inverse matrix theta [n, 2, 3] as torchvision's affine_image does (one grid_sample)."""
     n, _, h, w = images.shape
     device = images.device
-    xs = torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, steps=w, device=device)
-    ys = torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, steps=h, device=device)
-    base = torch.stack([xs.expand(h, w), ys[:, None].expand(h, w), torch.ones(h, w, device=device)], dim=-1)
-    scale = torch.tensor([0.5 * w, 0.5 * h], device=device)
-    grid = base.view(1, h * w, 3).expand(n, -1, -1).bmm(theta.float().transpose(1, 2) / scale).view(n, h, w, 2)
+    xs = torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, steps=w, device=device).view(1, 1, w, 1)
+    ys = torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, steps=h, device=device).view(1, h, 1, 1)
+    theta = (theta.float() / torch.tensor([0.5 * w, 0.5 * h], device=device).view(2, 1)).view(n, 1, 1, 2, 3)
+    grid = xs * theta[..., 0] + ys * theta[..., 1] + theta[..., 2]  # [n, h, w, 2]; as fast as bmm is slow here
     out = F.grid_sample(images.float(), grid, mode=interpolation, padding_mode="zeros", align_corners=False)
     return out.round_().to(torch.uint8)
 
