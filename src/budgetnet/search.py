@@ -1,0 +1,422 @@
+"""Design search under the parameter budget with Optuna, from one process to many workers on many machines.
+
+A space file names a `base` recipe and, in `params`, maps dotted recipe keys to an int or float range
+`{low, high, step?, log?}`, to `{choices: [...]}` or to a fixed value. Every trial is a normal run directory
+OUT/trials/<number>. The objective is the best validation accuracy (data.val_size images held out of the
+training set): the test split never chooses anything. A design over the budget is never trained: C_1 is fitted
+to the budget (repair "fit-channels") or the trial is pruned with user attr `rejected: over_budget`.
+
+Studies live in an RDB storage: a SQLite file by default, or any SQLAlchemy URL (PostgreSQL) shared by workers
+that all run the same command. Workers send heartbeats; a worker killed mid-trial leaves its trial RUNNING until
+the grace period passes, and the next worker (or report) to touch the study marks it FAIL.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+try:
+    import optuna
+    from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,  # noqa: E402
+                                      IntDistribution)
+    from optuna.trial import FrozenTrial, TrialState
+except ImportError as e:  # the search is an optional extra
+    raise RuntimeError(f"the search needs Optuna ({e}): pip install 'budgetnet[search]'") from None
+
+from .config import Recipe, RecipeError, apply_overrides, load_recipe, parse_count, read_yaml  # noqa: E402
+from .data import Data, load_data  # noqa: E402
+from .runtime import resolve_device  # noqa: E402
+from .spec import BudgetError, SpecError, fit_channels  # noqa: E402
+from .train import TrainingDiverged, train  # noqa: E402
+
+SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
+PRUNERS = {"hyperband": optuna.pruners.HyperbandPruner, "halving": optuna.pruners.SuccessiveHalvingPruner,
+           "median": optuna.pruners.MedianPruner, "none": optuna.pruners.NopPruner}
+REPAIRS = ("fit-channels", "reject")
+SPACE_KEYS = ("description", "base", "params")
+RANGE_KEYS = ("low", "high", "step", "log")
+
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+class SearchError(RuntimeError):
+    """A study or storage that cannot be used: the message says what to pass instead."""
+
+
+# ---- the space ------------------------------------------------------------------------------------
+
+@dataclass
+class Space:
+    """A search space: the base recipe as a mapping (fixed values applied) and one distribution per sampled key."""
+
+    name: str
+    base: dict
+    params: dict[str, BaseDistribution]
+    description: str = ""
+
+    def recipe(self, values: dict[str, Any]) -> Recipe:
+        """The recipe of one point: the base with `values` (dotted key -> value) applied."""
+        raw = copy.deepcopy(self.base)
+        apply_overrides(raw, [f"{key}={json.dumps(value)}" for key, value in values.items()])
+        return load_recipe(raw)
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Sample every key with the trial (non-scalar choices travel as JSON strings, decoded here)."""
+        values = {}
+        for key, dist in self.params.items():
+            if isinstance(dist, IntDistribution):
+                values[key] = trial.suggest_int(key, dist.low, dist.high, step=dist.step, log=dist.log)
+            elif isinstance(dist, FloatDistribution):
+                values[key] = trial.suggest_float(key, dist.low, dist.high, step=dist.step, log=dist.log)
+            else:
+                values[key] = _decode(trial.suggest_categorical(key, dist.choices))
+        return values
+
+
+def load_space(name_or_path: str | Path) -> Space:
+    """Read and check a space file (a path or the name of a shipped space): every key must be a recipe key."""
+    raw, path = read_yaml(name_or_path, kind="spaces")
+    for key in raw:
+        if key not in SPACE_KEYS:
+            raise RecipeError(f"{path}: unknown space key {key!r}; a space file holds {', '.join(SPACE_KEYS)}")
+    if "base" not in raw:
+        raise RecipeError(f"{path}: no 'base': name the recipe the search starts from, e.g. base: demo")
+    base = raw["base"]
+    if isinstance(base, str):
+        local = path.parent / base
+        base = read_yaml(local if local.is_file() else base)[0]
+    elif not isinstance(base, dict):
+        raise RecipeError(f"{path}: base must be a recipe name, a recipe file or a mapping, not {base!r}")
+    params = raw.get("params") or {}
+    if not isinstance(params, dict):
+        raise RecipeError(f"{path}: params must map dotted recipe keys to ranges, choices or values")
+    dists, fixed = {}, []
+    for key, spec in params.items():
+        dist = _distribution(key, spec, path)
+        if dist is None:
+            fixed.append(f"{key}={json.dumps(spec)}")
+        else:
+            dists[key] = dist
+    space = Space(Path(path).stem, apply_overrides(copy.deepcopy(base), fixed), dists, raw.get("description", ""))
+    _check_keys(space, path)
+    return space
+
+
+def _distribution(key: str, spec: Any, path: Path) -> BaseDistribution | None:
+    """The Optuna distribution of one `params` entry, or None for a fixed value."""
+    if not isinstance(spec, dict) or not ({"low", "high", "choices"} & spec.keys()):
+        return None
+    where = f"{path}: params.{key}"
+    if "choices" in spec:
+        if set(spec) != {"choices"} or not isinstance(spec["choices"], list) or not spec["choices"]:
+            raise RecipeError(f"{where}: write choices as {{choices: [a, b, ...]}} with at least one value")
+        return CategoricalDistribution([_encode(c) for c in spec["choices"]])
+    unknown = set(spec) - set(RANGE_KEYS)
+    if unknown or not {"low", "high"} <= spec.keys():
+        raise RecipeError(f"{where}: a range is {{low, high, step?, log?}}; got keys {sorted(spec)}")
+    low, high, step, log = spec["low"], spec["high"], spec.get("step"), bool(spec.get("log", False))
+    numbers = [v for v in (low, high, step) if v is not None]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+        raise RecipeError(f"{where}: low, high and step must be numbers, got {spec}")
+    try:
+        if all(isinstance(v, int) for v in numbers):
+            return IntDistribution(low, high, log=log, step=step or 1)
+        return FloatDistribution(float(low), float(high), log=log, step=step)
+    except ValueError as e:
+        raise RecipeError(f"{where}: {e}") from None
+
+
+def _check_keys(space: Space, path: Path) -> None:
+    """Apply every bound and choice to the base once, so a misspelt key or a wrong type fails before any trial."""
+    for key, dist in space.params.items():
+        values = ([dist.low, dist.high] if isinstance(dist, (IntDistribution, FloatDistribution))
+                  else [_decode(c) for c in dist.choices])
+        for value in values:
+            try:
+                space.recipe({key: value})
+            except RecipeError as e:
+                raise RecipeError(f"{path}: params.{key}={value!r}: {e}") from None
+            except SpecError:
+                pass  # a design that only fails in combination with other values: rejected per trial
+
+
+def _encode(choice: Any) -> Any:
+    """Optuna's categorical choices are scalars: lists and mappings are stored as compact JSON strings."""
+    return json.dumps(choice, separators=(",", ":")) if isinstance(choice, (list, dict)) else choice
+
+
+def _decode(choice: Any) -> Any:
+    return json.loads(choice) if isinstance(choice, str) and choice[:1] in "[{" else choice
+
+
+# ---- storage and study ----------------------------------------------------------------------------
+
+def default_storage(out: str | Path) -> str:
+    """The SQLite file in the search folder."""
+    return f"sqlite:///{(Path(out) / 'search.db').resolve()}"
+
+
+def open_storage(url: str, heartbeat: int = 60) -> optuna.storages.RDBStorage:
+    """An RDB storage whose workers send a heartbeat every `heartbeat` s; silent for 2x that marks a trial FAIL."""
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
+                                          grace_period=2 * heartbeat, heartbeat_stale_trial_callback=_note_stale)
+    except (ImportError, ModuleNotFoundError) as e:
+        raise SearchError(f"storage {url}: missing database driver ({e}); for PostgreSQL "
+                          "pip install 'budgetnet[search]' (psycopg2-binary)") from None
+    except Exception as e:  # SQLAlchemy: bad URL, server down, wrong credentials
+        raise SearchError(f"cannot open storage {url}: {type(e).__name__}: {e}") from None
+
+
+def _note_stale(study: optuna.Study, trial: FrozenTrial) -> None:
+    print(f"study {study.study_name}: trial {trial.number} stopped sending heartbeats (its worker died): "
+          "marked FAIL", file=sys.stderr)
+
+
+def load_study(storage: str, study_name: str | None = None, heartbeat: int = 60) -> optuna.Study:
+    """An existing study; the name may be left out when the storage holds exactly one."""
+    store = open_storage(storage, heartbeat)
+    names = [s.study_name for s in optuna.get_all_study_summaries(store)]
+    if study_name is None:
+        if len(names) != 1:
+            raise SearchError(f"{storage} holds {len(names)} studies ({', '.join(names) or 'none'}): "
+                              "choose one with --study")
+        study_name = names[0]
+    if study_name not in names:
+        raise SearchError(f"{storage} has no study {study_name!r}; it holds: {', '.join(names) or 'none'}")
+    return optuna.load_study(study_name=study_name, storage=store)
+
+
+# ---- running ---------------------------------------------------------------------------------------
+
+def run_search(space: Space, out: str | Path, trials: int, storage: str | None = None, study_name: str | None = None,
+               budget: int | str | None = None, sampler: str = "tpe", pruner: str = "hyperband",
+               repair: str = "fit-channels", seed: int | None = None, heartbeat: int = 60,
+               data_dir: str | Path | None = None, data: Data | None = None, progress: bool = False) -> optuna.Study:
+    """Run `trials` more trials of the study (created on first use) in this process; returns the study.
+
+    Workers on other machines run the same call against the same storage URL. `data` replaces loading
+    the data set (tests); otherwise every data configuration is loaded once per process.
+    """
+    if sampler not in SAMPLERS or pruner not in PRUNERS or repair not in REPAIRS:
+        raise RecipeError(f"sampler, pruner, repair must be one of {list(SAMPLERS)}, {list(PRUNERS)}, "
+                          f"{list(REPAIRS)}; got {sampler!r}, {pruner!r}, {repair!r}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    storage = storage or default_storage(out)
+    study = optuna.create_study(storage=open_storage(storage, heartbeat), study_name=study_name or space.name,
+                                direction="maximize", sampler=SAMPLERS[sampler](seed=seed),
+                                pruner=PRUNERS[pruner](), load_if_exists=True)
+    budget = parse_count(budget) if budget is not None else None
+    study.set_user_attr("space", space.name)
+    study.set_user_attr("budget", budget or parse_count(space.base.get("budget", Recipe.budget)))
+    datasets: dict[tuple, Data] = {}
+
+    def objective(trial: optuna.Trial) -> float:
+        recipe = _trial_recipe(trial, space, budget, repair)
+        if recipe.data.val_size <= 0:
+            raise RecipeError("the search chooses designs on a validation split, never on the test set: "
+                              "set data.val_size (e.g. 5000) in the space's base or params")
+        run_dir = out / "trials" / str(trial.number)
+        trial.set_user_attr("run_dir", str(run_dir.resolve()))
+        device = resolve_device(recipe.device)
+        key = (str(device), *vars(recipe.data).values())
+        if data is None and key not in datasets:
+            datasets[key] = load_data(recipe.data, data_dir, device)
+
+        def on_epoch(row: dict) -> None:
+            if "val_acc" in row:
+                trial.report(row["val_acc"], row["epoch"])
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"val acc {row['val_acc']:.4f} after epoch {row['epoch']}")
+
+        summary = train(recipe, run_dir, data_dir, progress=progress, on_epoch=on_epoch,
+                        data=data or datasets[key])
+        trial.set_user_attr("test_acc", summary["final_test_acc"])
+        return summary["best_acc"]
+
+    study.optimize(objective, n_trials=trials, catch=(TrainingDiverged,), gc_after_trial=True)
+    return study
+
+
+def _trial_recipe(trial: optuna.Trial, space: Space, budget: int | None, repair: str) -> Recipe:
+    """Sample the trial's recipe and bring it within the budget, or prune the trial with the reason."""
+    try:
+        recipe = space.recipe(space.suggest(trial))
+    except SpecError as e:
+        _reject(trial, "invalid_design", str(e))
+    if budget is not None:
+        recipe.budget = budget
+    params = recipe.model.count_params()
+    if params > recipe.budget:
+        if repair == "reject" or not isinstance(recipe.model.channels, int):
+            _reject(trial, "over_budget", f"{params:,} parameters > budget {recipe.budget:,}")
+        try:
+            channels = fit_channels(recipe.model, recipe.budget)
+        except BudgetError as e:
+            _reject(trial, "over_budget", str(e))
+        trial.set_user_attr("repaired", f"C_1 {recipe.model.channels} -> {channels}")
+        recipe.model = replace(recipe.model, channels=channels)
+        params = recipe.model.count_params()
+    design = recipe.model.to_dict()
+    trial.set_user_attr("params", params)
+    trial.set_user_attr("design", {k: design[k] for k in ("blocks", "channels", "kernel_size",
+                                                            "shortcut_kernel_size", "pool_size", "block")})
+    return recipe
+
+
+def _reject(trial: optuna.Trial, reason: str, message: str) -> None:
+    """Prune before training (pruned rather than failed, so that the sampler learns to avoid the region)."""
+    trial.set_user_attr("rejected", reason)
+    trial.set_user_attr("reason", message)
+    raise optuna.TrialPruned(f"{reason}: {message}")
+
+
+# ---- report ----------------------------------------------------------------------------------------
+
+def trial_counts(trials: list[FrozenTrial]) -> dict[str, int]:
+    """Trials by outcome: completed, pruned by the pruner, rejected before training, repaired, failed, running."""
+    rejected = [t.user_attrs.get("rejected") for t in trials]
+    return {"trials": len(trials),
+            "complete": sum(t.state == TrialState.COMPLETE for t in trials),
+            "pruned": sum(t.state == TrialState.PRUNED and r is None for t, r in zip(trials, rejected)),
+            "rejected_over_budget": rejected.count("over_budget"),
+            "rejected_invalid": rejected.count("invalid_design"),
+            "repaired": sum("repaired" in t.user_attrs for t in trials),
+            "failed": sum(t.state == TrialState.FAIL for t in trials),
+            "running": sum(t.state == TrialState.RUNNING for t in trials)}
+
+
+def pareto_front(points: list[tuple[int, float]]) -> list[int]:
+    """Indices of the (params, accuracy) points no other point beats on both (fewer params, higher accuracy)."""
+    front, best = [], -math.inf
+    for i in sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1])):
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def search_report(storage: str, out: str | Path, study_name: str | None = None, top: int = 10,
+                  heartbeat: int = 60) -> dict:
+    """Write OUT/search.md, pareto.png and importances.png for a study; return the counts, best trial and front."""
+    study = load_study(storage, study_name, heartbeat)
+    optuna.storages.fail_stale_trials(study)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    trials = study.get_trials(deepcopy=False)
+    counts = trial_counts(trials)
+    done = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: -t.value)
+    front = [done[i] for i in pareto_front([(t.user_attrs["params"], t.value) for t in done])]
+    budget = study.user_attrs.get("budget")
+    _plot_front(study.study_name, trials, done, front, budget, out / "pareto.png")
+    importances = _importances(study, out / "importances.png")
+
+    lines = [f"# Search `{study.study_name}`", "",
+             f"Storage `{storage}`, space `{study.user_attrs.get('space', '?')}`"
+             + (f", budget {budget:,} parameters" if budget else "") + ".",
+             "The objective is the best validation accuracy (data.val_size images held out of the training set); "
+             "the test set chose nothing, its final accuracy is shown for reference.", "",
+             "| " + " | ".join(counts) + " |", "|" + "---:|" * len(counts),
+             "| " + " | ".join(str(v) for v in counts.values()) + " |", "",
+             f"## Top {min(top, len(done))} designs", "",
+             "| rank | trial | params | val acc | test acc | design | sampled |", "|---:|---:|---:|---:|---:|---|---|"]
+    for rank, t in enumerate(done[:top], 1):
+        lines.append(f"| {rank} | {t.number} | {t.user_attrs['params']:,} | {t.value:.4f} | "
+                     f"{_fmt(t.user_attrs.get('test_acc'))} | {_design(t)} | {_sampled(t)} |")
+    lines += ["", "## Parameters vs accuracy", "",
+              "Pareto front (no other design has fewer parameters and higher validation accuracy): trials "
+              + ", ".join(f"{t.number} ({t.user_attrs['params']:,}, {t.value:.4f})" for t in front) + ".", "",
+              "![parameters vs accuracy](pareto.png)", "",
+              "## Parameter importances (PED-ANOVA, Optuna's default evaluator)", ""]
+    if importances:
+        lines += [f"- `{k}`: {v:.3f}" for k, v in importances.items()] + ["", "![importances](importances.png)"]
+    else:
+        lines.append("Not enough completed trials with varying parameters yet.")
+    if done:
+        lines += ["", "## Reproduce the best design", "",
+                  f"`budgetnet train --recipe {done[0].user_attrs['run_dir']}/recipe.yaml`"]
+    (out / "search.md").write_text("\n".join(lines) + "\n")
+    best = done[0] if done else None
+    return {"study": study.study_name, "counts": counts, "importances": importances,
+            "best": None if best is None else {"trial": best.number, "val_acc": best.value,
+                                               "params": best.user_attrs["params"], **best.params},
+            "front": [t.number for t in front], "report": str(out / "search.md")}
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _design(t: FrozenTrial) -> str:
+    d = t.user_attrs["design"]
+    text = (f"B={d['blocks']} C_1={d['channels']} F={d['kernel_size']} K={d['shortcut_kernel_size']} "
+            f"P={d['pool_size']} {d['block']}")
+    return text + (f" ({t.user_attrs['repaired']})" if "repaired" in t.user_attrs else "")
+
+
+def _sampled(t: FrozenTrial) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in t.params.items() if not k.startswith("model."))
+
+
+def _plot_front(name: str, trials: list[FrozenTrial], done: list[FrozenTrial], front: list[FrozenTrial],
+                budget: int | None, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
+    if pruned:
+        ax.scatter([t.user_attrs["params"] for t in pruned], [t.intermediate_values[max(t.intermediate_values)]
+                                                             for t in pruned],
+                   marker="x", color="0.6", label="pruned (val acc when stopped)")
+    ax.scatter([t.user_attrs["params"] for t in done], [t.value for t in done], color="tab:blue", alpha=0.7,
+               label="completed trials")
+    if front:
+        xs, ys = [t.user_attrs["params"] for t in front], [t.value for t in front]
+        ax.step(xs, ys, where="post", color="tab:red", lw=1.5)
+        ax.scatter(xs, ys, color="tab:red", s=60, zorder=3, label="Pareto front")
+        for t in front:
+            ax.annotate(f"#{t.number}", (t.user_attrs["params"], t.value), textcoords="offset points",
+                        xytext=(4, 4), fontsize=8)
+    if budget:
+        ax.axvline(budget, color="k", ls="--", lw=1, label=f"budget {budget:,}")
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (log scale)")
+    ax.set_ylabel("best validation accuracy")
+    ax.set_title(f"study {name}: parameters vs accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _importances(study: optuna.Study, path: Path) -> dict[str, float]:
+    """Importances (Optuna's default evaluator) of the sampled keys (empty when too few trials completed to tell)."""
+    try:
+        importances = optuna.importance.get_param_importances(study)
+    except (ValueError, RuntimeError):
+        return {}
+    if not importances:
+        return {}
+    names = list(importances)[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.5))
+    ax.barh(names, [importances[n] for n in names], color="tab:blue")
+    ax.set_xlabel("importance for validation accuracy (PED-ANOVA, sums to 1)")
+    ax.set_title(f"study {study.study_name}: parameter importances")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return dict(importances)
