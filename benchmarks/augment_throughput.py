@@ -99,8 +99,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10240, help="images per budgetnet measurement")
     parser.add_argument("--reference-images", type=int, default=4096, help="images per torchvision measurement")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the torchvision pipeline")
+    parser.add_argument("--threads", type=int, help="torch threads of the budgetnet side (default: torch's)")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     names = args.policies.split(",")
     for name in names:
         if name not in POLICIES:
@@ -119,7 +122,8 @@ def main() -> None:
         print(json.dumps(rows, indent=1))
         return
     print(f"images: {source}; batch {args.batch_size}; torch threads {torch.get_num_threads()}; "
-          f"torchvision per image in a DataLoader with {args.workers} workers (on the CPU)")
+          f"torchvision per image in a DataLoader with {args.workers} workers (on the CPU); "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (other work skews the figures)")
     print(f"{'policy':<16}{'device':<8}{'budgetnet img/s':>17}{'torchvision img/s':>19}{'ratio':>8}")
     for r in rows:
         print(f"{r['policy']:<16}{r['device']:<8}{r['budgetnet_ips']:>17,}{r['reference_ips']:>19,}{r['ratio']:>7.1f}x")

@@ -95,3 +95,27 @@ def test_augment_preview_command(tmp_path):
                  "--samples", "2", "--out", str(tmp_path / "flip.png")]) == 0
     assert (tmp_path / "flip.png").exists()
     assert main(["augment-preview", "--policy", "flip", "--set", "vertcal_p=1", "--out", str(tmp_path / "x.png")]) == 2
+
+
+def test_translate_is_an_integer_shift_within_the_range_like_torchvision_affine():
+    torch.manual_seed(0)
+    x = torch.zeros(2000, 3, 16, 16, dtype=torch.uint8)
+    x[:, :, 8, 8] = 255  # track one pixel
+    out, _ = build_augment([{"name": "translate", "max_fraction": 0.25}], 10)(x, torch.zeros(2000, dtype=torch.long))
+    where = out[:, 0].flatten(1).argmax(1)
+    dy, dx = where // 16 - 8, where % 16 - 8
+    assert dy.abs().max() == 4 and dx.abs().max() == 4 and abs(dx.float().mean()) < 0.15
+    for i in range(5):  # the same as torchvision's affine with that integer translation
+        ref = TF.affine(x[i], angle=0.0, translate=[int(dx[i]), int(dy[i])], scale=1.0, shear=[0.0, 0.0])
+        assert torch.equal(out[i], ref.float() / 255)
+
+
+def test_cutout_zeroes_a_clipped_square_with_probability_p():
+    torch.manual_seed(0)
+    x = torch.full((2000, 3, 16, 16), 200, dtype=torch.uint8)
+    out, _ = build_augment([{"name": "cutout", "size": 6, "p": 0.5}], 10)(x, torch.zeros(2000, dtype=torch.long))
+    hole = out[:, 0] == 0
+    assert torch.equal(hole, (out == 0).all(1))  # all channels
+    rows, cols = hole.any(2).sum(1), hole.any(1).sum(1)
+    assert torch.equal(hole.sum((1, 2)), rows * cols)  # a rectangle
+    assert rows.max() == 6 and cols.max() == 6 and abs((rows > 0).float().mean() - 0.5) < 0.04

@@ -3,6 +3,8 @@
 Each policy samples, per image, a sequence of stages (op index, signed magnitude) from torchvision's own
 augmentation spaces and policy tables (torchvision.transforms.v2 is the reference), then applies every
 stage to the whole batch with ops.apply_ops: one batched call per op, per-sample magnitudes.
+The spaces and tables are torchvision's private class attributes, read rather than copied so that the
+reference stays the reference; tests/test_augment_ops.py fails if they change shape.
 """
 from __future__ import annotations
 

@@ -110,7 +110,9 @@ def sharpness(images: Tensor, magnitude: Tensor) -> Tensor:
     """
     out = images.float()
     interior = out[..., 1:-1, 1:-1]
-    blurred = F.avg_pool2d(out, 3, stride=1, divisor_override=1).add_(interior, alpha=4).div_(13).round_()
+    rows = out[..., :-2] + out[..., 1:-1] + out[..., 2:]  # separable 3x3 box sum: faster than pooling on CPU
+    box = rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]
+    blurred = box.add_(interior, alpha=4).div_(13).round_()
     interior.addcmul_(blurred - interior, _per_sample(1.0 - (1.0 + magnitude)))
     return out.clamp_(0, 255).to(torch.uint8)
 
