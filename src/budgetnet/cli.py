@@ -93,7 +93,11 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 def cmd_experiment(args: argparse.Namespace) -> int:
     from .experiment import run_experiment
 
-    out, failed = run_experiment(args.name, args.scale, args.out, args.jobs, args.data, args.set, args.dry_run)
+    try:
+        out, failed = run_experiment(args.name, args.scale, args.out, args.jobs, args.data, args.set, args.dry_run)
+    except KeyboardInterrupt:
+        print("interrupted: runs keep their last checkpoints; rerun the same command to resume", file=sys.stderr)
+        return 130
     if not args.dry_run:
         print(f"wrote {out / 'results.md'}, {out / 'results.csv'} and figures in {out}")
     for run in failed:
@@ -103,9 +107,12 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import find_runs, report
+    from .report import export_tensorboard, find_runs, report
 
-    print(f"wrote {report(find_runs(args.runs), args.out, args.title)}")
+    runs = find_runs(args.runs)
+    print(f"wrote {report(runs, args.out, args.title)}")
+    if args.tensorboard:
+        print(f"wrote TensorBoard events: tensorboard --logdir {export_tensorboard(runs, args.tensorboard)}")
     return 0
 
 
@@ -191,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="run directories, or experiment directories (all runs below them)")
     p.add_argument("--out", type=Path, required=True, help="where report.md and the figures go")
     p.add_argument("--title", default="run comparison", help="title of the report and figures")
+    p.add_argument("--tensorboard", type=Path, metavar="LOG_DIR",
+                   help="also write the runs' metrics as TensorBoard events there (pip install tensorboard)")
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("augment-preview", help="PNG grid of CIFAR-10 test images and augmented samples of a policy")
     p.add_argument("--policy", required=True, help="augment policy name, e.g. augmix, autoaugment, crop")

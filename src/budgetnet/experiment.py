@@ -127,6 +127,8 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
     if not (isinstance(scales, dict) and all(isinstance(s, dict) for s in scales.values())):
         raise RecipeError(f"{where}: scales must map scale names to overrides, e.g. smoke: {{epochs: 3}}")
     plots = raw.get("plots", ["curves"])
+    if not isinstance(plots, list):
+        raise RecipeError(f"{where}: plots must be a list, e.g. [curves, lr]; valid plots: {', '.join(report.PLOTS)}")
     for plot in plots:
         if plot not in report.PLOTS:
             raise RecipeError(f"{where}: unknown plot {plot!r}{_suggest(str(plot), list(report.PLOTS))}; "
@@ -150,6 +152,9 @@ def scale_overrides(exp: Experiment, scale: str) -> tuple[dict[str, Any], list[i
                           f"its scales: {', '.join(exp.scales)}")
     overrides = dict(exp.scales[scale])
     seeds = overrides.pop("seeds", exp.seeds)
+    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds)):
+        raise RecipeError(f"experiment {exp.name}, scale {scale}: seeds must be a non-empty list of integers, "
+                          f"got {seeds!r}")
     return overrides, seeds
 
 
@@ -257,7 +262,7 @@ def train_runs(runs: list[PlannedRun], jobs: int, data_dir: str | Path | None = 
                   f"(log: {run.path / 'train.log'})", file=sys.stderr)
             code = _launch(run, data_dir, env)
             summary = report.load_run(run.path).summary
-            if code:
+            if code and summary.get("status") != "diverged":  # a diverged run is a result, not a failure
                 failed.append(run)
                 print(f"[{i}/{len(todo)}] {run.name} FAILED (exit {code}): see {run.path / 'train.log'}",
                       file=sys.stderr)

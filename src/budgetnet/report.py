@@ -273,6 +273,28 @@ def plot_params_vs_acc(rows: list[dict], path: Path, title: str) -> Path:
     return _save(fig, path)
 
 
+# ---- TensorBoard ------------------------------------------------------------------------------
+
+def export_tensorboard(runs: list[Run], log_dir: str | Path) -> Path:
+    """Write each run's per-epoch metrics as TensorBoard events in log_dir/<run label>/ (needs the optional
+    `tensorboard` package: pip install budgetnet[tensorboard])."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise RecipeError("--tensorboard needs the tensorboard package: pip install 'budgetnet[tensorboard]'") from None
+    log_dir = Path(log_dir)
+    for label, run in zip(run_labels(runs), runs):
+        with SummaryWriter(log_dir / label.replace("/", "_")) as writer:
+            for row in run.metrics:
+                for key, value in row.items():
+                    if key != "epoch" and isinstance(value, (int, float)):
+                        group = "loss" if key.endswith("_loss") else "accuracy" if key.endswith("_acc") else "train"
+                        writer.add_scalar(f"{group}/{key}", value, row["epoch"])
+            writer.add_text("recipe", "    " + yaml.safe_dump(run.recipe.to_dict(), sort_keys=False)
+                            .replace("\n", "\n    "))
+    return log_dir
+
+
 # ---- reports ------------------------------------------------------------------------------------
 
 def designs_differ(groups: dict[str, list[Run]]) -> bool:

@@ -1,0 +1,103 @@
+"""Reports of any runs: tables, per-epoch figures, the schedule as training steps it, params vs accuracy."""
+import json
+
+import pytest
+import yaml
+
+from budgetnet.cli import main
+from budgetnet.config import RecipeError, load_recipe
+from budgetnet.report import find_runs, load_run, markdown_table, report, run_labels, schedule_curve, summarize
+from budgetnet.train import RunFiles, read_metrics, train
+from conftest import tiny_recipe
+
+TINY = ["model.blocks=[1, 1]", "model.pool_size=16", "epochs=3"]
+
+
+def fake_run(path, accs, channels=8, status="finished"):
+    """A run directory as training leaves it, with chosen test accuracies per epoch (no training)."""
+    recipe = load_recipe("demo", [*TINY, f"model.channels={channels}"])
+    files = RunFiles(path)
+    path.mkdir(parents=True)
+    files.recipe.write_text(yaml.safe_dump(recipe.to_dict()))
+    rows = [{"epoch": e, "lr": 0.1 / e, "train_loss": 2 - a, "train_acc": a, "test_loss": 2.2 - a, "test_acc": a,
+             "seconds": 2.0, "images_per_s": 500.0} for e, a in enumerate(accs, 1)]
+    files.metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    files.summary.write_text(json.dumps({
+        "status": status, "params": recipe.model.count_params(), "epochs": 3, "epochs_done": len(accs),
+        "final_test_acc": accs[-1], "final_test_loss": 2.2 - accs[-1], "best_test_acc": max(accs),
+        "best_acc": max(accs), "train_seconds": 2.0 * len(accs)}))
+    return path
+
+
+def test_report_compares_runs_with_table_and_figures(tmp_path):
+    a = fake_run(tmp_path / "narrow", [0.3, 0.4, 0.5], channels=8)
+    b = fake_run(tmp_path / "wide", [0.35, 0.5, 0.6], channels=16)
+    md = report(find_runs([a, b]), tmp_path / "out").read_text()
+    assert "| narrow |" in md and "| wide |" in md and "| 60.00 |" in md and "| 50.00 |" in md
+    for name in ("curves", "lr", "params_vs_acc"):
+        assert (tmp_path / "out" / f"{name}.png").stat().st_size > 10_000
+        assert f"![{name}]({name}.png)" in md
+
+
+def test_no_params_scatter_when_the_design_is_the_same(tmp_path):
+    runs = find_runs([fake_run(tmp_path / "a", [0.3]), fake_run(tmp_path / "b", [0.4])])
+    report(runs, tmp_path / "out")
+    assert not (tmp_path / "out" / "params_vs_acc.png").exists()
+
+
+def test_summary_rows_average_seeds_and_count_unfinished(tmp_path):
+    runs = [load_run(fake_run(tmp_path / f"s{i}", accs, status=s))
+            for i, (accs, s) in enumerate([([0.2, 0.4], "finished"), ([0.2, 0.6], "finished"), ([0.1], "running")])]
+    rows = summarize({"setting": runs[:2], "partial": runs[2:]})
+    assert rows[0]["final_test_acc_mean"] == pytest.approx(0.5)
+    assert rows[0]["final_test_acc_std"] == pytest.approx(0.1414, abs=1e-4)
+    assert (rows[0]["runs"], rows[0]["finished"], rows[1]["finished"], rows[1]["status"]) == (2, 2, 0, "running")
+    table = markdown_table(rows)
+    assert "| setting | 2/2 | 50.00 ± 14.14 |" in table and "| partial | 0/1 (running) | 10.00 |" in table
+
+
+def test_experiment_directories_expand_to_their_runs_and_bad_paths_are_named(tmp_path):
+    fake_run(tmp_path / "exp" / "runs" / "x-seed0", [0.3])
+    fake_run(tmp_path / "exp" / "runs" / "y-seed0", [0.4])
+    assert [r.path.name for r in find_runs([tmp_path / "exp"])] == ["x-seed0", "y-seed0"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RecipeError, match="empty is not a run directory"):
+        find_runs([tmp_path / "empty"])
+    with pytest.raises(RecipeError, match="no such directory"):
+        find_runs([tmp_path / "missing"])
+
+
+def test_repeated_folder_names_are_told_apart_by_path(tmp_path):
+    runs = find_runs([fake_run(tmp_path / "a" / "run", [0.3]), fake_run(tmp_path / "b" / "run", [0.4])])
+    assert run_labels(runs) == [str(tmp_path / "a" / "run"), str(tmp_path / "b" / "run")]
+
+
+@pytest.mark.parametrize("schedule", [["schedule.name=cosine"],
+                                      ["schedule.name=warm_restarts", "schedule.T_0=1", "schedule.T_mult=2"]])
+def test_schedule_curve_is_the_lr_training_logs(tmp_path, tiny_data, schedule):
+    recipe = tiny_recipe("epochs=2", "data.train_size=512", "optimizer.lr=0.1", *schedule)
+    train(recipe, tmp_path / "run", data=tiny_data, progress=False)
+    epochs, lrs = schedule_curve(recipe)
+    curve = dict(zip(epochs, lrs))
+    for row in read_metrics(tmp_path / "run"):
+        assert row["lr"] == pytest.approx(curve[float(row["epoch"])], abs=1e-9)
+
+
+def test_cli_report(tmp_path, capsys):
+    a = fake_run(tmp_path / "a", [0.3])
+    assert main(["report", str(a), "--out", str(tmp_path / "out"), "--title", "mine"]) == 0
+    assert (tmp_path / "out" / "report.md").read_text().startswith("# mine")
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_tensorboard_export_holds_every_epoch(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    a = fake_run(tmp_path / "a", [0.3, 0.4, 0.5])
+    assert main(["report", str(a), "--out", str(tmp_path / "out"), "--tensorboard", str(tmp_path / "tb")]) == 0
+    events = EventAccumulator(str(tmp_path / "tb" / "a"))
+    events.Reload()
+    assert [(e.step, round(e.value, 4)) for e in events.Scalars("accuracy/test_acc")] == [(1, 0.3), (2, 0.4), (3, 0.5)]
+    assert "train/lr" in events.Tags()["scalars"]
