@@ -223,7 +223,7 @@ def _fog(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(x * max_val / (max_val + strength), 0, 1) * 255
 
 
-FROST_TINT = np.array([0.85, 0.93, 1.0])  # blue-white, like the frost photographs
+_FROST_TINT = np.array([0.85, 0.93, 1.0])  # blue-white, like the frost photographs
 
 
 def _frost_texture(n: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
@@ -239,7 +239,7 @@ def _frost_texture(n: int, rng: np.random.Generator, size: int = 32) -> np.ndarr
         angles = rng.uniform(0, 2 * np.pi, size=n)
         needles = np.maximum(needles, _magick_motion_blur(seeds, radius=3, sigma=3.0, angles=angles))
     needles /= needles.max(axis=(1, 2, 3), keepdims=True)
-    return np.clip(0.25 + 0.4 * haze + 0.6 * needles, 0, 1) * FROST_TINT * 255
+    return np.clip(0.25 + 0.4 * haze + 0.6 * needles, 0, 1) * _FROST_TINT * 255
 
 
 def _frost(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
