@@ -45,4 +45,6 @@ class Augment:
 
 def build_augment(policies: list[dict], num_classes: int) -> Augment:
     """Validate a recipe's augment list (in order) and build the batched pipeline; ValueError on any mistake."""
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     return Augment([build_policy(spec) for spec in policies or []], num_classes)
