@@ -119,3 +119,29 @@ def test_cutout_zeroes_a_clipped_square_with_probability_p():
     rows, cols = hole.any(2).sum(1), hole.any(1).sum(1)
     assert torch.equal(hole.sum((1, 2)), rows * cols)  # a rectangle
     assert rows.max() == 6 and cols.max() == 6 and abs((rows > 0).float().mean() - 0.5) < 0.04
+
+
+def _augment_lists(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "augment" and isinstance(value, list):
+                yield value
+            else:
+                yield from _augment_lists(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _augment_lists(value)
+
+
+def test_every_shipped_recipe_and_experiment_augment_list_builds():
+    import yaml
+    from pathlib import Path
+
+    import budgetnet
+
+    root = Path(budgetnet.__file__).parent
+    lists = [a for f in sorted(root.glob("recipes/*.yaml")) + sorted(root.glob("experiments/*.yaml"))
+             for a in _augment_lists(yaml.safe_load(f.read_text()))]
+    assert lists
+    for policies in lists:
+        build_augment(policies, 10)
