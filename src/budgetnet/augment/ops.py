@@ -125,8 +125,9 @@ def posterize(images: Tensor, magnitude: Tensor) -> Tensor:
 
 
 def solarize(images: Tensor, magnitude: Tensor) -> Tensor:
-    """Invert the pixels >= 255 * magnitude."""
-    return torch.where(images >= _per_sample(255.0 * magnitude), 255 - images, images)
+    """Invert the pixels >= 255 * magnitude (x ^ 255 == 255 - x; much faster than torch.where on uint8)."""
+    threshold = _per_sample(255.0 * magnitude).ceil_().to(torch.uint8)  # x >= t <=> x >= ceil(t) for integer x
+    return images ^ (images >= threshold).to(torch.uint8).mul_(255)
 
 
 def autocontrast(images: Tensor, magnitude: Tensor) -> Tensor:
