@@ -11,15 +11,20 @@ from .registry import Policy, check, register
 
 
 def shift_crop(images: Tensor, dy: Tensor, dx: Tensor, padding: int, mode: str = "constant") -> Tensor:
-    """Crop each padded image at offset (dy, dx) in [0, 2*padding]: a per-sample integer shift, one gather."""
+    """Crop each padded image at offset (dy, dx) in [0, 2*padding]: a per-sample shift, one flat gather."""
     n, c, h, w = images.shape
     padded = F.pad(images, (padding,) * 4, mode=mode) if mode == "constant" else \
-        F.pad(images.float(), (padding,) * 4, mode=mode).to(images.dtype)
-    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :]
-    batch = torch.arange(n, device=images.device)[:, None, None, None]
-    chans = torch.arange(c, device=images.device)[None, :, None, None]
-    return padded[batch, chans, rows, cols]
+        F.pad(images.float(), (padding,) * 4, mode=mode).to(images.dtype)  # no reflect padding for uint8
+    width = w + 2 * padding
+    window = torch.arange(h, device=images.device)[:, None] * width + torch.arange(w, device=images.device)
+    index = (dy * width + dx).view(n, 1, 1) + window.view(1, 1, h * w)
+    return padded.view(n, c, -1).gather(2, index.expand(n, c, h * w)).view(n, c, h, w)
+
+
+def _where(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """Per-image a if mask else b; exact for uint8 and float, and faster than torch.where on uint8 (CPU)."""
+    m = mask.view(-1, 1, 1, 1).to(a.dtype)
+    return a * m + b * (1 - m)
 
 
 @register("crop")
@@ -55,10 +60,10 @@ class Flip(Policy):
 
     def __call__(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         flip = torch.rand(images.shape[0], device=images.device) < self.p
-        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+        images = _where(flip, images.flip(-1), images)
         if self.vertical_p > 0:
             flip = torch.rand(images.shape[0], device=images.device) < self.vertical_p
-            images = torch.where(flip[:, None, None, None], images.flip(-2), images)
+            images = _where(flip, images.flip(-2), images)
         return images, targets
 
 
