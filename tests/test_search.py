@@ -203,8 +203,8 @@ def test_killed_worker_trial_is_failed_and_a_rerun_continues(tmp_path, fake_cifa
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
         time.sleep(0.2)
         if study is None:
-            study = next((optuna.load_study(study_name="killed", storage=postgres_url)
-                          for s in optuna.get_all_study_summaries(postgres_url) if s.study_name == "killed"), None)
+            study = (optuna.load_study(study_name="killed", storage=postgres_url)
+                     if "killed" in optuna.get_all_study_names(postgres_url) else None)
             continue
         victim = next((t.number for t in study.get_trials() if t.state == TrialState.RUNNING and
                        (tmp_path / "w0" / "trials" / str(t.number) / "metrics.jsonl").is_file()), None)

@@ -8,14 +8,16 @@ to the budget (repair "fit-channels") or the trial is pruned with user attr `rej
 
 Studies live in an RDB storage: a SQLite file by default, or any SQLAlchemy URL (PostgreSQL) shared by workers
 that all run the same command. Workers send heartbeats; a worker killed mid-trial leaves its trial RUNNING until
-the grace period passes, and the next worker (or report) to touch the study marks it FAIL.
+the grace period passes, and the next worker to start a trial of the study marks it FAIL.
 """
 from __future__ import annotations
 
 import copy
 import json
 import math
+import random
 import sys
+import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,12 +27,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import EngFormatter  # noqa: E402
 
 try:
     import optuna
     from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,  # noqa: E402
                                       IntDistribution)
     from optuna.trial import FrozenTrial, TrialState
+    import sqlalchemy
 except ImportError as e:  # the search is an optional extra
     raise RuntimeError(f"the search needs Optuna ({e}): pip install 'budgetnet[search]'") from None
 
@@ -167,17 +171,26 @@ def default_storage(out: str | Path) -> str:
     return f"sqlite:///{(Path(out) / 'search.db').resolve()}"
 
 
-def open_storage(url: str, heartbeat: int = 60) -> optuna.storages.RDBStorage:
-    """An RDB storage whose workers send a heartbeat every `heartbeat` s; silent for 2x that marks a trial FAIL."""
+def open_storage(url: str, heartbeat: int = 60, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """An RDB storage whose workers send a heartbeat every `heartbeat` s; silent for 2x that marks a trial FAIL.
+
+    Workers started together on a fresh database race to create Optuna's tables (optuna#1092); the losers
+    retry, and by then the tables exist.
+    """
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
-                                          grace_period=2 * heartbeat, heartbeat_stale_trial_callback=_note_stale)
-    except (ImportError, ModuleNotFoundError) as e:
-        raise SearchError(f"storage {url}: missing database driver ({e}); for PostgreSQL "
-                          "pip install 'budgetnet[search]' (psycopg2-binary)") from None
-    except Exception as e:  # SQLAlchemy: bad URL, server down, wrong credentials
-        raise SearchError(f"cannot open storage {url}: {type(e).__name__}: {e}") from None
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
+                                              grace_period=2 * heartbeat, heartbeat_stale_trial_callback=_note_stale)
+        except ImportError as e:
+            raise SearchError(f"storage {url}: missing database driver ({e}); for PostgreSQL "
+                              "pip install 'budgetnet[search]' (psycopg2-binary)") from None
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as e:
+            if attempt + 1 == attempts:
+                raise SearchError(f"cannot open storage {url}: {type(e).__name__}: {e}") from None
+            time.sleep(0.5 + random.random())
+        except sqlalchemy.exc.SQLAlchemyError as e:  # a malformed URL, an unknown dialect
+            raise SearchError(f"cannot open storage {url}: {type(e).__name__}: {e}") from None
 
 
 def _note_stale(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -185,10 +198,10 @@ def _note_stale(study: optuna.Study, trial: FrozenTrial) -> None:
           "marked FAIL", file=sys.stderr)
 
 
-def load_study(storage: str, study_name: str | None = None, heartbeat: int = 60) -> optuna.Study:
+def load_study(storage: str, study_name: str | None = None) -> optuna.Study:
     """An existing study; the name may be left out when the storage holds exactly one."""
-    store = open_storage(storage, heartbeat)
-    names = [s.study_name for s in optuna.get_all_study_summaries(store)]
+    store = open_storage(storage)
+    names = optuna.get_all_study_names(store)
     if study_name is None:
         if len(names) != 1:
             raise SearchError(f"{storage} holds {len(names)} studies ({', '.join(names) or 'none'}): "
@@ -309,11 +322,9 @@ def pareto_front(points: list[tuple[int, float]]) -> list[int]:
     return front
 
 
-def search_report(storage: str, out: str | Path, study_name: str | None = None, top: int = 10,
-                  heartbeat: int = 60) -> dict:
+def search_report(storage: str, out: str | Path, study_name: str | None = None, top: int = 10) -> dict:
     """Write OUT/search.md, pareto.png and importances.png for a study; return the counts, best trial and front."""
-    study = load_study(storage, study_name, heartbeat)
-    optuna.storages.fail_stale_trials(study)
+    study = load_study(storage, study_name)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     trials = study.get_trials(deepcopy=False)
@@ -331,6 +342,8 @@ def search_report(storage: str, out: str | Path, study_name: str | None = None, 
              "the test set chose nothing, its final accuracy is shown for reference.", "",
              "| " + " | ".join(counts) + " |", "|" + "---:|" * len(counts),
              "| " + " | ".join(str(v) for v in counts.values()) + " |", "",
+             *(["Running trials whose worker died stay so until a worker runs again: it marks them failed.", ""]
+               if counts["running"] else []),
              f"## Top {min(top, len(done))} designs", "",
              "| rank | trial | params | val acc | test acc | design | sampled |", "|---:|---:|---:|---:|---:|---|---|"]
     for rank, t in enumerate(done[:top], 1):
@@ -392,11 +405,13 @@ def _plot_front(name: str, trials: list[FrozenTrial], done: list[FrozenTrial], f
     if budget:
         ax.axvline(budget, color="k", ls="--", lw=1, label=f"budget {budget:,}")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.xaxis.set_minor_formatter(EngFormatter(sep=""))
     ax.set_xlabel("trainable parameters (log scale)")
     ax.set_ylabel("best validation accuracy")
     ax.set_title(f"study {name}: parameters vs accuracy")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
