@@ -88,6 +88,37 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- search ----------------------------------------------------------------------------------------
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .search import default_storage, load_space, run_search, trial_counts
+
+    space = load_space(args.space)
+    out = args.out or Path("runs") / f"search-{space.name}"
+    storage = args.storage or default_storage(out)
+    study = run_search(space, out, args.trials, storage, args.study, args.budget, args.sampler, args.pruner,
+                       args.repair, args.seed, args.heartbeat, data_dir=args.data, progress=not args.quiet)
+    counts = trial_counts(study.get_trials(deepcopy=False))
+    print(f"study {study.study_name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    try:
+        best = study.best_trial
+        print(f"best: trial {best.number}, val acc {best.value:.4f}, {best.user_attrs['params']:,} params, "
+              f"{best.params}")
+    except ValueError:
+        print("no trial completed yet")
+    print(f"report: budgetnet search-report --storage {storage} --study {study.study_name} --out {out}")
+    return 0
+
+
+def cmd_search_report(args: argparse.Namespace) -> int:
+    from .search import default_storage, search_report
+
+    result = search_report(args.storage or default_storage(args.out), args.out, args.study, args.top)
+    print(json.dumps(result, indent=2) if args.json else f"wrote {result['report']}: "
+          + ", ".join(f"{v} {k}" for k, v in result["counts"].items()) + f"; Pareto front: trials {result['front']}")
+    return 0
+
+
 # ---- experiment / report -------------------------------------------------------------------------
 
 def cmd_experiment(args: argparse.Namespace) -> int:
@@ -177,6 +208,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("recipes", help="list the shipped recipes")
     p.set_defaults(func=cmd_recipes)
+
+    p = sub.add_parser("search", help="search designs and recipes within the budget (Optuna; many workers share "
+                                      "one study through --storage)")
+    p.add_argument("--space", required=True, help="space file or shipped space name (resnet, tiny)")
+    p.add_argument("--trials", type=int, required=True, help="trials this process runs (more workers: more trials)")
+    p.add_argument("--budget", help="trainable-parameter budget, e.g. 5M (default: the space's recipe budget)")
+    p.add_argument("--out", type=Path, help="folder of the trial run directories (default: runs/search-<space>)")
+    p.add_argument("--storage", help="database URL, e.g. postgresql+psycopg2://user@host/db "
+                                     "(default: sqlite:///OUT/search.db)")
+    p.add_argument("--study", help="study name (default: the space name); rerunning continues the study")
+    p.add_argument("--sampler", default="tpe", choices=["tpe", "random"], help="Optuna sampler (default: %(default)s)")
+    p.add_argument("--pruner", default="hyperband", choices=["hyperband", "halving", "median", "none"],
+                   help="stops weak trials on their per-epoch validation accuracy (default: %(default)s)")
+    p.add_argument("--repair", default="fit-channels", choices=["fit-channels", "reject"],
+                   help="a design over the budget gets the widest C_1 that fits, or is rejected untrained")
+    p.add_argument("--seed", type=int, help="sampler seed (leave unset when several workers share a study)")
+    p.add_argument("--heartbeat", type=int, default=60,
+                   help="seconds between worker heartbeats; a trial silent for twice that is marked FAIL")
+    p.add_argument("--data", help="folder holding cifar-10-batches-py/ (default: $BUDGETNET_DATA or the cache)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("search-report", help="top designs, Pareto front and importances of a study: OUT/search.md")
+    p.add_argument("--out", type=Path, required=True, help="where search.md and the plots go")
+    p.add_argument("--storage", help="database URL (default: sqlite:///OUT/search.db)")
+    p.add_argument("--study", help="study name (default: the only study in the storage)")
+    p.add_argument("--top", type=int, default=10, help="designs in the table (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_search_report)
 
     p = sub.add_parser("experiment", help="train a grid of recipe variations (skipping finished runs, resuming "
                                           "killed ones) and write results.md, results.csv and figures")
