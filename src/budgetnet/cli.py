@@ -96,8 +96,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     space = load_space(args.space)
     out = args.out or Path("runs") / f"search-{space.name}"
     storage = args.storage or default_storage(out)
-    study = run_search(space, out, args.trials, storage, args.study, args.budget, args.sampler, args.pruner,
-                       args.repair, args.seed, args.heartbeat, data_dir=args.data, progress=not args.quiet)
+    try:
+        study = run_search(space, out, args.trials, storage, args.study, args.budget, args.sampler, args.pruner,
+                           args.repair, args.seed, args.heartbeat, data_dir=args.data, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print("interrupted: the running trial is marked FAIL; rerun the same command to continue the study",
+              file=sys.stderr)
+        return 130
     counts = trial_counts(study.get_trials(deepcopy=False))
     print(f"study {study.study_name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     try:
