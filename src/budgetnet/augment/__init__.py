@@ -3,7 +3,22 @@
     augment = build_augment(recipe.augment, num_classes=10)
     views, targets = augment(images_uint8, labels)   # views float [V*B, 3, H, W] in [0, 1]
 
-Policies run in the recipe's order on the whole batch with per-sample random choices, from the global torch RNG.
+Policies run in the recipe's order on the whole batch with per-sample random choices, from the global torch RNG
+(torch.manual_seed reproduces a run; saving and restoring the RNG state resumes it). A recipe names them:
+
+    crop            padding=4, padding_mode=zero|reflect         random crop of the padded image
+    flip            p=0.5, vertical_p=0.0                        horizontal, then vertical flip
+    translate       max_fraction=0.125                           integer shift, zero fill
+    cutout          size=16, p=1.0                               zero a square (clipped at the edges)
+    autoaugment     policy=cifar10|imagenet|svhn, interpolation=nearest
+    randaugment     num_ops=2, magnitude=9, num_magnitude_bins=31, interpolation=nearest
+    trivialaugment  num_magnitude_bins=31, interpolation=nearest  (TrivialAugmentWide)
+    augmix          severity=3, mixture_width=3, chain_depth=-1, alpha=1.0, all_ops=true, jsd=false,
+                    jsd_lambda=12.0, interpolation=bilinear     (jsd: clean view + 2 AugMix views)
+    mixup           alpha=1.0, p=1.0                             soft targets [B, num_classes]
+    cutmix          alpha=1.0, p=1.0                             soft targets [B, num_classes]
+
+The auto-augment ops and magnitudes are torchvision.transforms.v2's (each op equals torchvision's on uint8 images).
 """
 from __future__ import annotations
 
