@@ -43,7 +43,7 @@ def _affine(images: Tensor, theta: Tensor, interpolation: str) -> Tensor:
     xs = torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, steps=w, device=device).view(1, 1, w, 1)
     ys = torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, steps=h, device=device).view(1, h, 1, 1)
     theta = (theta.float() / torch.tensor([0.5 * w, 0.5 * h], device=device).view(2, 1)).view(n, 1, 1, 2, 3)
-    grid = xs * theta[..., 0] + ys * theta[..., 1] + theta[..., 2]  # [n, h, w, 2]; as fast as bmm is slow here
+    grid = (xs * theta[..., 0] + ys * theta[..., 1]).add_(theta[..., 2])  # [n, h, w, 2]; bmm is slow here
     out = F.grid_sample(images.float(), grid, mode=interpolation, padding_mode="zeros", align_corners=False)
     return out.round_().to(torch.uint8)
 
