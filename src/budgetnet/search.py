@@ -21,7 +21,7 @@ import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import matplotlib
 
@@ -256,7 +256,7 @@ def run_search(space: Space, out: str | Path, trials: int, storage: str | None =
                     raise optuna.TrialPruned(f"val acc {row['val_acc']:.4f} after epoch {row['epoch']}")
 
         summary = train(recipe, run_dir, data_dir, progress=progress, on_epoch=on_epoch,
-                        data=data or datasets[key])
+                        data=datasets[key] if data is None else data)
         trial.set_user_attr("test_acc", summary["final_test_acc"])
         return summary["best_acc"]
 
@@ -290,7 +290,7 @@ def _trial_recipe(trial: optuna.Trial, space: Space, budget: int | None, repair:
     return recipe
 
 
-def _reject(trial: optuna.Trial, reason: str, message: str) -> None:
+def _reject(trial: optuna.Trial, reason: str, message: str) -> NoReturn:
     """Prune before training (pruned rather than failed, so that the sampler learns to avoid the region)."""
     trial.set_user_attr("rejected", reason)
     trial.set_user_attr("reason", message)
