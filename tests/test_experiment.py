@@ -59,6 +59,7 @@ def test_an_experiment_without_axes_is_one_setting(tmp_path):
     ({"seeds": "0"}, "seeds must be a non-empty list"),
     ({"axes": {"optimizer.nme": ["adam"]}}, "unknown recipe key 'optimizer.nme'"),
     ({"axes": {"model.channels": [400]}}, "run model.channels=400-seed0"),
+    ({"axes": {"optimizer.lr": [0.1, "0.1"]}}, "two settings share the run name"),
 ])
 def test_bad_experiments_fail_before_training_naming_the_problem(tmp_path, changes, message):
     with pytest.raises(RecipeError, match=message):

@@ -73,7 +73,7 @@ class Experiment:
         for combo in combos:
             values = {axis: label for axis, (label, _) in zip(self.axes, combo)}
             overrides = {k: v for _, o in combo for k, v in o.items()}
-            label = ",".join(f"{a}={v}" for a, v in values.items()) or "base"
+            label = ",".join(f"{a}={v}" for a, v in values.items()) or f"{Path(self.base).stem} recipe"
             settings.append(Setting(label, values, overrides))
         return settings
 
@@ -245,10 +245,12 @@ def _worker_envs(jobs: int) -> list[dict[str, str]]:
 
 def train_runs(runs: list[PlannedRun], jobs: int, data_dir: str | Path | None = None) -> list[PlannedRun]:
     """Train the runs that are not done, `jobs` child processes at a time; returns the runs that failed."""
-    todo = [r for r in runs if r.status in ("new", "resume")]
-    for r in runs:
-        if r not in todo:
-            print(f"skip {r.name}: {r.status}", file=sys.stderr)
+    todo = []
+    for run in runs:
+        if run.status in ("new", "resume"):
+            todo.append(run)
+        else:
+            print(f"skip {run.name}: {run.status}", file=sys.stderr)
     slots: Queue = Queue()
     for env in _worker_envs(jobs):
         slots.put(env)
@@ -290,15 +292,13 @@ def write_results(exp: Experiment, scale: str, runs: list[PlannedRun], out: Path
     groups = {label: [loaded[r.name] for r in runs if r.setting.label == label and r.name in loaded]
               for label in labels}
     groups = {label: g for label, g in groups.items() if g}
-    rows = report.summarize(groups)
-    axis_columns = []
-    for row in rows:
+    rows, axis_columns = [], []
+    for row in report.summarize(groups):
         planned = [r for r in runs if r.setting.label == row["setting"]]
         row["runs"] = len(planned)
-        for axis, value in planned[0].setting.values.items():
-            column = "axis_" + axis if axis in row else axis
-            row[column] = value
-            axis_columns += [column] if column not in axis_columns else []
+        values = {("axis_" + a if a in row else a): v for a, v in planned[0].setting.values.items()}
+        axis_columns += [c for c in values if c not in axis_columns]
+        rows.append({"setting": row.pop("setting"), **values, **row})
     scaled, _ = scale_overrides(exp, scale)
     is_full = scale == "full"
     title = f"{exp.name} ({scale.upper()} scale)" if not is_full else f"{exp.name} (full scale)"

@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Callable
 
 import yaml
+from matplotlib.ticker import MaxNLocator
 
 from .config import Recipe, RecipeError, from_dict
 from .data import SPLIT_SIZES
 from .optim import lr_at_step
 from .train import RunFiles, read_metrics
 
-CURVE_METRICS = {"train_loss": "train loss", "test_loss": "test loss", "train_acc": "train accuracy",
-                 "test_acc": "test accuracy", "val_loss": "validation loss", "val_acc": "validation accuracy"}
+CURVE_METRICS = {"train_loss": "train loss", "test_loss": "test loss", "train_acc": "train accuracy (%)",
+                 "test_acc": "test accuracy (%)", "val_loss": "validation loss", "val_acc": "validation accuracy (%)"}
 
 
 @dataclass
@@ -106,9 +107,9 @@ def _pm(mean: float | None, std: float | None, n: int, scale: float = 1.0, digit
     return f"{mean * scale:.{digits}f}" + (f" ± {std * scale:.{digits}f}" if n > 1 else "")
 
 
-def markdown_table(rows: list[dict], columns: list[str] = ()) -> str:
-    """The summary rows as a Markdown table; `columns` are extra row keys shown after the setting."""
-    head = ["setting", *columns, "runs", "final test acc (%)", "best test acc (%)", "final test loss", "params",
+def markdown_table(rows: list[dict], columns: list[str] = (), first: str = "setting") -> str:
+    """The summary rows as a Markdown table headed `first`; `columns` are extra row keys shown after it."""
+    head = [first, *columns, "runs", "final test acc (%)", "best test acc (%)", "final test loss", "params",
             "epochs", "train time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -152,8 +153,9 @@ def _colours(labels: list[str]) -> dict[str, tuple]:
 def _draw_metric(ax, groups: dict[str, list[Run]], metric: str, colours: dict) -> bool:
     """Each run as a thin line and, with several seeds, their mean (epochs all share) as a thick one."""
     drawn = False
+    scale = 100 if metric.endswith("_acc") else 1
     for label, runs in groups.items():
-        series = [{r["epoch"]: r[metric] for r in run.metrics if metric in r} for run in runs]
+        series = [{r["epoch"]: scale * r[metric] for r in run.metrics if metric in r} for run in runs]
         series = [s for s in series if s]
         if not series:
             continue
@@ -190,8 +192,9 @@ def plot_curves(groups: dict[str, list[Run]], metrics: list[str], path: Path, ti
         if not _draw_metric(ax, groups, metric, colours):
             ax.text(0.5, 0.5, f"no {name} recorded", ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(name)
-        ax.set_title(f"{name} per epoch")
+        ax.set_title(f"{name.removesuffix(' (%)')} per epoch")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
@@ -213,24 +216,29 @@ def schedule_curve(recipe: Recipe, points: int = 4000) -> tuple[list[float], lis
 
 def plot_lr(groups: dict[str, list[Run]], path: Path, title: str) -> Path:
     """Each setting's learning rate: its schedule per step (line) and what its runs logged at each epoch's end
-    (markers)."""
+    (markers); a log axis when the base learning rates differ more than tenfold (SGD 0.1 vs Adam 1e-3)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(9, 4.8))
+    fig, ax = plt.subplots(figsize=(12, 4.8))
     colours = _colours(list(groups))
-    for label, runs in groups.items():
+    for i, (label, runs) in enumerate(groups.items()):
         recipe = runs[0].recipe
         epochs, lrs = schedule_curve(recipe)
-        ax.plot(epochs, lrs, color=colours[label], lw=1.6,
-                label=f"{label}: {recipe.optimizer.name}, {recipe.schedule.name} (schedule)")
+        ax.plot(epochs, lrs, color=colours[label], lw=1.6, ls=["-", "--", ":", "-."][i % 4],  # equal curves stay visible
+                label=f"{label} ({recipe.optimizer.name}, {recipe.schedule.name}, lr {recipe.optimizer.lr:g})")
         logged = [(r["epoch"], r["lr"]) for r in runs[0].metrics]
         if logged:
-            ax.plot(*zip(*logged), "o", color=colours[label], ms=4, mfc="none",
-                    label=f"{label}: logged at epoch ends")
+            ax.plot(*zip(*logged), "o", color=colours[label], ms=4, mfc="none")
+    ax.plot([], [], "o", color="grey", mfc="none", label="logged by the runs at epoch ends")
+    base = [runs[0].recipe.optimizer.lr for runs in groups.values()]
+    log = max(base) > 10 * min(base)
+    if log:
+        ax.set_yscale("log", nonpositive="clip")
+        ax.set_ylim(bottom=min(base) / 1000)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("learning rate")
+    ax.set_ylabel("learning rate" + (" (log scale)" if log else ""))
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     return _save(fig, path)
 
 
@@ -243,7 +251,7 @@ def plot_final_acc(rows: list[dict], path: Path, title: str) -> Path:
     means = [100 * r["final_test_acc_mean"] for r in rows]
     stds = [100 * r["final_test_acc_std"] for r in rows]
     y = range(len(rows))
-    ax.barh(y, means, xerr=stds, color=[colours[r["setting"]] for r in rows], capsize=4)
+    ax.barh(y, means, xerr=stds if any(stds) else None, color=[colours[r["setting"]] for r in rows], capsize=4)
     for i, (m, s, r) in enumerate(zip(means, stds, rows)):
         ax.text(m + s + 0.5, i, f"{m:.2f}%" + (f" ± {s:.2f}" if r["finished"] > 1 else ""), va="center", fontsize=9)
     ax.set_yticks(list(y), [r["setting"] for r in rows])
@@ -328,7 +336,7 @@ def report(runs: list[Run], out: str | Path, title: str = "run comparison") -> P
     plots = ["curves", "lr"] + (["params_vs_acc"] if designs_differ(groups) else [])
     figures = draw(groups, rows, plots, out, title)
     write_csv(rows, out / "report.csv")
-    lines = [f"# {title}", "", markdown_table(rows), "",
+    lines = [f"# {title}", "", markdown_table(rows, first="run"), "",
              "Final: the last epoch's test accuracy. Best: the test accuracy at the epoch chosen on validation "
              "when the run holds a validation split, else on test (as the study did).", "",
              "| run | path | description |", "|---|---|---|",
