@@ -6,6 +6,7 @@ Images/s for each policy: budgetnet on whole batches on the device (CPU, and CUD
 torchvision.transforms.v2 applied image by image to uint8 tensors in a torch DataLoader with 2 workers (what
 training scripts usually do), both ending with float32 images in [0, 1]. AugMix with JSD counts source images
 (each gives three views). Images: CIFAR-10's test split from $BUDGETNET_DATA if set, else random uint8.
+budgetnet runs on one torch thread by default (--threads), against the reference's two worker processes.
 """
 from __future__ import annotations
 
@@ -97,13 +98,15 @@ def main() -> None:
     parser.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated, from {', '.join(POLICIES)}")
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--images", type=int, default=10240, help="images per budgetnet measurement")
-    parser.add_argument("--reference-images", type=int, default=4096, help="images per torchvision measurement")
+    parser.add_argument("--reference-images", type=int, default=3072, help="images per torchvision measurement")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the torchvision pipeline")
-    parser.add_argument("--threads", type=int, help="torch threads of the budgetnet side (default: torch's)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of the budgetnet side (default: %(default)s, half the reference's 2 "
+                             "worker processes; on a 2-core machine shared with other jobs, 2 OpenMP threads "
+                             "stall on each other and lose most of their speed)")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     names = args.policies.split(",")
     for name in names:
         if name not in POLICIES:
