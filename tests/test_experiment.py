@@ -16,8 +16,8 @@ TINY = {"epochs": 2, "batch_size": 64, "eval_batch_size": 256, "data.train_size"
 
 def write_experiment(tmp_path, **changes):
     exp = {"description": "a tiny grid", "base": "demo",
-           "axes": {"batch_size": [32, 64],
-                    "opt": {"sgd": {"optimizer.name": "sgd"}, "adam": {"optimizer.name": "adam", "optimizer.lr": 1e-3}}},
+           "axes": {"batch_size": [32, 64], "opt": {"sgd": {"optimizer.name": "sgd"},
+                                                    "adam": {"optimizer.name": "adam", "optimizer.lr": 1e-3}}},
            "seeds": [0, 1], "scales": {"smoke": {**TINY, "seeds": [0]}, "full": {}}, "plots": ["test_curves"]}
     exp.update(changes)
     path = tmp_path / "grid.yaml"
@@ -76,7 +76,9 @@ def test_a_run_directory_with_another_recipe_is_refused(tmp_path):
     run = plan(exp, "smoke", tmp_path / "out")[0]
     run.path.mkdir(parents=True)
     RunFiles(run.path).recipe.write_text(yaml.safe_dump(run.recipe.to_dict()))
-    plan(exp, "smoke", tmp_path / "out")  # the same recipe is fine
+    plan(exp, "smoke", tmp_path / "out")  # the same recipe is fine, whatever its description
+    RunFiles(run.path).recipe.write_text(yaml.safe_dump({**run.recipe.to_dict(), "description": "renamed"}))
+    plan(exp, "smoke", tmp_path / "out")
     with pytest.raises(RecipeError, match="trained with a different recipe.*epochs: 2 there, 4 now"):
         plan(load_experiment(write_experiment(tmp_path, scales={"smoke": {k: v for k, v in TINY.items()
                                                                            if k != "epochs"}})),

@@ -196,7 +196,8 @@ def _check_same_recipe(run: PlannedRun) -> None:
         return
     old = from_dict(Recipe, yaml.safe_load(files.recipe.read_text())).to_dict()
     new = yaml.safe_load(yaml.safe_dump(run.recipe.to_dict()))
-    diffs = [f"{k}: {a!r} there, {b!r} now" for k, (a, b) in _flat_diff(old, new).items()]
+    diffs = [f"{k}: {a!r} there, {b!r} now" for k, (a, b) in _flat_diff(old, new).items()
+             if k != "description"]  # a label, not training
     if diffs:
         raise RecipeError(f"{run.path} was trained with a different recipe ({'; '.join(diffs[:4])}): "
                           "use another --out for a new scale or edited experiment, or delete that run")
@@ -308,8 +309,8 @@ def write_results(exp: Experiment, scale: str, runs: list[PlannedRun], out: Path
     note = (f"> **{scale} scale, not the study's setting.** Every run changes the base recipe by: {changes}."
             if not is_full else f"> full scale: the base recipe `{exp.base}` as is (changes: {changes}).")
     lines = [f"# {exp.name}: {exp.description} — {scale} scale", "", note, "",
-             f"Base recipe `{exp.base}`; {len(runs)} runs ({len(labels)} settings x seeds); reproduce with "
-             f"`budgetnet experiment {exp.name} --scale {scale} --out {out}`.", "",
+             f"Base recipe `{exp.base}`; {len(runs)} runs = {len(labels)} settings x {len(runs) // len(labels)} "
+             f"seeds; reproduce with `budgetnet experiment {exp.name} --scale {scale} --out {out}`.", "",
              report.markdown_table(rows, axis_columns if len(axis_columns) > 1 else []), "",
              "mean ± std over seeds. Final: the last epoch's test accuracy. Best: the test accuracy at the epoch "
              "chosen on validation when there is a validation split, else on test (as the study did). "

@@ -223,7 +223,7 @@ def plot_lr(groups: dict[str, list[Run]], path: Path, title: str) -> Path:
     for i, (label, runs) in enumerate(groups.items()):
         recipe = runs[0].recipe
         epochs, lrs = schedule_curve(recipe)
-        ax.plot(epochs, lrs, color=colours[label], lw=1.6, ls=["-", "--", ":", "-."][i % 4],  # equal curves stay visible
+        ax.plot(epochs, lrs, color=colours[label], lw=1.6, ls=["-", "--", ":", "-."][i % 4],  # equal curves show
                 label=f"{label} ({recipe.optimizer.name}, {recipe.schedule.name}, lr {recipe.optimizer.lr:g})")
         logged = [(r["epoch"], r["lr"]) for r in runs[0].metrics]
         if logged:
