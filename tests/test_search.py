@@ -71,7 +71,7 @@ def test_shipped_spaces_load():
 ])
 def test_space_errors_name_the_key(tmp_path, params, message):
     with pytest.raises(RecipeError, match=message.replace("?", r"\?")):
-        load_space(write_space(tmp_path, params))
+        load_space(write_space(tmp_path, {"data.val_size": 100, **params}))
 
 
 def test_space_needs_a_base(tmp_path):
@@ -135,10 +135,11 @@ def test_repair_fits_c1_and_a_rerun_continues_the_study(tmp_path, val_data):
         assert saved["model"]["channels"] == fitted and saved["budget"] == BUDGET
 
 
-def test_search_refuses_to_choose_on_the_test_set(tmp_path, val_data):
-    space = load_space(write_space(tmp_path, TINY_PARAMS))  # demo has data.val_size=0
-    with pytest.raises(RecipeError, match="val_size"):
-        run_search(space, tmp_path / "out", trials=1, budget=BUDGET, data=val_data)
+@pytest.mark.parametrize("val_size", [None, 0, {"low": 0, "high": 100}, {"choices": [100, 0]}])
+def test_a_space_without_a_validation_split_is_refused(tmp_path, val_size):
+    params = TINY_PARAMS if val_size is None else {**TINY_PARAMS, "data.val_size": val_size}  # demo: val_size=0
+    with pytest.raises(RecipeError, match="validation split, never on the test set"):
+        load_space(write_space(tmp_path, params))
 
 
 def test_pareto_front():

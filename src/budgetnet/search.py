@@ -38,7 +38,7 @@ try:
 except ImportError as e:  # the search is an optional extra
     raise RuntimeError(f"the search needs Optuna ({e}): pip install 'budgetnet[search]'") from None
 
-from .config import Recipe, RecipeError, apply_overrides, load_recipe, parse_count, read_yaml  # noqa: E402
+from .config import DataConfig, Recipe, RecipeError, apply_overrides, load_recipe, parse_count, read_yaml  # noqa: E402
 from .data import Data, load_data  # noqa: E402
 from .runtime import resolve_device  # noqa: E402
 from .spec import BudgetError, SpecError, fit_channels  # noqa: E402
@@ -114,6 +114,12 @@ def load_space(name_or_path: str | Path) -> Space:
             dists[key] = dist
     space = Space(Path(path).stem, apply_overrides(copy.deepcopy(base), fixed), dists, raw.get("description", ""))
     _check_keys(space, path)
+    dist = space.params.get("data.val_size")
+    smallest = (dist.low if isinstance(dist, IntDistribution) else min(dist.choices) if dist is not None
+                else (space.base.get("data") or {}).get("val_size", DataConfig.val_size))
+    if not smallest or smallest <= 0:
+        raise RecipeError(f"{path}: the search chooses designs on a validation split, never on the test set: "
+                          "set data.val_size (e.g. 5000) in params or in the base recipe")
     return space
 
 
@@ -239,9 +245,6 @@ def run_search(space: Space, out: str | Path, trials: int, storage: str | None =
 
     def objective(trial: optuna.Trial) -> float:
         recipe = _trial_recipe(trial, space, budget, repair)
-        if recipe.data.val_size <= 0:
-            raise RecipeError("the search chooses designs on a validation split, never on the test set: "
-                              "set data.val_size (e.g. 5000) in the space's base or params")
         run_dir = out / "trials" / str(trial.number)
         trial.set_user_attr("run_dir", str(run_dir.resolve()))
         device = resolve_device(recipe.device)
