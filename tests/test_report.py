@@ -49,6 +49,7 @@ def test_summary_rows_average_seeds_and_count_unfinished(tmp_path):
     runs = [load_run(fake_run(tmp_path / f"s{i}", accs, status=s))
             for i, (accs, s) in enumerate([([0.2, 0.4], "finished"), ([0.2, 0.6], "finished"), ([0.1], "running")])]
     rows = summarize({"setting": runs[:2], "partial": runs[2:]})
+    assert summarize({"mixed": runs})[0]["final_test_acc_mean"] == pytest.approx(0.5)  # the running seed waits
     assert rows[0]["final_test_acc_mean"] == pytest.approx(0.5)
     assert rows[0]["final_test_acc_std"] == pytest.approx(0.1414, abs=1e-4)
     assert (rows[0]["runs"], rows[0]["finished"], rows[1]["finished"], rows[1]["status"]) == (2, 2, 0, "running")

@@ -59,6 +59,7 @@ class Experiment:
     """An experiment file, checked."""
 
     name: str
+    source: str                      # what was asked for: a shipped name or a file path
     base: str
     description: str = ""
     axes: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=dict)
@@ -134,7 +135,8 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
             raise RecipeError(f"{where}: unknown plot {plot!r}{_suggest(str(plot), list(report.PLOTS))}; "
                               f"valid plots: {', '.join(report.PLOTS)}")
     name = Path(str(name_or_path)).stem
-    return Experiment(name, base, str(raw.get("description", "")), axes, seeds, scales, list(plots))
+    return Experiment(name, str(name_or_path), base, str(raw.get("description", "")), axes, seeds, scales,
+                      list(plots))
 
 
 def _value_label(value: Any) -> str:
@@ -310,7 +312,7 @@ def write_results(exp: Experiment, scale: str, runs: list[PlannedRun], out: Path
             if not is_full else f"> full scale: the base recipe `{exp.base}` as is (changes: {changes}).")
     lines = [f"# {exp.name}: {exp.description} — {scale} scale", "", note, "",
              f"Base recipe `{exp.base}`; {len(runs)} runs = {len(labels)} settings x {len(runs) // len(labels)} "
-             f"seeds; reproduce with `budgetnet experiment {exp.name} --scale {scale} --out {out}`.", "",
+             f"seeds; reproduce with `budgetnet experiment {exp.source} --scale {scale} --out {out}`.", "",
              report.markdown_table(rows, axis_columns if len(axis_columns) > 1 else []), "",
              "mean ± std over seeds. Final: the last epoch's test accuracy. Best: the test accuracy at the epoch "
              "chosen on validation when there is a validation split, else on test (as the study did). "

@@ -86,11 +86,12 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
 
 
 def summarize(groups: dict[str, list[Run]]) -> list[dict]:
-    """One row per setting: mean and std over its runs (seeds) of final and best test accuracy, final test loss
-    and training time; parameters and epochs; how many runs finished."""
+    """One row per setting: mean and std over its finished runs (seeds; over the unfinished ones while none has
+    finished) of final and best test accuracy, final test loss and training time; parameters and epochs; how
+    many runs finished."""
     rows = []
     for label, runs in groups.items():
-        done = [r for r in runs if r.summary]
+        done = [r for r in runs if r.status == "finished"] or [r for r in runs if r.summary]
         row = {"setting": label, "runs": len(runs), "finished": sum(r.status == "finished" for r in runs),
                "params": done[0].summary["params"] if done else None,
                "epochs": max((r.summary["epochs_done"] for r in done), default=0)}
@@ -272,6 +273,8 @@ def plot_params_vs_acc(rows: list[dict], path: Path, title: str) -> Path:
     for r in rows:
         ax.errorbar(r["params"], 100 * r["final_test_acc_mean"], yerr=100 * r["final_test_acc_std"], fmt="o",
                     color=colours[r["setting"]], capsize=3, label=r["setting"])
+        ax.annotate(r["setting"], (r["params"], 100 * r["final_test_acc_mean"]), xytext=(6, 4),
+                    textcoords="offset points", fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log scale)")
     ax.set_ylabel("final test accuracy (%)")
