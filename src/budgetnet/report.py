@@ -208,7 +208,7 @@ def plot_curves(groups: dict[str, list[Run]], metrics: list[str], path: Path, ti
 def schedule_curve(recipe: Recipe, points: int = 4000) -> tuple[list[float], list[float]]:
     """(epochs, lr) of a recipe's schedule as training steps it, at most `points` samples, without training."""
     n_train = recipe.data.train_size or SPLIT_SIZES["train"] - recipe.data.val_size
-    steps_per_epoch = math.ceil(n_train / recipe.batch_size)
+    steps_per_epoch = max(1, n_train // recipe.batch_size)  # as train.py: full batches only
     total = recipe.epochs * steps_per_epoch
     steps = range(0, total + 1, max(1, total // points))
     lrs = [lr_at_step(recipe.schedule, recipe.optimizer.lr, s, recipe.epochs, steps_per_epoch) for s in steps]
