@@ -38,6 +38,28 @@ class OptimizerConfig:
     nesterov: bool = False            # sgd
     weight_decay: float = 5e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam, adamw, radam
+    decoupled_weight_decay: bool = False  # sgd: shrink weights by lr*weight_decay each step instead of adding L2 to
+                                          # the gradient (AdamW-style; adamw is decoupled already)
+    norm_lr_scale: float = 1.0        # learning-rate multiplier for BatchNorm weights/biases and layer biases
+    norm_weight_decay: float | None = None  # weight decay of those parameters (None: weight_decay)
+
+
+@dataclass
+class EmaConfig:
+    """An exponential moving average of the weights and BN buffers, used for evaluation and checkpoints."""
+    enabled: bool = False
+    decay: float = 0.99               # per update: ema = decay * ema + (1 - decay) * weights
+    every: int = 5                    # optimizer steps between updates (each update costs one tiny host sync)
+
+
+@dataclass
+class LookaheadConfig:
+    """Lookahead (Zhang et al., 2019): every k steps the slow weights move alpha of the way to the fast weights,
+    and the fast weights restart from them; BN buffers are averaged alike. Training ends on the slow weights."""
+    enabled: bool = False
+    k: int = 5
+    alpha: float = 0.5
+    anneal: bool = False              # alpha falls from 1 (no averaging) to `alpha` as (t/T)^3 over the run (airbench)
 
 
 @dataclass
@@ -69,6 +91,9 @@ class Recipe:
     seed: int = 0
     budget: int = 5_000_000           # trainable-parameter budget, enforced before training
     label_smoothing: float = 0.0
+    ema: EmaConfig = field(default_factory=EmaConfig)
+    lookahead: LookaheadConfig = field(default_factory=LookaheadConfig)
+    tta: str = "none"                 # test-time augmentation at evaluation: none | flip | flip_translate
     grad_clip: float | None = None    # max gradient norm
     eval_every: int = 1               # evaluate every k epochs (and always after the last)
     device: str = "auto"              # auto | cpu | cuda | cuda:1 ...

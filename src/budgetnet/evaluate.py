@@ -15,26 +15,51 @@ from .model import count_trainable
 from .runtime import Dist, autocast, resolve_device
 
 
+TTA = ("none", "flip", "flip_translate")
+
+
+def tta_views(x: Tensor, tta: str = "none") -> list[tuple[float, Tensor]]:
+    """(weight, view) pairs whose weighted logits average to the test-time-augmented prediction.
+
+    flip: the image and its mirror, 1/2 each. flip_translate (airbench): that pair weighs 1/2, and the pairs of the
+    image shifted by one pixel up-left and down-right (reflect padding) weigh 1/4 each.
+    """
+    if tta not in TTA:
+        raise ValueError(f"tta={tta!r} is unknown: use one of {', '.join(TTA)}")
+    if tta == "none":
+        return [(1.0, x)]
+    pair = lambda v, w: [(w / 2, v), (w / 2, v.flip(-1))]  # noqa: E731
+    if tta == "flip":
+        return pair(x, 1.0)
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    return pair(x, 0.5) + pair(padded[..., :h, :w], 0.25) + pair(padded[..., 2:, 2:], 0.25)
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: Tensor, data: Data, batch_size: int, device: torch.device,
-                   precision: str = "auto") -> Tensor:
-    """float32 logits [N, K] of uint8 images [N, 3, H, W], in eval mode."""
+                   precision: str = "auto", tta: str = "none") -> Tensor:
+    """float32 logits [N, K] of uint8 images [N, 3, H, W], in eval mode, averaged over the `tta` views."""
     was_training = model.training
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
         x = data.normalize(images[start:start + batch_size].to(device).float() / 255)
-        with autocast(device, precision):
-            out.append(model(x.contiguous(memory_format=torch.channels_last)).float())
+        logits = 0
+        for weight, view in tta_views(x, tta):
+            with autocast(device, precision):
+                logits = logits + weight * model(view.contiguous(memory_format=torch.channels_last)).float()
+        out.append(logits)
     model.train(was_training)
     return torch.cat(out)
 
 
 def evaluate_split(model: nn.Module, split: tuple[Tensor, Tensor], data: Data, batch_size: int,
-                   device: torch.device, precision: str = "auto", ddp: Dist = Dist()) -> tuple[float, float]:
+                   device: torch.device, precision: str = "auto", ddp: Dist = Dist(),
+                   tta: str = "none") -> tuple[float, float]:
     """(mean cross-entropy, accuracy) on a split; under DDP each rank scores its share and the sums are reduced."""
     images, labels = split[0][ddp.rank::ddp.world_size], split[1][ddp.rank::ddp.world_size]
-    logits = predict_logits(model, images, data, batch_size, device, precision)
+    logits = predict_logits(model, images, data, batch_size, device, precision, tta)
     labels = labels.to(device)
     totals = torch.stack([F.cross_entropy(logits, labels, reduction="sum"),
                           (logits.argmax(1) == labels).sum().float(),
@@ -102,7 +127,7 @@ def evaluate_run(run: str | Path, data_dir: str | Path | None = None, device: st
     model, recipe, state = load_model(run, which, dev)
     x, y, classes = load_split(recipe.data.dataset, "test", data_dir)
     data = from_arrays((x[:0], y[:0]), None, (x, y), classes, recipe.data.dataset, dev)
-    logits = predict_logits(model, data.test[0], data, batch_size, dev, recipe.precision)
+    logits = predict_logits(model, data.test[0], data, batch_size, dev, recipe.precision, recipe.tta)
     result = {"run": str(run), "checkpoint_epoch": state["epoch"], "params": count_trainable(model),
               **classification_report(logits, data.test[1], classes)}
     out = Path(out_dir) if out_dir else (Path(run) if Path(run).is_dir() else Path(run).parent)

@@ -1,17 +1,41 @@
 """The residual network built from a ModelSpec: stem, N stages of residual blocks, pool, classifier."""
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .spec import EXPANSION, ModelSpec
+from .spec import EXPANSION, WHITEN_KERNEL, ModelSpec
 
 
 def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
     """A kernel x kernel convolution with 'same' padding (no bias) followed by BatchNorm."""
     return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2, bias=False),
                          nn.BatchNorm2d(c_out))
+
+
+def conv_pool_bn(c_in: int, c_out: int, kernel: int) -> nn.Sequential:
+    """A stage opening that halves the size: conv ('same'), 2x2 max-pool, BatchNorm, ReLU (airbench style)."""
+    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False), nn.MaxPool2d(2),
+                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class WhiteningStem(nn.Module):
+    """A frozen patch-whitening convolution ('same' padding) then ReLU; set its filters with `init_whitening`.
+
+    The filters are the eigenvectors of the training patches' second-moment matrix scaled by
+    1/sqrt(eigenvalue + eps), and their negatives, so that the ReLU keeps both signs (Keller Jordan's airbench).
+    They are a buffer: saved in checkpoints, never trained, not counted as trainable parameters.
+    """
+
+    def __init__(self, c_in: int, kernel: int = WHITEN_KERNEL):
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(2 * c_in * kernel * kernel, c_in, kernel, kernel))
+
+    def forward(self, x: Tensor) -> Tensor:
+        k = self.weight.shape[-1]  # 'same' padding for an even kernel: the extra row and column go last
+        return F.relu(F.conv2d(F.pad(x, ((k - 1) // 2, k // 2) * 2), self.weight.to(x.dtype)))
 
 
 class BasicBlock(nn.Module):
@@ -49,19 +73,25 @@ BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
 class ResNet(nn.Module):
-    """stem (F_1 conv, BN, ReLU, stride 1) -> N stages of B_i blocks (stride 2 from stage 2) -> PxP avg pool -> fc."""
+    """stem (F_1 conv, BN, ReLU, or frozen whitening) -> N stages of B_i blocks (stride 2 from stage 2, or each
+    stage opened by conv + max-pool) -> PxP avg pool -> fc."""
 
     def __init__(self, spec: ModelSpec):
         super().__init__()
         spec.validate()
         self.spec = spec
         chans, kernels, shortcuts = spec.stage_channels(), spec.stage_kernels(), spec.stage_shortcut_kernels()
-        self.stem = conv_bn(spec.in_channels, chans[0], kernels[0])
-        block, c_in, stages = BLOCKS[spec.block], chans[0], []
+        self.stem = (WhiteningStem(spec.in_channels) if spec.stem == "whiten" else
+                     nn.Sequential(*conv_bn(spec.in_channels, chans[0], kernels[0]), nn.ReLU(inplace=True)))
+        block, c_in, stages = BLOCKS[spec.block], spec.stem_channels(), []
         for i, (n, c, f, k) in enumerate(zip(spec.blocks, chans, kernels, shortcuts)):
             layers = []
+            if spec.downsample == "pool":
+                layers.append(conv_pool_bn(c_in, c * EXPANSION[spec.block], f))
+                c_in = c * EXPANSION[spec.block]
             for b in range(n):
-                layers.append(block(c_in, c, f, k, stride=2 if (i > 0 and b == 0) else 1))
+                stride = 2 if (i > 0 and b == 0 and spec.downsample == "stride") else 1
+                layers.append(block(c_in, c, f, k, stride))
                 c_in = c * EXPANSION[spec.block]
             stages.append(nn.Sequential(*layers))
         self.stages = nn.Sequential(*stages)
@@ -69,14 +99,26 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(c_in * spec.final_size() ** 2, spec.num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.relu(self.stem(x))
-        x = self.stages(x)
+        x = self.stages(self.stem(x))
         return self.fc(self.pool(x).flatten(1))
 
 
 def build_model(spec: ModelSpec) -> ResNet:
     """The nn.Module of a design."""
     return ResNet(spec)
+
+
+@torch.no_grad()
+def init_whitening(model: ResNet, images: Tensor, eps: float = 5e-4) -> None:
+    """Set a whitening stem's filters from normalized float images [N, C, H, W] (a few thousand suffice)."""
+    stem = model.stem
+    if not isinstance(stem, WhiteningStem):
+        return
+    c, k = images.shape[1], stem.weight.shape[-1]
+    patches = images.float().unfold(2, k, 1).unfold(3, k, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, c * k * k)
+    eigenvalues, eigenvectors = torch.linalg.eigh(patches.T @ patches / len(patches))
+    filters = (eigenvectors.T / (eigenvalues[:, None] + eps).sqrt()).reshape(-1, c, k, k)
+    stem.weight.copy_(torch.cat([filters, -filters]))
 
 
 def count_trainable(model: nn.Module) -> int:

@@ -11,20 +11,47 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "radam")
 SCHEDULES = ("cosine", "warm_restarts", "step", "onecycle", "constant")
 
 
+def param_groups(model: nn.Module, cfg: OptimizerConfig) -> list[dict]:
+    """The trainable parameters in two groups: weights of convs and linears, then BatchNorm parameters and
+    biases (1-D tensors), which get `norm_lr_scale` times the learning rate and `norm_weight_decay`.
+
+    With decoupled weight decay the groups carry it as `decoupled_wd`, for `decay_weights`, and give the
+    optimizer none.
+    """
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if p.ndim > 1], "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+              {"params": [p for p in trainable if p.ndim <= 1], "lr": cfg.lr * cfg.norm_lr_scale,
+               "weight_decay": cfg.weight_decay if cfg.norm_weight_decay is None else cfg.norm_weight_decay}]
+    if cfg.decoupled_weight_decay:
+        if cfg.name != "sgd":
+            raise ValueError("optimizer.decoupled_weight_decay is for sgd; adamw decouples weight decay already")
+        for g in groups:
+            g["decoupled_wd"], g["weight_decay"] = g["weight_decay"], 0.0
+    return [g for g in groups if g["params"]]
+
+
 def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
-    """One of torch's optimizers over the model's trainable parameters."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """One of torch's optimizers over the model's trainable parameters (groups from `param_groups`)."""
+    groups = param_groups(model, cfg)
     if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     betas = tuple(cfg.betas)
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=betas)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas)
     if cfg.name == "radam":
-        return torch.optim.RAdam(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+        return torch.optim.RAdam(groups, lr=cfg.lr, betas=betas)
     raise ValueError(f"optimizer.name={cfg.name!r} is unknown: use one of {', '.join(OPTIMIZERS)}")
+
+
+@torch.no_grad()
+def decay_weights(optimizer: torch.optim.Optimizer) -> None:
+    """Decoupled weight decay, before `optimizer.step()`: p <- (1 - lr * wd) p for groups that carry it."""
+    for group in optimizer.param_groups:
+        wd = group.get("decoupled_wd", 0.0)
+        if wd:
+            torch._foreach_mul_(group["params"], 1.0 - group["lr"] * wd)
 
 
 def lr_at(cfg: ScheduleConfig, base_lr: float, t: float, epochs: float) -> float:
@@ -73,7 +100,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, epoch
                     steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     """A scheduler stepped once per optimizer step."""
     check_schedule(cfg)
-    base_lr = optimizer.param_groups[0]["lr"]
+    base_lr = optimizer.param_groups[0]["lr"]  # every group follows the schedule scaled by its own base lr
 
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_at_step(cfg, base_lr, step, epochs, steps_per_epoch) / base_lr)

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 
 BLOCK_TYPES = ("basic", "bottleneck")
 EXPANSION = {"basic": 1, "bottleneck": 4}
+STEMS = ("conv", "whiten")
+DOWNSAMPLES = ("stride", "pool")
+WHITEN_KERNEL = 2  # the whitening stem sees 2x2 patches: 2 * in_channels * 2 * 2 output channels (+/- eigenvectors)
 
 
 class SpecError(ValueError):
@@ -25,6 +28,10 @@ class ModelSpec:
     kernel_size: F_i, conv kernel size (scalar for every stage, or one per stage); the stem uses F_1.
     shortcut_kernel_size: K_i, kernel of the projection shortcut where a stage changes shape.
     pool_size: P, average-pool size before the classifier.
+    stem: 'conv' (F_1 conv, BN, ReLU to C_1) or 'whiten' (a frozen 2x2 patch-whitening conv initialised from the
+        data's patch covariance, then ReLU; no trainable parameters, airbench style).
+    downsample: 'stride' (stage 1 keeps the size, later stages open with a stride-2 block) or 'pool' (every stage
+        opens with an F_i conv, 2x2 max-pool, BN, ReLU to C_i, then B_i stride-1 blocks; airbench style).
     """
 
     blocks: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
@@ -33,6 +40,8 @@ class ModelSpec:
     shortcut_kernel_size: int | list[int] = 1
     pool_size: int = 4
     block: str = "basic"
+    stem: str = "conv"
+    downsample: str = "stride"
     num_classes: int = 10
     in_channels: int = 3
     image_size: int = 32
@@ -65,8 +74,13 @@ class ModelSpec:
         return self._per_stage("shortcut_kernel_size")
 
     def stage_sizes(self) -> list[int]:
-        """Output feature-map side of every stage: the first keeps the input size, the others halve it."""
-        return [self.image_size // 2**i for i in range(self.num_stages)]
+        """Output feature-map side of every stage: each halves it, except the first under stride downsampling."""
+        first = 1 if self.downsample == "pool" else 0
+        return [self.image_size // 2**(i + first) for i in range(self.num_stages)]
+
+    def stem_channels(self) -> int:
+        """Channels the stem hands to stage 1."""
+        return 2 * self.in_channels * WHITEN_KERNEL**2 if self.stem == "whiten" else self.stage_channels()[0]
 
     def final_size(self) -> int:
         """Side of the feature map after average pooling (the classifier sees C_N * expansion * side^2)."""
@@ -77,9 +91,16 @@ class ModelSpec:
         """Raise SpecError naming the first problem; return self when the design can be built."""
         if self.block not in BLOCK_TYPES:
             raise SpecError(f"model.block={self.block!r} is unknown: use one of {', '.join(BLOCK_TYPES)}")
+        if self.stem not in STEMS:
+            raise SpecError(f"model.stem={self.stem!r} is unknown: use one of {', '.join(STEMS)}")
+        if self.downsample not in DOWNSAMPLES:
+            raise SpecError(f"model.downsample={self.downsample!r} is unknown: use one of {', '.join(DOWNSAMPLES)}")
         if not self.blocks:
             raise SpecError("model.blocks is empty: give the number of blocks of every stage, e.g. [2, 2, 2, 2]")
-        for name, values in [("blocks", self.blocks), ("channels", self.stage_channels()),
+        if any(n < 0 for n in self.blocks) or (self.downsample == "stride" and 0 in self.blocks):
+            raise SpecError(f"model.blocks={self.blocks}: block counts must be positive (zero, a stage of one "
+                            "conv + max-pool, is allowed only with model.downsample=pool)")
+        for name, values in [("channels", self.stage_channels()),
                              ("kernel_size", self.stage_kernels()),
                              ("shortcut_kernel_size", self.stage_shortcut_kernels())]:
             for i, v in enumerate(values):
@@ -95,10 +116,11 @@ class ModelSpec:
         for name in ("num_classes", "in_channels", "image_size", "pool_size"):
             if getattr(self, name) <= 0:
                 raise SpecError(f"model.{name} is {getattr(self, name)}: it must be a positive integer")
-        if self.image_size % 2 ** (self.num_stages - 1):
+        halvings = self.num_stages - (self.downsample == "stride")
+        if self.image_size % 2 ** halvings:
             raise SpecError(
                 f"N={self.num_stages} stages halve the {self.image_size}x{self.image_size} input "
-                f"{self.num_stages - 1} times, which does not divide evenly: use fewer stages")
+                f"{halvings} times, which does not divide evenly: use fewer stages")
         side = self.stage_sizes()[-1]
         if self.pool_size > side or side % self.pool_size:
             divisors = [d for d in range(1, side + 1) if side % d == 0]
@@ -119,14 +141,19 @@ class ModelSpec:
         exp = EXPANSION[self.block]
         chans, kernels, shortcuts, sizes = (self.stage_channels(), self.stage_kernels(),
                                             self.stage_shortcut_kernels(), self.stage_sizes())
-        rows = [{"layer": "stem", "output": f"{chans[0]}x{self.image_size}x{self.image_size}",
-                 "channels": chans[0], "kernel": kernels[0], "shortcut": "-", "blocks": 1,
-                 "params": _conv_bn(self.in_channels, chans[0], kernels[0])}]
-        c_in = chans[0]
+        c_in = self.stem_channels()
+        whiten = self.stem == "whiten"
+        rows = [{"layer": "stem (whitening, frozen)" if whiten else "stem",
+                 "output": f"{c_in}x{self.image_size}x{self.image_size}", "channels": c_in,
+                 "kernel": WHITEN_KERNEL if whiten else kernels[0], "shortcut": "-", "blocks": 1,
+                 "params": 0 if whiten else _conv_bn(self.in_channels, c_in, kernels[0])}]
         for i, (n, c, f, k, s) in enumerate(zip(self.blocks, chans, kernels, shortcuts, sizes)):
             params = 0
+            if self.downsample == "pool":  # conv, max-pool, BN: the same count as conv_bn
+                params += _conv_bn(c_in, c * exp, f)
+                c_in = c * exp
             for b in range(n):
-                stride = 2 if (i > 0 and b == 0) else 1
+                stride = 2 if (i > 0 and b == 0 and self.downsample == "stride") else 1
                 params += _block_params(self.block, c_in, c, f, k, stride)
                 c_in = c * exp
             rows.append({"layer": f"stage {i + 1}", "output": f"{c * exp}x{s}x{s}", "channels": c * exp,

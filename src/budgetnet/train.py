@@ -18,12 +18,13 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .augment import build_augment
+from .averaging import Lookahead, build_ema
 from .config import Recipe, RecipeError, from_dict
 from .data import Data, batch_indices, load_data
 from .evaluate import evaluate_split
 from .losses import training_loss
-from .model import build_model
-from .optim import build_optimizer, build_scheduler, check_schedule
+from .model import build_model, init_whitening
+from .optim import build_optimizer, build_scheduler, check_schedule, decay_weights
 from .runtime import Dist, autocast, init_distributed, resolve_device
 from .spec import check_budget
 
@@ -103,15 +104,25 @@ def train(recipe: Recipe, out_dir: str | Path, data_dir: str | Path | None = Non
     torch.manual_seed(recipe.seed)
     model = build_model(recipe.model).to(device, memory_format=torch.channels_last if recipe.channels_last
                                          else torch.contiguous_format)
+    if recipe.model.stem == "whiten":  # frozen filters from the patch statistics of 5,000 training images
+        init_whitening(model, data.normalize(data.train[0][:5000].float() / 255))
     optimizer = build_optimizer(model, recipe.optimizer)
     n_train = len(data.train[0])
-    steps_per_epoch = math.ceil(n_train / recipe.batch_size)
+    steps_per_epoch = n_train // recipe.batch_size if n_train >= recipe.batch_size else 1  # batches drop the rest
     scheduler = build_scheduler(optimizer, recipe.schedule, recipe.epochs, steps_per_epoch)
+    ema = build_ema(model, recipe.ema)  # evaluated and checkpointed as "model" when enabled
+    lookahead = Lookahead(model, recipe.lookahead, recipe.epochs * steps_per_epoch) if recipe.lookahead.enabled else None
+    eval_model = ema.module if ema is not None else model
 
     start_epoch, best, history = 0, -1.0, []
     if resume and files.last.is_file():
         state = checkpoint.load(files.last, device)
-        checkpoint.load_weights(model, state["model"])
+        checkpoint.load_weights(model, state["train_model"] if ema is not None else state["model"])
+        if ema is not None:
+            checkpoint.load_weights(ema.module, state["model"], "EMA checkpoint")
+            ema.n_averaged.fill_(state["ema_updates"])
+        if lookahead is not None:
+            lookahead.load_state_dict(state["lookahead"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best = state["epoch"], state["best"]
@@ -125,7 +136,8 @@ def train(recipe: Recipe, out_dir: str | Path, data_dir: str | Path | None = Non
     summary = _summary(recipe, params, device, history, "running")
     for epoch in range(start_epoch, recipe.epochs):
         torch.manual_seed(recipe.seed * 100_003 + epoch * 1_009 + ddp.rank)  # randomness is a function of (seed, epoch, rank)
-        row = _train_epoch(step_fn, model, optimizer, scheduler, augment, data, recipe, device, ddp, epoch, progress)
+        row = _train_epoch(step_fn, model, optimizer, scheduler, ema, lookahead, augment, data, recipe, device, ddp,
+                           epoch, steps_per_epoch, progress)
         if not math.isfinite(row["train_loss"]):
             summary = _summary(recipe, params, device, history, "diverged")
             if ddp.is_main:
@@ -133,12 +145,14 @@ def train(recipe: Recipe, out_dir: str | Path, data_dir: str | Path | None = Non
             raise TrainingDiverged(
                 f"epoch {epoch + 1}: the training loss is {row['train_loss']}; the run stopped and keeps its "
                 f"last good checkpoint ({files.last}). Lower optimizer.lr or set grad_clip.")
+        if lookahead is not None and epoch + 1 == recipe.epochs:
+            lookahead.finish()
         if (epoch + 1) % recipe.eval_every == 0 or epoch + 1 == recipe.epochs:
             for split in ("val", "test"):
                 images = getattr(data, split)
                 if images is not None:
-                    loss, acc = evaluate_split(model, images, data, recipe.eval_batch_size, device,
-                                               recipe.precision, ddp)
+                    loss, acc = evaluate_split(eval_model, images, data, recipe.eval_batch_size, device,
+                                               recipe.precision, ddp, recipe.tta)
                     row.update({f"{split}_loss": loss, f"{split}_acc": acc})
         history.append(row)
         key = "val_acc" if data.val is not None else "test_acc"
@@ -147,9 +161,13 @@ def train(recipe: Recipe, out_dir: str | Path, data_dir: str | Path | None = Non
         if ddp.is_main:
             with files.metrics.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            state = {"model": eval_model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "best": best,
                      "recipe": recipe.to_dict(), "params": params}
+            if ema is not None:
+                state.update(train_model=model.state_dict(), ema_updates=int(ema.n_averaged))
+            if lookahead is not None:
+                state["lookahead"] = lookahead.state_dict()
             checkpoint.save(state, files.last)
             if improved:
                 checkpoint.save(state, files.best)
@@ -165,8 +183,8 @@ def train(recipe: Recipe, out_dir: str | Path, data_dir: str | Path | None = Non
     return summary
 
 
-def _train_epoch(step_fn, model, optimizer, scheduler, augment, data: Data, recipe: Recipe, device: torch.device,
-                 ddp: Dist, epoch: int, progress: bool) -> dict:
+def _train_epoch(step_fn, model, optimizer, scheduler, ema, lookahead, augment, data: Data, recipe: Recipe,
+                 device: torch.device, ddp: Dist, epoch: int, steps_per_epoch: int, progress: bool) -> dict:
     """One pass over the training set; metrics stay on the device until the end of the epoch."""
     model.train()
     x_all, y_all = data.train
@@ -190,8 +208,14 @@ def _train_epoch(step_fn, model, optimizer, scheduler, augment, data: Data, reci
         loss.backward()
         if recipe.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        decay_weights(optimizer)
         optimizer.step()
         scheduler.step()
+        step = epoch * steps_per_epoch + i + 1
+        if ema is not None and step % recipe.ema.every == 0:
+            ema.update_parameters(model)
+        if lookahead is not None:
+            lookahead.step(step)
         n = len(idx)
         hard = labels if labels.ndim == 1 else labels.argmax(1)
         loss_sum += loss.detach() * n

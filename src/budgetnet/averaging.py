@@ -1,0 +1,66 @@
+"""Weight averaging for training: an EMA of the weights (for evaluation) and Lookahead (for the optimizer).
+
+Both work on the weights and the floating-point BN buffers and keep their state on the device; neither reads a
+value back to the host except AveragedModel's step counter, which is why the EMA updates only every k steps.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from .config import EmaConfig, LookaheadConfig
+
+
+def build_ema(model: nn.Module, cfg: EmaConfig) -> AveragedModel | None:
+    """torch's AveragedModel with an EMA of the parameters and BN buffers, or None when disabled."""
+    if not cfg.enabled:
+        return None
+    if not 0 <= cfg.decay < 1 or cfg.every < 1:
+        raise ValueError(f"ema.decay must be in [0, 1) and ema.every >= 1, got {cfg.decay} and {cfg.every}")
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.decay), use_buffers=True)
+
+
+def _float_state(model: nn.Module) -> list[Tensor]:
+    return [t for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()]
+
+
+class Lookahead:
+    """Slow weights that every k steps move alpha of the way to the model's (fast) weights, which restart there."""
+
+    def __init__(self, model: nn.Module, cfg: LookaheadConfig, total_steps: int):
+        if cfg.k < 1 or not 0 < cfg.alpha <= 1:
+            raise ValueError(f"lookahead.k must be >= 1 and lookahead.alpha in (0, 1], got {cfg.k} and {cfg.alpha}")
+        self.cfg, self.total_steps = cfg, total_steps
+        self.fast = _float_state(model)
+        self.slow = [t.detach().clone() for t in self.fast]
+
+    def alpha_at(self, step: int) -> float:
+        """The interpolation weight after `step` optimizer steps (annealed from 1 as (t/T)^3 when asked)."""
+        if not self.cfg.anneal:
+            return self.cfg.alpha
+        return 1 - (1 - self.cfg.alpha) * min(step / self.total_steps, 1.0) ** 3
+
+    @torch.no_grad()
+    def step(self, step: int) -> None:
+        """Call after every optimizer step with the count of steps done; acts every k-th step."""
+        if step % self.cfg.k == 0:
+            self.sync(self.alpha_at(step))
+
+    @torch.no_grad()
+    def sync(self, alpha: float) -> None:
+        """slow <- slow + alpha (fast - slow); fast <- slow."""
+        torch._foreach_lerp_(self.slow, self.fast, alpha)
+        torch._foreach_copy_(self.fast, self.slow)
+
+    @torch.no_grad()
+    def finish(self) -> None:
+        """End training on the slow weights."""
+        torch._foreach_copy_(self.fast, self.slow)
+
+    def state_dict(self) -> dict:
+        return {"slow": self.slow}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        torch._foreach_copy_(self.slow, state["slow"])
