@@ -1,0 +1,168 @@
+"""The fast path: design-space extensions, shipped fast recipes, EMA, lookahead, TTA, optimizer groups, resume."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from budgetnet.averaging import Lookahead, build_ema
+from budgetnet.config import EmaConfig, LookaheadConfig, OptimizerConfig, load_recipe
+from budgetnet.data import from_arrays
+from budgetnet.evaluate import predict_logits, tta_views
+from budgetnet.model import build_model, count_trainable, init_whitening
+from budgetnet.optim import build_optimizer, build_scheduler, decay_weights
+from budgetnet.spec import ModelSpec, SpecError
+from budgetnet.train import train
+
+from conftest import CLASSES, synthetic_arrays, tiny_recipe
+
+FAST_RECIPES = ["fast", "best", "cpu"]
+FAST_PATH = ["ema.enabled=true", "ema.decay=0.5", "ema.every=2", "lookahead.enabled=true", "lookahead.k=3",
+             "lookahead.anneal=true", "tta=flip_translate", "optimizer.norm_lr_scale=4", "optimizer.nesterov=true",
+             "optimizer.decoupled_weight_decay=true", "model.stem=whiten", "label_smoothing=0.1"]
+
+
+@pytest.mark.parametrize("kw", [dict(stem="whiten"), dict(downsample="pool", blocks=[1, 0, 2], channels=[8, 16, 32]),
+                                dict(stem="whiten", downsample="pool", blocks=[0, 1], channels=8, block="bottleneck",
+                                     pool_size=2)])
+def test_extended_designs_count_exactly(kw):
+    spec = ModelSpec(**kw)
+    model = build_model(spec)
+    assert spec.count_params() == count_trainable(model)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_zero_blocks_need_pool_downsampling():
+    with pytest.raises(SpecError, match="downsample=pool"):
+        ModelSpec(blocks=[1, 0]).validate()
+
+
+def test_whitening_stem_whitens_patches_and_is_frozen():
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(stem="whiten", blocks=[1], channels=8, pool_size=32))
+    images = torch.randn(200, 3, 32, 32) * torch.tensor([1.0, 3.0, 0.2]).view(1, 3, 1, 1)
+    init_whitening(model, images, eps=0.0)
+    out = F.conv2d(images, model.stem.weight)  # valid positions: every 2x2 patch
+    half = out[:, :12].permute(0, 2, 3, 1).reshape(-1, 12)
+    cov = half.T @ half / len(half)
+    assert torch.allclose(cov, torch.eye(12), atol=1e-3)
+    assert not any(p is model.stem.weight for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", FAST_RECIPES)
+def test_fast_recipes_are_under_budget_and_train(name, tmp_path):
+    recipe = load_recipe(name, ["epochs=1", "batch_size=32", "compile=false", "data.val_size=0", "eval_every=1"])
+    assert recipe.model.count_params() < recipe.budget == 5_000_000
+    assert count_trainable(build_model(recipe.model)) == recipe.model.count_params()
+    data = from_arrays(synthetic_arrays(64, 0), None, synthetic_arrays(32, 1), CLASSES)
+    summary = train(recipe, tmp_path / name, progress=False, data=data)
+    assert summary["status"] == "finished" and 0 <= summary["final_test_acc"] <= 1
+
+
+def test_ema_is_the_expected_average_of_the_weights():
+    model = torch.nn.Linear(2, 1, bias=False)
+    ema = build_ema(model, EmaConfig(enabled=True, decay=0.5, every=1))
+    history = []
+    for value in (1.0, 3.0, 7.0):
+        model.weight.data.fill_(value)
+        history.append(value)
+        ema.update_parameters(model)
+    expected = (1.0 * 0.5 + 3.0 * 0.5) * 0.5 + 7.0 * 0.5  # first update copies, then ema = 0.5 ema + 0.5 w
+    assert torch.allclose(ema.module.weight, torch.full_like(model.weight, expected))
+    assert not torch.equal(ema.module.weight, model.weight)
+
+
+def test_lookahead_interpolates_every_k_steps():
+    model = torch.nn.Linear(1, 1, bias=False)
+    model.weight.data.fill_(0.0)
+    la = Lookahead(model, LookaheadConfig(enabled=True, k=2, alpha=0.5), total_steps=10)
+    model.weight.data.fill_(4.0)
+    la.step(1)  # not a multiple of k: nothing happens
+    assert model.weight.item() == 4.0
+    la.step(2)  # slow = 0 + 0.5 (4 - 0) = 2, fast restarts there
+    assert model.weight.item() == 2.0 and la.slow[0].item() == 2.0
+    annealed = Lookahead(model, LookaheadConfig(enabled=True, k=2, alpha=0.2, anneal=True), total_steps=10)
+    assert annealed.alpha_at(0) == 1.0 and annealed.alpha_at(10) == pytest.approx(0.2)
+
+
+def test_tta_averages_flipped_and_translated_views(tiny_data):
+    x = torch.rand(2, 3, 32, 32)
+    views = tta_views(x, "flip")
+    assert [w for w, _ in views] == [0.5, 0.5] and torch.equal(views[1][1], x.flip(-1))
+    translate = tta_views(x, "flip_translate")
+    assert sum(w for w, _ in translate) == pytest.approx(1.0) and len(translate) == 6
+    assert torch.equal(translate[2][1][..., 1:, 1:], x[..., :-1, :-1])  # shifted down-right by one pixel
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(blocks=[1], channels=4, pool_size=32))
+    images = tiny_data.test[0][:8]
+    plain = predict_logits(model, images, tiny_data, 8, torch.device("cpu"))
+    mirrored = predict_logits(model, images.flip(-1), tiny_data, 8, torch.device("cpu"))
+    both = predict_logits(model, images, tiny_data, 8, torch.device("cpu"), tta="flip")
+    assert torch.allclose(both, (plain + mirrored) / 2, atol=1e-5)
+
+
+def test_norm_parameters_get_their_own_lr_and_decoupled_decay():
+    model = build_model(ModelSpec(blocks=[1], channels=4, pool_size=32))
+    opt = build_optimizer(model, OptimizerConfig(lr=0.1, weight_decay=0.01, norm_lr_scale=4.0, norm_weight_decay=0.0,
+                                                 decoupled_weight_decay=True))
+    weights, norms = opt.param_groups
+    assert weights["lr"] == 0.1 and norms["lr"] == pytest.approx(0.4)
+    assert all(p.ndim > 1 for p in weights["params"]) and all(p.ndim == 1 for p in norms["params"])
+    assert weights["weight_decay"] == 0 and weights["decoupled_wd"] == 0.01 and norms["decoupled_wd"] == 0.0
+    before = [p.detach().clone() for p in weights["params"]]
+    decay_weights(opt)
+    assert all(torch.allclose(p, b * (1 - 0.1 * 0.01)) for p, b in zip(weights["params"], before))
+
+
+def test_resume_is_exact_with_ema_and_lookahead(tiny_data, tmp_path):
+    recipe = tiny_recipe(*FAST_PATH, "epochs=2")
+    straight = train(recipe, tmp_path / "a", progress=False, data=tiny_data)
+    first = dataclasses.replace(recipe, epochs=2)
+    rows = []
+
+    def stop_after_one(row):
+        rows.append(row)
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train(first, tmp_path / "b", progress=False, data=tiny_data, on_epoch=stop_after_one)
+    resumed = train(recipe, tmp_path / "b", resume=True, progress=False, data=tiny_data)
+    assert resumed["final_test_acc"] == straight["final_test_acc"]
+    a = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)
+    for key in ("model", "train_model"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key])
+    assert all(torch.equal(x, y) for x, y in zip(a["lookahead"]["slow"], b["lookahead"]["slow"]))
+
+
+def test_fast_path_matches_a_plain_loop(tmp_path):
+    """budgetnet's loop and a textbook per-image loop reach the same accuracy on a small learnable problem."""
+    train_arrays, test_arrays = synthetic_arrays(1024, 0), synthetic_arrays(512, 1)
+    data = from_arrays(train_arrays, None, test_arrays, CLASSES)
+    recipe = tiny_recipe("epochs=3", "precision=fp32")
+    fast = train(recipe, tmp_path / "fast", progress=False, data=data)["final_test_acc"]
+
+    torch.manual_seed(0)
+    model = build_model(recipe.model)
+    opt = build_optimizer(model, recipe.optimizer)  # the same optimizer and schedule, a textbook data path
+    sched = build_scheduler(opt, recipe.schedule, 3, len(train_arrays[0]) // 64)
+    x, y = torch.as_tensor(train_arrays[0]), torch.as_tensor(train_arrays[1])
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        for idx in np.array_split(rng.permutation(len(x)), len(x) // 64):
+            batch = []
+            for i in idx:  # per-image augmentation: pad-4 random crop and flip
+                img = F.pad(x[i].float() / 255, (4, 4, 4, 4))
+                dy, dx = rng.integers(0, 9, 2)
+                img = img[:, dy:dy + 32, dx:dx + 32]
+                batch.append(img.flip(-1) if rng.random() < 0.5 else img)
+            loss = F.cross_entropy(model(data.normalize(torch.stack(batch))), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    plain = (predict_logits(model, data.test[0], data, 256, torch.device("cpu")).argmax(1) == data.test[1]).float()
+    assert fast > 0.5 and abs(fast - plain.mean().item()) < 0.1
