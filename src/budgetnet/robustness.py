@@ -1,0 +1,63 @@
+"""Robustness of a run: accuracy under the CIFAR-10-C corruptions, calibration, and a comparison across runs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .calibration import expected_calibration_error, reliability_diagram
+from .checkpoint import load_model
+from .corruptions import CORRUPTIONS, corruption_suite, plot_corruption_heatmap
+from .data import from_arrays, load_split
+from .evaluate import predict_logits, write_json
+from .runtime import resolve_device
+
+
+def robustness(run: str | Path, data_dir: str | Path | None = None, device: str = "auto", which: str = "best",
+               out_dir: str | Path | None = None, corruptions: bool = True, calibration: bool = True,
+               cifar10c_dir: str | Path | None = None, severities: tuple[int, ...] = (1, 2, 3, 4, 5),
+               limit: int | None = None, batch_size: int = 1000, progress: bool = True) -> dict:
+    """Corruption accuracy (CIFAR-10-C, generated or read from cifar10c_dir) and calibration of a run; merged into
+    the run's eval.json, with corruptions.png and reliability.png beside it. `limit`: first N test images only."""
+    dev = resolve_device(device)
+    model, recipe, _ = load_model(run, which, dev)
+    x, y, classes = load_split(recipe.data.dataset, "test", data_dir)
+    x, y = x[:limit], y[:limit]
+    data = from_arrays((x[:0], y[:0]), None, (x, y), classes, recipe.data.dataset, dev)
+    out = Path(out_dir) if out_dir else (Path(run) if Path(run).is_dir() else Path(run).parent)
+    path = out / "eval.json"
+    result = json.loads(path.read_text()) if path.is_file() else {"run": str(run)}
+
+    def logits_of(images_nhwc):
+        images = torch.from_numpy(images_nhwc).permute(0, 3, 1, 2).contiguous()
+        return predict_logits(model, images, data, batch_size, dev, recipe.precision, recipe.tta).cpu()
+
+    if calibration:
+        probs = logits_of(x.transpose(0, 2, 3, 1)).softmax(1)
+        result["ece"] = expected_calibration_error(probs, torch.from_numpy(y))
+        result["ece_images"] = len(y)
+        reliability_diagram(probs, torch.from_numpy(y), out / "reliability.png",
+                            title=f"reliability, {len(y):,} test images")
+    if corruptions:
+        suite = corruption_suite(x.transpose(0, 2, 3, 1), y,
+                                 lambda im, t: (logits_of(im).argmax(1).numpy() == t).mean(),
+                                 CORRUPTIONS, severities, cifar10c_dir, progress, limit)
+        result.update({"corruption_accuracy": suite["corruption_accuracy"],
+                       "corruption_error": suite["corruption_error"], "per_corruption": suite["per_corruption"],
+                       "corruption_source": suite["source"], "corruption_images": suite["num_images"]})
+        plot_corruption_heatmap(suite, out / "corruptions.png",
+                                f"corruption error, {suite['source']}, {suite['num_images']:,} images each")
+    write_json(result, path)
+    return result
+
+
+def compare_robustness(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
+    """out_dir/robustness.png: the corruption-error heat maps of runs side by side, read from their eval.json."""
+    measured = []
+    for run in map(Path, run_dirs):
+        evaluation = json.loads((run / "eval.json").read_text()) if (run / "eval.json").is_file() else {}
+        if "per_corruption" not in evaluation:
+            raise ValueError(f"{run}: no corruption results; run `budgetnet eval {run} --corruptions` first")
+        measured.append((run.name, evaluation))
+    return plot_corruption_heatmap(measured, Path(out_dir) / "robustness.png", "corruption error by run")
