@@ -72,6 +72,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_run
 
     result = evaluate_run(args.run, data_dir=args.data, device=args.device, which=args.checkpoint, out_dir=args.out)
+    if args.corruptions or args.calibration:
+        from .robustness import robustness
+
+        result = robustness(args.run, data_dir=args.data, device=args.device, which=args.checkpoint,
+                            out_dir=args.out, corruptions=args.corruptions, calibration=args.calibration,
+                            cifar10c_dir=args.cifar10c, severities=tuple(args.severities), limit=args.limit,
+                            progress=not args.json)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -79,6 +86,47 @@ def cmd_eval(args: argparse.Namespace) -> int:
               f"{result['params']:,} parameters (checkpoint of epoch {result['checkpoint_epoch']})")
         for name, acc in result["per_class_accuracy"].items():
             print(f"  {name:<12} {acc:.4f}")
+        if "ece" in result:
+            print(f"expected calibration error {result['ece']:.4f} ({result['ece_images']:,} images)")
+        if "per_corruption" in result:
+            print(f"corruption accuracy {result['corruption_accuracy']:.4f} ({result['corruption_source']}, "
+                  f"{result['corruption_images']:,} images each); error (%):")
+            print(f"  {'corruption':<18} " + " ".join(f"{k:>5}" for k in next(iter(result["per_corruption"].values()))))
+            for name, acc in result["per_corruption"].items():
+                print(f"  {name:<18} " + " ".join(f"{100 * (1 - v):5.1f}" for v in acc.values()))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_run
+
+    result = export_run(args.run, args.format, args.out, args.checkpoint)
+    print(f"wrote {', '.join(result['files'])}; logits match budgetnet's (max abs diff {result['max_abs_diff']:.1e})")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict_files
+
+    predictions, notes, errors = predict_files(args.run, args.images, args.top_k, args.checkpoint, args.data)
+    for line in notes + errors:
+        print(line, file=sys.stderr)
+    if args.json:
+        print(json.dumps(predictions, indent=2))
+    else:
+        for p in predictions:
+            print(f"{p['file']}: " + ", ".join(f"{t['label']} {t['probability']:.1%}" for t in p["top_k"]))
+    if errors:
+        print(f"budgetnet predict: error: {len(errors)} of {len(args.images)} files unreadable (see above)",
+              file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    from .card import model_card
+
+    print(f"wrote {model_card(args.run, args.out)}")
     return 0
 
 
@@ -209,7 +257,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, help="where eval.json and confusion.png go (default: the run directory)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--corruptions", action="store_true",
+                   help="accuracy under the 15 CIFAR-10-C corruptions (table + corruptions.png)")
+    p.add_argument("--cifar10c", type=Path, metavar="DIR", help="read the released CIFAR-10-C .npy files from DIR "
+                   "instead of generating the corruptions")
+    p.add_argument("--severities", type=int, nargs="+", default=[1, 2, 3, 4, 5], choices=range(1, 6),
+                   metavar="S", help="corruption severities, 1..5 (default: all)")
+    p.add_argument("--limit", type=int, metavar="N", help="robustness on the first N test images only (quick runs)")
+    p.add_argument("--calibration", action="store_true",
+                   help="expected calibration error and reliability.png")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export", help="export a run's model: ONNX, TorchScript, or standalone model.py + weights")
+    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript", "standalone"])
+    p.add_argument("--out", type=Path, required=True, help="directory to write the export into")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint of a run")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="top-k classes of PNG/JPEG files (any size; resized to 32x32)")
+    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint of a run")
+    p.add_argument("--data", help="folder holding cifar-10-batches-py/, for the class names")
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("card", help="markdown model card of a run (design, recipe, curves, accuracy, robustness)")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--out", type=Path, help="card file (default: RUN/MODEL_CARD.md); the curves PNG goes beside it")
+    p.set_defaults(func=cmd_card)
 
     p = sub.add_parser("recipes", help="list the shipped recipes")
     p.set_defaults(func=cmd_recipes)
