@@ -8,7 +8,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .checkpoint import load_model
-from .data import DATASETS, Data, load_split
+from .data import DATASETS, load_split
+from .export import Normalized
 
 
 def read_image(path: str | Path, size: int) -> tuple[np.ndarray, str | None]:
@@ -32,11 +33,12 @@ def predict_files(run: str | Path, files: list[str], top_k: int = 3, which: str 
     """(predictions, notes, errors): one {"file", "label", "probability", "top_k"} per readable file.
 
     The class names come from the dataset's files in data_dir (as `budgetnet eval` reads them)."""
-    model, recipe, _ = load_model(run, which, "cpu")
+    if top_k < 1:
+        raise ValueError(f"--top-k {top_k}: give at least 1")
+    net, recipe, _ = load_model(run, which, "cpu")
     stats = DATASETS[recipe.data.dataset]
+    model = Normalized(net, stats.mean, stats.std).eval()
     classes = load_split(recipe.data.dataset, "test", data_dir)[2]
-    data = Data(None, None, None, classes, torch.tensor(stats.mean).view(1, 3, 1, 1),
-                torch.tensor(stats.std).view(1, 3, 1, 1))
     predictions, notes, errors = [], [], []
     for f in files:
         try:
@@ -46,8 +48,7 @@ def predict_files(run: str | Path, files: list[str], top_k: int = 3, which: str 
             continue
         if note:
             notes.append(note)
-        x = data.normalize(torch.from_numpy(image)[None].float() / 255)
-        probs = model(x).softmax(1)[0]
+        probs = model(torch.from_numpy(image)[None].float() / 255).softmax(1)[0]
         p, idx = probs.topk(min(top_k, len(classes)))
         top = [{"label": classes[i], "probability": round(q, 6)} for q, i in zip(p.tolist(), idx.tolist())]
         predictions.append({"file": str(f), **top[0], "top_k": top})
