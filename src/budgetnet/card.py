@@ -64,7 +64,8 @@ def model_card(run: str | Path, out: str | Path | None = None) -> Path:
                      f"({evaluation['images']:,} images, checkpoint of epoch {evaluation['checkpoint_epoch']}; "
                      "`budgetnet eval`)")
         if "ece" in evaluation:
-            lines.append(f"- expected calibration error {evaluation['ece']:.4f}")
+            lines.append(f"- expected calibration error {evaluation['ece']:.4f} "
+                         f"({evaluation.get('ece_images', '?')} images, 15 bins)")
     if summary:
         lines.append(f"- training: {summary.get('status')}, {summary.get('epochs_done')} of "
                      f"{summary.get('epochs')} epochs, best test accuracy {summary.get('best_test_acc')} "
