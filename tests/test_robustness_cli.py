@@ -4,9 +4,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
+from budgetnet.checkpoint import load_model
 from budgetnet.cli import main
 from budgetnet.corruptions import CORRUPTIONS
+from budgetnet.report import find_runs, report
 from budgetnet.robustness import compare_robustness
 from test_export import make_run
 
@@ -31,6 +34,11 @@ def test_eval_corruptions_json_and_comparison(tmp_path, fake_cifar, capsys):
     bare = make_run(tmp_path / "bare")
     with pytest.raises(ValueError, match="--corruptions"):
         compare_robustness([run, bare], tmp_path / "report")
+
+    for r in (run, bare):  # budgetnet report shows the runs that hold corruption results
+        (r / "recipe.yaml").write_text(yaml.safe_dump(load_model(r)[1].to_dict()))
+    md = report(find_runs([run, bare]), tmp_path / "compared")
+    assert (tmp_path / "compared" / "robustness.png").is_file() and "robustness.png" in md.read_text()
 
 
 def test_eval_without_checkpoints_is_a_usage_error(tmp_path, capsys):

@@ -53,6 +53,11 @@ def load_run(path: str | Path) -> Run:
     return Run(files.root, recipe, summary, read_metrics(files.root))
 
 
+def _eval_json(run_dir: Path) -> dict:
+    path = run_dir / "eval.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def find_runs(paths: list[str | Path]) -> list[Run]:
     """The runs named: run directories, or experiment directories (every run under their runs/)."""
     runs = []
@@ -330,14 +335,18 @@ def draw(groups: dict[str, list[Run]], rows: list[dict], plots: list[str], out: 
 
 
 def report(runs: list[Run], out: str | Path, title: str = "run comparison") -> Path:
-    """Compare runs: out/report.md (table and figures), curves.png, lr.png, and params_vs_acc.png when
-    the designs differ."""
+    """Compare runs: out/report.md (table and figures), curves.png, lr.png, params_vs_acc.png when the
+    designs differ, and robustness.png when runs hold corruption results."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     groups = dict(zip(run_labels(runs), ([r] for r in runs)))
     rows = summarize(groups)
     plots = ["curves", "lr"] + (["params_vs_acc"] if designs_differ(groups) else [])
     figures = draw(groups, rows, plots, out, title)
+    robust = [r.path for r in runs if "per_corruption" in _eval_json(r.path)]
+    if robust:  # runs evaluated with `budgetnet eval --corruptions`: their corruption errors side by side
+        from .robustness import compare_robustness
+        figures.append(compare_robustness(robust, out))
     write_csv(rows, out / "report.csv")
     lines = [f"# {title}", "", markdown_table(rows, first="run"), "",
              "Final: the last epoch's test accuracy. Best: the test accuracy at the epoch chosen on validation "

@@ -126,14 +126,16 @@ def train(recipe: Recipe, out_dir: str | Path, data_dir: str | Path | None = Non
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best = state["epoch"], state["best"]
+    if resume and ddp.is_main:  # rows written after the last checkpoint belong to lost work
         history = read_metrics(files.root)[:start_epoch]
-        if ddp.is_main:
-            files.metrics.write_text("".join(json.dumps(r) + "\n" for r in history))
-            print(f"resuming {files.root} after epoch {start_epoch}/{recipe.epochs}", file=sys.stderr)
+        files.metrics.write_text("".join(json.dumps(r) + "\n" for r in history))
+        print(f"resuming {files.root} after epoch {start_epoch}/{recipe.epochs}", file=sys.stderr)
 
     net = DistributedDataParallel(model) if ddp.world_size > 1 else model
     step_fn = torch.compile(net) if recipe.compile else net
-    summary = _summary(recipe, params, device, history, "running")
+    summary = _summary(recipe, params, device, history, "finished" if start_epoch >= recipe.epochs else "running")
+    if ddp.is_main and start_epoch >= recipe.epochs:
+        files.summary.write_text(json.dumps(summary, indent=2))
     for epoch in range(start_epoch, recipe.epochs):
         torch.manual_seed(recipe.seed * 100_003 + epoch * 1_009 + ddp.rank)  # randomness is a function of (seed, epoch, rank)
         row = _train_epoch(step_fn, model, optimizer, scheduler, ema, lookahead, augment, data, recipe, device, ddp,
@@ -177,7 +179,13 @@ def train(recipe: Recipe, out_dir: str | Path, data_dir: str | Path | None = Non
             if progress:
                 print(_epoch_line(row, recipe.epochs), file=sys.stderr)
         if on_epoch is not None:
-            on_epoch(row)
+            try:
+                on_epoch(row)
+            except BaseException:  # a search pruned the trial, or the caller gave up: say so in the summary
+                if ddp.is_main and summary["status"] == "running":
+                    summary = {**summary, "status": "stopped"}
+                    files.summary.write_text(json.dumps(summary, indent=2))
+                raise
     if ddp.world_size > 1:
         dist.barrier()
     return summary
