@@ -195,6 +195,11 @@ def from_arrays(train: tuple, val: tuple | None, test: tuple, classes: list[str]
     return Data(split(train), split(val), split(test), classes, stats(info.mean), stats(info.std))
 
 
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimizer steps in an epoch of `n` images: full batches only (one short batch when n < batch_size)."""
+    return max(1, n // batch_size)
+
+
 def batch_indices(n: int, batch_size: int, device: torch.device | str, generator: torch.Generator | None = None,
                   drop_last: bool = False, rank: int = 0, world_size: int = 1) -> list[Tensor]:
     """Index tensors of the batches of one epoch, shuffled by `generator` (in order without one).

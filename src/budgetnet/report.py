@@ -20,7 +20,7 @@ import yaml
 from matplotlib.ticker import MaxNLocator
 
 from .config import Recipe, RecipeError, from_dict
-from .data import SPLIT_SIZES
+from .data import SPLIT_SIZES, steps_per_epoch as epoch_steps
 from .optim import lr_at_step
 from .train import RunFiles, read_metrics
 
@@ -213,7 +213,7 @@ def plot_curves(groups: dict[str, list[Run]], metrics: list[str], path: Path, ti
 def schedule_curve(recipe: Recipe, points: int = 4000) -> tuple[list[float], list[float]]:
     """(epochs, lr) of a recipe's schedule as training steps it, at most `points` samples, without training."""
     n_train = recipe.data.train_size or SPLIT_SIZES["train"] - recipe.data.val_size
-    steps_per_epoch = max(1, n_train // recipe.batch_size)  # as train.py: full batches only
+    steps_per_epoch = epoch_steps(n_train, recipe.batch_size)  # as train.py steps it
     total = recipe.epochs * steps_per_epoch
     steps = range(0, total + 1, max(1, total // points))
     lrs = [lr_at_step(recipe.schedule, recipe.optimizer.lr, s, recipe.epochs, steps_per_epoch) for s in steps]

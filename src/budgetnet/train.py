@@ -20,7 +20,7 @@ from . import checkpoint
 from .augment import build_augment
 from .averaging import Lookahead, build_ema
 from .config import Recipe, RecipeError, from_dict
-from .data import Data, batch_indices, load_data
+from .data import Data, batch_indices, load_data, steps_per_epoch as epoch_steps
 from .evaluate import evaluate_split
 from .losses import training_loss
 from .model import build_model, init_whitening
@@ -108,7 +108,7 @@ def train(recipe: Recipe, out_dir: str | Path, data_dir: str | Path | None = Non
         init_whitening(model, data.normalize(data.train[0][:5000].float() / 255))
     optimizer = build_optimizer(model, recipe.optimizer)
     n_train = len(data.train[0])
-    steps_per_epoch = n_train // recipe.batch_size if n_train >= recipe.batch_size else 1  # batches drop the rest
+    steps_per_epoch = epoch_steps(n_train, recipe.batch_size)
     scheduler = build_scheduler(optimizer, recipe.schedule, recipe.epochs, steps_per_epoch)
     ema = build_ema(model, recipe.ema)  # evaluated and checkpointed as "model" when enabled
     lookahead = Lookahead(model, recipe.lookahead, recipe.epochs * steps_per_epoch) if recipe.lookahead.enabled else None
