@@ -1,6 +1,7 @@
 """Training losses: cross-entropy on hard or soft targets, and AugMix's Jensen-Shannon consistency term."""
 from __future__ import annotations
 
+import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -14,11 +15,13 @@ def cross_entropy(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0)
 def jsd(*logits: Tensor) -> Tensor:
     """Jensen-Shannon divergence between the softmax predictions of several views (AugMix, eq. 2).
 
-    JS(p_1..p_m) = 1/m sum_i KL(p_i || M) with M the mean of the p_i; M is clamped as in the AugMix code.
+    JS(p_1..p_m) = 1/m sum_i KL(p_i || M) with M the mean of the p_i, clamped to [1e-7, 1] as in the AugMix
+    code. Every term is computed from log-probabilities: a probability that underflows to 0 (a logit gap
+    above about 104 in fp32) then has a zero gradient, as in torch <= 1.12, instead of NaN.
     """
-    probs = [F.softmax(z.float(), dim=1) for z in logits]
-    log_mixture = torch.clamp(torch.stack(probs).mean(0), 1e-7, 1.0).log()
-    return sum(F.kl_div(log_mixture, p, reduction="batchmean") for p in probs) / len(probs)
+    log_probs = torch.stack([F.log_softmax(z.float(), dim=1) for z in logits])
+    log_mixture = (torch.logsumexp(log_probs, dim=0) - math.log(len(logits))).clamp(math.log(1e-7), 0.0)
+    return sum(F.kl_div(log_mixture, lp, reduction="batchmean", log_target=True) for lp in log_probs) / len(logits)
 
 
 def training_loss(logits: Tensor, targets: Tensor, num_views: int = 1, jsd_lambda: float = 12.0,
