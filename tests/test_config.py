@@ -1,7 +1,10 @@
 """Recipes: shipped files load, dotted overrides, typed values, and unknown keys with suggestions."""
+import math
+
 import pytest
 
 from budgetnet.config import RecipeError, apply_overrides, load_recipe, parse_count, recipe_names
+from budgetnet.optim import lr_at_step
 
 
 def test_shipped_recipes_load_and_fit_the_budget():
@@ -12,10 +15,27 @@ def test_shipped_recipes_load_and_fit_the_budget():
 
 
 def test_seed_recipe_is_the_study():
+    """Every field against the study's code (CCGV2/DLProject1 model7/model7.py), the schedule by its equation."""
     r = load_recipe("seed")
+    m = r.model
     assert r.model.count_params() == 4_815_940
-    assert (r.batch_size, r.epochs, r.optimizer.name, r.optimizer.lr, r.optimizer.momentum) == (128, 1200, "sgd", 0.1, 0.9)
-    assert r.optimizer.weight_decay == 5e-4 and r.schedule.name == "warm_restarts"
+    assert (m.blocks, m.channels, m.kernel_size, m.shortcut_kernel_size, m.pool_size, m.block, m.num_classes) == \
+        ([2, 2, 2, 2], 42, 3, 1, 4, "basic", 10)
+    assert (r.batch_size, r.epochs, r.label_smoothing, r.grad_clip) == (128, 1200, 0.0, None)
+    o = r.optimizer
+    assert (o.name, o.lr, o.momentum, o.nesterov, o.weight_decay, o.decoupled_weight_decay) == \
+        ("sgd", 0.1, 0.9, True, 5e-4, False)
+    assert (o.norm_lr_scale, o.norm_weight_decay) == (1.0, None)
+    assert (r.schedule.name, r.schedule.per_step, r.schedule.warmup_epochs) == ("cosine", True, 0.0)
+    assert not r.ema.enabled and not r.lookahead.enabled and r.tta == "none"
+    assert r.augment == [{"name": "crop", "padding": 4}, {"name": "flip", "p": 0.5},
+                         {"name": "augmix", "severity": 3, "mixture_width": 3, "chain_depth": -1, "alpha": 1.0,
+                          "all_ops": True, "jsd": True, "jsd_lambda": 12.0}]
+    # model7.py: LambdaLR(lr_min + (lr_max - lr_min) * 0.5 * (1 + cos(step / total_steps * pi))), 0.1 -> 1e-6
+    total = 1200 * 390
+    for step in (0, 1, 1000, total // 3, total // 2, total - 1, total):
+        study = 1e-6 + (0.1 - 1e-6) * 0.5 * (1 + math.cos(step / total * math.pi))
+        assert lr_at_step(r.schedule, r.optimizer.lr, step, 1200, 390) == pytest.approx(study, rel=1e-9, abs=1e-15)
 
 
 def test_overrides_are_yaml_typed_and_dotted():
@@ -41,7 +61,7 @@ def test_channels_accept_a_scalar_or_a_list():
     ("model.blocks=2", "model.blocks must be a list"),
     ("optimizer.nesterov=maybe", "optimizer.nesterov must be bool"),
     ("optimizer", "expected dotted.key=value"),
-    ("augment.5.p=1", "is not an index of a list of 2 items"),
+    ("augment.5.p=1", "is not an index of a list of 3 items"),
     ("model.kernel_size=4", "even size"),
 ])
 def test_bad_recipes_fail_with_a_clear_message(override, message):
