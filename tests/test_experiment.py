@@ -8,7 +8,8 @@ import yaml
 from budgetnet.cli import main
 from budgetnet.config import RecipeError, read_yaml
 from budgetnet.experiment import _worker_envs, load_experiment, plan, run_experiment, write_results
-from budgetnet.train import RunFiles, read_metrics, train
+from budgetnet.rundir import RunFiles, read_metrics
+from budgetnet.train import train
 
 TINY = {"epochs": 2, "batch_size": 64, "eval_batch_size": 256, "data.train_size": 256, "data.test_size": 128,
         "model.blocks": [1, 1], "model.channels": 8, "model.pool_size": 16}

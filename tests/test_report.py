@@ -7,7 +7,8 @@ import yaml
 from budgetnet.cli import main
 from budgetnet.config import RecipeError, load_recipe
 from budgetnet.report import find_runs, load_run, markdown_table, report, run_labels, schedule_curve, summarize
-from budgetnet.train import RunFiles, read_metrics, train
+from budgetnet.rundir import RunFiles, read_metrics
+from budgetnet.train import train
 from conftest import tiny_recipe
 
 TINY = ["model.blocks=[1, 1]", "model.pool_size=16", "epochs=3"]

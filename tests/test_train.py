@@ -11,7 +11,8 @@ from budgetnet.config import RecipeError
 from budgetnet.evaluate import evaluate_run
 from budgetnet.model import build_model
 from budgetnet.spec import BudgetError, ModelSpec
-from budgetnet.train import TrainingDiverged, read_metrics, train
+from budgetnet.rundir import read_metrics
+from budgetnet.train import TrainingDiverged, train
 from conftest import tiny_recipe
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from .checkpoint import CheckpointError, load_model
-from .train import read_metrics
+from .rundir import read_metrics
 
 
 def plot_curves(rows: list[dict], out: Path) -> Path:

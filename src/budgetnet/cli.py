@@ -53,7 +53,8 @@ def format_stage_table(rows: list[dict]) -> str:
 # ---- train / eval --------------------------------------------------------------------------------
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import default_run_dir, train
+    from .rundir import default_run_dir
+    from .train import train
 
     if args.resume:
         summary = train(None, args.resume, data_dir=args.data, resume=True, progress=not args.quiet)

@@ -40,7 +40,7 @@ from .config import Recipe, RecipeError, _suggest, from_dict, load_recipe, read_
 from .data import load_split
 from .optim import check_schedule
 from .spec import check_budget
-from .train import RunFiles
+from .rundir import RunFiles
 
 KEYS = ("description", "base", "axes", "seeds", "scales", "plots")
 

@@ -22,7 +22,7 @@ from matplotlib.ticker import MaxNLocator
 from .config import Recipe, RecipeError, from_dict
 from .data import SPLIT_SIZES, steps_per_epoch as epoch_steps
 from .optim import lr_at_step
-from .train import RunFiles, read_metrics
+from .rundir import RunFiles, read_metrics
 
 CURVE_METRICS = {"train_loss": "train loss", "test_loss": "test loss", "train_acc": "train accuracy (%)",
                  "test_acc": "test accuracy (%)", "val_loss": "validation loss", "val_acc": "validation accuracy (%)"}

@@ -5,8 +5,6 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -25,49 +23,13 @@ from .evaluate import evaluate_split
 from .losses import training_loss
 from .model import build_model, init_whitening
 from .optim import build_optimizer, build_scheduler, check_schedule, decay_weights
+from .rundir import RunFiles, append_jsonl, read_metrics, summarize, write_summary
 from .runtime import Dist, autocast, init_distributed, resolve_device
 from .spec import check_budget
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-@dataclass
-class RunFiles:
-    """The files of a run directory."""
-
-    root: Path
-
-    @property
-    def recipe(self) -> Path:
-        return self.root / "recipe.yaml"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    @property
-    def summary(self) -> Path:
-        return self.root / "summary.json"
-
-    @property
-    def last(self) -> Path:
-        return self.root / "checkpoints" / "last.pt"
-
-    @property
-    def best(self) -> Path:
-        return self.root / "checkpoints" / "best.pt"
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The per-epoch metric rows of a run directory."""
-    path = RunFiles(Path(run_dir)).metrics
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-
-
-def default_run_dir(name: str) -> Path:
-    return Path("runs") / f"{Path(name).stem}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
 EpochCallback = Callable[[dict], None]
@@ -135,7 +97,7 @@ def train(recipe: Recipe, out_dir: str | Path, data_dir: str | Path | None = Non
     step_fn = torch.compile(net) if recipe.compile else net
     summary = _summary(recipe, params, device, history, "finished" if start_epoch >= recipe.epochs else "running")
     if ddp.is_main and start_epoch >= recipe.epochs:
-        files.summary.write_text(json.dumps(summary, indent=2))
+        write_summary(files, summary)
     for epoch in range(start_epoch, recipe.epochs):
         torch.manual_seed(recipe.seed * 100_003 + epoch * 1_009 + ddp.rank)  # randomness is a function of (seed, epoch, rank)
         row = _train_epoch(step_fn, model, optimizer, scheduler, ema, lookahead, augment, data, recipe, device, ddp,
@@ -143,7 +105,7 @@ def train(recipe: Recipe, out_dir: str | Path, data_dir: str | Path | None = Non
         if not math.isfinite(row["train_loss"]):
             summary = _summary(recipe, params, device, history, "diverged")
             if ddp.is_main:
-                files.summary.write_text(json.dumps(summary, indent=2))
+                write_summary(files, summary)
             raise TrainingDiverged(
                 f"epoch {epoch + 1}: the training loss is {row['train_loss']}; the run stopped and keeps its "
                 f"last good checkpoint ({files.last}). Lower optimizer.lr or set grad_clip.")
@@ -161,8 +123,7 @@ def train(recipe: Recipe, out_dir: str | Path, data_dir: str | Path | None = Non
         improved = row.get(key, -1.0) > best
         best = max(best, row.get(key, -1.0))
         if ddp.is_main:
-            with files.metrics.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+            append_jsonl(files.metrics, row)
             state = {"model": eval_model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "best": best,
                      "recipe": recipe.to_dict(), "params": params}
@@ -175,7 +136,7 @@ def train(recipe: Recipe, out_dir: str | Path, data_dir: str | Path | None = Non
                 checkpoint.save(state, files.best)
             summary = _summary(recipe, params, device, history,
                                "finished" if epoch + 1 == recipe.epochs else "running")
-            files.summary.write_text(json.dumps(summary, indent=2))
+            write_summary(files, summary)
             if progress:
                 print(_epoch_line(row, recipe.epochs), file=sys.stderr)
         if on_epoch is not None:
@@ -184,7 +145,7 @@ def train(recipe: Recipe, out_dir: str | Path, data_dir: str | Path | None = Non
             except BaseException:  # a search pruned the trial, or the caller gave up: say so in the summary
                 if ddp.is_main and summary["status"] == "running":
                     summary = {**summary, "status": "stopped"}
-                    files.summary.write_text(json.dumps(summary, indent=2))
+                    write_summary(files, summary)
                 raise
     if ddp.world_size > 1:
         dist.barrier()
@@ -253,15 +214,4 @@ def _epoch_line(row: dict, epochs: int) -> str:
 
 
 def _summary(recipe: Recipe, params: int, device: torch.device, history: list[dict], status: str) -> dict:
-    """What a run reached so far; `final_test_acc` is the honest figure, `best_*` is chosen on validation
-    when there is a validation split (on test otherwise, as the study did)."""
-    last = history[-1] if history else {}
-    key = "val_acc" if any("val_acc" in r for r in history) else "test_acc"
-    best_row = max((r for r in history if key in r), key=lambda r: r[key], default={})
-    return {"status": status, "params": params, "device": str(device), "epochs": recipe.epochs,
-            "epochs_done": len(history), "final_test_acc": last.get("test_acc"),
-            "final_test_loss": last.get("test_loss"), "best_by": key, "best_epoch": best_row.get("epoch"),
-            "best_acc": best_row.get(key), "best_test_acc": best_row.get("test_acc"),
-            "train_seconds": sum(r["seconds"] for r in history),
-            "images_per_s": (sum(r["images_per_s"] for r in history) / len(history)) if history else None,
-            "description": recipe.description}
+    return summarize(recipe, params, history, status, device=str(device))

@@ -1,0 +1,89 @@
+"""The run directory's files (recipe, metrics, overrides, summary, checkpoints): what every reader of runs imports."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .config import Recipe
+
+
+@dataclass
+class RunFiles:
+    """The files of a run directory."""
+
+    root: Path
+
+    @property
+    def recipe(self) -> Path:
+        return self.root / "recipe.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def overrides(self) -> Path:
+        return self.root / "overrides.jsonl"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+
+def default_run_dir(name: str) -> Path:
+    """runs/<recipe name>-<local time>, the run directory when none is given."""
+    return Path("runs") / f"{Path(name).stem}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSON-lines file ([] when it does not exist)."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The per-epoch metric rows of a run directory."""
+    return read_jsonl(RunFiles(Path(run_dir)).metrics)
+
+
+def append_jsonl(path: Path, row: dict) -> None:
+    """Add one row to a JSON-lines file."""
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def write_summary(files: RunFiles, summary: dict) -> None:
+    """Replace summary.json atomically, so that a reader or a kill never sees half of it."""
+    tmp = files.summary.with_name(files.summary.name + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, files.summary)
+
+
+def summarize(recipe: Recipe, params: int, history: list[dict], status: str, **extra: Any) -> dict:
+    """What a run reached so far; `final_test_acc` is the honest figure, `best_*` is chosen on validation
+    when there is a validation split (on test otherwise, as the study did). `extra` adds keys (provenance)."""
+    last = history[-1] if history else {}
+    key = "val_acc" if any("val_acc" in r for r in history) else "test_acc"
+    best_row = max((r for r in history if key in r), key=lambda r: r[key], default={})
+    return {"status": status, "params": params, "epochs": recipe.epochs,
+            "epochs_done": len(history), "final_test_acc": last.get("test_acc"),
+            "final_test_loss": last.get("test_loss"), "best_by": key, "best_epoch": best_row.get("epoch"),
+            "best_acc": best_row.get(key), "best_test_acc": best_row.get("test_acc"),
+            "train_seconds": sum(r["seconds"] for r in history),
+            "images_per_s": (sum(r["images_per_s"] for r in history) / len(history)) if history else None,
+            "description": recipe.description, **extra}
