@@ -43,9 +43,7 @@ def reliability_diagram(probs: Tensor | np.ndarray, labels: Tensor | np.ndarray,
                         bins: int = 15, title: str = "") -> Path:
     """Reliability diagram PNG: accuracy per confidence bin against the diagonal, with the gap to each bin's
     mean confidence shaded and the ECE in the legend; below it, the share of samples per bin."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from . import plots  # matplotlib only when a figure is drawn
 
     counts, accuracy, confidence = _binned(probs, labels, bins)
     ece = _ece(counts, accuracy, confidence)
@@ -53,7 +51,7 @@ def reliability_diagram(probs: Tensor | np.ndarray, labels: Tensor | np.ndarray,
     edges = np.linspace(0, 1, bins + 1)
     centres, width = (edges[:-1] + edges[1:]) / 2, 1 / bins
 
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    fig, (top, bottom) = plots.subplots(2, 1, figsize=(5.5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     top.bar(centres[filled], accuracy[filled], width=width, color="tab:blue", alpha=0.8, edgecolor="black", linewidth=0.5,
             label="accuracy")
     top.bar(centres[filled], (confidence - accuracy)[filled], bottom=accuracy[filled], width=width,
@@ -65,15 +63,10 @@ def reliability_diagram(probs: Tensor | np.ndarray, labels: Tensor | np.ndarray,
     top.set_ylabel("accuracy")
     top.set_title(title or "Reliability diagram")
     top.legend(loc="upper left", fontsize=9)
-    top.grid(alpha=0.3)
+    top.grid(alpha=plots.GRID_ALPHA)
 
     bottom.bar(centres, counts / counts.sum(), width=width, color="tab:gray", edgecolor="black", linewidth=0.5)
     bottom.set_xlabel("confidence (top-class probability)")
     bottom.set_ylabel("share of samples")
-    bottom.grid(alpha=0.3)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    bottom.grid(alpha=plots.GRID_ALPHA)
+    return plots.save(fig, out)

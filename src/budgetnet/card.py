@@ -6,32 +6,9 @@ from pathlib import Path
 
 import yaml
 
+from . import plots
 from .checkpoint import CheckpointError, load_model
 from .rundir import read_metrics
-
-
-def plot_curves(rows: list[dict], out: Path) -> Path:
-    """Loss and accuracy (%) per epoch, train and test, side by side."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] for r in rows]
-    fig, (loss, acc) = plt.subplots(1, 2, figsize=(10, 4))
-    for split in ("train", "test"):
-        loss.plot(epochs, [r.get(f"{split}_loss") for r in rows], marker="o", label=split)
-        acc.plot(epochs, [100 * r[f"{split}_acc"] if r.get(f"{split}_acc") is not None else None for r in rows],
-                 marker="o", label=split)
-    for ax, name in ((loss, "cross-entropy loss"), (acc, "accuracy (%)")):
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(name)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
 
 
 def _json(path: Path) -> dict:
@@ -74,7 +51,8 @@ def model_card(run: str | Path, out: str | Path | None = None) -> Path:
     if not ("accuracy" in evaluation or summary):
         lines.append(f"Not measured: run `budgetnet eval {run}`.")
     if rows:
-        curves = plot_curves(rows, out.with_name(out.stem + "_curves.png"))
+        curves = plots.plot_curves({run.name: [rows]}, ["train_loss", "test_loss", "train_acc", "test_acc"],
+                                   out.with_name(out.stem + "_curves.png"), f"{run.name}: loss and accuracy per epoch")
         lines += ["", f"![loss and accuracy per epoch]({curves.name})"]
     lines += ["", "## Robustness", ""]
     if "per_corruption" in evaluation:

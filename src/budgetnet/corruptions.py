@@ -460,9 +460,7 @@ def plot_corruption_heatmap(results: dict | Sequence[tuple[str, dict]], out: str
     One result of `corruption_suite`: corruptions x severities (plus their mean). Several (label, result)
     pairs: runs x corruptions of the error averaged over severities (plus the overall mean).
     """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from . import plots  # matplotlib only when a figure is drawn
 
     out = Path(out)
     runs = [("", results)] if isinstance(results, dict) else list(results)
@@ -483,7 +481,7 @@ def plot_corruption_heatmap(results: dict | Sequence[tuple[str, dict]], out: str
         xlabel, ylabel = "corruption (error averaged over severities)", "run"
         title = title or "Corruption error (%)"
 
-    fig, ax = plt.subplots(figsize=(0.75 * len(col_labels) + 3, 0.4 * len(row_labels) + 1.8) if len(runs) == 1
+    fig, ax = plots.subplots(figsize=(0.75 * len(col_labels) + 3, 0.4 * len(row_labels) + 1.8) if len(runs) == 1
                            else (0.6 * len(col_labels) + 3, 0.45 * len(row_labels) + 2.6))
     image = ax.imshow(errors, cmap="magma_r", vmin=0, vmax=max(errors.max(), 1.0), aspect="auto")
     ax.set_xticks(range(len(col_labels)), [label.replace("_", " ") for label in col_labels],
@@ -498,8 +496,4 @@ def plot_corruption_heatmap(results: dict | Sequence[tuple[str, dict]], out: str
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     fig.colorbar(image, ax=ax, label="error (%)", **({} if len(runs) == 1 else {"fraction": 0.04, "pad": 0.02}))
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return plots.save(fig, out)

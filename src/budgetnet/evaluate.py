@@ -90,13 +90,11 @@ def classification_report(logits: Tensor, labels: Tensor, classes: list[str]) ->
 
 def plot_confusion(cm: list[list[int]], classes: list[str], out: Path, title: str = "") -> Path:
     """A confusion-matrix heat map PNG with counts in the cells."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from . import plots  # matplotlib only when a figure is drawn
 
     counts = torch.tensor(cm, dtype=torch.float)
     rates = counts / counts.sum(1, keepdim=True).clamp(min=1)
-    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    fig, ax = plots.subplots(figsize=(7.5, 6.5))
     im = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
     for i in range(len(classes)):
         for j in range(len(classes)):
@@ -108,11 +106,7 @@ def plot_confusion(cm: list[list[int]], classes: list[str], out: Path, title: st
     ax.set_ylabel("true class")
     ax.set_title(title or "confusion matrix (test set)")
     fig.colorbar(im, ax=ax, label="fraction of the true class")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return plots.save(fig, out)
 
 
 def write_json(obj: dict, path: Path) -> None:

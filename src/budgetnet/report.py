@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import yaml
-from matplotlib.ticker import MaxNLocator
 
+from . import plots
 from .config import Recipe, RecipeError, from_dict
 from .data import SPLIT_SIZES, steps_per_epoch as epoch_steps
 from .optim import lr_at_step
 from .rundir import RunFiles, read_metrics
 
-CURVE_METRICS = {"train_loss": "train loss", "test_loss": "test loss", "train_acc": "train accuracy (%)",
-                 "test_acc": "test accuracy (%)", "val_loss": "validation loss", "val_acc": "validation accuracy (%)"}
 
 
 @dataclass
@@ -143,71 +140,8 @@ def write_csv(rows: list[dict], path: Path, extra: dict | None = None) -> Path:
 
 # ---- figures ------------------------------------------------------------------------------------
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _colours(labels: list[str]) -> dict[str, tuple]:
-    plt = _pyplot()
-    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
-    return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
-
-
-def _draw_metric(ax, groups: dict[str, list[Run]], metric: str, colours: dict) -> bool:
-    """Each run as a thin line and, with several seeds, their mean (epochs all share) as a thick one."""
-    drawn = False
-    scale = 100 if metric.endswith("_acc") else 1
-    for label, runs in groups.items():
-        series = [{r["epoch"]: scale * r[metric] for r in run.metrics if metric in r} for run in runs]
-        series = [s for s in series if s]
-        if not series:
-            continue
-        drawn = True
-        many = len(series) > 1
-        for i, s in enumerate(series):
-            ax.plot(list(s), list(s.values()), color=colours[label], lw=0.8 if many else 1.8,
-                    alpha=0.35 if many else 1.0, marker=None if many or len(s) > 30 else "o", ms=3,
-                    label=None if many else label)
-        if many:
-            epochs = sorted(set.intersection(*(set(s) for s in series)))
-            ax.plot(epochs, [statistics.fmean(s[e] for s in series) for e in epochs], color=colours[label], lw=2,
-                    label=f"{label} (mean of {len(series)})")
-    return drawn
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    _pyplot().close(fig)
-    return path
-
-
-def plot_curves(groups: dict[str, list[Run]], metrics: list[str], path: Path, title: str) -> Path:
-    """One panel per metric (per epoch), one colour per setting."""
-    plt = _pyplot()
-    cols = 2 if len(metrics) > 1 else 1
-    rows = math.ceil(len(metrics) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.2 * rows), squeeze=False)
-    colours = _colours(list(groups))
-    for ax, metric in zip(axes.flat, metrics):
-        name = CURVE_METRICS[metric]
-        if not _draw_metric(ax, groups, metric, colours):
-            ax.text(0.5, 0.5, f"no {name} recorded", ha="center", va="center", transform=ax.transAxes)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(name)
-        ax.set_title(f"{name.removesuffix(' (%)')} per epoch")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    for ax in axes.flat[len(metrics):]:
-        ax.axis("off")
-    fig.suptitle(title)
-    return _save(fig, path)
+def _metric_rows(groups: dict[str, list[Run]]) -> dict[str, list[list[dict]]]:
+    return {label: [run.metrics for run in runs] for label, runs in groups.items()}
 
 
 def schedule_curve(recipe: Recipe, points: int = 4000) -> tuple[list[float], list[float]]:
@@ -223,9 +157,8 @@ def schedule_curve(recipe: Recipe, points: int = 4000) -> tuple[list[float], lis
 def plot_lr(groups: dict[str, list[Run]], path: Path, title: str) -> Path:
     """Each setting's learning rate: its schedule per step (line) and what its runs logged at each epoch's end
     (markers); a log axis when the base learning rates differ more than tenfold (SGD 0.1 vs Adam 1e-3)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(12, 4.8))
-    colours = _colours(list(groups))
+    fig, ax = plots.subplots(figsize=(12, 4.8))
+    colours = plots.colours(list(groups))
     for i, (label, runs) in enumerate(groups.items()):
         recipe = runs[0].recipe
         epochs, lrs = schedule_curve(recipe)
@@ -243,17 +176,16 @@ def plot_lr(groups: dict[str, list[Run]], path: Path, title: str) -> Path:
     ax.set_xlabel("epoch")
     ax.set_ylabel("learning rate" + (" (log scale)" if log else ""))
     ax.set_title(title)
-    ax.grid(alpha=0.3)
+    ax.grid(alpha=plots.GRID_ALPHA)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    return _save(fig, path)
+    return plots.save(fig, path)
 
 
 def plot_final_acc(rows: list[dict], path: Path, title: str) -> Path:
     """Final test accuracy per setting as bars with the std over seeds, values written on the bars."""
-    plt = _pyplot()
     rows = [r for r in rows if r["final_test_acc_mean"] is not None]
-    colours = _colours([r["setting"] for r in rows])
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.6 * len(rows)))
+    colours = plots.colours([r["setting"] for r in rows])
+    fig, ax = plots.subplots(figsize=(8, 1.2 + 0.6 * len(rows)))
     means = [100 * r["final_test_acc_mean"] for r in rows]
     stds = [100 * r["final_test_acc_std"] for r in rows]
     y = range(len(rows))
@@ -265,16 +197,15 @@ def plot_final_acc(rows: list[dict], path: Path, title: str) -> Path:
     ax.set_xlim(0, min(100, max(means, default=0) + max(stds, default=0) + 15))
     ax.set_xlabel("final test accuracy (%)")
     ax.set_title(title)
-    ax.grid(axis="x", alpha=0.3)
-    return _save(fig, path)
+    ax.grid(axis="x", alpha=plots.GRID_ALPHA)
+    return plots.save(fig, path)
 
 
 def plot_params_vs_acc(rows: list[dict], path: Path, title: str) -> Path:
     """Final test accuracy against trainable parameters, one labelled point per setting."""
-    plt = _pyplot()
     rows = [r for r in rows if r["final_test_acc_mean"] is not None and r["params"]]
-    colours = _colours([r["setting"] for r in rows])
-    fig, ax = plt.subplots(figsize=(8, 5))
+    colours = plots.colours([r["setting"] for r in rows])
+    fig, ax = plots.subplots(figsize=(8, 5))
     for r in rows:
         ax.errorbar(r["params"], 100 * r["final_test_acc_mean"], yerr=100 * r["final_test_acc_std"], fmt="o",
                     color=colours[r["setting"]], capsize=3, label=r["setting"])
@@ -284,9 +215,9 @@ def plot_params_vs_acc(rows: list[dict], path: Path, title: str) -> Path:
     ax.set_xlabel("trainable parameters (log scale)")
     ax.set_ylabel("final test accuracy (%)")
     ax.set_title(title)
-    ax.grid(alpha=0.3, which="both")
+    ax.grid(alpha=plots.GRID_ALPHA, which="both")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return plots.save(fig, path)
 
 
 # ---- TensorBoard ------------------------------------------------------------------------------
@@ -318,8 +249,9 @@ def designs_differ(groups: dict[str, list[Run]]) -> bool:
 
 
 PLOTS: dict[str, Callable[[dict[str, list[Run]], list[dict], Path, str], Path]] = {
-    "curves": lambda g, rows, p, t: plot_curves(g, ["train_loss", "test_loss", "train_acc", "test_acc"], p, t),
-    "test_curves": lambda g, rows, p, t: plot_curves(g, ["test_acc", "test_loss"], p, t),
+    "curves": lambda g, rows, p, t: plots.plot_curves(_metric_rows(g), ["train_loss", "test_loss", "train_acc",
+                                                                        "test_acc"], p, t),
+    "test_curves": lambda g, rows, p, t: plots.plot_curves(_metric_rows(g), ["test_acc", "test_loss"], p, t),
     "lr": lambda g, rows, p, t: plot_lr(g, p, t),
     "final_acc": lambda g, rows, p, t: plot_final_acc(rows, p, t),
     "params_vs_acc": lambda g, rows, p, t: plot_params_vs_acc(rows, p, t),

@@ -23,11 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import EngFormatter  # noqa: E402
+from matplotlib.ticker import EngFormatter
 
 try:
     import optuna
@@ -38,6 +34,7 @@ try:
 except ImportError as e:  # the search is an optional extra
     raise RuntimeError(f"the search needs Optuna ({e}): pip install 'budgetnet[search]'") from None
 
+from . import plots  # noqa: E402
 from .config import DataConfig, Recipe, RecipeError, apply_overrides, load_recipe, parse_count, read_yaml  # noqa: E402
 from .data import Data, load_data  # noqa: E402
 from .runtime import resolve_device  # noqa: E402
@@ -390,7 +387,7 @@ def _sampled(t: FrozenTrial) -> str:
 
 def _plot_front(name: str, trials: list[FrozenTrial], done: list[FrozenTrial], front: list[FrozenTrial],
                 budget: int | None, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig, ax = plots.subplots(figsize=(7.5, 5))
     pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
     if pruned:
         ax.scatter([t.user_attrs["params"] for t in pruned], [t.intermediate_values[max(t.intermediate_values)]
@@ -415,9 +412,7 @@ def _plot_front(name: str, trials: list[FrozenTrial], done: list[FrozenTrial], f
     ax.set_title(f"study {name}: parameters vs accuracy")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plots.save(fig, path)
 
 
 def _importances(study: optuna.Study, path: Path) -> dict[str, float]:
@@ -429,12 +424,10 @@ def _importances(study: optuna.Study, path: Path) -> dict[str, float]:
     if not importances:
         return {}
     names = list(importances)[::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.5))
+    fig, ax = plots.subplots(figsize=(7, 0.45 * len(names) + 1.5))
     ax.barh(names, [importances[n] for n in names], color="tab:blue")
     ax.set_xlabel("importance for validation accuracy (PED-ANOVA, sums to 1)")
     ax.set_title(f"study {study.study_name}: parameter importances")
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plots.save(fig, path)
     return dict(importances)

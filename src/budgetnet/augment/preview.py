@@ -3,14 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import torch
+from torch import Tensor
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from . import build_augment  # noqa: E402
+from .. import plots
+from . import build_augment
 
 
 def preview(policies: list[dict], images: Tensor, out: Path, samples: int = 8) -> Path:
@@ -20,7 +17,7 @@ def preview(policies: list[dict], images: Tensor, out: Path, samples: int = 8) -
     labels = torch.zeros(len(images), dtype=torch.long, device=images.device)
     view = 1 if augment.num_views > 1 else 0
     columns = [images.float() / 255] + [augment(images, labels)[0].chunk(augment.num_views)[view] for _ in range(samples)]
-    fig, axes = plt.subplots(len(images), samples + 1, figsize=(1.1 * (samples + 1), 1.1 * len(images) + 0.6),
+    fig, axes = plots.subplots(len(images), samples + 1, figsize=(1.1 * (samples + 1), 1.1 * len(images) + 0.6),
                              squeeze=False)
     for j, column in enumerate(columns):
         for i, image in enumerate(column):
@@ -30,9 +27,4 @@ def preview(policies: list[dict], images: Tensor, out: Path, samples: int = 8) -
         axes[0, j].set_title("original" if j == 0 else f"sample {j}", fontsize=8)
     recipe = ", ".join(" ".join([p["name"]] + [f"{k}={v}" for k, v in p.items() if k != "name"]) for p in policies)
     fig.suptitle(recipe or "no augmentation", fontsize=9)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return plots.save(fig, out, dpi=100)

@@ -1,0 +1,95 @@
+"""Every figure's style and saving: the Agg backend, one colour scheme, one save-and-close, and the per-epoch
+curves that reports and model cards share.
+
+    fig, ax = plots.subplots(figsize=(8, 5))
+    ax.plot(...)
+    plots.save(fig, out / "figure.png")        # creates the folder, lays out, writes the PNG, frees the figure
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window: set once, before pyplot is imported anywhere
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+DPI = 120
+GRID_ALPHA = 0.3
+CURVE_METRICS = {"train_loss": "train loss", "test_loss": "test loss", "train_acc": "train accuracy (%)",
+                 "test_acc": "test accuracy (%)", "val_loss": "validation loss", "val_acc": "validation accuracy (%)"}
+
+
+def subplots(*args, **kwargs):
+    """`plt.subplots` (Agg backend); hand the figure to `save` when drawn."""
+    return plt.subplots(*args, **kwargs)
+
+
+def save(fig, path: str | Path, dpi: int = DPI) -> Path:
+    """Write `fig` to `path` as PNG (creating its folder), tightly laid out, and free it; return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def colours(labels: list[str]) -> dict[str, tuple]:
+    """One distinct colour per label, in order (tab10, or tab20 beyond ten labels)."""
+    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
+
+
+def _draw_metric(ax, groups: dict[str, list[list[dict]]], metric: str, palette: dict) -> bool:
+    """Each run as a thin line and, with several runs in a group, their mean (epochs all share) as a thick one."""
+    drawn = False
+    scale = 100 if metric.endswith("_acc") else 1
+    for label, runs in groups.items():
+        series = [{r["epoch"]: scale * r[metric] for r in rows if r.get(metric) is not None} for rows in runs]
+        series = [s for s in series if s]
+        if not series:
+            continue
+        drawn = True
+        many = len(series) > 1
+        for s in series:
+            ax.plot(list(s), list(s.values()), color=palette[label], lw=0.8 if many else 1.8,
+                    alpha=0.35 if many else 1.0, marker=None if many or len(s) > 30 else "o", ms=3,
+                    label=None if many else label)
+        if many:
+            epochs = sorted(set.intersection(*(set(s) for s in series)))
+            ax.plot(epochs, [statistics.fmean(s[e] for s in series) for e in epochs], color=palette[label], lw=2,
+                    label=f"{label} (mean of {len(series)})")
+    return drawn
+
+
+def plot_curves(groups: dict[str, list[list[dict]]], metrics: list[str], path: str | Path, title: str,
+                names: dict[str, str] | None = None) -> Path:
+    """One panel per metric (per epoch, accuracies in %), one colour per group of runs.
+
+    `groups` maps a label to the metric rows (`metrics.jsonl`, one dict per epoch) of each of its runs;
+    `names` overrides a metric's axis label (e.g. the loss a run actually trained with).
+    """
+    names = {**CURVE_METRICS, **(names or {})}
+    cols = 2 if len(metrics) > 1 else 1
+    rows = math.ceil(len(metrics) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.2 * rows), squeeze=False)
+    palette = colours(list(groups))
+    for ax, metric in zip(axes.flat, metrics):
+        name = names[metric]
+        if not _draw_metric(ax, groups, metric, palette):
+            ax.text(0.5, 0.5, f"no {name} recorded", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(name)
+        ax.set_title(f"{name.removesuffix(' (%)')} per epoch")
+        ax.grid(alpha=GRID_ALPHA)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    for ax in axes.flat[len(metrics):]:
+        ax.axis("off")
+    fig.suptitle(title)
+    return save(fig, path)
