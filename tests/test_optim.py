@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from budgetnet.config import OptimizerConfig, ScheduleConfig
-from budgetnet.optim import build_optimizer, build_scheduler, lr_at, lr_curve
+from budgetnet.optim import build_optimizer, build_scheduler, check_schedule, lr_at
 
 
 def study_cosine(t_cur, t_i, eta_min, eta_max):
@@ -39,23 +39,43 @@ def test_step_onecycle_constant_and_warmup():
     assert [lr_at(warm, 0.4, t, 10) for t in (0, 1, 2, 5)] == pytest.approx([0, 0.2, 0.4, 0.4])
 
 
-def test_scheduler_drives_the_optimizer_like_lr_at():
-    model = torch.nn.Linear(2, 2)
-    opt = build_optimizer(model, OptimizerConfig(name="sgd", lr=0.1))
-    cfg = ScheduleConfig(name="warm_restarts", T_0=1, T_mult=2, eta_min=0.01)
-    sched = build_scheduler(opt, cfg, epochs=3, steps_per_epoch=4)
+def lrs_driven(cfg, base_lr, epochs, steps_per_epoch):
+    """The learning rate the optimizer sees at each step of a run driven by build_scheduler."""
+    opt = build_optimizer(torch.nn.Linear(2, 2), OptimizerConfig(name="sgd", lr=base_lr))
+    sched = build_scheduler(opt, cfg, epochs=epochs, steps_per_epoch=steps_per_epoch)
     seen = []
-    for _ in range(12):
+    for _ in range(epochs * steps_per_epoch):
         seen.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
-    assert seen == pytest.approx([lr for _, lr in lr_curve(cfg, 0.1, 3, 4)[:12]])
+    return seen
+
+
+def test_scheduler_follows_the_warm_restart_equation_step_by_step():
+    # T_0 = 1 epoch of 4 steps, T_mult = 2: cycles of 4 and 8 steps, a restart to 0.1 at step 4
+    cfg = ScheduleConfig(name="warm_restarts", T_0=1, T_mult=2, eta_min=0.01)
+    by_hand = [study_cosine(s, 4, 0.01, 0.1) for s in range(4)] + [study_cosine(s, 8, 0.01, 0.1) for s in range(8)]
+    assert lrs_driven(cfg, 0.1, 3, 4) == pytest.approx(by_hand)
+    assert lrs_driven(cfg, 0.1, 3, 4)[4] == pytest.approx(0.1)
 
 
 def test_per_epoch_schedule_is_constant_within_an_epoch():
     cfg = ScheduleConfig(name="cosine", per_step=False)
-    curve = [lr for _, lr in lr_curve(cfg, 0.1, 4, 5)]
-    assert len(set(curve[0:5])) == 1 and len(set(curve[5:10])) == 1 and curve[0] > curve[5]
+    curve = lrs_driven(cfg, 0.1, 4, 5)
+    assert curve == pytest.approx([study_cosine(e, 4, 0.0, 0.1) for e in range(4) for _ in range(5)])
+
+
+@pytest.mark.parametrize("milestones", [[2], [0.5, 1.0], [0.0]])
+def test_a_milestone_outside_the_run_is_refused(milestones):
+    with pytest.raises(ValueError, match="fractions of the run"):
+        check_schedule(ScheduleConfig(name="step", milestones=milestones))
+
+
+def test_warmup_ramps_into_the_running_schedule():
+    # documented: the schedule keeps running under the warm-up, its lr multiplied by t / warmup_epochs
+    cfg = ScheduleConfig(name="cosine", warmup_epochs=2)
+    for t in (0.5, 1, 1.5, 3):
+        assert lr_at(cfg, 0.1, t, 10) == pytest.approx(study_cosine(t, 10, 0.0, 0.1) * min(1.0, t / 2))
 
 
 @pytest.mark.parametrize("name, cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam),

@@ -68,10 +68,10 @@ class ScheduleConfig:
     eta_min: float = 0.0              # cosine, warm_restarts: lowest learning rate
     T_0: float = 10.0                 # warm_restarts: epochs of the first cycle
     T_mult: int = 1                   # warm_restarts: cycle length factor after each restart
-    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step: epochs or fractions of the run
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step: fractions of the run, in (0, 1)
     gamma: float = 0.1                # step: factor at each milestone
     pct_start: float = 0.25           # onecycle: fraction of the run spent rising
-    warmup_epochs: float = 0.0        # linear warm-up from 0 before any schedule
+    warmup_epochs: float = 0.0        # the schedule's lr times t / warmup_epochs until then (a ramp from 0 into it)
     per_step: bool = True             # update every step (True) or once per epoch
 
 

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+JSD_LAMBDA = 12.0  # weight of the JSD term: the AugMix paper's and the study's
+
 
 def cross_entropy(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
     """Mean cross-entropy; `targets` are class indices [B] or probabilities [B, K] (mixup, cutmix)."""
@@ -24,7 +26,7 @@ def jsd(*logits: Tensor) -> Tensor:
     return sum(F.kl_div(log_mixture, lp, reduction="batchmean", log_target=True) for lp in log_probs) / len(logits)
 
 
-def training_loss(logits: Tensor, targets: Tensor, num_views: int = 1, jsd_lambda: float = 12.0,
+def training_loss(logits: Tensor, targets: Tensor, num_views: int = 1, jsd_lambda: float = JSD_LAMBDA,
                   label_smoothing: float = 0.0) -> Tensor:
     """Loss of one training batch whose logits hold `num_views` views of the same B images, view-major.
 

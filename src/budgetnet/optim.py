@@ -61,7 +61,8 @@ def lr_at(cfg: ScheduleConfig, base_lr: float, t: float, epochs: float) -> float
         eta_t = eta_min + 1/2 (eta_max - eta_min) (1 + cos(pi T_cur / T_i)),
     with T_i the run (cosine) or the current cycle, T_0 epochs long and T_mult times longer after each restart.
     step multiplies by gamma at each milestone (fractions of the run); onecycle rises linearly from lr/25
-    to lr over pct_start of the run, then falls linearly to 0. warmup_epochs scales any of them up from 0.
+    to lr over pct_start of the run, then falls linearly to 0. With warmup_epochs the schedule keeps running
+    and its learning rate is multiplied by t / warmup_epochs until then (a linear ramp from 0 into it).
     """
     eta_max, eta_min = base_lr, cfg.eta_min
     if cfg.name == "cosine":
@@ -94,6 +95,11 @@ def check_schedule(cfg: ScheduleConfig) -> None:
         raise ValueError("schedule.T_0 must be > 0 and schedule.T_mult >= 1")
     if cfg.name == "onecycle" and not 0 < cfg.pct_start < 1:
         raise ValueError("schedule.pct_start must be between 0 and 1")
+    if cfg.name == "step" and not all(0 < m < 1 for m in cfg.milestones):
+        raise ValueError(f"schedule.milestones={cfg.milestones} are fractions of the run, each between 0 and 1 "
+                         "(a milestone >= 1 is never reached): for epoch 60 of 200 write 0.3")
+    if cfg.warmup_epochs < 0:
+        raise ValueError(f"schedule.warmup_epochs={cfg.warmup_epochs} must be >= 0")
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, epochs: int,
@@ -111,8 +117,3 @@ def lr_at_step(cfg: ScheduleConfig, base_lr: float, step: int, epochs: int, step
     t = step / steps_per_epoch if cfg.per_step else float(step // steps_per_epoch)
     return lr_at(cfg, base_lr, t, epochs)
 
-
-def lr_curve(cfg: ScheduleConfig, base_lr: float, epochs: int, steps_per_epoch: int) -> list[tuple[float, float]]:
-    """(epoch, lr) at every step of a run, for plots."""
-    return [(s / steps_per_epoch, lr_at_step(cfg, base_lr, s, epochs, steps_per_epoch))
-            for s in range(epochs * steps_per_epoch + 1)]

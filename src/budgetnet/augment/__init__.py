@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..losses import JSD_LAMBDA
 from . import auto, basic, mix  # noqa: F401  (register the policies)
 from .registry import POLICIES, Policy, build_policy
 
@@ -42,7 +43,7 @@ class Augment:
         if len(jsd) > 1:
             raise ValueError("at most one augmix policy may have jsd: true (each would multiply the views by 3)")
         self.num_views = 3 if jsd else 1
-        self.jsd_lambda = float(jsd[0].jsd_lambda) if jsd else 12.0
+        self.jsd_lambda = float(jsd[0].jsd_lambda) if jsd else JSD_LAMBDA
         self.soft_targets = any(p.mixes_labels for p in policies)
 
     def __call__(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:

@@ -15,6 +15,7 @@ import torch
 import torchvision.transforms.v2 as T
 from torch import Tensor
 
+from ..losses import JSD_LAMBDA
 from .ops import apply_ops
 from .registry import Policy, check, register
 
@@ -163,7 +164,7 @@ class AugMix(OpPolicy):
     alpha: float = 1.0
     all_ops: bool = True
     jsd: bool = False
-    jsd_lambda: float = 12.0
+    jsd_lambda: float = JSD_LAMBDA
     interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
