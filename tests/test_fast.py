@@ -166,3 +166,17 @@ def test_fast_path_matches_a_plain_loop(tmp_path):
             sched.step()
     plain = (predict_logits(model, data.test[0], data, 256, torch.device("cpu")).argmax(1) == data.test[1]).float()
     assert fast > 0.5 and abs(fast - plain.mean().item()) < 0.1
+
+
+def test_flops_per_image_match_the_convolutions_counted_by_hand(capsys):
+    from budgetnet.cli import main
+    from budgetnet.model import flops_per_image
+
+    spec = ModelSpec(blocks=[1], channels=4, pool_size=32)  # stem 3->4, one basic block 4->4, fc 4->10
+    stem, block, fc = 2 * 9 * 3 * 4 * 32 * 32, 2 * (2 * 9 * 4 * 4 * 32 * 32), 2 * 4 * 10
+    flops = flops_per_image(spec)
+    assert flops["forward"] == stem + block + fc
+    # backward: a weight gradient for every layer, an input gradient for every layer but the stem (the image)
+    assert flops["forward_backward"] == 3 * (stem + block + fc) - stem
+    assert main(["params", "--recipe", "seed"]) == 0
+    assert "0.479 GFLOP per 32x32 image forward, 1.435 forward+backward" in capsys.readouterr().out

@@ -16,6 +16,7 @@ USAGE_ERRORS = (ValueError, RuntimeError, FileNotFoundError)
 # ---- params ---------------------------------------------------------------------------------------
 
 def cmd_params(args: argparse.Namespace) -> int:
+    from .model import flops_line, flops_per_image
     from .spec import fit_channels
 
     recipe = load_recipe(args.recipe, args.set)
@@ -26,7 +27,8 @@ def cmd_params(args: argparse.Namespace) -> int:
         spec = dataclasses.replace(spec, channels=fitted)
     params = spec.count_params()
     result = {"params": params, "budget": budget, "within_budget": params <= budget,
-              "design": spec.to_dict(), "stages": spec.stage_table()}
+              "design": spec.to_dict(), "stages": spec.stage_table(),
+              "flops_per_image": flops_per_image(spec)}
     if fitted is not None:
         result["fitted_channels"] = fitted
     if args.json:
@@ -38,6 +40,7 @@ def cmd_params(args: argparse.Namespace) -> int:
         verdict = (f"within budget ({budget - params:,} to spare)" if params <= budget
                    else f"OVER budget by {params - budget:,}")
         print(f"total {params:,} trainable parameters; budget {budget:,}: {verdict}")
+        print(flops_line(result["flops_per_image"], spec.image_size))
     return 0 if params <= budget else 1
 
 

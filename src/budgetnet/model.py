@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
 
 from .spec import EXPANSION, WHITEN_KERNEL, ModelSpec
 
@@ -124,3 +125,25 @@ def init_whitening(model: ResNet, images: Tensor, eps: float = 5e-4) -> None:
 def count_trainable(model: nn.Module) -> int:
     """Trainable parameters of a built module (the ground truth the closed form must match)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def flops_per_image(spec: ModelSpec) -> dict[str, int]:
+    """FLOPs (2 per multiply-add) of one image through a design at its image size: {"forward", "forward_backward"}.
+
+    Counted by torch.utils.flop_counter on a weightless (meta) model, so any design is counted in milliseconds;
+    the backward pass computes no gradient for the input image, as in training.
+    """
+    with torch.device("meta"):
+        model = build_model(spec)
+        x = torch.empty(1, spec.in_channels, spec.image_size, spec.image_size)
+    with FlopCounterMode(display=False) as forward:
+        model(x)
+    with FlopCounterMode(display=False) as both:
+        model(x).sum().backward()
+    return {"forward": forward.get_total_flops(), "forward_backward": both.get_total_flops()}
+
+
+def flops_line(flops: dict, image_size: int) -> str:
+    """One line for `budgetnet params`: {"forward": ..., "forward_backward": ...} FLOPs per image, in GFLOP."""
+    return (f"{flops['forward'] / 1e9:.3f} GFLOP per {image_size}x{image_size} image forward, "
+            f"{flops['forward_backward'] / 1e9:.3f} forward+backward")
