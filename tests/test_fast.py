@@ -180,3 +180,26 @@ def test_flops_per_image_match_the_convolutions_counted_by_hand(capsys):
     assert flops["forward_backward"] == 3 * (stem + block + fc) - stem
     assert main(["params", "--recipe", "seed"]) == 0
     assert "0.479 GFLOP per 32x32 image forward, 1.435 forward+backward" in capsys.readouterr().out
+
+
+def test_backend_settings_apply_on_cuda_only(monkeypatch):
+    from budgetnet.runtime import compile_model, configure_backend
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    configure_backend(torch.device("cpu"))
+    assert torch.backends.cudnn.benchmark is False
+    configure_backend(torch.device("cuda"))  # flags only: no GPU is needed to set them
+    assert torch.backends.cudnn.benchmark is True and torch.get_float32_matmul_precision() == "high"
+    torch.set_float32_matmul_precision("highest")
+    model = torch.nn.Linear(2, 2)
+    assert compile_model(model, False, "reduce-overhead") is model
+    with pytest.raises(ValueError, match="compile_mode='fast' is unknown"):
+        compile_model(model, True, "fast")
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_optimizers_are_fused_on_cuda_only(name):
+    model = build_model(ModelSpec(blocks=[1], channels=4, pool_size=32))
+    assert not build_optimizer(model, OptimizerConfig(name=name)).defaults["fused"]
+    if torch.cuda.is_available():
+        assert build_optimizer(model.cuda(), OptimizerConfig(name=name)).defaults["fused"]

@@ -99,7 +99,8 @@ class Recipe:
     device: str = "auto"              # auto | cpu | cuda | cuda:1 ...
     precision: str = "auto"           # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     channels_last: bool = True
-    compile: bool = False             # torch.compile the model
+    compile: bool = False             # torch.compile the model (the first steps take the compile time)
+    compile_mode: str = "default"     # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,4 +1,4 @@
-"""Where and how computation runs: device choice, autocast precision, distributed ranks."""
+"""Where and how computation runs: device choice, backend settings, autocast precision, compilation, ranks."""
 from __future__ import annotations
 
 import contextlib
@@ -44,6 +44,27 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name!r} but no CUDA device is available: use device=cpu or auto")
     return device
+
+
+def configure_backend(device: torch.device) -> None:
+    """On CUDA, let cuDNN benchmark its convolution algorithms for the run's shapes (cudnn.benchmark) and let
+    fp32 matmuls use TF32 (convolutions do by default). The chosen algorithms may differ between processes, so
+    a run resumed on CUDA continues equivalently but not bit-identically; on the CPU nothing changes and resume
+    is exact (tests/test_fast.py). Nothing to do on the CPU."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.set_float32_matmul_precision("high")
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_model(model: torch.nn.Module, enabled: bool, mode: str = "default") -> torch.nn.Module:
+    """`model` under torch.compile in `mode` when enabled (reduce-overhead and max-autotune add CUDA graphs),
+    else `model` itself. Compilation happens in the first steps, which take the compile time."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile_mode={mode!r} is unknown: use one of {', '.join(COMPILE_MODES)}")
+    return torch.compile(model, mode=mode) if enabled else model
 
 
 def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:

@@ -24,7 +24,7 @@ from .losses import training_loss
 from .model import build_model, init_whitening
 from .optim import build_optimizer, build_scheduler, check_schedule, decay_weights
 from .rundir import RunFiles, append_jsonl, read_metrics, summarize, write_summary
-from .runtime import Dist, autocast, init_distributed, resolve_device
+from .runtime import Dist, autocast, compile_model, configure_backend, init_distributed, resolve_device
 from .spec import check_budget
 
 
@@ -56,6 +56,7 @@ def train(recipe: Recipe, out_dir: str | Path, data_dir: str | Path | None = Non
 
     ddp = init_distributed(recipe.device)
     device = resolve_device(recipe.device, ddp.local_rank)
+    configure_backend(device)
     if recipe.batch_size % ddp.world_size:
         raise RecipeError(f"batch_size={recipe.batch_size} must be divisible by the {ddp.world_size} processes")
     data = data or load_data(recipe.data, data_dir, device)
@@ -94,7 +95,7 @@ def train(recipe: Recipe, out_dir: str | Path, data_dir: str | Path | None = Non
         print(f"resuming {files.root} after epoch {start_epoch}/{recipe.epochs}", file=sys.stderr)
 
     net = DistributedDataParallel(model) if ddp.world_size > 1 else model
-    step_fn = torch.compile(net) if recipe.compile else net
+    step_fn = compile_model(net, recipe.compile, recipe.compile_mode)
     summary = _summary(recipe, params, device, history, "finished" if start_epoch >= recipe.epochs else "running")
     if ddp.is_main and start_epoch >= recipe.epochs:
         write_summary(files, summary)
