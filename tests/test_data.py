@@ -86,6 +86,10 @@ def test_a_data_file_cannot_run_code(fake_cifar, tmp_path):
 
 
 def test_bad_split_sizes(fake_cifar):
+    with pytest.raises(DataError, match="data.val_size=-1 must be between 0 and 49999"):
+        load_data(DataConfig(val_size=-1), fake_cifar)
+    with pytest.raises(DataError, match="data.train_size=49001 must be between 1 and 49000"):
+        load_data(DataConfig(train_size=49_001, val_size=1000), fake_cifar)
     with pytest.raises(DataError, match="data.train_size=60000"):
         load_data(DataConfig(train_size=60_000), fake_cifar)
     with pytest.raises(DataError, match="data.dataset='mnist' is unknown"):
@@ -100,3 +104,19 @@ def test_batches_cover_the_epoch_and_shard_across_ranks():
     ranks = [batch_indices(10, 4, "cpu", g(), drop_last=True, rank=r, world_size=2) for r in (0, 1)]
     for b0, b1, b in zip(*ranks, batch_indices(10, 4, "cpu", g(), drop_last=True)):
         assert sorted(b0.tolist() + b1.tolist()) == sorted(b.tolist())
+
+
+def test_a_meta_file_without_the_class_names_is_a_data_error(fake_cifar, tmp_path):
+    root, folder = copy_of(fake_cifar, tmp_path)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"num_cases_per_batch": 10_000}, f)
+    with pytest.raises(DataError, match="batches.meta: 'label_names' must list the 10 class names of cifar10"):
+        load_split("cifar10", "test", root)
+    c100 = tmp_path / "c100" / "cifar-100-python"  # the meta is read before the (here empty) image files
+    c100.mkdir(parents=True)
+    for name in ("train", "test"):
+        (c100 / name).write_bytes(b"")
+    with open(c100 / "meta", "wb") as f:
+        pickle.dump({"coarse_label_names": ["a"] * 20}, f)
+    with pytest.raises(DataError, match="meta: 'fine_label_names' must list the 100 class names of cifar100"):
+        load_split("cifar100", "test", tmp_path / "c100")

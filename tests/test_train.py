@@ -12,7 +12,7 @@ from budgetnet.evaluate import evaluate_run
 from budgetnet.model import build_model
 from budgetnet.spec import BudgetError, ModelSpec
 from budgetnet.rundir import read_metrics
-from budgetnet.train import TrainingDiverged, train
+from budgetnet.train import TrainingDiverged, check_recipe, train
 from conftest import tiny_recipe
 
 
@@ -80,6 +80,41 @@ def test_over_budget_fails_before_any_work(tiny_data, tmp_path):
 def test_unknown_augmentation_fails_before_any_work(tiny_data, tmp_path):
     with pytest.raises(ValueError, match="flipp"):
         train(tiny_recipe("augment=[{name: flipp}]"), tmp_path / "run", data=tiny_data, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("epochs=0", "epochs=0 must be 1 or more"),
+    ("epochs=-1", "epochs=-1 must be 1 or more"),
+    ("batch_size=0", "batch_size=0 must be 1 or more"),
+    ("batch_size=-5", "batch_size=-5 must be 1 or more"),
+    ("eval_batch_size=0", "eval_batch_size=0 must be 1 or more"),
+    ("eval_every=0", "eval_every=0 must be 1 or more"),
+    ("tta=foo", "tta='foo' is unknown: use one of none, flip, flip_translate"),
+    ("precision=fp8", "precision='fp8' is unknown: use one of auto, fp32, bf16"),
+    ("compile_mode=fastest", "compile_mode='fastest' is unknown"),
+    ("device=gpu", "device='gpu' is not a device"),
+    ("optimizer.name=sgdd", "optimizer.name='sgdd' is unknown"),
+    ("label_smoothing=1.5", "label_smoothing=1.5 must be in"),
+    ("grad_clip=0", "grad_clip=0.0 must be > 0"),
+    ("ema.enabled=true", None),  # valid: the table's control row
+    ("ema.decay=1.5", "ema.decay must be in"),
+    ("lookahead.k=0", "lookahead.k must be >= 1"),
+    ("schedule.name=cosin", "schedule.name='cosin' is unknown"),
+    ("data.dataset=cifar100", "data.dataset=cifar100 has 100 classes but model.num_classes=10: "
+                              "add --set model.num_classes=100"),
+    ("data.dataset=mnist", "data.dataset='mnist' is unknown"),
+    ("data.val_size=50000", "data.val_size=50000 must be between 0 and 49999"),
+    ("data.test_size=0", "data.test_size=0 must be between 1 and 10000"),
+])
+def test_bad_recipe_values_fail_in_one_line_before_any_work(override, message, tiny_data, tmp_path):
+    recipe = tiny_recipe("epochs=1", override)
+    if message is None:
+        assert check_recipe(recipe) == recipe.model.count_params()
+        return
+    with pytest.raises((ValueError, RuntimeError)) as info:
+        train(recipe, tmp_path / "run", data=tiny_data, progress=False)
+    assert message in str(info.value) and "\n" not in str(info.value)
     assert not (tmp_path / "run").exists()
 
 

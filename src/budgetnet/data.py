@@ -73,7 +73,10 @@ def load_split(dataset: str, split: str, data_dir: str | Path | None = None) -> 
                 f"({info.torchvision_class.url}, unpacked), or point --data / ${ENV_VAR} at the folder that holds it")
         _download(info, root)
     _check_checksums(info, folder)
-    names = _unpickle(folder / info.meta_file)[info.names_key]
+    names = _unpickle(folder / info.meta_file).get(info.names_key)
+    if not isinstance(names, list) or len(names) != info.num_classes:
+        raise DataError(f"{folder / info.meta_file}: '{info.names_key}' must list the {info.num_classes} class "
+                        f"names of {dataset}; the file is not {dataset}'s, replace it")
     files = info.train_files if split == "train" else info.test_files
     images, labels = [], []
     for name in files:
@@ -167,21 +170,32 @@ class Data:
         return (x - self.mean) / self.std
 
 
+def check_data_config(cfg: DataConfig, num_classes: int | None = None) -> None:
+    """Raise DataError for a data section that cannot load (or a class count that disagrees), before any work."""
+    if cfg.dataset not in DATASETS:
+        raise DataError(f"data.dataset={cfg.dataset!r} is unknown: use one of {', '.join(DATASETS)}")
+    n_train, n_test = SPLIT_SIZES["train"], SPLIT_SIZES["test"]
+    if not 0 <= cfg.val_size < n_train:
+        raise DataError(f"data.val_size={cfg.val_size} must be between 0 and {n_train - 1}")
+    if cfg.train_size is not None and not 0 < cfg.train_size <= n_train - cfg.val_size:
+        raise DataError(f"data.train_size={cfg.train_size} must be between 1 and {n_train - cfg.val_size}")
+    if cfg.test_size is not None and not 0 < cfg.test_size <= n_test:
+        raise DataError(f"data.test_size={cfg.test_size} must be between 1 and {n_test}")
+    classes = DATASETS[cfg.dataset].num_classes
+    if num_classes is not None and num_classes != classes:
+        raise DataError(f"data.dataset={cfg.dataset} has {classes} classes but model.num_classes={num_classes}: "
+                        f"add --set model.num_classes={classes}")
+
+
 def load_data(cfg: DataConfig, data_dir: str | Path | None = None, device: str | torch.device = "cpu") -> Data:
     """The train/val/test splits of a recipe, on `device`; val is the last `val_size` training images."""
+    check_data_config(cfg)
     x, y, classes = load_split(cfg.dataset, "train", data_dir)
     xt, yt, _ = load_split(cfg.dataset, "test", data_dir)
-    if not 0 <= cfg.val_size < len(x):
-        raise DataError(f"data.val_size={cfg.val_size} must be between 0 and {len(x) - 1}")
     n_train = len(x) - cfg.val_size
     val = (x[n_train:], y[n_train:]) if cfg.val_size else None
-    if cfg.train_size is not None:
-        if not 0 < cfg.train_size <= n_train:
-            raise DataError(f"data.train_size={cfg.train_size} must be between 1 and {n_train}")
-        n_train = cfg.train_size
+    n_train = n_train if cfg.train_size is None else cfg.train_size
     n_test = len(xt) if cfg.test_size is None else cfg.test_size
-    if not 0 < n_test <= len(xt):
-        raise DataError(f"data.test_size={cfg.test_size} must be between 1 and {len(xt)}")
     return from_arrays((x[:n_train], y[:n_train]), val, (xt[:n_test], yt[:n_test]), classes, cfg.dataset, device)
 
 

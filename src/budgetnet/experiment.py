@@ -35,12 +35,10 @@ import torch
 import yaml
 
 from . import report
-from .augment import build_augment
 from .config import Recipe, RecipeError, _suggest, from_dict, load_recipe, read_yaml
 from .data import load_split
-from .optim import check_schedule
-from .spec import check_budget
 from .rundir import RunFiles
+from .train import check_recipe
 
 KEYS = ("description", "base", "axes", "seeds", "scales", "plots")
 
@@ -178,9 +176,7 @@ def plan(exp: Experiment, scale: str, out: str | Path, overrides: list[str] = ()
                    [f"seed={seed}", f"description={json.dumps(f'{exp.name} ({scale}): {setting.label}, seed {seed}')}"]
             try:
                 recipe = load_recipe(base, sets)
-                check_budget(recipe.model, recipe.budget)
-                build_augment(recipe.augment, recipe.model.num_classes)
-                check_schedule(recipe.schedule)
+                check_recipe(recipe)
             except (ValueError, RuntimeError) as e:
                 raise RecipeError(f"experiment {exp.name}, scale {scale}, run {name}: {e}") from None
             if any(r.name == name for r in runs):

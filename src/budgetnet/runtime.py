@@ -40,10 +40,22 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     """'auto' is the local rank's CUDA device when there is one, else the CPU."""
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device={name!r} is not a device: use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name!r} but no CUDA device is available: use device=cpu or auto")
     return device
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def check_precision(precision: str) -> None:
+    """Raise ValueError for a precision that autocast does not know."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is unknown: use one of {', '.join(PRECISIONS)}")
 
 
 def configure_backend(device: torch.device) -> None:
@@ -69,8 +81,7 @@ def compile_model(model: torch.nn.Module, enabled: bool, mode: str = "default") 
 
 def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA under 'auto' or 'bf16', bf16 on CPU only when asked, otherwise fp32."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"precision={precision!r} is unknown: use auto, fp32 or bf16")
+    check_precision(precision)
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

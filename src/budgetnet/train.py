@@ -16,15 +16,16 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .augment import build_augment
-from .averaging import Lookahead, build_ema
+from .averaging import Lookahead, build_ema, check_ema, check_lookahead
 from .config import Recipe, RecipeError, from_dict
-from .data import Data, batch_indices, load_data, steps_per_epoch as epoch_steps
-from .evaluate import evaluate_split
+from .data import Data, batch_indices, check_data_config, load_data, steps_per_epoch as epoch_steps
+from .evaluate import TTA, evaluate_split
 from .losses import training_loss
 from .model import build_model, init_whitening
-from .optim import build_optimizer, build_scheduler, check_schedule, decay_weights
+from .optim import OPTIMIZERS, build_optimizer, build_scheduler, check_schedule, decay_weights
 from .rundir import RunFiles, append_jsonl, read_metrics, summarize, write_summary
-from .runtime import Dist, autocast, compile_model, configure_backend, init_distributed, resolve_device
+from .runtime import (COMPILE_MODES, Dist, autocast, check_precision, compile_model, configure_backend,
+                      init_distributed, resolve_device)
 from .spec import check_budget
 
 
@@ -35,12 +36,41 @@ class TrainingDiverged(RuntimeError):
 EpochCallback = Callable[[dict], None]
 
 
+def check_recipe(recipe: Recipe) -> int:
+    """Check everything about a recipe that can be checked before any work and return its parameter count.
+
+    Raises one ValueError/RuntimeError subclass with a one-line message naming the key and the fix.
+    """
+    for key in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
+        if getattr(recipe, key) < 1:
+            raise RecipeError(f"{key}={getattr(recipe, key)} must be 1 or more")
+    if not 0 <= recipe.label_smoothing < 1:
+        raise RecipeError(f"label_smoothing={recipe.label_smoothing} must be in [0, 1)")
+    if recipe.grad_clip is not None and recipe.grad_clip <= 0:
+        raise RecipeError(f"grad_clip={recipe.grad_clip} must be > 0 (or null for no clipping)")
+    if recipe.tta not in TTA:
+        raise RecipeError(f"tta={recipe.tta!r} is unknown: use one of {', '.join(TTA)}")
+    if recipe.optimizer.name not in OPTIMIZERS:
+        raise RecipeError(f"optimizer.name={recipe.optimizer.name!r} is unknown: use one of {', '.join(OPTIMIZERS)}")
+    check_precision(recipe.precision)
+    if recipe.compile_mode not in COMPILE_MODES:
+        raise RecipeError(f"compile_mode={recipe.compile_mode!r} is unknown: use one of {', '.join(COMPILE_MODES)}")
+    resolve_device(recipe.device)
+    check_data_config(recipe.data, recipe.model.num_classes)
+    params = check_budget(recipe.model, recipe.budget)
+    build_augment(recipe.augment, recipe.model.num_classes)
+    check_schedule(recipe.schedule)
+    check_ema(recipe.ema)
+    check_lookahead(recipe.lookahead)
+    return params
+
+
 def train(recipe: Recipe, out_dir: str | Path, data_dir: str | Path | None = None, resume: bool = False,
           progress: bool = True, on_epoch: EpochCallback | None = None, data: Data | None = None) -> dict:
     """Train `recipe` into run directory `out_dir` (or continue the run there) and return its summary.
 
-    Everything that can be checked is checked before any work: the budget, the augmentation list, the
-    schedule, the run directory. `on_epoch(row)` sees each epoch's metrics (a search can raise to prune).
+    Everything that can be checked is checked before any work (`check_recipe`, then the run directory and the
+    data), so a bad value leaves no run directory behind. `on_epoch(row)` sees each epoch's metrics (a search can raise to prune).
     """
     files = RunFiles(Path(out_dir))
     if resume:
@@ -50,9 +80,8 @@ def train(recipe: Recipe, out_dir: str | Path, data_dir: str | Path | None = Non
     elif files.last.is_file():
         raise RecipeError(f"{out_dir} already holds a run: continue it with --resume {out_dir}, "
                           "or choose another --out")
-    params = check_budget(recipe.model, recipe.budget)
+    params = check_recipe(recipe)
     augment = build_augment(recipe.augment, recipe.model.num_classes)
-    check_schedule(recipe.schedule)
 
     ddp = init_distributed(recipe.device)
     device = resolve_device(recipe.device, ddp.local_rank)
