@@ -203,3 +203,18 @@ def test_optimizers_are_fused_on_cuda_only(name):
     assert not build_optimizer(model, OptimizerConfig(name=name)).defaults["fused"]
     if torch.cuda.is_available():
         assert build_optimizer(model.cuda(), OptimizerConfig(name=name)).defaults["fused"]
+
+
+@pytest.mark.parametrize("policy", [{"name": "crop", "padding": 4, "padding_mode": "reflect"}, {"name": "flip"},
+                                    {"name": "translate"}, {"name": "cutout"}, {"name": "autoaugment"},
+                                    {"name": "randaugment"}, {"name": "trivialaugment"},
+                                    {"name": "augmix", "jsd": True}, {"name": "mixup"}, {"name": "cutmix"}])
+def test_augmentation_never_reads_the_images_device(policy):
+    """A meta tensor has no values: any .item(), .tolist() or bool() of device data (a host sync on the GPU)
+    raises, so the batch runs through every policy only if each step can be queued without waiting."""
+    from budgetnet.augment import build_augment
+
+    augment = build_augment([policy], num_classes=10)
+    images = torch.empty(16, 3, 32, 32, dtype=torch.uint8, device="meta")
+    views, targets = augment(images, torch.empty(16, dtype=torch.long, device="meta"))
+    assert views.shape == (16 * augment.num_views, 3, 32, 32) and views.dtype == torch.float32

@@ -4,7 +4,9 @@
     views, targets = augment(images_uint8, labels)   # views float [V*B, 3, H, W] in [0, 1]
 
 Policies run in the recipe's order on the whole batch with per-sample random choices, from the global torch RNG
-(torch.manual_seed reproduces a run; saving and restoring the RNG state resumes it). A recipe names them:
+(torch.manual_seed reproduces a run; saving and restoring the RNG state resumes it). No policy reads a value back
+from the images' device: choices that decide shapes or Python control flow (op groups, mix ratios, boxes) are
+drawn on the CPU, so the host never waits for the GPU. A recipe names them:
 
     crop            padding=4, padding_mode=zero|reflect         random crop of the padded image
     flip            p=0.5, vertical_p=0.0                        horizontal, then vertical flip

@@ -16,7 +16,7 @@ import torchvision.transforms.v2 as T
 from torch import Tensor
 
 from ..losses import JSD_LAMBDA
-from .ops import apply_ops
+from .ops import apply_ops, to_device
 from .registry import Policy, check, register
 
 Stage = tuple[Tensor, Tensor]  # op index [n] (-1: no op) and magnitude [n] float64
@@ -67,14 +67,16 @@ class OpPolicy(Policy):
 
     def __call__(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         images = as_uint8(images)
-        space, stages = self.sample(images.shape[0], *images.shape[-2:], images.device)
-        rows = torch.arange(images.shape[0], device=images.device)  # images[j] is input image rows[j]
+        # the choices are drawn on the CPU: apply_ops plans the batch without waiting for the images' device
+        space, stages = self.sample(images.shape[0], *images.shape[-2:], torch.device("cpu"))
+        rows = torch.arange(images.shape[0])  # images[j] is input image rows[j]
         for op, magnitude in stages:
             images, order = apply_ops(images, space.names, op[rows], magnitude[rows], self.interpolation)
             rows = rows[order]
         inverse = torch.empty_like(rows)
-        inverse[rows] = torch.arange(len(rows), device=rows.device)
-        return images.index_select(0, inverse), targets  # index_select: fast on CPU, unlike index_copy_
+        inverse[rows] = torch.arange(len(rows))
+        # index_select: fast on CPU, unlike index_copy_
+        return images.index_select(0, to_device(inverse, images.device)), targets
 
 
 @register("autoaugment")
@@ -203,9 +205,10 @@ class AugMix(OpPolicy):
         All views' chains run as one batch. torchvision truncates the mix to uint8; we keep it in float.
         """
         n = images.shape[0]
-        alpha = lambda k: torch.full((views * n, k), float(self.alpha), device=images.device)  # noqa: E731
+        alpha = lambda k: torch.full((views * n, k), float(self.alpha))  # noqa: E731  (drawn on the CPU, as the ops)
         m = torch._sample_dirichlet(alpha(2))  # Beta(alpha, alpha): weight of the original vs the chains
-        weights = torch._sample_dirichlet(alpha(self.mixture_width)) * m[:, 1:]  # [views * n, width]
+        weights = to_device(torch._sample_dirichlet(alpha(self.mixture_width)) * m[:, 1:], images.device)
+        m = to_device(m, images.device)  # weights: [views * n, width]
         chains, _ = super().__call__(images.repeat(views * self.mixture_width, 1, 1, 1), None)
         chains = chains.view(self.mixture_width, views * n, -1)  # chain-major, like images.repeat
         mix = images.view(1, n, -1).float() * m[:, :1].view(views, n, 1)

@@ -80,9 +80,10 @@ class Translate(Policy):
 
     def __call__(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         n, _, h, w = images.shape
-        limit = torch.tensor([self.max_fraction * h, self.max_fraction * w], device=images.device)
-        shift = ((torch.rand(2, n, device=images.device) * 2 - 1) * limit[:, None]).round().long()  # dy, dx
-        pad = int(max(limit.max().ceil().item(), 0))
+        limit = (self.max_fraction * h, self.max_fraction * w)
+        pad = int(max(torch.tensor(limit).max().ceil().item(), 0))  # float32 as the shifts; on the CPU: no device sync
+        u = torch.rand(2, n, device=images.device) * 2 - 1
+        shift = torch.stack([u[0] * limit[0], u[1] * limit[1]]).round().long()  # dy, dx
         return shift_crop(images, pad - shift[0], pad - shift[1], pad), targets
 
 

@@ -1,5 +1,6 @@
 """Label-mixing policies: mixup and cutmix, each image paired with its neighbour in the batch (as torchvision's
-MixUp and CutMix: the batch rolled by one), one mixing ratio per batch, applied with probability p.
+MixUp and CutMix: the batch rolled by one), one mixing ratio per batch, applied with probability p. The per-batch
+draws come from the CPU's RNG, so that using them never waits for the GPU.
 
 Targets are soft labels [B, K]. With several views (AugMix JSD) every view is mixed with the same pairs and ratio.
 """
@@ -18,9 +19,9 @@ def _check_alpha_p(policy: str, alpha: float, p: float) -> None:
     check(isinstance(p, (int, float)) and 0 <= p <= 1, policy, f"p must be in [0, 1], got {p!r}")
 
 
-def _beta(alpha: float, device: torch.device) -> float:
-    """One draw of Beta(alpha, alpha) from the global torch RNG."""
-    return float(torch._sample_dirichlet(torch.full((2,), float(alpha), device=device))[0])
+def _beta(alpha: float) -> float:
+    """One draw of Beta(alpha, alpha) from the global torch RNG (the CPU's: reading it back costs no device sync)."""
+    return float(torch._sample_dirichlet(torch.full((2,), float(alpha)))[0])
 
 
 def _neighbours(images: Tensor, targets: Tensor) -> Tensor:
@@ -58,9 +59,9 @@ class Mixup(Policy):
         _check_alpha_p("mixup", self.alpha, self.p)
 
     def __call__(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-        if torch.rand((), device=images.device) >= self.p:
+        if torch.rand(()) >= self.p:
             return images, targets
-        return mixup(images, targets, _beta(self.alpha, images.device))
+        return mixup(images, targets, _beta(self.alpha))
 
 
 @register("cutmix")
@@ -75,11 +76,11 @@ class CutMix(Policy):
         _check_alpha_p("cutmix", self.alpha, self.p)
 
     def __call__(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-        if torch.rand((), device=images.device) >= self.p:
+        if torch.rand(()) >= self.p:
             return images, targets
         h, w = images.shape[-2:]
-        lam = _beta(self.alpha, images.device)
-        cx, cy = int(torch.randint(w, (), device=images.device)), int(torch.randint(h, (), device=images.device))
+        lam = _beta(self.alpha)
+        cx, cy = int(torch.randint(w, ())), int(torch.randint(h, ()))
         half = 0.5 * (1.0 - lam) ** 0.5
         half_w, half_h = int(half * w), int(half * h)
         box = (max(cx - half_w, 0), max(cy - half_h, 0), min(cx + half_w, w), min(cy + half_h, h))

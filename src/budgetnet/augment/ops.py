@@ -42,7 +42,8 @@ def _affine(images: Tensor, theta: Tensor, interpolation: str) -> Tensor:
     device = images.device
     xs = torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, steps=w, device=device).view(1, 1, w, 1)
     ys = torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, steps=h, device=device).view(1, h, 1, 1)
-    theta = (theta.float() / torch.tensor([0.5 * w, 0.5 * h], device=device).view(2, 1)).view(n, 1, 1, 2, 3)
+    theta = theta.float()
+    theta = torch.cat([theta[:, :1] / (0.5 * w), theta[:, 1:] / (0.5 * h)], dim=1).view(n, 1, 1, 2, 3)
     grid = (xs * theta[..., 0] + ys * theta[..., 1]).add_(theta[..., 2])  # [n, h, w, 2]; bmm is slow here
     out = F.grid_sample(images.float(), grid, mode=interpolation, padding_mode="zeros", align_corners=False)
     return out.round_().to(torch.uint8)
@@ -173,19 +174,28 @@ def _warp(images: Tensor, op: Tensor, magnitude: Tensor, names: list[str], inter
     return _affine(images, theta, interpolation)
 
 
+def to_device(tensor: Tensor, device: torch.device) -> Tensor:
+    """A CPU tensor on `device`; on CUDA through pinned memory, asynchronously: the host does not wait for the GPU."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def apply_ops(images: Tensor, names: list[str], op: Tensor, magnitude: Tensor, interpolation: str
               ) -> tuple[Tensor, Tensor]:
     """Apply op `names[op[i]]` (-1: none) with `magnitude[i]` to image i: one batched call per op.
 
     The images are sorted by op so that each group is a contiguous slice (all geometric ops form one group,
     warped together). They come back in that order, with it: `result[j]` is image `order[j]` transformed.
+    `op`, `magnitude` and the returned `order` live on the CPU, where the policies draw them, so that the
+    group sizes are known without waiting for the device the images are on.
     """
-    geometric = torch.tensor([name in GEOMETRIC for name in names] + [False], device=op.device)  # [-1]: no op
+    geometric = torch.tensor([name in GEOMETRIC for name in names] + [False])  # [-1]: no op
     group = torch.where(geometric[op], len(names), op)
     order = torch.argsort(group, stable=True)
-    images = images.index_select(0, order)  # much faster than images[order] on CPU
-    op, magnitude, group = op[order], magnitude[order], group[order]
-    counts = torch.bincount(group + 1, minlength=len(names) + 2).tolist()
+    images = images.index_select(0, to_device(order, images.device))  # much faster than images[order] on CPU
+    op, magnitude, group = to_device(op[order], images.device), to_device(magnitude[order], images.device), group[order]
+    counts = torch.bincount(group + 1, minlength=len(names) + 2).tolist()  # on the CPU: no device sync
     pieces, start = [], 0
     for g, count in enumerate(counts):  # group g - 1: no op, names[0], ..., geometric
         segment, start = slice(start, start + count), start + count
