@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from budgetnet.cli import main
 from conftest import TINY_MODEL
@@ -64,3 +65,40 @@ def test_console_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "budgetnet", "params", "--recipe", "demo", "--json"],
                          capture_output=True, text=True, check=True).stdout
     assert json.loads(out)["within_budget"] is True
+
+
+def test_version(capsys):
+    from budgetnet import __version__
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"budgetnet {__version__}"
+
+
+@pytest.mark.parametrize("budget", ["-5", "0", "lots"])
+def test_params_refuses_a_budget_that_is_not_a_positive_count(capsys, budget):
+    assert main(["params", f"--budget={budget}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("budgetnet params: error: ") and "positive" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("error, code, word", [
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), 1, "failed"),  # not a usage error
+    (OSError(28, "No space left on device"), 1, "failed"),
+    (ValueError("--set epochs=0: give at least 1"), 2, "error"),
+    (FileNotFoundError("no such recipe"), 2, "error"),
+])
+def test_usage_errors_exit_2_failures_exit_1(capsys, monkeypatch, error, code, word):
+    def fail(args):
+        raise error
+    monkeypatch.setattr("budgetnet.cli.cmd_recipes", fail)
+    assert main(["recipes"]) == code
+    assert capsys.readouterr().err == f"budgetnet recipes: {word}: {error}\n"
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    def fail(args):
+        raise KeyError("bug")
+    monkeypatch.setattr("budgetnet.cli.cmd_recipes", fail)
+    with pytest.raises(KeyError):
+        main(["recipes"])

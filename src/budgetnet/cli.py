@@ -2,110 +2,61 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
 
-from .config import load_recipe, parse_count, recipe_names
+from . import __version__, console
+from .config import apply_overrides, load_recipe, parse_count, recipe_names
 
-USAGE_ERRORS = (ValueError, RuntimeError, FileNotFoundError)
+USAGE_ERRORS = (ValueError, FileNotFoundError)  # and CheckpointError, DataError: see exit_code
 
 
 # ---- params ---------------------------------------------------------------------------------------
 
 def cmd_params(args: argparse.Namespace) -> int:
-    from .model import flops_line, flops_per_image
-    from .spec import fit_channels
+    from .model import design_report
 
     recipe = load_recipe(args.recipe, args.set)
-    spec, budget = recipe.model, parse_count(args.budget) if args.budget else recipe.budget
-    fitted = None
-    if args.fit:
-        fitted = fit_channels(spec, budget)
-        spec = dataclasses.replace(spec, channels=fitted)
-    params = spec.count_params()
-    result = {"params": params, "budget": budget, "within_budget": params <= budget,
-              "design": spec.to_dict(), "stages": spec.stage_table(),
-              "flops_per_image": flops_per_image(spec)}
-    if fitted is not None:
-        result["fitted_channels"] = fitted
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(format_stage_table(result["stages"]))
-        if fitted is not None:
-            print(f"widest C_1 within {budget:,}: {fitted} (--set model.channels={fitted})")
-        verdict = (f"within budget ({budget - params:,} to spare)" if params <= budget
-                   else f"OVER budget by {params - budget:,}")
-        print(f"total {params:,} trainable parameters; budget {budget:,}: {verdict}")
-        print(flops_line(result["flops_per_image"], spec.image_size))
-    return 0 if params <= budget else 1
-
-
-def format_stage_table(rows: list[dict]) -> str:
-    """The per-stage table of a design as aligned text."""
-    cols = ["layer", "output", "channels", "kernel", "shortcut", "blocks", "params"]
-    cells = [[f"{r[c]:,}" if c == "params" else str(r[c]) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    line = lambda vals: "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(vals, widths)))  # noqa: E731
-    return "\n".join([line(cols), line(["-" * w for w in widths]), *map(line, cells)])
+    result = design_report(recipe.model, parse_count(args.budget) if args.budget else recipe.budget, args.fit)
+    print(json.dumps(result, indent=2) if args.json else console.design_text(result))
+    return 0 if result["within_budget"] else 1
 
 
 # ---- train / eval --------------------------------------------------------------------------------
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .rundir import default_run_dir
+    from .runtime import from_env
     from .train import train
 
-    if args.resume:
-        summary = train(None, args.resume, data_dir=args.data, resume=True, progress=not args.quiet)
-        out = args.resume
-    else:
-        recipe = load_recipe(args.recipe, args.set)
-        out = args.out or default_run_dir(args.recipe)
-        summary = train(recipe, out, data_dir=args.data, progress=not args.quiet)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps(summary, indent=2) if args.json else
-              f"run {out}: {summary['status']}, final test accuracy {summary['final_test_acc']}")
+    out = args.resume or args.out or default_run_dir(args.recipe)
+    recipe = None if args.resume else load_recipe(args.recipe, args.set)
+    try:
+        summary = train(recipe, out, data_dir=args.data, resume=bool(args.resume), progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"interrupted: the last checkpoint is kept; continue with budgetnet train --resume {out}",
+              file=sys.stderr)
+        return 130
+    if from_env().is_main:
+        print(json.dumps(summary, indent=2) if args.json else console.run_text(out, summary))
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_run
+    from .robustness import evaluate_all
 
-    result = evaluate_run(args.run, data_dir=args.data, device=args.device, which=args.checkpoint, out_dir=args.out)
-    if args.corruptions or args.calibration:
-        from .robustness import robustness
-
-        result = robustness(args.run, data_dir=args.data, device=args.device, which=args.checkpoint,
-                            out_dir=args.out, corruptions=args.corruptions, calibration=args.calibration,
-                            cifar10c_dir=args.cifar10c, severities=tuple(args.severities), limit=args.limit,
-                            progress=not args.json)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(f"{args.run}: test accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}, "
-              f"{result['params']:,} parameters (checkpoint of epoch {result['checkpoint_epoch']})")
-        for name, acc in result["per_class_accuracy"].items():
-            print(f"  {name:<12} {acc:.4f}")
-        if "ece" in result:
-            print(f"expected calibration error {result['ece']:.4f} ({result['ece_images']:,} images)")
-        if "per_corruption" in result:
-            print(f"corruption accuracy {result['corruption_accuracy']:.4f} ({result['corruption_source']}, "
-                  f"{result['corruption_images']:,} images each); error (%):")
-            print(f"  {'corruption':<18} " + " ".join(f"{k:>5}" for k in next(iter(result["per_corruption"].values()))))
-            for name, acc in result["per_corruption"].items():
-                print(f"  {name:<18} " + " ".join(f"{100 * (1 - v):5.1f}" for v in acc.values()))
+    result = evaluate_all(args.run, args.data, args.device, args.checkpoint, args.out, args.corruptions,
+                          args.calibration, args.cifar10c, tuple(args.severities), args.limit, progress=not args.json)
+    print(json.dumps(result, indent=2) if args.json else console.eval_text(args.run, result))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_run
 
-    result = export_run(args.run, args.format, args.out, args.checkpoint)
-    print(f"wrote {', '.join(result['files'])}; logits match budgetnet's (max abs diff {result['max_abs_diff']:.1e})")
+    print(console.export_text(export_run(args.run, args.format, args.out, args.checkpoint)))
     return 0
 
 
@@ -115,11 +66,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictions, notes, errors = predict_files(args.run, args.images, args.top_k, args.checkpoint, args.data)
     for line in notes + errors:
         print(line, file=sys.stderr)
-    if args.json:
-        print(json.dumps(predictions, indent=2))
-    else:
-        for p in predictions:
-            print(f"{p['file']}: " + ", ".join(f"{t['label']} {t['probability']:.1%}" for t in p["top_k"]))
+    print(json.dumps(predictions, indent=2) if args.json else console.predictions_text(predictions))
     if errors:
         print(f"budgetnet predict: error: {len(errors)} of {len(args.images)} files unreadable (see above)",
               file=sys.stderr)
@@ -135,8 +82,7 @@ def cmd_card(args: argparse.Namespace) -> int:
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
-    for name in recipe_names():
-        print(f"{name:<10} {load_recipe(name).description}")
+    print(console.recipes_text({name: load_recipe(name).description for name in recipe_names()}))
     return 0
 
 
@@ -207,22 +153,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 # ---- augment-preview -------------------------------------------------------------------------------
 
 def cmd_augment_preview(args: argparse.Namespace) -> int:
-    import torch
-    import yaml
+    from .augment.preview import preview_test_images
 
-    from .augment.preview import preview
-    from .data import load_split
-
-    policy = {"name": args.policy}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set severity=5")
-        policy[key] = yaml.safe_load(value)
-    images, _, _ = load_split("cifar10", "test", args.data)
-    torch.manual_seed(args.seed)
-    picked = torch.randperm(len(images))[:args.images]
-    print(f"wrote {preview([policy], torch.from_numpy(images)[picked], args.out, args.samples)}")
+    policy = apply_overrides({"name": args.policy}, args.set)
+    print(f"wrote {preview_test_images(policy, args.out, args.data, args.images, args.samples, args.seed)}")
     return 0
 
 
@@ -236,6 +170,7 @@ def _recipe_args(p: argparse.ArgumentParser, default: str | None = "seed") -> No
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="budgetnet", description=__doc__.split(":")[0])
+    parser.add_argument("--version", action="version", version=f"budgetnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("params", help="per-stage parameter table of a design; exit 1 when over budget")
@@ -284,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint of a run")
-    p.add_argument("--data", help="folder holding cifar-10-batches-py/, for the class names")
+    p.add_argument("--data", help="folder holding the data set, only for checkpoints of budgetnet 0.1.0, which hold "
+                                  "no class names")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
     p.set_defaults(func=cmd_predict)
 
@@ -361,17 +297,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def exit_code(error: Exception) -> int | None:
+    """2 when the input was wrong (fix the command and rerun), 1 when the work failed (out of memory, a full disk,
+    a diverged run), None for anything else: a bug, whose traceback should show."""
+    from .checkpoint import CheckpointError
+    from .data import DataError
+
+    if isinstance(error, (*USAGE_ERRORS, CheckpointError, DataError)):
+        return 2
+    if isinstance(error, (RuntimeError, OSError)):
+        return 1
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except USAGE_ERRORS as e:
-        if os.environ.get("BUDGETNET_DEBUG"):
+    except Exception as e:
+        code = exit_code(e)
+        if code is None or os.environ.get("BUDGETNET_DEBUG"):
             raise
-        print(f"budgetnet {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        print(f"budgetnet {args.command}: {'error' if code == 2 else 'failed'}: {e}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
-        print("interrupted: the last checkpoint is kept; continue with --resume RUN_DIR", file=sys.stderr)
+        print(f"budgetnet {args.command}: interrupted", file=sys.stderr)
         return 130
 
 

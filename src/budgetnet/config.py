@@ -175,14 +175,15 @@ def _index(node: list, part: str, key: str) -> int:
 
 def parse_count(text: str | int) -> int:
     """Parse a parameter count such as 5000000, '5M', '4.5M' or '500k'."""
-    if isinstance(text, int):
-        return text
     s = str(text).strip().lower().replace(",", "").replace("_", "")
     scale = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000}.get(s[-1:], 1)
     try:
-        return int(round(float(s[:-1] if scale > 1 else s) * scale))
+        count = text if isinstance(text, int) else int(round(float(s[:-1] if scale > 1 else s) * scale))
     except ValueError:
-        raise RecipeError(f"{text!r} is not a parameter count: use e.g. 5000000, 5M or 500k") from None
+        count = 0
+    if count < 1:
+        raise RecipeError(f"{text!r} is not a parameter count: use a positive number, e.g. 5000000, 5M or 500k")
+    return count
 
 
 # ---- typed conversion ---------------------------------------------------------------------------

@@ -1,13 +1,15 @@
 """The residual network built from a ModelSpec: stem, N stages of residual blocks, pool, classifier."""
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-from .spec import EXPANSION, WHITEN_KERNEL, ModelSpec
+from .spec import EXPANSION, WHITEN_KERNEL, ModelSpec, fit_channels
 
 
 def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
@@ -143,7 +145,13 @@ def flops_per_image(spec: ModelSpec) -> dict[str, int]:
     return {"forward": forward.get_total_flops(), "forward_backward": both.get_total_flops()}
 
 
-def flops_line(flops: dict, image_size: int) -> str:
-    """One line for `budgetnet params`: {"forward": ..., "forward_backward": ...} FLOPs per image, in GFLOP."""
-    return (f"{flops['forward'] / 1e9:.3f} GFLOP per {image_size}x{image_size} image forward, "
-            f"{flops['forward_backward'] / 1e9:.3f} forward+backward")
+def design_report(spec: ModelSpec, budget: int, fit: bool = False) -> dict:
+    """What `budgetnet params` reports: the count against the budget, the stage table and FLOPs per image; with
+    `fit`, of the design widened or narrowed to the widest C_1 within the budget (`fitted_channels`)."""
+    result = {}
+    if fit:
+        result["fitted_channels"] = fit_channels(spec, budget)
+        spec = dataclasses.replace(spec, channels=result["fitted_channels"])
+    params = spec.count_params()
+    return {"params": params, "budget": budget, "within_budget": params <= budget, "design": spec.to_dict(),
+            "stages": spec.stage_table(), "flops_per_image": flops_per_image(spec), **result}

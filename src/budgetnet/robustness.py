@@ -10,8 +10,21 @@ from .calibration import expected_calibration_error, reliability_diagram
 from .checkpoint import load_model
 from .corruptions import CORRUPTIONS, corruption_suite, plot_corruption_heatmap
 from .data import from_arrays, load_split
-from .evaluate import predict_logits, write_json
+from .evaluate import evaluate_run, predict_logits, write_json
 from .runtime import resolve_device
+
+
+def evaluate_all(run: str | Path, data_dir: str | Path | None = None, device: str = "auto", which: str = "best",
+                 out_dir: str | Path | None = None, corruptions: bool = False, calibration: bool = False,
+                 cifar10c_dir: str | Path | None = None, severities: tuple[int, ...] = (1, 2, 3, 4, 5),
+                 limit: int | None = None, progress: bool = True) -> dict:
+    """`budgetnet eval`: test accuracy, per class and confusion (eval.json, confusion.png), then, when asked,
+    corruption accuracy and calibration merged into the same eval.json."""
+    result = evaluate_run(run, data_dir, device, which, out_dir)
+    if corruptions or calibration:
+        result = robustness(run, data_dir, device, which, out_dir, corruptions, calibration, cifar10c_dir, severities,
+                            limit, progress=progress)
+    return result
 
 
 def robustness(run: str | Path, data_dir: str | Path | None = None, device: str = "auto", which: str = "best",

@@ -22,12 +22,19 @@ class Dist:
         return self.rank == 0
 
 
-def init_distributed(device: str = "auto") -> Dist:
-    """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on CUDA, Gloo on CPU)."""
+def from_env() -> Dist:
+    """This process's place as torchrun's environment variables describe it, without joining a process group."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Dist()
-    info = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    return Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def init_distributed(device: str = "auto") -> Dist:
+    """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on CUDA, Gloo on CPU)."""
+    info = from_env()
+    if info.world_size == 1:
+        return info
     if not dist.is_initialized():
         use_cuda = torch.cuda.is_available() and device != "cpu"
         if use_cuda:

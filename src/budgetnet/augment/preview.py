@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from .. import plots
+from ..data import load_split
 from . import build_augment
 
 
@@ -28,3 +29,12 @@ def preview(policies: list[dict], images: Tensor, out: Path, samples: int = 8) -
     recipe = ", ".join(" ".join([p["name"]] + [f"{k}={v}" for k, v in p.items() if k != "name"]) for p in policies)
     fig.suptitle(recipe or "no augmentation", fontsize=9)
     return plots.save(fig, out, dpi=100)
+
+
+def preview_test_images(policy: dict, out: Path, data_dir: str | Path | None = None, images: int = 6,
+                        samples: int = 8, seed: int = 0) -> Path:
+    """`preview` of one policy on `images` CIFAR-10 test images drawn with `seed` (which also seeds the policy)."""
+    x, _, _ = load_split("cifar10", "test", data_dir)
+    torch.manual_seed(seed)
+    picked = torch.randperm(len(x))[:images]
+    return preview([policy], torch.from_numpy(x)[picked], out, samples)

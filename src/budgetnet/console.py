@@ -1,0 +1,74 @@
+"""What the commands print: each command's result (a dict, also what --json prints) as the text a person reads."""
+from __future__ import annotations
+
+
+def stage_table(rows: list[dict]) -> str:
+    """The per-stage table of a design as aligned text."""
+    cols = ["layer", "output", "channels", "kernel", "shortcut", "blocks", "params"]
+    cells = [[f"{r[c]:,}" if c == "params" else str(r[c]) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths)))
+
+    return "\n".join([line(cols), line(["-" * w for w in widths]), *map(line, cells)])
+
+
+def flops_line(flops: dict, image_size: int) -> str:
+    """{"forward": ..., "forward_backward": ...} FLOPs per image, in GFLOP."""
+    return (f"{flops['forward'] / 1e9:.3f} GFLOP per {image_size}x{image_size} image forward, "
+            f"{flops['forward_backward'] / 1e9:.3f} forward+backward")
+
+
+def design_text(result: dict) -> str:
+    """`budgetnet params`: the stage table, the fitted C_1 if asked, the verdict against the budget, FLOPs."""
+    params, budget = result["params"], result["budget"]
+    lines = [stage_table(result["stages"])]
+    if "fitted_channels" in result:
+        lines.append(f"widest C_1 within {budget:,}: {result['fitted_channels']} "
+                     f"(--set model.channels={result['fitted_channels']})")
+    verdict = (f"within budget ({budget - params:,} to spare)" if params <= budget
+               else f"OVER budget by {params - budget:,}")
+    lines.append(f"total {params:,} trainable parameters; budget {budget:,}: {verdict}")
+    lines.append(flops_line(result["flops_per_image"], result["design"]["image_size"]))
+    return "\n".join(lines)
+
+
+def run_text(out: str, summary: dict) -> str:
+    """`budgetnet train`: where the run is, how it ended, its final test accuracy."""
+    acc = summary.get("final_test_acc")
+    return f"run {out}: {summary['status']}, final test accuracy " + (f"{acc:.4f}" if acc is not None else "none")
+
+
+def eval_text(run: str, result: dict) -> str:
+    """`budgetnet eval`: accuracy, per-class accuracy, and calibration and corruption errors when measured."""
+    lines = [f"{run}: test accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}, "
+             f"{result['params']:,} parameters (checkpoint of epoch {result['checkpoint_epoch']})"]
+    lines += [f"  {name:<12} {acc:.4f}" for name, acc in result["per_class_accuracy"].items()]
+    if "ece" in result:
+        lines.append(f"expected calibration error {result['ece']:.4f} ({result['ece_images']:,} images)")
+    if "per_corruption" in result:
+        lines.append(f"corruption accuracy {result['corruption_accuracy']:.4f} ({result['corruption_source']}, "
+                     f"{result['corruption_images']:,} images each); error (%):")
+        columns = next(iter(result["per_corruption"].values()))
+        lines.append(f"  {'corruption':<18} " + " ".join(f"{k:>5}" for k in columns))
+        lines += [f"  {name:<18} " + " ".join(f"{100 * (1 - v):5.1f}" for v in acc.values())
+                  for name, acc in result["per_corruption"].items()]
+    return "\n".join(lines)
+
+
+def export_text(result: dict) -> str:
+    """`budgetnet export`: the files written and how closely they reproduce budgetnet's logits."""
+    return (f"wrote {', '.join(result['files'])}; logits match budgetnet's "
+            f"(max abs diff {result['max_abs_diff']:.1e})")
+
+
+def predictions_text(predictions: list[dict]) -> str:
+    """`budgetnet predict`: one line per image, its top-k classes with probabilities."""
+    return "\n".join(f"{p['file']}: " + ", ".join(f"{t['label']} {t['probability']:.1%}" for t in p["top_k"])
+                     for p in predictions)
+
+
+def recipes_text(descriptions: dict[str, str]) -> str:
+    """`budgetnet recipes`: each shipped recipe and its description."""
+    return "\n".join(f"{name:<10} {text}" for name, text in descriptions.items())
