@@ -7,7 +7,8 @@ import yaml
 
 from budgetnet.cli import main
 from budgetnet.config import RecipeError, read_yaml
-from budgetnet.experiment import _worker_envs, load_experiment, plan, run_experiment, write_results
+from budgetnet.experiment import (_worker_envs, code_version, cost_plan, load_experiment, plan, run_experiment,
+                                  write_results)
 from budgetnet.rundir import RunFiles, read_metrics
 from budgetnet.train import train
 
@@ -86,6 +87,50 @@ def test_a_run_directory_with_another_recipe_is_refused(tmp_path):
              "smoke", tmp_path / "out")
 
 
+def test_epoch_scale_keeps_the_schedule_shape(tmp_path):
+    # 1200 epochs with warm restarts of 80 * 2^k epochs (80 + 160 + 320 + 640 = 1200): at 1/400 of the epochs,
+    # 3 epochs whose cycles are 0.2, 0.4, 0.8 and 1.6 epochs, still ending with the run
+    setting = {"epochs": 1200, "schedule.name": "warm_restarts", "schedule.T_0": 80, "schedule.T_mult": 2,
+               "schedule.warmup_epochs": 40}
+    exp = load_experiment(write_experiment(tmp_path, axes={"s": {"sgdr": setting, "short": {"epochs": 100}}},
+                                           scales={"smoke": {**{k: v for k, v in TINY.items() if k != "epochs"},
+                                                             "epoch_scale": 1 / 400}}))
+    sgdr, short = plan(exp, "smoke", tmp_path / "out")[::2]
+    assert (sgdr.recipe.epochs, sgdr.recipe.schedule.T_0, sgdr.recipe.schedule.warmup_epochs) == \
+        (3, pytest.approx(0.2), pytest.approx(0.1))
+    assert short.recipe.epochs == 1  # never below one epoch
+    with pytest.raises(RecipeError, match="epoch_scale must be a fraction"):
+        plan(load_experiment(write_experiment(tmp_path, scales={"smoke": {"epoch_scale": 2}})), "smoke", tmp_path)
+
+
+def test_dry_run_prints_the_cost_measured_on_this_device(tmp_path, fake_cifar):
+    exp = load_experiment(write_experiment(tmp_path, axes={"batch_size": [32, 64]}))
+    done, new = plan(exp, "smoke", tmp_path / "out")
+    train(done.recipe, done.path, data_dir=fake_cifar, progress=False)
+    table = cost_plan([done, new]).splitlines()
+    assert table[1].split()[1:] == ["finished", "0", "-", "-"]
+    name, status, epochs, per_epoch, seconds = table[2].split()
+    assert (status, epochs) == ("new", "2") and float(per_epoch) > 0
+    assert float(seconds) == pytest.approx(2 * float(per_epoch), abs=1)
+    assert table[-1].startswith(f"total {seconds} s") and "with 3 steps" in table[-1]
+
+
+def test_a_run_that_diverged_under_other_code_is_retrained(tmp_path, fake_cifar):
+    exp_file = write_experiment(tmp_path, axes={})
+    out = tmp_path / "out"
+    run = plan(load_experiment(exp_file), "smoke", out)[0]
+    train(run.recipe, run.path, data_dir=fake_cifar, progress=False)
+    summary = json.loads(RunFiles(run.path).summary.read_text())
+    version, _, commit = code_version().partition("+")
+    RunFiles(run.path).summary.write_text(json.dumps({**summary, "status": "diverged", "budgetnet_version": version,
+                                                      "budgetnet_commit": commit or None}))
+    assert run.status == "diverged"  # diverged under this code: a result, skipped
+    RunFiles(run.path).summary.write_text(json.dumps({**summary, "status": "diverged"}))  # made before the record
+    assert run.status == "retrain"
+    assert main(["experiment", str(exp_file), "--scale", "smoke", "--out", str(out), "--data", str(fake_cifar)]) == 0
+    assert run.status == "finished" and (out / "diverged" / f"{run.name}.1" / "summary.json").is_file()
+
+
 @pytest.mark.parametrize("name", ["batch-size", "lr-schedule", "augmentation", "optimizer", "final"])
 def test_shipped_experiments_plan_at_every_scale(tmp_path, name):
     exp = load_experiment(name)
@@ -134,9 +179,10 @@ def test_results_average_seeds_per_setting_and_record_the_scale(tmp_path):
     rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
     assert [(r["scale"], r["setting"], r["batch_size"], r["runs"]) for r in rows] == [
         ("full", "batch_size=32", "32", "2"), ("full", "batch_size=64", "64", "2")]
-    assert float(rows[0]["final_test_acc_mean"]) == pytest.approx(0.6)
-    assert float(rows[0]["final_test_acc_std"]) == pytest.approx(0.1414, abs=1e-4)  # sample std
-    assert float(rows[1]["final_test_acc_std"]) == 0.0
+    assert float(rows[0]["final_test_acc_pct_mean"]) == pytest.approx(60.0)  # percent, like results.md
+    assert float(rows[0]["final_test_acc_pct_std"]) == pytest.approx(14.14, abs=1e-2)  # sample std
+    assert float(rows[1]["final_test_acc_pct_std"]) == 0.0  # two seeds that agree
+    assert rows[0]["train_seconds_mean"] == "6"  # whole seconds (10 * acc: 5 and 7)
     md = (tmp_path / "out" / "results.md").read_text()
     assert "full scale" in md.splitlines()[0] and "60.00 ± 14.14" in md and "20.00 ± 0.00" in md
     assert (tmp_path / "out" / "test_curves.png").stat().st_size > 10_000
@@ -150,7 +196,9 @@ def test_smoke_results_say_so_in_the_title_and_list_what_changed(tmp_path):
     md = (tmp_path / "out" / "results.md").read_text()
     assert "smoke scale" in md.splitlines()[0]
     assert "not the study's setting" in md and 'model.channels=8' in md
-    assert list(csv.DictReader((tmp_path / "out" / "results.csv").open()))[0]["scale"] == "smoke"
+    row = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))[0]
+    assert (row["scale"], row["final_test_acc_pct_mean"], row["final_test_acc_pct_std"]) == ("smoke", "30.0", "")
+    assert "30.00 |" in md and "30.00 ±" not in md  # one seed: no std
 
 
 def test_finished_runs_are_skipped_and_killed_runs_resume(tmp_path, fake_cifar):
@@ -186,6 +234,7 @@ def test_finished_runs_are_skipped_and_killed_runs_resume(tmp_path, fake_cifar):
 def test_cli_dry_run_and_usage_errors(tmp_path, capsys):
     exp_file = write_experiment(tmp_path)
     assert main(["experiment", str(exp_file), "--scale", "smoke", "--out", str(tmp_path / "o"), "--dry-run"]) == 0
-    assert "new" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    err = capsys.readouterr().err
+    assert "new" in err and "s/epoch" in err and "total" in err and not (tmp_path / "o").exists()
     assert main(["experiment", "augmentaton", "--dry-run"]) == 2
     assert "did you mean 'augmentation'" in capsys.readouterr().err

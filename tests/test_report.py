@@ -50,9 +50,10 @@ def test_summary_rows_average_seeds_and_count_unfinished(tmp_path):
     runs = [load_run(fake_run(tmp_path / f"s{i}", accs, status=s))
             for i, (accs, s) in enumerate([([0.2, 0.4], "finished"), ([0.2, 0.6], "finished"), ([0.1], "running")])]
     rows = summarize({"setting": runs[:2], "partial": runs[2:]})
-    assert summarize({"mixed": runs})[0]["final_test_acc_mean"] == pytest.approx(0.5)  # the running seed waits
-    assert rows[0]["final_test_acc_mean"] == pytest.approx(0.5)
-    assert rows[0]["final_test_acc_std"] == pytest.approx(0.1414, abs=1e-4)
+    assert summarize({"mixed": runs})[0]["final_test_acc_pct_mean"] == pytest.approx(50.0)  # the running seed waits
+    assert rows[0]["final_test_acc_pct_mean"] == pytest.approx(50.0)  # percent, like the Markdown
+    assert rows[0]["final_test_acc_pct_std"] == pytest.approx(14.14, abs=1e-2)
+    assert rows[1]["final_test_acc_pct_std"] is None  # no std from one run
     assert (rows[0]["runs"], rows[0]["finished"], rows[1]["finished"], rows[1]["status"]) == (2, 2, 0, "running")
     table = markdown_table(rows)
     assert "| setting | 2/2 | 50.00 ± 14.14 |" in table and "| partial | 0/1 (running) | 10.00 |" in table

@@ -12,9 +12,12 @@ An experiment file (shipped ones live in budgetnet/experiments/):
         adam: {optimizer.name: adam, optimizer.lr: 1.0e-3}
     seeds: [0, 1, 2]
     scales:                          # --scale NAME: overrides applied to every run (and optionally seeds)
-      smoke: {epochs: 3, data.train_size: 5000, seeds: [0]}
+      smoke: {epoch_scale: 0.0025, data.train_size: 5000, seeds: [0]}
       full: {}
     plots: [test_curves, final_acc]  # report.PLOTS
+
+`epoch_scale: F` multiplies every run's epochs (at least 1) and the schedule's lengths in epochs (warm-restart
+T_0, warm-up) by the same ratio, so a shorter run keeps the schedule's shape: its restarts and its annealing.
 """
 from __future__ import annotations
 
@@ -34,10 +37,15 @@ from typing import Any
 import torch
 import yaml
 
-from . import report
+from . import __version__, report
+from .augment import build_augment
 from .config import Recipe, RecipeError, _suggest, from_dict, load_recipe, read_yaml
-from .data import load_split
+from .data import SPLIT_SIZES, load_split, steps_per_epoch
+from .losses import training_loss
+from .model import build_model
+from .optim import build_optimizer
 from .rundir import RunFiles
+from .runtime import autocast, resolve_device
 from .train import check_recipe
 
 KEYS = ("description", "base", "axes", "seeds", "scales", "plots")
@@ -89,13 +97,35 @@ class PlannedRun:
 
     @property
     def status(self) -> str:
-        """finished or diverged (skipped), resume (has a checkpoint), or new."""
+        """finished (skipped), diverged (skipped: it diverged under this budgetnet), retrain (it diverged under
+        other or unrecorded code, which may have been fixed since), resume (has a checkpoint), or new."""
         files = RunFiles(self.path)
         if files.summary.is_file():
-            status = json.loads(files.summary.read_text()).get("status")
-            if status in ("finished", "diverged"):
-                return status
+            summary = json.loads(files.summary.read_text())
+            if summary.get("status") == "finished":
+                return "finished"
+            if summary.get("status") == "diverged":
+                return "diverged" if made_by(summary) == code_version() else "retrain"
         return "resume" if files.last.is_file() else "new"
+
+
+def code_version() -> str:
+    """The budgetnet that runs now: its version, and the git commit when it runs from a checkout."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent,
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        commit = ""
+    return f"{__version__}+{commit}" if commit else __version__
+
+
+def made_by(summary: dict) -> str | None:
+    """The budgetnet that wrote a run's summary (None when the summary predates that record)."""
+    version = summary.get("budgetnet_version")
+    if version is None:
+        return None
+    commit = summary.get("budgetnet_commit")
+    return f"{version}+{commit}" if commit else version
 
 
 def load_experiment(name_or_path: str | Path) -> Experiment:
@@ -145,8 +175,18 @@ def _dir_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=,+-]+", "_", text)
 
 
-def scale_overrides(exp: Experiment, scale: str) -> tuple[dict[str, Any], list[int]]:
-    """The recipe overrides and the seeds of a scale of `exp`."""
+@dataclass
+class Scale:
+    """A scale of an experiment: recipe overrides for every run, its seeds, and the fraction of epochs it trains."""
+
+    name: str
+    overrides: dict[str, Any]
+    seeds: list[int]
+    epoch_scale: float = 1.0
+
+
+def get_scale(exp: Experiment, scale: str) -> Scale:
+    """The checked scale `scale` of `exp`."""
     if scale not in exp.scales:
         raise RecipeError(f"experiment {exp.name} has no scale {scale!r}{_suggest(scale, list(exp.scales))}; "
                           f"its scales: {', '.join(exp.scales)}")
@@ -155,27 +195,42 @@ def scale_overrides(exp: Experiment, scale: str) -> tuple[dict[str, Any], list[i
     if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds)):
         raise RecipeError(f"experiment {exp.name}, scale {scale}: seeds must be a non-empty list of integers, "
                           f"got {seeds!r}")
-    return overrides, seeds
+    epoch_scale = overrides.pop("epoch_scale", 1.0)
+    if not (isinstance(epoch_scale, (int, float)) and 0 < epoch_scale <= 1):
+        raise RecipeError(f"experiment {exp.name}, scale {scale}: epoch_scale must be a fraction in (0, 1] of "
+                          f"each run's epochs, got {epoch_scale!r}")
+    return Scale(scale, overrides, seeds, float(epoch_scale))
+
+
+def scale_epochs(recipe: Recipe, fraction: float) -> None:
+    """Train `fraction` of the recipe's epochs (at least 1), with the schedule's lengths in epochs (warm-restart
+    T_0, warm-up) shrunk by the same ratio: the same restarts and annealing over fewer epochs."""
+    epochs = max(1, round(recipe.epochs * fraction))
+    ratio = epochs / recipe.epochs
+    recipe.epochs = epochs
+    recipe.schedule.T_0 *= ratio
+    recipe.schedule.warmup_epochs *= ratio
 
 
 def plan(exp: Experiment, scale: str, out: str | Path, overrides: list[str] = ()) -> list[PlannedRun]:
     """Every run of the grid (settings x seeds) with its checked recipe and directory out/runs/<setting>-seed<N>.
 
     A run's recipe is the base, then the scale's overrides, then `overrides` (key=value), then the setting's,
-    then its seed. Raises RecipeError before any training for a recipe that cannot run, and for a run directory
-    that already holds a different recipe (another scale or an edited experiment).
+    then its seed; then the scale's epoch_scale. Raises RecipeError before any training for a recipe that cannot
+    run, and for a run directory that already holds a different recipe (another scale or an edited experiment).
     """
     base, _ = read_yaml(exp.base)
-    scaled, seeds = scale_overrides(exp, scale)
+    scaled = get_scale(exp, scale)
     runs = []
     for setting in exp.settings():
-        for seed in seeds:
+        for seed in scaled.seeds:
             name = _dir_name(f"{setting.label}-seed{seed}" if setting.values else f"seed{seed}")
-            sets = [f"{k}={json.dumps(v)}" for k, v in scaled.items()] + list(overrides) + \
+            sets = [f"{k}={json.dumps(v)}" for k, v in scaled.overrides.items()] + list(overrides) + \
                    [f"{k}={json.dumps(v)}" for k, v in setting.overrides.items()] + \
                    [f"seed={seed}", f"description={json.dumps(f'{exp.name} ({scale}): {setting.label}, seed {seed}')}"]
             try:
                 recipe = load_recipe(base, sets)
+                scale_epochs(recipe, scaled.epoch_scale)
                 check_recipe(recipe)
             except (ValueError, RuntimeError) as e:
                 raise RecipeError(f"experiment {exp.name}, scale {scale}, run {name}: {e}") from None
@@ -210,6 +265,96 @@ def _flat_diff(a: Any, b: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:
     return {} if a == b else {prefix.rstrip("."): (a, b)}
 
 
+# ---- cost ---------------------------------------------------------------------------------------
+
+def _cost_key(recipe: Recipe) -> str:
+    """What an epoch's cost depends on: the recipe without its seed, length, schedule and learning rate."""
+    key = {k: v for k, v in recipe.to_dict().items() if k not in ("seed", "epochs", "schedule", "description")}
+    key["optimizer"] = key["optimizer"]["name"]
+    return json.dumps(key, sort_keys=True)
+
+
+def measure_epoch_seconds(recipe: Recipe, steps: int = 3) -> float:
+    """Seconds one epoch of `recipe` (training steps, then evaluating its validation and test images) takes on
+    its device, from `steps` timed training steps and one forward pass on random images, after one untimed step."""
+    device = resolve_device(recipe.device)
+    model = build_model(recipe.model).to(device, memory_format=torch.channels_last if recipe.channels_last
+                                         else torch.contiguous_format)
+    augment = build_augment(recipe.augment, recipe.model.num_classes)
+    optimizer = build_optimizer(model, recipe.optimizer)
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (recipe.batch_size, 3, 32, 32), dtype=torch.uint8, generator=gen).to(device)
+    labels = torch.randint(0, recipe.model.num_classes, (recipe.batch_size,), generator=gen).to(device)
+
+    def step() -> None:
+        views, targets = augment(images, labels)
+        with autocast(device, recipe.precision):
+            logits = model(views.sub(0.5).div(0.25))
+        loss = training_loss(logits, targets, augment.num_views, augment.jsd_lambda, recipe.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def timed(fn, n: int) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return (time.perf_counter() - start) / n
+
+    model.train()
+    step()
+    step_seconds = timed(step, steps)
+    model.eval()
+    with torch.no_grad():
+        forward_seconds = timed(lambda: model(images.float().sub(127.5).div(64.0)), 1)
+    n_train = recipe.data.train_size or SPLIT_SIZES["train"] - recipe.data.val_size
+    n_eval = (recipe.data.test_size or SPLIT_SIZES["test"]) + recipe.data.val_size
+    evals_per_epoch = 1 / recipe.eval_every
+    return (steps_per_epoch(n_train, recipe.batch_size) * step_seconds
+            + evals_per_epoch * n_eval / recipe.batch_size * forward_seconds)
+
+
+def cost_plan(runs: list[PlannedRun], jobs: int = 1, steps: int = 3) -> str:
+    """A table of what training the runs that are not done costs on this device: per run the epochs left and
+    the seconds per epoch measured with a few steps (once per distinct cost), and the total."""
+    measured: dict[str, float] = {}
+    lines = [f"{'run':<48} {'status':<9} {'epochs':>6} {'s/epoch':>9} {'seconds':>9}"]
+    total = 0.0
+    for run in runs:
+        done = run.status in ("finished", "diverged")
+        left = 0 if done else run.recipe.epochs - (_epochs_done(run) if run.status == "resume" else 0)
+        seconds = None
+        if left:
+            key = _cost_key(run.recipe)
+            if key not in measured:
+                measured[key] = measure_epoch_seconds(run.recipe, steps)
+            seconds = measured[key] * left
+            total += seconds
+        per_epoch = f"{measured[_cost_key(run.recipe)]:.1f}" if left else "-"
+        lines.append(f"{run.name[:48]:<48} {run.status:<9} {left:>6} {per_epoch:>9} "
+                     f"{'-' if seconds is None else f'{seconds:.0f}':>9}")
+    device = resolve_device(runs[0].recipe.device) if runs else "cpu"
+    name = torch.cuda.get_device_name(device) if torch.cuda.is_available() and str(device).startswith("cuda") \
+        else f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads"
+    lines.append(f"total {total:.0f} s = {_hours(total)} of training on {device} ({name}), "
+                 f"about {_hours(total / jobs)} with {jobs} at a time; seconds per epoch measured with {steps} "
+                 "steps on random images (data loading, compilation and checkpoints not included)")
+    return "\n".join(lines)
+
+
+def _epochs_done(run: PlannedRun) -> int:
+    summary = RunFiles(run.path).summary
+    return json.loads(summary.read_text()).get("epochs_done", 0) if summary.is_file() else 0
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
 # ---- running ------------------------------------------------------------------------------------
 
 def _launch(run: PlannedRun, data_dir: str | Path | None, env: dict[str, str]) -> int:
@@ -242,10 +387,27 @@ def _worker_envs(jobs: int) -> list[dict[str, str]]:
     return envs
 
 
+def _set_aside(run: PlannedRun) -> Path:
+    """Move a run directory to <experiment>/diverged/<name>.<n>, out of the results, and return where."""
+    folder = run.path.parent.parent / "diverged"
+    folder.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while (folder / f"{run.name}.{n}").exists():
+        n += 1
+    return run.path.rename(folder / f"{run.name}.{n}")
+
+
 def train_runs(runs: list[PlannedRun], jobs: int, data_dir: str | Path | None = None) -> list[PlannedRun]:
-    """Train the runs that are not done, `jobs` child processes at a time; returns the runs that failed."""
+    """Train the runs that are not done, `jobs` child processes at a time; returns the runs that failed.
+
+    A run that diverged under other code than this (or under code that did not record itself) is set aside and
+    trained again: the divergence may have been a bug fixed since. One that diverged under this code is a result."""
     todo = []
     for run in runs:
+        if run.status == "retrain":
+            old = _set_aside(run)
+            print(f"retrain {run.name}: it diverged under budgetnet {made_by(report.load_run(old).summary) or '(unrecorded)'}, "
+                  f"this is {code_version()}; the diverged run is kept in {old}", file=sys.stderr)
         if run.status in ("new", "resume"):
             todo.append(run)
         else:
@@ -298,12 +460,14 @@ def write_results(exp: Experiment, scale: str, runs: list[PlannedRun], out: Path
         values = {("axis_" + a if a in row else a): v for a, v in planned[0].setting.values.items()}
         axis_columns += [c for c in values if c not in axis_columns]
         rows.append({"setting": row.pop("setting"), **values, **row})
-    scaled, _ = scale_overrides(exp, scale)
+    scaled = get_scale(exp, scale)
     is_full = scale == "full"
     title = f"{exp.name} ({scale.upper()} scale)" if not is_full else f"{exp.name} (full scale)"
     figures = report.draw(groups, rows, exp.plots, out, title) if groups else []
     report.write_csv(rows, out / "results.csv", {"experiment": exp.name, "scale": scale})
-    changes = ", ".join(f"{k}={json.dumps(v)}" for k, v in scaled.items()) or "none"
+    changes = ", ".join([f"{k}={json.dumps(v)}" for k, v in scaled.overrides.items()]
+                        + ([f"epochs x {scaled.epoch_scale:g} (schedule lengths alike)"]
+                           if scaled.epoch_scale != 1 else [])) or "none"
     note = (f"> **{scale} scale, not the study's setting.** Every run changes the base recipe by: {changes}."
             if not is_full else f"> full scale: the base recipe `{exp.base}` as is (changes: {changes}).")
     lines = [f"# {exp.name}: {exp.description} — {scale} scale", "", note, "",
@@ -324,7 +488,7 @@ def run_experiment(name_or_path: str | Path, scale: str = "full", out: str | Pat
     """Plan, train what is not done, and write the results of an experiment at a scale.
 
     Returns (out directory, failed runs). out defaults to runs/<experiment>-<scale>; jobs defaults to one
-    process per CUDA device, else 1. With dry_run only the plan is printed.
+    process per CUDA device, else 1. With dry_run only the plan and its cost on this device are printed.
     """
     exp = load_experiment(name_or_path)
     out = Path(out) if out else Path("runs") / f"{exp.name}-{scale}"
@@ -335,15 +499,14 @@ def run_experiment(name_or_path: str | Path, scale: str = "full", out: str | Pat
     print(f"experiment {exp.name}, scale {scale}: {len(runs)} runs of up to {max(r.recipe.epochs for r in runs)} "
           f"epochs into {out} ({jobs} at a time)", file=sys.stderr)
     if dry_run:
-        for r in runs:
-            print(f"  {r.status:<9} {r.path}", file=sys.stderr)
+        print(cost_plan(runs, jobs), file=sys.stderr)
         return out, []
     if any(r.status in ("new", "resume") for r in runs):
         load_split(runs[0].recipe.data.dataset, "test", data_dir)  # a missing data set fails here, once
     out.mkdir(parents=True, exist_ok=True)
     (out / "experiment.yaml").write_text(yaml.safe_dump(
         {"name": exp.name, "scale": scale, "base": exp.base, "description": exp.description,
-         "scale_overrides": scale_overrides(exp, scale)[0], "overrides": list(overrides),
+         "scale_overrides": exp.scales[scale], "overrides": list(overrides),
          "runs": {r.name: {"seed": r.seed, **r.setting.overrides} for r in runs}}, sort_keys=False))
     failed = train_runs(runs, jobs, data_dir)
     write_results(exp, scale, runs, out)

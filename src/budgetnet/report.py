@@ -80,34 +80,42 @@ def run_labels(runs: list[Run]) -> list[str]:
 
 # ---- tables -------------------------------------------------------------------------------------
 
-def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation of the values given (None skipped); std is None below two values."""
     values = [v for v in values if v is not None]
     if not values:
         return None, None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+# summary key -> (row key, factor, digits): accuracies in percent, losses to 4 digits, seconds whole
+SUMMARY_COLUMNS = {"final_test_acc": ("final_test_acc_pct", 100, 2), "best_test_acc": ("best_test_acc_pct", 100, 2),
+                   "final_test_loss": ("final_test_loss", 1, 4), "train_seconds": ("train_seconds", 1, 0)}
 
 
 def summarize(groups: dict[str, list[Run]]) -> list[dict]:
     """One row per setting: mean and std over its finished runs (seeds; over the unfinished ones while none has
-    finished) of final and best test accuracy, final test loss and training time; parameters and epochs; how
-    many runs finished."""
+    finished) of final and best test accuracy (percent), final test loss and training time (whole seconds), std
+    only with two runs or more; parameters and epochs; how many runs finished."""
     rows = []
     for label, runs in groups.items():
         done = [r for r in runs if r.status == "finished"] or [r for r in runs if r.summary]
         row = {"setting": label, "runs": len(runs), "finished": sum(r.status == "finished" for r in runs),
                "params": done[0].summary["params"] if done else None,
                "epochs": max((r.summary["epochs_done"] for r in done), default=0)}
-        for key in ("final_test_acc", "best_test_acc", "final_test_loss", "train_seconds"):
-            row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([r.summary.get(key) for r in done])
+        for key, (name, factor, digits) in SUMMARY_COLUMNS.items():
+            mean, std = mean_std([None if r.summary.get(key) is None else factor * r.summary[key] for r in done])
+            row[f"{name}_mean"], row[f"{name}_std"] = (None if v is None else round(v, digits) if digits else round(v)
+                                                       for v in (mean, std))
         row["status"] = ",".join(sorted({r.status for r in runs}))
         rows.append(row)
     return rows
 
 
-def _pm(mean: float | None, std: float | None, n: int, scale: float = 1.0, digits: int = 2) -> str:
+def _pm(mean: float | None, std: float | None, digits: int = 2) -> str:
     if mean is None:
         return "-"
-    return f"{mean * scale:.{digits}f}" + (f" ± {std * scale:.{digits}f}" if n > 1 else "")
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
 def markdown_table(rows: list[dict], columns: list[str] = (), first: str = "setting") -> str:
@@ -116,14 +124,13 @@ def markdown_table(rows: list[dict], columns: list[str] = (), first: str = "sett
             "epochs", "train time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        n = r["finished"] or r["runs"]
         runs = f"{r['finished']}/{r['runs']}" + ("" if r["finished"] == r["runs"] else f" ({r['status']})")
         cells = [r["setting"], *(str(r.get(c, "")) for c in columns), runs,
-                 _pm(r["final_test_acc_mean"], r["final_test_acc_std"], n, 100),
-                 _pm(r["best_test_acc_mean"], r["best_test_acc_std"], n, 100),
-                 _pm(r["final_test_loss_mean"], r["final_test_loss_std"], n, digits=3),
+                 _pm(r["final_test_acc_pct_mean"], r["final_test_acc_pct_std"]),
+                 _pm(r["best_test_acc_pct_mean"], r["best_test_acc_pct_std"]),
+                 _pm(r["final_test_loss_mean"], r["final_test_loss_std"], digits=3),
                  f"{r['params']:,}" if r["params"] else "-", str(r["epochs"]),
-                 _pm(r["train_seconds_mean"], r["train_seconds_std"], n, digits=0)]
+                 _pm(r["train_seconds_mean"], r["train_seconds_std"], digits=0)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -181,20 +188,27 @@ def plot_lr(groups: dict[str, list[Run]], path: Path, title: str) -> Path:
     return plots.save(fig, path)
 
 
-def plot_final_acc(rows: list[dict], path: Path, title: str) -> Path:
-    """Final test accuracy per setting as bars with the std over seeds, values written on the bars."""
-    rows = [r for r in rows if r["final_test_acc_mean"] is not None]
+def plot_final_acc(rows: list[dict], path: Path, title: str, published: dict[str, float] | None = None) -> Path:
+    """Final test accuracy per setting as bars with the std over seeds, values written on the bars; `published`
+    (setting -> percent) marks the study's value of a setting with a black diamond."""
+    rows = [r for r in rows if r["final_test_acc_pct_mean"] is not None]
     colours = plots.colours([r["setting"] for r in rows])
     fig, ax = plots.subplots(figsize=(8, 1.2 + 0.6 * len(rows)))
-    means = [100 * r["final_test_acc_mean"] for r in rows]
-    stds = [100 * r["final_test_acc_std"] for r in rows]
+    means = [r["final_test_acc_pct_mean"] for r in rows]
+    stds = [r["final_test_acc_pct_std"] or 0.0 for r in rows]
     y = range(len(rows))
     ax.barh(y, means, xerr=stds if any(stds) else None, color=[colours[r["setting"]] for r in rows], capsize=4)
     for i, (m, s, r) in enumerate(zip(means, stds, rows)):
-        ax.text(m + s + 0.5, i, f"{m:.2f}%" + (f" ± {s:.2f}" if r["finished"] > 1 else ""), va="center", fontsize=9)
+        ax.text(m + s + 0.5, i, f"{m:.2f}%" + (f" ± {s:.2f}" if r["final_test_acc_pct_std"] is not None else ""),
+                va="center", fontsize=9)
+    marked = [(i, published[r["setting"]]) for i, r in enumerate(rows) if (published or {}).get(r["setting"])]
+    if marked:
+        ax.plot([v for _, v in marked], [i for i, _ in marked], "D", color="black", ms=7, label="the study's published value")
+        ax.legend(fontsize=8, loc="lower right")
     ax.set_yticks(list(y), [r["setting"] for r in rows])
     ax.invert_yaxis()
-    ax.set_xlim(0, min(100, max(means, default=0) + max(stds, default=0) + 15))
+    top = max([*means, *(v for _, v in marked)], default=0)
+    ax.set_xlim(0, min(100, top + max(stds, default=0) + 15))
     ax.set_xlabel("final test accuracy (%)")
     ax.set_title(title)
     ax.grid(axis="x", alpha=plots.GRID_ALPHA)
@@ -203,13 +217,13 @@ def plot_final_acc(rows: list[dict], path: Path, title: str) -> Path:
 
 def plot_params_vs_acc(rows: list[dict], path: Path, title: str) -> Path:
     """Final test accuracy against trainable parameters, one labelled point per setting."""
-    rows = [r for r in rows if r["final_test_acc_mean"] is not None and r["params"]]
+    rows = [r for r in rows if r["final_test_acc_pct_mean"] is not None and r["params"]]
     colours = plots.colours([r["setting"] for r in rows])
     fig, ax = plots.subplots(figsize=(8, 5))
     for r in rows:
-        ax.errorbar(r["params"], 100 * r["final_test_acc_mean"], yerr=100 * r["final_test_acc_std"], fmt="o",
+        ax.errorbar(r["params"], r["final_test_acc_pct_mean"], yerr=r["final_test_acc_pct_std"], fmt="o",
                     color=colours[r["setting"]], capsize=3, label=r["setting"])
-        ax.annotate(r["setting"], (r["params"], 100 * r["final_test_acc_mean"]), xytext=(6, 4),
+        ax.annotate(r["setting"], (r["params"], r["final_test_acc_pct_mean"]), xytext=(6, 4),
                     textcoords="offset points", fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log scale)")
