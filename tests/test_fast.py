@@ -19,7 +19,7 @@ from budgetnet.train import train
 
 from conftest import CLASSES, synthetic_arrays, tiny_recipe
 
-FAST_RECIPES = ["fast", "best", "cpu"]
+FAST_RECIPES = ["fast", "best", "cpu", "small", "seed-fast"]
 FAST_PATH = ["ema.enabled=true", "ema.decay=0.5", "ema.every=2", "lookahead.enabled=true", "lookahead.k=3",
              "lookahead.anneal=true", "tta=flip_translate", "optimizer.norm_lr_scale=4", "optimizer.nesterov=true",
              "optimizer.decoupled_weight_decay=true", "model.stem=whiten", "label_smoothing=0.1"]
@@ -60,6 +60,11 @@ def test_fast_recipes_are_under_budget_and_train(name, tmp_path):
     data = from_arrays(synthetic_arrays(64, 0), None, synthetic_arrays(32, 1), CLASSES)
     summary = train(recipe, tmp_path / name, progress=False, data=data)
     assert summary["status"] == "finished" and 0 <= summary["final_test_acc"] <= 1
+
+
+def test_seed_fast_trains_the_studys_exact_design():
+    assert load_recipe("seed-fast").model == load_recipe("seed").model
+    assert load_recipe("seed-fast").model.count_params() == 4_815_940
 
 
 def test_ema_is_the_expected_average_of_the_weights():
