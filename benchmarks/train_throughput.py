@@ -1,16 +1,21 @@
 """Training throughput of the study's model (ResNet-18, C_1=42): budgetnet's loop vs a plain PyTorch loop.
 
-    python benchmarks/train_throughput.py [--device cpu|cuda] [--steps 10] [--json]
+    python benchmarks/train_throughput.py [--device cpu|cuda] [--steps 10] [--batch-sizes 512,1024]
+                                          [--compile-modes default,reduce-overhead] [--augmix] [--json]
 
 plain: the widely copied kuangliu/pytorch-cifar loop - a torchvision-style Dataset over the same uint8 arrays,
 per-image PIL transforms RandomCrop(32, padding=4) + RandomHorizontalFlip + ToTensor + Normalize, a DataLoader
-with 2 worker processes, fp32, contiguous tensors, loss.item() and accuracy .item() every step.
+with 2 worker processes, fp32, contiguous tensors, loss.item() and accuracy .item() every step, batch 128.
 budgetnet: `budgetnet.train.train` on the same arrays and model (data on the device as uint8, batched
-augmentation on the device, channels_last, no per-step host sync), in fp32 and in bf16 autocast.
+augmentation on the device, channels_last, no per-step host sync): fp32 and bf16 autocast at batch 128, bf16 at
+each --batch-sizes, bf16 at batch 128 under each --compile-modes. --augmix adds the study's AugMix+JSD step
+beside crop+flip in the device's default precision (cost per source image; each gives three views).
 
-Both train batches of 128 with SGD (momentum 0.9, weight decay 5e-4) in the same process, one after the other;
-each is timed over --steps steps after --warmup steps (budgetnet: epoch 2 of a 2-epoch run of --steps batches).
-The JSON's budgetnet_ips is the loop as the fast recipes run it (bf16 autocast, channels_last).
+Both sides train with SGD (momentum 0.9, weight decay 5e-4) in the same process, one after the other; each is
+timed over --steps steps (budgetnet: epoch 2 of a 2-epoch run of --steps batches, after the warm-up epoch whose
+extra seconds, compilation included, are reported as warm-up). Every row has the model's FLOPs per image
+(forward+backward, torch.utils.flop_counter; times three views with JSD), the achieved TFLOP/s and, on CUDA,
+the peak memory allocated (torch.cuda.max_memory_allocated).
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import json
 import sys
 import tempfile
 import time
+from typing import Callable
 
 import numpy as np
 import torch
@@ -29,12 +35,13 @@ from torchvision import transforms
 
 from budgetnet.config import load_recipe
 from budgetnet.data import DATASETS, from_arrays, load_split
-from budgetnet.model import build_model
+from budgetnet.model import build_model, flops_per_image
 from budgetnet.train import train
 
 from time_to_accuracy import device_name
 
-BATCH = 128
+CROP_FLIP = [{"name": "crop", "padding": 4}, {"name": "flip", "p": 0.5}]
+AUGMIX_JSD = [*CROP_FLIP, {"name": "augmix", "jsd": True}]
 
 
 class ArrayCIFAR(Dataset):
@@ -50,16 +57,27 @@ class ArrayCIFAR(Dataset):
         return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
 
 
-def plain_ips(images: np.ndarray, labels: np.ndarray, device: torch.device, steps: int, warmup: int) -> float:
-    """Images/s of the plain loop over `steps` steps after `warmup` steps."""
+def peak_memory_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def plain_run(images: np.ndarray, labels: np.ndarray, device: torch.device, steps: int, warmup: int,
+              model_overrides: list[str] = (), batch: int = 128) -> dict:
+    """Images/s of the plain loop over `steps` steps after `warmup` steps, and its peak memory."""
     info = DATASETS["cifar10"]
     transform = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
                                     transforms.ToTensor(), transforms.Normalize(info.mean, info.std)])
-    loader = DataLoader(ArrayCIFAR(images, labels, transform), batch_size=BATCH, shuffle=True, num_workers=2,
+    loader = DataLoader(ArrayCIFAR(images, labels, transform), batch_size=batch, shuffle=True, num_workers=2,
                         drop_last=True)
     torch.manual_seed(0)
-    model = build_model(load_recipe("seed").model).to(device).train()
+    model = build_model(load_recipe("seed", model_overrides).model).to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    reset_peak_memory(device)
     train_loss = correct = total = 0
     start = None
     for step, (x, y) in enumerate(loader):
@@ -78,21 +96,85 @@ def plain_ips(images: np.ndarray, labels: np.ndarray, device: torch.device, step
         train_loss += loss.item()
         correct += outputs.argmax(1).eq(y).sum().item()
         total += y.size(0)
-    return steps * BATCH / (time.perf_counter() - start)
+    return {"images_per_s": steps * batch / (time.perf_counter() - start), "peak_memory_gib": peak_memory_gib(device)}
 
 
-def budgetnet_ips(images: np.ndarray, labels: np.ndarray, device: torch.device, steps: int,
-                  precision: str, channels_last: bool = True) -> float:
-    """Images/s of budgetnet's loop: epoch 2 of a run of `steps` batches per epoch (epoch 1 is the warm-up)."""
-    recipe = load_recipe("seed", ["epochs=2", f"batch_size={BATCH}", "schedule.name=constant", f"device={device}",
-                                  f"precision={precision}", f"channels_last={channels_last}", "eval_every=2"])
-    n = steps * BATCH
-    data = from_arrays((images[:n], labels[:n]), None, (images[:BATCH], labels[:BATCH]), [str(i) for i in range(10)],
+def budgetnet_run(images: np.ndarray, labels: np.ndarray, device: torch.device, steps: int, precision: str,
+                  batch: int = 128, augment: list[dict] = CROP_FLIP, compile: bool = False,
+                  compile_mode: str = "default", model_overrides: list[str] = ()) -> dict:
+    """Images/s of budgetnet's loop in epoch 2 of a run of `steps` batches per epoch (epoch 1 is the warm-up),
+    the warm-up's extra seconds, and the peak memory."""
+    recipe = load_recipe("seed", [*model_overrides, "epochs=2", f"batch_size={batch}", "schedule.name=constant",
+                                  f"device={device}", f"precision={precision}", "eval_every=2",
+                                  f"compile={compile}", f"compile_mode={compile_mode}"])
+    recipe.augment = augment
+    n = min(steps * batch, len(images))
+    data = from_arrays((images[:n], labels[:n]), None, (images[:batch], labels[:batch]), [str(i) for i in range(10)],
                        device=device)
     rows: list[dict] = []
+    reset_peak_memory(device)
     with tempfile.TemporaryDirectory() as out:
         train(recipe, out, progress=False, on_epoch=rows.append, data=data)
-    return rows[-1]["images_per_s"]
+    return {"images_per_s": rows[-1]["images_per_s"], "warmup_s": rows[0]["seconds"] - rows[1]["seconds"],
+            "peak_memory_gib": peak_memory_gib(device)}
+
+
+def row(loop: str, precision: str, batch: int, result: dict, flops: int, plain: float | None, views: int = 1,
+        **extra) -> dict:
+    """A table row: images/s (source images), the ratio to the plain loop, FLOPs, TFLOP/s, warm-up, memory."""
+    ips = result["images_per_s"]
+    return {"loop": loop, "precision": precision, "batch": batch, **extra, "images_per_s": ips,
+            "vs_plain": ips / plain if plain else None, "gflop_per_image": flops * views / 1e9,
+            "tflops": ips * flops * views / 1e12, "warmup_s": result.get("warmup_s"),
+            "peak_memory_gib": result["peak_memory_gib"]}
+
+
+def measure(images: np.ndarray, labels: np.ndarray, device: torch.device, steps: int, warmup: int,
+            batch_sizes: list[int], compile_modes: list[str], on_row: Callable[[dict], None],
+            model_overrides: list[str] = ()) -> float:
+    """Measure the plain loop and budgetnet's variants in turn; each finished row goes to `on_row` (so a caller
+    keeps what a time limit cuts). Returns the plain loop's images/s."""
+    flops = flops_per_image(load_recipe("seed", model_overrides).model)["forward_backward"]
+    result = plain_run(images, labels, device, steps, warmup, model_overrides)
+    plain = result["images_per_s"]
+    on_row(row("plain (DataLoader, 2 workers)", "fp32", 128, result, flops, plain))
+    run = lambda **kw: budgetnet_run(images, labels, device, steps, model_overrides=model_overrides, **kw)  # noqa: E731
+    for precision in ("fp32", "bf16"):
+        on_row(row("budgetnet", precision, 128, run(precision=precision), flops, plain))
+    for batch in batch_sizes:
+        on_row(row("budgetnet", "bf16", batch, run(precision="bf16", batch=batch), flops, plain))
+    for mode in compile_modes:
+        on_row(row(f"budgetnet, compile {mode}", "bf16", 128, run(precision="bf16", compile=True, compile_mode=mode),
+                   flops, plain))
+    return plain
+
+
+def augmix_cost(images: np.ndarray, labels: np.ndarray, device: torch.device, steps: int,
+                on_row: Callable[[dict], None], model_overrides: list[str] = (), plain: float | None = None) -> None:
+    """budgetnet's crop+flip step, then the study's crop+flip+AugMix+JSD step, in the recipes' default precision
+    (bf16 on CUDA, fp32 on the CPU); the second row carries its cost per source image relative to the first."""
+    flops = flops_per_image(load_recipe("seed", model_overrides).model)["forward_backward"]
+    default = "bf16" if device.type == "cuda" else "fp32"
+    run = lambda **kw: budgetnet_run(images, labels, device, steps, precision="auto",  # noqa: E731
+                                     model_overrides=model_overrides, **kw)
+    crop_flip = run()
+    on_row(row("budgetnet crop+flip", default, 128, crop_flip, flops, plain))
+    jsd = run(augment=AUGMIX_JSD)
+    on_row(row("budgetnet crop+flip+AugMix+JSD", default, 128, jsd, flops, plain, views=3,
+               cost_vs_crop_flip=crop_flip["images_per_s"] / jsd["images_per_s"]))
+
+
+def markdown(rows: list[dict]) -> str:
+    """The table of measured rows."""
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    lines = ["| loop | precision | batch | images/s | vs plain | GFLOP/image | TFLOP/s | warm-up s | peak GiB | cost per source image vs crop+flip |",
+             "|---" * 10 + "|"]
+    for r in rows:
+        lines.append(f"| {r['loop']} | {r['precision']} | {r['batch']} | {r['images_per_s']:,.0f} | "
+                     f"{fmt(r['vs_plain'], '.2f')} | {r['gflop_per_image']:.3f} | {r['tflops']:.2f} | "
+                     f"{fmt(r['warmup_s'], '.1f')} | {fmt(r['peak_memory_gib'], '.2f')} | "
+                     f"{fmt(r.get('cost_vs_crop_flip'), '.2f')} |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,28 +182,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     p.add_argument("--steps", type=int, default=None, help="timed steps (default: 10 on CPU, 100 on CUDA)")
     p.add_argument("--warmup", type=int, default=None, help="plain loop warm-up steps (default: 3 on CPU, 20 on CUDA)")
+    p.add_argument("--batch-sizes", default="", help="larger batches for budgetnet in bf16, e.g. 512,1024")
+    p.add_argument("--compile-modes", default="", help="torch.compile modes to measure at batch 128, e.g. "
+                                                       "default,reduce-overhead")
+    p.add_argument("--augmix", action="store_true", help="also AugMix+JSD vs crop+flip (cost per source image)")
     p.add_argument("--data", help="folder holding cifar-10-batches-py/ (default: $BUDGETNET_DATA)")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     steps = args.steps or (100 if device.type == "cuda" else 10)
     warmup = args.warmup or (20 if device.type == "cuda" else 3)
     images, labels, _ = load_split("cifar10", "train", args.data)
-
-    rows = {"plain (DataLoader, 2 workers, fp32)": plain_ips(images, labels, device, steps, warmup),
-            "budgetnet (fp32, channels_last)": budgetnet_ips(images, labels, device, steps, "fp32"),
-            "budgetnet (bf16, channels_last)": budgetnet_ips(images, labels, device, steps, "bf16")}
-    plain, fp32, bf16 = rows.values()
-    result = {"budgetnet_ips": round(bf16, 1), "plain_ips": round(plain, 1), "ratio": round(bf16 / plain, 3),
-              "budgetnet_fp32_ips": round(fp32, 1), "ratio_fp32": round(fp32 / plain, 3),
-              "device": device_name(device), "steps": steps, "batch_size": BATCH}
+    rows: list[dict] = []
+    plain = measure(images, labels, device, steps, warmup, [int(b) for b in args.batch_sizes.split(",") if b],
+                    [m for m in args.compile_modes.split(",") if m], rows.append)
+    if args.augmix:
+        augmix_cost(images, labels, device, steps, rows.append, plain=plain)
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(rows, indent=1))
         return 0
-    print(f"ResNet-18 C_1=42 training, batch {BATCH}, {steps} timed steps on {result['device']}")
-    print(f"{'loop':<38} {'images/s':>9} {'vs plain':>9}")
-    for name, ips in rows.items():
-        print(f"{name:<38} {ips:>9.1f} {ips / plain:>8.2f}x")
+    print(f"ResNet-18 C_1=42 training, {steps} timed steps on {device_name(device)}\n")
+    print(markdown(rows))
     return 0
 
 

@@ -1,0 +1,350 @@
+"""Every GPU figure of the project in one job: stages under one deadline, a markdown table and JSON under --out.
+
+    python benchmarks/gpu_check.py --out DIR [--npz .device/cifar10-jpeg.npz] [--deadline 540]
+    python benchmarks/gpu_check.py --out DIR --stage seed-fast      # one stage alone, with its full seed count
+    python benchmarks/gpu_check.py --out DIR --smoke                # every stage for a few steps on the CPU
+
+Stages, in order (seconds are the share of the deadline each is planned to take on one H100/H200):
+    throughput  the study's model at batch 128: plain DataLoader loop vs budgetnet in fp32 and bf16, bf16 at
+                batches 512 and 1024, bf16 under torch.compile reduce-overhead (CUDA graphs); FLOPs, TFLOP/s,
+                peak memory. Targets: >= 5x the plain loop in the recipe's default precision, bf16 no slower
+                than fp32, larger batches faster still.
+    augmix      the study's AugMix+JSD step vs crop+flip, per source image. Target: at most 3.3x.
+    seed-steps  the study's `seed` recipe (AugMix+JSD, lr 0.1) for 50 steps of 128 images: finite losses,
+                weights and momentum (any non-finite gradient would have made them non-finite).
+    seed-fast   the `seed-fast` recipe, 1 seed (2 with --stage): >= 92.4% within 120 s of training; time to 90%.
+    airbench    vs_airbench.py: airbench94 beside `small`, airbench95 beside `fast`, 1 warm seed each after a cold
+                run (3 with --stage): at least airbench's accuracy in less time; `fast` cold within 2x of warm.
+    best        the `best` recipe, 1 seed (2 with --stage): >= 93.5% within 240 s of training.
+
+One deadline (--deadline, default 9 minutes) covers the whole job: each stage gets the remaining time in
+proportion to its planned share, and a stage that runs out is stopped (SIGALRM) with what it measured kept.
+results.md and results.json under --out are rewritten after every stage, so a killed job leaves its figures.
+
+On the GPU machine (no network, the repository as working tree): carry `.device/` holding the compact data set
+and its tool (../shared/tools/README.md) and wheels of what the machine lacks (PyYAML, airbench 0.1.8 - the
+`bench` extra), e.g. prepared here with `pip download -d .device/wheels --only-binary :all: --python-version
+3.X PyYAML airbench==0.1.8`, then run
+
+    pip install --no-index .device/wheels/*.whl && PYTHONPATH=src python3 benchmarks/gpu_check.py \\
+        --npz .device/cifar10-jpeg.npz --out $OUT
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from budgetnet import checkpoint
+from budgetnet.config import DataConfig, load_recipe
+from budgetnet.data import Data, from_arrays, load_data
+from budgetnet.train import train
+
+import train_throughput
+import vs_airbench
+from time_to_accuracy import device_name
+
+
+class StageTimeout(Exception):
+    """The stage's share of the deadline is spent."""
+
+
+class StopAfterEpoch(Exception):
+    """Raised from on_epoch to end a run early (seed-steps trains one epoch of a 1200-epoch schedule)."""
+
+
+@dataclass
+class Check:
+    """What every stage needs: the device, the data, the seed count and whether this is a CPU smoke run."""
+    device: torch.device
+    data: Data
+    smoke: bool
+    seeds: int | None  # None: the stage's own count for a whole-job run; --stage gives its full count
+    full: bool
+
+
+@dataclass
+class Stage:
+    name: str
+    planned_s: float                      # share of a 9-minute job on one H100/H200
+    run: Callable[[Check, dict], None]    # fills record["rows"] and record["checks"] as it goes
+    seeds: int = 1                        # seeds in a whole-job run
+    full_seeds: int = 1                   # seeds with --stage NAME
+    smoke: list[str] = field(default_factory=list)  # recipe overrides under --smoke
+
+
+def check(record: dict, target: str, measured: str, met: bool) -> None:
+    record["checks"].append({"target": target, "measured": measured, "met": "yes" if met else "NO"})
+
+
+def seeds_of(ctx: Check, stage: Stage) -> int:
+    return ctx.seeds or (1 if ctx.smoke else stage.full_seeds if ctx.full else stage.seeds)
+
+
+# ---- stages -------------------------------------------------------------------------------------------------
+
+TINY_SEED = ["model.channels=4"]  # the study's ResNet-18 at C_1=4: the same code path in a second on the CPU
+
+
+def arrays(ctx: Check) -> tuple[np.ndarray, np.ndarray]:
+    return ctx.data.train[0].cpu().numpy(), ctx.data.train[1].cpu().numpy()
+
+
+def stage_throughput(ctx: Check, record: dict) -> None:
+    images, labels = arrays(ctx)
+    steps, warmup = (2, 1) if ctx.smoke else (100, 20)
+    batches, modes = ([], []) if ctx.smoke else ([512, 1024], ["reduce-overhead"])
+    if ctx.smoke:
+        record["notes"].append("--smoke: no larger batches and no compile (compiling takes minutes on a CPU)")
+    train_throughput.measure(images, labels, ctx.device, steps, warmup, batches, modes, record["rows"].append,
+                             TINY_SEED if ctx.smoke else [])
+    rows = record["rows"]
+    b128 = {r["loop"] + r["precision"]: r["images_per_s"] for r in rows if r["batch"] == 128}
+    plain = b128["plain (DataLoader, 2 workers)fp32"]
+    default = "bf16" if ctx.device.type == "cuda" else "fp32"  # the seed recipe's precision=auto
+    check(record, "budgetnet >= 5x the plain loop at batch 128, the recipe's default precision (compile off)",
+          f"{b128['budgetnet' + default] / plain:.2f}x", b128["budgetnet" + default] >= 5 * plain)
+    fastest = max((r for r in rows if r["batch"] == 128 and r["loop"] != "plain (DataLoader, 2 workers)"),
+                  key=lambda r: r["images_per_s"])
+    check(record, "budgetnet >= 5x the plain loop at batch 128, any option",
+          f"{fastest['images_per_s'] / plain:.2f}x ({fastest['loop']}, {fastest['precision']})",
+          fastest["images_per_s"] >= 5 * plain)
+    check(record, "bf16 no slower than fp32 (batch 128)", f"{b128['budgetnetbf16'] / b128['budgetnetfp32']:.2f}x",
+          b128["budgetnetbf16"] >= b128["budgetnetfp32"])
+    for r in rows:
+        if r["batch"] > 128:
+            check(record, f"batch {r['batch']} faster than batch 128 (bf16)",
+                  f"{r['images_per_s'] / b128['budgetnetbf16']:.2f}x", r["images_per_s"] > b128["budgetnetbf16"])
+
+
+def stage_augmix(ctx: Check, record: dict) -> None:
+    images, labels = arrays(ctx)
+    train_throughput.augmix_cost(images, labels, ctx.device, 2 if ctx.smoke else 60, record["rows"].append,
+                                 TINY_SEED if ctx.smoke else [])
+    cost = record["rows"][-1]["cost_vs_crop_flip"]
+    check(record, "AugMix+JSD step <= 3.3x a crop+flip step per source image", f"{cost:.2f}x", cost <= 3.3)
+
+
+def stage_seed_steps(ctx: Check, record: dict) -> None:
+    steps, batch = (2, 16) if ctx.smoke else (50, 128)
+    n = steps * batch
+    data = from_arrays((ctx.data.train[0][:n], ctx.data.train[1][:n]), None,
+                       (ctx.data.test[0][:batch], ctx.data.test[1][:batch]), ctx.data.classes, device=ctx.device)
+    recipe = load_recipe("seed", [f"device={ctx.device}", f"batch_size={batch}", *(TINY_SEED if ctx.smoke else [])])
+    epochs: list[dict] = []
+
+    def stop(row: dict) -> None:
+        epochs.append(row)
+        raise StopAfterEpoch
+
+    with tempfile.TemporaryDirectory() as out:
+        try:  # one epoch of `steps` steps at the start of the study's 1200-epoch schedule
+            train(recipe, out, progress=False, data=data, on_epoch=stop)
+        except StopAfterEpoch:
+            pass
+        state = checkpoint.load(checkpoint.resolve(out, "last"))
+    tensors = [*state["model"].values(),
+               *(v for s in state["optimizer"]["state"].values() for v in s.values() if torch.is_tensor(v))]
+    finite = all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+    row = epochs[0]
+    record["rows"].append({"recipe": "seed", "steps": steps, "batch": batch, "train_loss": row["train_loss"],
+                           "seconds": row["seconds"], "weights_and_momentum_finite": finite})
+    check(record, f"the study's recipe: {steps} steps of {batch} images with finite losses and gradients",
+          f"mean loss {row['train_loss']:.3f}, weights and momentum {'finite' if finite else 'NOT finite'}",
+          math.isfinite(row["train_loss"]) and finite)
+
+
+def train_seeds(ctx: Check, stage: Stage, record: dict, recipe_name: str, eval_every: int | None = None) -> list[dict]:
+    """Train a recipe for the stage's seeds; each finished run is a row (accuracy, the loop's train_seconds, the
+    one clock's seconds, time to 90% when evaluated every epoch). The first run in the process is not a warm-up:
+    its first epoch includes cuDNN autotuning (and compilation when the recipe compiles)."""
+    recipe = load_recipe(recipe_name, [f"device={ctx.device}", *(stage.smoke if ctx.smoke else [])])
+    for seed in range(seeds_of(ctx, stage)):
+        epochs: list[dict] = []
+        result = vs_airbench.run_budgetnet(recipe, ctx.data, ctx.device, seed, eval_every, epochs.append)
+        elapsed, to_90 = 0.0, None
+        for row in epochs:
+            elapsed += row["seconds"]
+            if to_90 is None and row.get("test_acc", 0) >= 0.90:
+                to_90 = elapsed
+        record["rows"].append({"recipe": recipe_name, "seed": seed, **result, "epochs": len(epochs),
+                               "train_seconds_to_90": to_90})
+    return record["rows"]
+
+
+def accuracy_check(record: dict, rows: list[dict], target_acc: float, limit_s: float) -> None:
+    acc = sum(r["accuracy"] for r in rows) / len(rows)
+    secs = sum(r["train_seconds"] for r in rows) / len(rows)
+    check(record, f">= {target_acc:.1%} test accuracy within {limit_s:.0f} s of training (mean of {len(rows)} seeds)",
+          f"{acc:.2%} in {secs:.1f} s", acc >= target_acc and secs <= limit_s)
+
+
+def stage_seed_fast(ctx: Check, record: dict) -> None:
+    rows = train_seeds(ctx, STAGES["seed-fast"], record, "seed-fast", eval_every=1)
+    accuracy_check(record, rows, 0.924, 120)
+
+
+def stage_airbench(ctx: Check, record: dict) -> None:
+    runs = record.setdefault("runs", [])
+    pairs = list(vs_airbench.DEFAULT_PAIRS)
+
+    def on_run(run: dict) -> None:
+        runs.append(run)
+        if run["run"] == "smoke":
+            record["notes"].append(f"{run['system']}: needs CUDA; its data files hold our {run['checked_images']:,} "
+                                   "training images (read back with airbench.CifarLoader); the package imports")
+        record["rows"] = vs_airbench.summarize([r for r in runs if "accuracy" in r], pairs)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        vs_airbench.compare(pairs, ctx.data, ctx.device, seeds_of(ctx, STAGES["airbench"]), Path(tmp) / "cifar10",
+                            on_run, ctx.smoke)
+    for row in record["rows"]:
+        if "target_met" in row:
+            check(record, f"{row['system']}: at least {row['vs']}'s accuracy in less time",
+                  f"{row['accuracy_gain']:+.2%}, {row['time_ratio']:.2f}x the time", row["target_met"])
+        if row["system"] == "fast" and row["cold_seconds"] and row["seconds"]:
+            check(record, "fast: a cold first run within 2x of a warm one", f"{row['cold_seconds'] / row['seconds']:.2f}x",
+                  row["cold_seconds"] <= 2 * row["seconds"])
+
+
+def stage_best(ctx: Check, record: dict) -> None:
+    rows = train_seeds(ctx, STAGES["best"], record, "best")
+    accuracy_check(record, rows, 0.935, 240)
+
+
+STAGES = {s.name: s for s in [
+    Stage("throughput", 110, stage_throughput),
+    Stage("augmix", 35, stage_augmix),
+    Stage("seed-steps", 15, stage_seed_steps),
+    Stage("seed-fast", 140, stage_seed_fast, seeds=1, full_seeds=2,
+          smoke=[*TINY_SEED, "epochs=1", "batch_size=64"]),
+    Stage("airbench", 90, stage_airbench, seeds=1, full_seeds=3),
+    Stage("best", 130, stage_best, seeds=1, full_seeds=2,
+          smoke=["model.channels=[8, 16, 16]", "epochs=1", "batch_size=64", "compile=false"]),
+]}
+
+
+# ---- the job ------------------------------------------------------------------------------------------------
+
+def _on_alarm(signum, frame) -> None:
+    raise StageTimeout
+
+
+def run_stages(names: list[str], ctx: Check, deadline: float, report: Callable[[list[dict]], None]) -> list[dict]:
+    """Run the stages in order, each capped at its share of the time left before `deadline` (time.monotonic);
+    `report(records)` after each stage."""
+    records: list[dict] = []
+    signal.signal(signal.SIGALRM, _on_alarm)
+    for i, name in enumerate(names):
+        stage = STAGES[name]
+        left = deadline - time.monotonic()
+        cap = left * stage.planned_s / sum(STAGES[n].planned_s for n in names[i:])
+        record = {"stage": name, "status": "running", "cap_s": round(cap, 1), "rows": [], "checks": [], "notes": []}
+        records.append(record)
+        start = time.monotonic()
+        if cap < 1:
+            record["status"] = "skipped: the deadline had passed"
+        else:
+            try:
+                signal.setitimer(signal.ITIMER_REAL, cap)
+                stage.run(ctx, record)
+                record["status"] = "done"
+            except StageTimeout:
+                record["status"] = f"out of time after {cap:.0f} s (rows measured so far are kept)"
+            except Exception as e:  # one broken stage must not cost the others their figures
+                record["status"] = f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        record["seconds"] = round(time.monotonic() - start, 1)
+        report(records)
+    return records
+
+
+def table(rows: list[dict]) -> str:
+    """A markdown table of dict rows (columns: every key, in first-seen order)."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    cell = lambda v: "-" if v is None else f"{v:,.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    return "\n".join([f"| {' | '.join(keys)} |", "|---" * len(keys) + "|",
+                      *(f"| {' | '.join(cell(r.get(k)) for k in keys)} |" for r in rows)])
+
+
+def write_results(out: Path, header: dict, records: list[dict]) -> None:
+    """results.json (everything) and results.md (the targets, then every stage's table) under `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({**header, "stages": records}, indent=1, default=str))
+    checks = [{"stage": r["stage"], **c} for r in records for c in r["checks"]]
+    lines = [f"# gpu_check: {header['device']}", "",
+             *(f"- {k}: {v}" for k, v in header.items() if k != "device"), "",
+             "## Targets", "", table(checks) if checks else "(none measured)", ""]
+    for r in records:
+        lines += [f"## {r['stage']}: {r['status']} ({r['seconds']} s of a {r['cap_s']} s cap)", "",
+                  *r["notes"], "", table(r["rows"]) if r["rows"] else "(no rows)", ""]
+    (out / "results.md").write_text("\n".join(lines))
+
+
+def smoke_data() -> Data:
+    """Random CIFAR-shaped images: enough to run every stage a few steps on the CPU."""
+    g = torch.Generator().manual_seed(0)
+    fake = lambda n: (torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8),  # noqa: E731
+                      torch.randint(0, 10, (n,), generator=g))
+    return from_arrays(fake(512), None, fake(128), [str(i) for i in range(10)])
+
+
+def rebuild_data(npz: Path, out: Path) -> Path:
+    """The data set folder rebuilt from the compact JPEG copy by the tool beside it (../shared/tools/README.md)."""
+    tool = npz.parent / "cifar10_from_jpeg.py"
+    if not npz.is_file() or not tool.is_file():
+        raise SystemExit(f"--npz {npz}: need the file and cifar10_from_jpeg.py beside it "
+                         "(copy both from ../shared as ../shared/tools/README.md describes)")
+    subprocess.run([sys.executable, str(tool), str(npz), str(out)], check=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True, help="folder for results.md and results.json")
+    p.add_argument("--stage", choices=list(STAGES), help="run this stage alone, with its full seed count")
+    p.add_argument("--seeds", type=int, help="seeds per trained recipe (default: 1 in a whole job, the full count "
+                                             "with --stage)")
+    p.add_argument("--deadline", type=float, default=540, help="seconds for the whole job (default: %(default)s)")
+    p.add_argument("--npz", type=Path, help="rebuild the data set from this cifar10-jpeg.npz first")
+    p.add_argument("--data", help="folder holding cifar-10-batches-py/ (default: $BUDGETNET_DATA)")
+    p.add_argument("--smoke", action="store_true", help="every stage for a few steps on the CPU, random data")
+    args = p.parse_args(argv)
+    deadline = time.monotonic() + args.deadline
+    device = torch.device("cpu" if args.smoke else "cuda")
+    if not args.smoke and not torch.cuda.is_available():
+        raise SystemExit("gpu_check needs a CUDA GPU; on the CPU run --smoke")
+    out = Path(args.out)
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = rebuild_data(args.npz, Path(tmp)) if args.npz else args.data
+        data = smoke_data() if args.smoke else load_data(DataConfig(), data_dir, device)
+        names = [args.stage] if args.stage else list(STAGES)
+        header = {"device": device_name(device) + (" (SMOKE RUN: not a measurement)" if args.smoke else ""),
+                  "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+                  "torch": torch.__version__, "python": platform.python_version(),
+                  "data": "random images (smoke)" if args.smoke else str(data_dir or "$BUDGETNET_DATA"),
+                  "deadline_s": args.deadline}
+        ctx = Check(device, data, args.smoke, args.seeds, args.stage is not None)
+        records = run_stages(names, ctx, deadline, lambda records: write_results(out, header, records))
+    print((out / "results.md").read_text())
+    failed = [r["stage"] for r in records if r["status"].startswith("failed")]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

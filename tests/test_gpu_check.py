@@ -1,0 +1,80 @@
+"""benchmarks/gpu_check.py and vs_airbench.py on the CPU: the smoke job end to end, the deadline, airbench's data files."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from budgetnet.data import from_arrays
+from budgetnet.model import flops_per_image
+from budgetnet.config import load_recipe
+
+from conftest import CLASSES, synthetic_arrays
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import gpu_check  # noqa: E402
+import vs_airbench  # noqa: E402
+
+
+def test_smoke_job_runs_every_stage_and_writes_its_tables(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "gpu_check.py"), "--smoke", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "results.json").read_text())
+    stages = {r["stage"]: r for r in result["stages"]}
+    assert list(stages) == list(gpu_check.STAGES)
+    assert all(r["status"] == "done" and r["rows"] for r in stages.values()), [r["status"] for r in stages.values()]
+    assert "SMOKE" in result["device"]
+    tiny = flops_per_image(load_recipe("seed", gpu_check.TINY_SEED).model)["forward_backward"]
+    plain, *ours = stages["throughput"]["rows"]
+    assert plain["gflop_per_image"] == pytest.approx(tiny / 1e9)
+    assert all(r["vs_plain"] == pytest.approx(r["images_per_s"] / plain["images_per_s"]) for r in ours)
+    crop_flip, jsd = stages["augmix"]["rows"]
+    assert jsd["gflop_per_image"] == pytest.approx(3 * tiny / 1e9)
+    assert jsd["cost_vs_crop_flip"] == pytest.approx(crop_flip["images_per_s"] / jsd["images_per_s"])
+    assert stages["seed-steps"]["rows"][0]["weights_and_momentum_finite"] is True
+    assert [r["system"] for r in stages["airbench"]["rows"]] == ["small", "fast"]
+    assert sum("airbench.CifarLoader" in n for n in stages["airbench"]["notes"]) == 2
+    markdown = (out / "results.md").read_text()
+    assert all(f"## {name}: done" in markdown for name in gpu_check.STAGES) and "## Targets" in markdown
+
+
+def test_a_stage_out_of_time_keeps_its_rows_and_the_job_goes_on(tmp_path, monkeypatch):
+    def slow(ctx, record):
+        record["rows"].append({"measured": 1})
+        time.sleep(30)
+
+    monkeypatch.setitem(gpu_check.STAGES, "slow", gpu_check.Stage("slow", 1, slow))
+    monkeypatch.setitem(gpu_check.STAGES, "quick", gpu_check.Stage("quick", 1, lambda ctx, r: r["rows"].append({"x": 2})))
+    ctx = gpu_check.Check(torch.device("cpu"), None, True, None, False)
+    start = time.monotonic()
+    records = gpu_check.run_stages(["slow", "quick"], ctx, start + 4,
+                                   lambda recs: gpu_check.write_results(tmp_path, {"device": "cpu"}, recs))
+    assert time.monotonic() - start < 10
+    assert records[0]["status"].startswith("out of time") and records[0]["rows"] == [{"measured": 1}]
+    assert records[1]["status"] == "done" and records[1]["cap_s"] > 1  # the rest of the deadline went to it
+    assert "## slow: out of time" in (tmp_path / "results.md").read_text()
+
+
+def test_airbench_data_files_hold_our_images(tmp_path):
+    data = from_arrays(synthetic_arrays(64, 0), None, synthetic_arrays(32, 1), CLASSES)
+    folder = vs_airbench.write_airbench_data(data, tmp_path / "cifar10")
+    assert vs_airbench.check_airbench_data(data, folder) == 64
+    saved = torch.load(folder / "test.pt", weights_only=True)
+    assert saved["images"].shape == (32, 32, 32, 3) and saved["classes"] == CLASSES
+    wrong = from_arrays(synthetic_arrays(64, 2), None, synthetic_arrays(32, 1), CLASSES)
+    with pytest.raises(RuntimeError, match="different images or labels"):
+        vs_airbench.check_airbench_data(wrong, folder)
+
+
+def test_missing_npz_is_one_clear_line(tmp_path):
+    with pytest.raises(SystemExit, match="cifar10_from_jpeg.py beside it"):
+        gpu_check.rebuild_data(tmp_path / "cifar10-jpeg.npz", tmp_path / "data")
