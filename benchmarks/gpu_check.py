@@ -3,6 +3,7 @@
     python benchmarks/gpu_check.py --out DIR [--npz .device/cifar10-jpeg.npz] [--deadline 540]
     python benchmarks/gpu_check.py --out DIR --stage seed-fast      # one stage alone, with its full seed count
     python benchmarks/gpu_check.py --out DIR --smoke                # every stage for a few steps on the CPU
+    python benchmarks/gpu_check.py --out DIR --stage seed-steps --device cpu --deadline 900   # the real thing, CPU
 
 Stages, in order (seconds are the share of the deadline each is planned to take on one H100/H200):
     throughput  the study's model at batch 128: plain DataLoader loop vs budgetnet in fp32 and bf16, bf16 at
@@ -323,11 +324,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--npz", type=Path, help="rebuild the data set from this cifar10-jpeg.npz first")
     p.add_argument("--data", help="folder holding cifar-10-batches-py/ (default: $BUDGETNET_DATA)")
     p.add_argument("--smoke", action="store_true", help="every stage for a few steps on the CPU, random data")
+    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
+                   help="cpu measures for real on the CPU, e.g. --stage seed-steps (about 5 minutes on 2 cores)")
     args = p.parse_args(argv)
     deadline = time.monotonic() + args.deadline
-    device = torch.device("cpu" if args.smoke else "cuda")
-    if not args.smoke and not torch.cuda.is_available():
-        raise SystemExit("gpu_check needs a CUDA GPU; on the CPU run --smoke")
+    device = torch.device("cpu" if args.smoke else args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA GPU here: run --smoke, or --device cpu --stage NAME to measure a stage on the CPU")
     out = Path(args.out)
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = rebuild_data(args.npz, Path(tmp)) if args.npz else args.data
