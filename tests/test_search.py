@@ -1,13 +1,19 @@
 """Design search: space files, budget rejection and repair, validation objective, report, PostgreSQL workers."""
 import json
 import os
+import queue
+import random
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from types import SimpleNamespace
 
 import optuna
 import pytest
+import torch
 import yaml
 from conftest import CLASSES, synthetic_arrays
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -15,12 +21,14 @@ from optuna.trial import TrialState
 from pg_server import postgres_url  # noqa: F401  (fixture)
 
 from budgetnet.cli import main
-from budgetnet.config import RecipeError
+from budgetnet.config import RecipeError, load_recipe
 from budgetnet.data import from_arrays
-from budgetnet.search import load_space, load_study, pareto_front, run_search, search_report
-from budgetnet.spec import fit_channels
+from budgetnet.search import (SearchError, _importances, _sampler, claim_gpu, load_space, load_study, pareto_front,
+                              run_search, search_report, shown_url, storage_url, worker_device, worker_summary)
+from budgetnet.spec import SpecError, fit_channels
 
 BUDGET = 20_000
+WORKER_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TINY_PARAMS = {"epochs": 2, "batch_size": 50, "eval_batch_size": 200, "device": "cpu",
                "model.blocks": {"choices": [[1, 1], [1, 1, 1]]},
                "model.channels": {"low": 4, "high": 32, "step": 4},
@@ -83,24 +91,37 @@ def test_space_needs_a_base(tmp_path):
 
 # ---- searching -----------------------------------------------------------------------------------------
 
-def test_tiny_search_rejects_over_budget_and_optimizes_validation(tmp_path, val_data):
+def test_tiny_search_trains_within_budget_and_optimizes_validation(tmp_path, val_data):
     space = load_space(write_space(tmp_path, {**TINY_PARAMS, "data.val_size": 200}))
     study = run_search(space, tmp_path / "out", trials=10, budget=BUDGET, sampler="random", pruner="none",
-                       repair="reject", seed=0, data=val_data)
+                       repair="reject", data=val_data)  # any seed: every check below holds for every draw
     trials = study.get_trials()
     assert [t.number for t in trials] == list(range(10))
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
-    outcomes = {t.user_attrs.get("rejected", t.state.name) for t in trials}
-    assert outcomes == {"COMPLETE", "over_budget", "invalid_design"}  # seed 0 draws all three
+    outcomes = {"COMPLETE": 0, "over_budget": 0, "invalid_design": 0}
     for t in trials:
+        outcomes[t.user_attrs.get("rejected", t.state.name)] += 1
+        values = {k: json.loads(v) if isinstance(v, str) else v for k, v in t.params.items()}
         run_dir = tmp_path / "out" / "trials" / str(t.number)
+        if t.user_attrs.get("rejected") == "invalid_design":  # no C_1 makes it valid
+            for c in (4, 32):
+                with pytest.raises(SpecError):
+                    space.recipe({**values, "model.channels": c})
+        if t.user_attrs.get("rejected") == "over_budget":  # even the narrowest C_1 of the space is over
+            assert space.recipe({**values, "model.channels": 4}).model.count_params() > BUDGET
         if "rejected" in t.user_attrs:
             assert not run_dir.exists()  # never trained
-            if t.user_attrs["rejected"] == "over_budget":
-                values = {k: json.loads(v) if isinstance(v, str) else v for k, v in t.params.items()}
-                assert space.recipe(values).model.count_params() > BUDGET
             continue
-        assert t.user_attrs["params"] <= BUDGET
+        # C_1 was sampled within the budget: the value the study holds is the one trained, and the range it was
+        # drawn from ends at the widest multiple of 4 that fits (or at the space's 32)
+        saved = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+        assert values["model.channels"] == saved["model"]["channels"] == t.user_attrs["design"]["channels"]
+        count = lambda c: space.recipe({**values, "model.channels": c}).model.count_params()  # noqa: E731
+        assert count(values["model.channels"]) == t.user_attrs["params"] <= BUDGET
+        high = t.distributions["model.channels"].high
+        assert count(high) <= BUDGET and (high == 32 or count(high + 4) > BUDGET)
+        assert t.user_attrs["run_dir"] == f"trials/{t.number}"  # relative to --out
+        assert t.user_attrs["recipe"] == {**saved, "device": "cpu"}  # the study holds the whole recipe
         metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         assert t.value == max(r["val_acc"] for r in metrics)  # the objective is validation accuracy ...
         assert t.intermediate_values == {r["epoch"]: r["val_acc"] for r in metrics}  # ... reported every epoch
@@ -108,31 +129,93 @@ def test_tiny_search_rejects_over_budget_and_optimizes_validation(tmp_path, val_
 
     report = search_report(f"sqlite:///{tmp_path / 'out' / 'search.db'}", tmp_path / "report")
     counts = report["counts"]
-    assert counts["trials"] == 10 and counts["complete"] == sum(t.state == TrialState.COMPLETE for t in trials)
-    assert counts["rejected_over_budget"] + counts["rejected_invalid"] + counts["complete"] == 10
+    assert (counts["trials"], counts["complete"], counts["rejected_over_budget"], counts["rejected_invalid"]) == \
+        (10, outcomes["COMPLETE"], outcomes["over_budget"], outcomes["invalid_design"])
     done = {t.number: (t.user_attrs["params"], t.value) for t in trials if t.state == TrialState.COMPLETE}
+    if not done:
+        return
     assert report["best"]["trial"] == max(done, key=lambda n: done[n][1])
     for n in report["front"]:  # nothing beats a front point on both axes
         assert not any(p <= done[n][0] and a >= done[n][1] and (p, a) != done[n] for p, a in done.values())
     md = (tmp_path / "report" / "search.md").read_text()
     assert "## Top" in md and "pareto.png" in md and "rejected_over_budget" in md
+    assert str(tmp_path / "out" / "trials") not in md  # run directories relative to --out, not on one disk
+    best = report["best"]["trial"]
+    assert "`budgetnet train --recipe best-recipe.yaml`" in md and f"`trials/{best}`" in md
+    assert load_recipe(str(tmp_path / "report" / "best-recipe.yaml")) == \
+        load_recipe(str(tmp_path / "out" / "trials" / str(best) / "recipe.yaml"), ["device=cpu"])
     assert (tmp_path / "report" / "pareto.png").stat().st_size > 10_000
 
 
-def test_repair_fits_c1_and_a_rerun_continues_the_study(tmp_path, val_data):
+@pytest.mark.parametrize("params, repair, outcome", [
+    ({"model.blocks": [2, 2, 2], "model.channels": {"low": 40, "high": 48, "step": 8}, "model.pool_size": 4}, "reject",
+     "over_budget"),
+    ({"model.blocks": [2, 2, 2], "model.channels": {"choices": [40, 48]}, "model.pool_size": 4}, "fit-channels",
+     "over_budget"),
+    ({"model.blocks": [1, 1, 1], "model.pool_size": 16}, "fit-channels", "invalid_design"),
+])
+def test_designs_that_cannot_be_trained_are_rejected_untrained(tmp_path, val_data, params, repair, outcome):
+    space = load_space(write_space(tmp_path, {**TINY_PARAMS, "data.val_size": 200, **params}))
+    study = run_search(space, tmp_path / "out", trials=2, budget=BUDGET, repair=repair, data=val_data)
+    assert [t.user_attrs.get("rejected") for t in study.get_trials()] == [outcome, outcome]
+    assert not (tmp_path / "out" / "trials").exists()
+
+
+def test_repair_fits_c1_and_reports_the_trained_value(tmp_path, val_data):
     path = write_space(tmp_path, {**TINY_PARAMS, "data.val_size": 200, "model.blocks": [1, 1, 1],
                                   "model.channels": {"low": 40, "high": 48, "step": 8}, "model.pool_size": 4})
-    for _ in range(2):
+    for _ in range(2):  # a rerun continues the study
         study = run_search(load_space(path), tmp_path / "out", trials=1, budget="20k", pruner="none", data=val_data)
     trials = study.get_trials()
     assert [t.number for t in trials] == [0, 1] and all(t.state == TrialState.COMPLETE for t in trials)
     space = load_space(path)
     fitted = fit_channels(space.recipe({"model.channels": 40}).model, BUDGET)
+    assert fitted < 40
     for t in trials:
-        assert t.user_attrs["repaired"] == f"C_1 {t.params['model.channels']} -> {fitted}"
+        assert t.user_attrs["repaired"] == f"C_1 40..48 -> {fitted}"
+        assert t.params["model.channels"] == fitted  # the sampler learns what was trained, not a value never trained
         assert t.user_attrs["design"]["channels"] == fitted and t.user_attrs["params"] <= BUDGET
         saved = yaml.safe_load((tmp_path / "out" / "trials" / str(t.number) / "recipe.yaml").read_text())
         assert saved["model"]["channels"] == fitted and saved["budget"] == BUDGET
+
+
+def test_importances_count_a_c1_range_cut_by_the_budget(tmp_path):
+    """Trials whose C_1 range the budget cut differently still count, as if all had drawn from the whole range."""
+    rng = random.Random(0)
+    cut, whole = [], []
+    for _ in range(12):
+        blocks, high = rng.choice([("[1,1]", 32), ("[1,1,1]", 12)])
+        channels, lr = rng.randrange(4, high + 1, 4), rng.uniform(0.05, 0.3)
+        value = channels / 32 + 0.01 * lr + (0.1 if blocks == "[1,1]" else 0)
+        params = {"model.blocks": blocks, "model.channels": channels, "optimizer.lr": lr}
+        dists = {"model.blocks": CategoricalDistribution(["[1,1]", "[1,1,1]"]),
+                 "optimizer.lr": FloatDistribution(0.05, 0.3, log=True)}
+        cut.append(optuna.trial.create_trial(params=params, value=value, distributions={
+            **dists, "model.channels": IntDistribution(4, high, step=4)}))
+        whole.append(optuna.trial.create_trial(params=params, value=value, distributions={
+            **dists, "model.channels": IntDistribution(4, 32)}))
+    reference = optuna.create_study(direction="maximize")
+    reference.add_trials(whole)
+    expected = optuna.importance.get_param_importances(reference)
+    assert set(expected) == {"model.blocks", "model.channels", "optimizer.lr"}
+    assert _importances("cut", cut, tmp_path / "importances.png") == pytest.approx(dict(expected))
+
+
+def test_parallel_tpe_workers_lie_about_running_trials():
+    assert _sampler("tpe", 0)._constant_liar and isinstance(_sampler("random", 0), optuna.samplers.RandomSampler)
+
+
+def test_total_trials_is_a_target_for_the_whole_study(tmp_path, val_data):
+    space = load_space(write_space(tmp_path, {**TINY_PARAMS, "epochs": 1, "data.val_size": 200}))
+    run = lambda **kw: run_search(space, tmp_path / "out", budget=BUDGET, pruner="none", data=val_data, **kw)  # noqa: E731
+    assert len(run(total_trials=3).trials) == 3
+    assert len(run(total_trials=3).trials) == 3  # reached: a new worker runs nothing
+    assert len(run(total_trials=5, trials=1).trials) == 4  # --trials caps this worker first
+    assert len(run(total_trials=5, trials=9).trials) == 5  # the study-wide target first
+    with pytest.raises(RecipeError, match="--trials N .this worker. and/or --total-trials N"):
+        run()
+    with pytest.raises(RecipeError, match="--total-trials 0: give 1 or more"):
+        run(total_trials=0)
 
 
 @pytest.mark.parametrize("val_size", [None, 0, {"low": 0, "high": 100}, {"choices": [100, 0]}])
@@ -151,22 +234,91 @@ def test_pareto_front():
 def test_cli_user_errors(tmp_path, capsys):
     assert main(["search", "--space", "no-such-space", "--trials", "1", "--out", str(tmp_path)]) == 2
     assert "budgetnet search: error: space 'no-such-space'" in capsys.readouterr().err
+    assert main(["search", "--space", "tiny", "--out", str(tmp_path)]) == 2
+    assert "--trials N (this worker) and/or --total-trials N (the whole study)" in capsys.readouterr().err
     optuna.create_study(storage=f"sqlite:///{tmp_path / 'search.db'}", study_name="a")
     assert main(["search-report", "--out", str(tmp_path), "--study", "b"]) == 2
     assert "has no study 'b'; it holds: a" in capsys.readouterr().err
 
 
-# ---- many workers on PostgreSQL ------------------------------------------------------------------------
+def test_storage_comes_from_the_environment_and_passwords_stay_hidden(tmp_path, monkeypatch, capsys):
+    assert storage_url(tmp_path) == f"sqlite:///{tmp_path.resolve() / 'search.db'}"
+    url = "postgresql+psycopg2://search:s3cret@db.example:5432/studies"
+    monkeypatch.setenv("BUDGETNET_STORAGE", url)
+    assert storage_url(tmp_path) == url and storage_url(tmp_path, "sqlite:///x.db") == "sqlite:///x.db"
+    assert shown_url(url) == "postgresql+psycopg2://search:***@db.example:5432/studies"
+    monkeypatch.setenv("BUDGETNET_STORAGE", f"sqlite:///{tmp_path / 'env.db'}")
+    optuna.create_study(storage=f"sqlite:///{tmp_path / 'env.db'}", study_name="from-env")
+    assert main(["search-report", "--out", str(tmp_path / "report")]) == 0  # the study of $BUDGETNET_STORAGE
+    assert "0 trials" in capsys.readouterr().out
+    study = optuna.load_study(study_name="from-env", storage=f"sqlite:///{tmp_path / 'env.db'}")
+    assert "s3cret" not in worker_summary(study, tmp_path, url) and "--storage" not in worker_summary(study, "o", None)
 
-WORKER_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+def test_each_worker_on_a_machine_claims_its_own_gpu(tmp_path, monkeypatch):
+    """Four faked GPUs: workers take them in order, a fifth is refused, and a lock dies with its holder."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(uuid=f"GPU-{i}-uuid"))
+    claims = [worker_device("auto", tmp_path) for _ in range(4)]
+    assert [device for device, _ in claims] == ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
+    with pytest.raises(SearchError, match="all 4 GPUs of this machine already have a budgetnet search worker"):
+        worker_device("auto", tmp_path)
+    claims[2][1].close()  # that worker ended: its GPU is free again
+    assert worker_device("auto", tmp_path)[0] == "cuda:2"
+    assert worker_device("cpu", tmp_path) == ("cpu", None)  # an explicit device is kept, never locked
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert worker_device("auto", tmp_path) == ("cpu", None)
 
 
-def worker(space: str, storage: str, study: str, out, trials: int, data, *extra: str) -> subprocess.Popen:
-    """`budgetnet search` as a separate process, as on another machine."""
-    return subprocess.Popen([sys.executable, "-m", "budgetnet", "search", "--space", space, "--trials", str(trials),
-                             "--storage", storage, "--study", study, "--out", str(out), "--budget", str(BUDGET),
-                             "--data", str(data), "--quiet", *extra], env=WORKER_ENV, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def test_a_gpu_held_by_another_process_is_skipped(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from budgetnet.search import claim_gpu; "
+                               f"i, lock = claim_gpu(['GPU-a', 'GPU-b'], {str(tmp_path)!r}); print(i, flush=True); "
+                               "sys.stdin.read()"], env=WORKER_ENV, text=True, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)
+    assert holder.stdout.readline().strip() == "0"
+    index, lock = claim_gpu(["GPU-a", "GPU-b"], tmp_path)
+    assert index == 1
+    lock.close()
+    holder.communicate("")  # the holder ends ...
+    assert claim_gpu(["GPU-a", "GPU-b"], tmp_path)[0] == 0  # ... and so does its claim
+
+
+# ---- many workers, preemption -------------------------------------------------------------------------
+
+class Worker:
+    """`budgetnet search` as a separate process, as on another machine; its stderr lines arrive on a queue."""
+
+    def __init__(self, space: str, out, data, *extra: str, storage: str | None = None):
+        env = {**WORKER_ENV, **({"BUDGETNET_STORAGE": storage} if storage else {})}  # as the README advises
+        self.proc = subprocess.Popen([sys.executable, "-m", "budgetnet", "search", "--space", space, "--out", str(out),
+                                      "--budget", str(BUDGET), "--data", str(data), *extra],
+                                     env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.lines, self.err = queue.Queue(), []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.err.append(line)
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_for(self, pattern: str, timeout: float = 300) -> None:
+        """Block until a stderr line matches (the worker prints an epoch's line once its checkpoint is written)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            assert line is not None, f"the worker ended before {pattern!r}: {''.join(self.err)[-3000:]}"
+            if re.search(pattern, line):
+                return
+
+    def finish(self, timeout: float = 600) -> tuple[int, str]:
+        """The exit code and the whole stderr, once the worker has ended."""
+        self.proc.stdout.read()
+        self.proc.wait(timeout)
+        self.reader.join(timeout)
+        return self.proc.returncode, "".join(self.err)
 
 
 def disk_space(tmp_path, epochs: int, train_size: int, **params) -> str:
@@ -174,52 +326,81 @@ def disk_space(tmp_path, epochs: int, train_size: int, **params) -> str:
                                   "data.val_size": 200, "data.test_size": 200, **params})
 
 
+def check_resumed(study, victim: int, out, first_row: str) -> None:
+    """The failed trial was queued again and the retry finished its run directory from the checkpoint."""
+    trials = study.get_trials()
+    assert trials[victim].state == TrialState.FAIL
+    retry = [t for t in trials if t.number > victim and t.user_attrs.get("run_dir") == f"trials/{victim}"]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params == trials[victim].params
+    rows = (out / "trials" / str(victim) / "metrics.jsonl").read_text().splitlines()
+    assert rows[0] == first_row  # epoch 1 was not trained again (its timing would differ) ...
+    assert [json.loads(r)["epoch"] for r in rows] == list(range(1, 7))  # ... and every epoch is there once
+    assert retry[0].value == max(json.loads(r)["val_acc"] for r in rows)
+    assert sorted(retry[0].intermediate_values) == list(range(1, 7))  # the pruner sees the whole curve
+
+
 @pytest.mark.slow
-def test_three_workers_on_postgres_record_every_trial_once(tmp_path, fake_cifar, postgres_url):  # noqa: F811
-    space, counts = disk_space(tmp_path, epochs=2, train_size=300), [3, 3, 2]
-    procs = [worker(space, postgres_url, "three", tmp_path / f"w{i}", n, fake_cifar) for i, n in enumerate(counts)]
-    for p in procs:
-        out, err = p.communicate(timeout=600)
-        assert p.returncode == 0, err[-3000:]
+def test_sigterm_fails_the_trial_at_once_and_a_rerun_resumes_it(tmp_path, fake_cifar):
+    space, out = disk_space(tmp_path, epochs=6, train_size=1000, **{"model.pool_size": 4}), tmp_path / "out"
+    worker = Worker(space, out, fake_cifar, "--trials", "3", "--pruner", "none")
+    worker.wait_for(r"^epoch 1/6 \| lr")  # the epoch line, printed once its checkpoint is written
+    worker.proc.send_signal(signal.SIGTERM)  # what SLURM preemption, docker stop and Kubernetes send
+    code, err = worker.finish()
+    assert code == 128 + signal.SIGTERM, err[-3000:]
+    study = load_study(storage_url(out))
+    failed = [t for t in study.get_trials() if t.state == TrialState.FAIL]
+    assert len(failed) == 1 and not any(t.state == TrialState.RUNNING for t in study.get_trials())  # at once
+    victim = failed[0].number
+    assert f"interrupted: trial {victim} is marked failed and queued again" in err
+    waiting = [t for t in study.get_trials() if t.state == TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].user_attrs["run_dir"] == f"trials/{victim}"
+    first_row = (out / "trials" / str(victim) / "metrics.jsonl").read_text().splitlines()[0]
+
+    code, err = Worker(space, out, fake_cifar, "--trials", "1", "--pruner", "none", "--quiet").finish()
+    assert code == 0, err[-3000:]
+    check_resumed(load_study(storage_url(out)), victim, out, first_row)
+
+
+@pytest.mark.slow
+def test_workers_on_postgres_share_a_total_target_and_record_every_trial_once(tmp_path, fake_cifar,
+                                                                              postgres_url):  # noqa: F811
+    space, total = disk_space(tmp_path, epochs=2, train_size=300), 8
+    workers = [Worker(space, tmp_path / f"w{i}", fake_cifar, "--total-trials", str(total), "--study", "three",
+                      "--quiet", storage=postgres_url) for i in range(3)]
+    for w in workers:
+        code, err = w.finish()
+        assert code == 0, err[-3000:]
     trials = load_study(postgres_url, "three").get_trials()
-    assert len(trials) == sum(counts)
-    assert sorted(t.number for t in trials) == list(range(sum(counts)))
+    # each worker stops once the study holds `total` trials finished or running: only two workers asking for
+    # a trial in the same instant can pass the target, each by one
+    assert total <= len(trials) <= total + 2
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     trained = [t for t in trials if "rejected" not in t.user_attrs]
-    assert len({t.user_attrs["run_dir"] for t in trained}) == len(trained)  # one run directory per trial
-    assert all(os.path.isfile(os.path.join(t.user_attrs["run_dir"], "summary.json")) for t in trained)
-    for i, n in enumerate(counts):  # each worker ran its share, into its own folder
-        assert sum(t.user_attrs.get("run_dir", "").startswith(str(tmp_path / f"w{i}")) for t in trials) <= n
+    assert sorted(t.user_attrs["run_dir"] for t in trained) == sorted(f"trials/{t.number}" for t in trained)
+    for t in trained:  # one run directory per trial, in the folder of the worker that trained it
+        assert sum((tmp_path / f"w{i}" / t.user_attrs["run_dir"] / "summary.json").is_file() for i in range(3)) == 1
     report = search_report(postgres_url, tmp_path / "report", "three")
-    assert report["counts"]["trials"] == sum(counts) and (tmp_path / "report" / "search.md").is_file()
+    assert report["counts"]["trials"] == len(trials) and (tmp_path / "report" / "search.md").is_file()
 
 
 @pytest.mark.slow
-def test_killed_worker_trial_is_failed_and_a_rerun_continues(tmp_path, fake_cifar, postgres_url):  # noqa: F811
-    space = disk_space(tmp_path, epochs=6, train_size=1000, **{"model.pool_size": 4})  # every design trains
-    tight = ["--heartbeat", "1", "--pruner", "none", "--repair", "fit-channels"]
-    proc = worker(space, postgres_url, "killed", tmp_path / "w0", 5, fake_cifar, *tight)
-    deadline, study, victim = time.monotonic() + 300, None, None
-    while victim is None:  # wait until a trial is training (it has finished an epoch)
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
-        time.sleep(0.2)
-        if study is None:
-            study = (optuna.load_study(study_name="killed", storage=postgres_url)
-                     if "killed" in optuna.get_all_study_names(postgres_url) else None)
-            continue
-        victim = next((t.number for t in study.get_trials() if t.state == TrialState.RUNNING and
-                       (tmp_path / "w0" / "trials" / str(t.number) / "metrics.jsonl").is_file()), None)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert study.trials[victim].state == TrialState.RUNNING  # until the grace period
-    time.sleep(3)  # grace period: 2 heartbeats
+def test_killed_worker_trial_is_failed_and_resumed_by_the_next_worker(tmp_path, fake_cifar,
+                                                                      postgres_url):  # noqa: F811
+    space, out = disk_space(tmp_path, epochs=6, train_size=1000, **{"model.pool_size": 4}), tmp_path / "shared"
+    tight = ["--study", "killed", "--storage", postgres_url, "--heartbeat", "1", "--pruner", "none"]
+    worker = Worker(space, out, fake_cifar, "--trials", "5", *tight)
+    worker.wait_for(r"^epoch 1/6 \| lr")  # the epoch line, printed once its checkpoint is written
+    worker.proc.send_signal(signal.SIGKILL)  # no handler runs: only the missing heartbeats tell
+    worker.finish()
+    running = [t for t in load_study(postgres_url, "killed").get_trials() if t.state == TrialState.RUNNING]
+    assert len(running) == 1  # until the grace period (two heartbeats) has passed
+    victim = running[0].number
+    first_row = (out / "trials" / str(victim) / "metrics.jsonl").read_text().splitlines()[0]
+    time.sleep(3)  # the grace period itself: a trial is stale once its worker has been silent for 2 s
 
-    rerun = worker(space, postgres_url, "killed", tmp_path / "w1", 1, fake_cifar, *tight)
-    _, err = rerun.communicate(timeout=300)
-    assert rerun.returncode == 0, err[-3000:]
+    code, err = Worker(space, out, fake_cifar, "--trials", "1", "--quiet", *tight).finish()
+    assert code == 0, err[-3000:]
     assert f"trial {victim} stopped sending heartbeats" in err
-    trials = load_study(postgres_url, "killed").get_trials()
-    assert trials[victim].state == TrialState.FAIL
-    assert [t.number for t in trials] == list(range(victim + 2))
-    assert trials[-1].state == TrialState.COMPLETE
+    check_resumed(load_study(postgres_url, "killed"), victim, out, first_row)
     assert search_report(postgres_url, tmp_path / "report", "killed")["counts"]["failed"] == 1

@@ -89,34 +89,25 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 # ---- search ----------------------------------------------------------------------------------------
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .search import default_storage, load_space, run_search, trial_counts
+    from .search import SearchInterrupted, load_space, run_search, worker_summary
 
     space = load_space(args.space)
     out = args.out or Path("runs") / f"search-{space.name}"
-    storage = args.storage or default_storage(out)
     try:
-        study = run_search(space, out, args.trials, storage, args.study, args.budget, args.sampler, args.pruner,
-                           args.repair, args.seed, args.heartbeat, data_dir=args.data, progress=not args.quiet)
-    except KeyboardInterrupt:
-        print("interrupted: the running trial is marked FAIL; rerun the same command to continue the study",
-              file=sys.stderr)
-        return 130
-    counts = trial_counts(study.get_trials(deepcopy=False))
-    print(f"study {study.study_name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
-    try:
-        best = study.best_trial
-        print(f"best: trial {best.number}, val acc {best.value:.4f}, {best.user_attrs['params']:,} params, "
-              f"{best.params}")
-    except ValueError:
-        print("no trial completed yet")
-    print(f"report: budgetnet search-report --storage {storage} --study {study.study_name} --out {out}")
+        study = run_search(space, out, args.trials, args.total_trials, args.storage, args.study, args.budget,
+                           args.sampler, args.pruner, args.repair, args.seed, args.heartbeat, args.device,
+                           data_dir=args.data, progress=not args.quiet)
+    except SearchInterrupted as e:
+        print(e, file=sys.stderr)
+        return 128 + e.signum
+    print(worker_summary(study, out, args.storage))
     return 0
 
 
 def cmd_search_report(args: argparse.Namespace) -> int:
-    from .search import default_storage, search_report
+    from .search import search_report, storage_url
 
-    result = search_report(args.storage or default_storage(args.out), args.out, args.study, args.top)
+    result = search_report(storage_url(args.out, args.storage), args.out, args.study, args.top)
     print(json.dumps(result, indent=2) if args.json else f"wrote {result['report']}: "
           + ", ".join(f"{v} {k}" for k, v in result["counts"].items()) + f"; Pareto front: trials {result['front']}")
     return 0
@@ -207,9 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="expected calibration error and reliability.png")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("export", help="export a run's model: ONNX, torch.export (.pt2), or standalone model.py + weights")
+    p = sub.add_parser("export", help="export a run's model: ONNX, TorchScript, or standalone model.py + weights")
     p.add_argument("run", help="run directory or checkpoint file")
-    p.add_argument("--format", required=True, choices=["onnx", "pt2", "standalone"])
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript", "standalone"])
     p.add_argument("--out", type=Path, required=True, help="directory to write the export into")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint of a run")
     p.set_defaults(func=cmd_export)
@@ -235,12 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="search designs and recipes within the budget (Optuna; many workers share "
                                       "one study through --storage)")
     p.add_argument("--space", required=True, help="space file or shipped space name (resnet, tiny)")
-    p.add_argument("--trials", type=int, required=True, help="trials this process runs (more workers: more trials)")
+    p.add_argument("--trials", type=int, help="at most this many trials in this worker")
+    p.add_argument("--total-trials", type=int, metavar="N", help="study-wide target for any number of workers: "
+                   "stop once N trials are finished or running (with --trials, whichever comes first)")
     p.add_argument("--budget", help="trainable-parameter budget, e.g. 5M (default: the space's recipe budget)")
     p.add_argument("--out", type=Path, help="folder of the trial run directories (default: runs/search-<space>)")
-    p.add_argument("--storage", help="database URL, e.g. postgresql+psycopg2://user@host/db "
-                                     "(default: sqlite:///OUT/search.db)")
+    p.add_argument("--storage", help="database URL, e.g. postgresql+psycopg2://user@host/db (default: "
+                                     "$BUDGETNET_STORAGE, else sqlite:///OUT/search.db)")
     p.add_argument("--study", help="study name (default: the space name); rerunning continues the study")
+    p.add_argument("--device", help="device of this worker's trials (default: the recipe's); auto: a GPU that no "
+                                    "other worker on this machine holds, else the CPU")
     p.add_argument("--sampler", default="tpe", choices=["tpe", "random"], help="Optuna sampler (default: %(default)s)")
     p.add_argument("--pruner", default="hyperband", choices=["hyperband", "halving", "median", "none"],
                    help="stops weak trials on their per-epoch validation accuracy (default: %(default)s)")
@@ -255,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search-report", help="top designs, Pareto front and importances of a study: OUT/search.md")
     p.add_argument("--out", type=Path, required=True, help="where search.md and the plots go")
-    p.add_argument("--storage", help="database URL (default: sqlite:///OUT/search.db)")
+    p.add_argument("--storage", help="database URL (default: $BUDGETNET_STORAGE, else sqlite:///OUT/search.db)")
     p.add_argument("--study", help="study name (default: the only study in the storage)")
     p.add_argument("--top", type=int, default=10, help="designs in the table (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")

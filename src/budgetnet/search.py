@@ -2,33 +2,47 @@
 
 A space file names a `base` recipe and, in `params`, maps dotted recipe keys to an int or float range
 `{low, high, step?, log?}`, to `{choices: [...]}` or to a fixed value. Every trial is a normal run directory
-OUT/trials/<number>. The objective is the best validation accuracy (data.val_size images held out of the
-training set): the test split never chooses anything. A design over the budget is never trained: C_1 is fitted
-to the budget (repair "fit-channels") or the trial is pruned with user attr `rejected: over_budget`.
+OUT/trials/<number>; the study stores that path relative to OUT, and the trial's full recipe. The objective is
+the best validation accuracy (data.val_size images held out of the training set): the test split never chooses
+anything. A design over the budget is never trained: an int range of C_1 is sampled after the rest of the design,
+within the widest C_1 that fits, so the sampler only ever sees values that were trained; below the range's low end
+the fitted C_1 is trained and reported as the trial's value (repair "fit-channels") or the trial is pruned with
+user attr `rejected: over_budget` (repair "reject").
 
-Studies live in an RDB storage: a SQLite file by default, or any SQLAlchemy URL (PostgreSQL) shared by workers
-that all run the same command. Workers send heartbeats; a worker killed mid-trial leaves its trial RUNNING until
-the grace period passes, and the next worker to start a trial of the study marks it FAIL.
+Studies live in an RDB storage: a SQLite file by default, $BUDGETNET_STORAGE, or any SQLAlchemy URL (PostgreSQL)
+shared by workers that all run the same command. A worker stopped by SIGINT or SIGTERM marks its trial FAIL at once;
+a worker killed outright stops sending heartbeats and the next worker to start a trial marks it FAIL. Either way
+the trial is queued again and the worker that takes it resumes its run directory from the last checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import fcntl
 import json
 import math
+import os
 import random
+import signal
 import sys
+import tempfile
+import threading
 import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import IO, Any, Iterator, NoReturn
 
+import torch
+import yaml
 from matplotlib.ticker import EngFormatter
 
 try:
     import optuna
     from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,  # noqa: E402
                                       IntDistribution)
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    from optuna.study import MaxTrialsCallback
     from optuna.trial import FrozenTrial, TrialState
     import sqlalchemy
 except ImportError as e:  # the search is an optional extra
@@ -37,6 +51,7 @@ except ImportError as e:  # the search is an optional extra
 from . import plots  # noqa: E402
 from .config import DataConfig, Recipe, RecipeError, apply_overrides, load_recipe, parse_count, read_yaml  # noqa: E402
 from .data import Data, load_data  # noqa: E402
+from .rundir import read_metrics  # noqa: E402
 from .runtime import resolve_device  # noqa: E402
 from .spec import BudgetError, SpecError, fit_channels  # noqa: E402
 from .train import TrainingDiverged, train  # noqa: E402
@@ -45,14 +60,25 @@ SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomS
 PRUNERS = {"hyperband": optuna.pruners.HyperbandPruner, "halving": optuna.pruners.SuccessiveHalvingPruner,
            "median": optuna.pruners.MedianPruner, "none": optuna.pruners.NopPruner}
 REPAIRS = ("fit-channels", "reject")
+STORAGE_ENV = "BUDGETNET_STORAGE"  # the storage URL, so that a password never shows on a command line
+MAX_RETRIES = 3  # times an interrupted or silent trial is queued again (each retry resumes its checkpoint)
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # what --total-trials counts
 SPACE_KEYS = ("description", "base", "params")
 RANGE_KEYS = ("low", "high", "step", "log")
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-class SearchError(RuntimeError):
-    """A study or storage that cannot be used: the message says what to pass instead."""
+class SearchError(ValueError):
+    """A study, storage or device that cannot be used: the message says what to pass instead."""
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the worker: its trial is marked failed and queued to resume."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
 
 
 # ---- the space ------------------------------------------------------------------------------------
@@ -72,10 +98,12 @@ class Space:
         apply_overrides(raw, [f"{key}={json.dumps(value)}" for key, value in values.items()])
         return load_recipe(raw)
 
-    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
-        """Sample every key with the trial (non-scalar choices travel as JSON strings, decoded here)."""
+    def suggest(self, trial: optuna.Trial, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Sample every key but `skip` with the trial (non-scalar choices travel as JSON strings, decoded here)."""
         values = {}
         for key, dist in self.params.items():
+            if key in skip:
+                continue
             if isinstance(dist, IntDistribution):
                 values[key] = trial.suggest_int(key, dist.low, dist.high, step=dist.step, log=dist.log)
             elif isinstance(dist, FloatDistribution):
@@ -169,13 +197,21 @@ def _decode(choice: Any) -> Any:
 
 # ---- storage and study ----------------------------------------------------------------------------
 
-def default_storage(out: str | Path) -> str:
-    """The SQLite file in the search folder."""
-    return f"sqlite:///{(Path(out) / 'search.db').resolve()}"
+def storage_url(out: str | Path, storage: str | None = None) -> str:
+    """The storage given, else $BUDGETNET_STORAGE, else the SQLite file OUT/search.db."""
+    return storage or os.environ.get(STORAGE_ENV) or f"sqlite:///{(Path(out) / 'search.db').resolve()}"
+
+
+def shown_url(url: str) -> str:
+    """The URL with its password hidden, for messages and reports."""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return url
 
 
 def open_storage(url: str, heartbeat: int = 60, attempts: int = 5) -> optuna.storages.RDBStorage:
-    """An RDB storage whose workers send a heartbeat every `heartbeat` s; silent for 2x that marks a trial FAIL.
+    """An RDB storage whose workers send a heartbeat every `heartbeat` s; silent for 2x that fails and requeues a trial.
 
     Workers started together on a fresh database race to create Optuna's tables (optuna#1092); the losers
     retry, and by then the tables exist.
@@ -184,21 +220,25 @@ def open_storage(url: str, heartbeat: int = 60, attempts: int = 5) -> optuna.sto
     for attempt in range(attempts):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
-                                              grace_period=2 * heartbeat, heartbeat_stale_trial_callback=_note_stale)
+                                              grace_period=2 * heartbeat, heartbeat_stale_trial_callback=_retry_stale)
         except ImportError as e:
-            raise SearchError(f"storage {url}: missing database driver ({e}); for PostgreSQL "
+            raise SearchError(f"storage {shown_url(url)}: missing database driver ({e}); for PostgreSQL "
                               "pip install 'budgetnet[search]' (psycopg2-binary)") from None
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as e:
             if attempt + 1 == attempts:
-                raise SearchError(f"cannot open storage {url}: {type(e).__name__}: {e}") from None
+                raise SearchError(f"cannot open storage {shown_url(url)}: {type(e).__name__}: {e}") from None
             time.sleep(0.5 + random.random())
         except sqlalchemy.exc.SQLAlchemyError as e:  # a malformed URL, an unknown dialect
-            raise SearchError(f"cannot open storage {url}: {type(e).__name__}: {e}") from None
+            raise SearchError(f"cannot open storage {shown_url(url)}: {type(e).__name__}: {e}") from None
 
 
-def _note_stale(study: optuna.Study, trial: FrozenTrial) -> None:
+_RETRY = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)  # the retry reports its run directory's curve
+
+
+def _retry_stale(study: optuna.Study, trial: FrozenTrial) -> None:
     print(f"study {study.study_name}: trial {trial.number} stopped sending heartbeats (its worker died): "
-          "marked FAIL", file=sys.stderr)
+          "marked FAIL and queued to resume from its last checkpoint", file=sys.stderr)
+    _RETRY(study, trial)
 
 
 def load_study(storage: str, study_name: str | None = None) -> optuna.Study:
@@ -207,87 +247,221 @@ def load_study(storage: str, study_name: str | None = None) -> optuna.Study:
     names = optuna.get_all_study_names(store)
     if study_name is None:
         if len(names) != 1:
-            raise SearchError(f"{storage} holds {len(names)} studies ({', '.join(names) or 'none'}): "
+            raise SearchError(f"{shown_url(storage)} holds {len(names)} studies ({', '.join(names) or 'none'}): "
                               "choose one with --study")
         study_name = names[0]
     if study_name not in names:
-        raise SearchError(f"{storage} has no study {study_name!r}; it holds: {', '.join(names) or 'none'}")
+        raise SearchError(f"{shown_url(storage)} has no study {study_name!r}; it holds: {', '.join(names) or 'none'}")
     return optuna.load_study(study_name=study_name, storage=store)
+
+
+# ---- devices ---------------------------------------------------------------------------------------
+
+def _gpu_ids() -> list[str]:
+    """The UUIDs of the CUDA devices this process sees (the same physical GPU has the same id in every process)."""
+    if not torch.cuda.is_available():
+        return []
+    return [str(torch.cuda.get_device_properties(i).uuid) for i in range(torch.cuda.device_count())]
+
+
+def claim_gpu(ids: list[str], lock_dir: str | Path | None = None) -> tuple[int, IO]:
+    """The index of the first GPU in `ids` that no other search worker on this machine holds, and its held lock.
+
+    The lock (a file in the temp folder, per user and GPU) is released when the file is closed or the process
+    ends, however it ends.
+    """
+    lock_dir = Path(lock_dir or tempfile.gettempdir())
+    for index, gpu in enumerate(ids):
+        name = "".join(c if c.isalnum() or c in "-_" else "_" for c in gpu)
+        lock = open(lock_dir / f"budgetnet-search-{os.getuid()}-{name}.lock", "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return index, lock
+        except BlockingIOError:
+            lock.close()
+    raise SearchError(f"all {len(ids)} GPUs of this machine already have a budgetnet search worker: start one "
+                      "worker per GPU, or pass --device cuda:K to run this one beside another")
+
+
+def worker_device(device: str, lock_dir: str | Path | None = None) -> tuple[str, IO | None]:
+    """The device of this worker: 'auto' claims a GPU of its own (claim_gpu) or is the CPU; others are kept."""
+    if device != "auto":
+        resolve_device(device)  # an unknown or missing device fails here, before any trial
+        return device, None
+    ids = _gpu_ids()
+    if not ids:
+        return "cpu", None
+    index, lock = claim_gpu(ids, lock_dir)
+    return f"cuda:{index}", lock
 
 
 # ---- running ---------------------------------------------------------------------------------------
 
-def run_search(space: Space, out: str | Path, trials: int, storage: str | None = None, study_name: str | None = None,
-               budget: int | str | None = None, sampler: str = "tpe", pruner: str = "hyperband",
-               repair: str = "fit-channels", seed: int | None = None, heartbeat: int = 60,
-               data_dir: str | Path | None = None, data: Data | None = None, progress: bool = False) -> optuna.Study:
-    """Run `trials` more trials of the study (created on first use) in this process; returns the study.
+def run_search(space: Space, out: str | Path, trials: int | None = None, total_trials: int | None = None,
+               storage: str | None = None, study_name: str | None = None, budget: int | str | None = None,
+               sampler: str = "tpe", pruner: str = "hyperband", repair: str = "fit-channels", seed: int | None = None,
+               heartbeat: int = 60, device: str | None = None, data_dir: str | Path | None = None,
+               data: Data | None = None, progress: bool = False) -> optuna.Study:
+    """Run trials of the study (created on first use) in this process until either target is met; returns the study.
 
-    Workers on other machines run the same call against the same storage URL. `data` replaces loading
-    the data set (tests); otherwise every data configuration is loaded once per process.
+    `trials` caps this process; `total_trials` is the study-wide target shared by all workers (trials finished
+    or running, Optuna's MaxTrialsCallback). Workers on other machines run the same call against the same
+    storage. `device` overrides the recipes' ('auto': a GPU of its own). `data` replaces loading the data set
+    (tests); otherwise every data configuration is loaded once per process. SIGINT and SIGTERM raise
+    SearchInterrupted after the running trial is marked failed and queued to resume.
     """
     if sampler not in SAMPLERS or pruner not in PRUNERS or repair not in REPAIRS:
         raise RecipeError(f"sampler, pruner, repair must be one of {list(SAMPLERS)}, {list(PRUNERS)}, "
                           f"{list(REPAIRS)}; got {sampler!r}, {pruner!r}, {repair!r}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    storage = storage or default_storage(out)
-    study = optuna.create_study(storage=open_storage(storage, heartbeat), study_name=study_name or space.name,
-                                direction="maximize", sampler=SAMPLERS[sampler](seed=seed),
-                                pruner=PRUNERS[pruner](), load_if_exists=True)
+    if trials is None and total_trials is None:
+        raise RecipeError("say how many trials: --trials N (this worker) and/or --total-trials N (the whole study)")
+    for flag, n in (("--trials", trials), ("--total-trials", total_trials)):
+        if n is not None and n < 1:
+            raise RecipeError(f"{flag} {n}: give 1 or more")
     budget = parse_count(budget) if budget is not None else None
+    out = Path(out)
+    storage = storage_url(out, storage)
+    out.mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(storage=open_storage(storage, heartbeat), study_name=study_name or space.name,
+                                direction="maximize", sampler=_sampler(sampler, seed),
+                                pruner=PRUNERS[pruner](), load_if_exists=True)
     study.set_user_attr("space", space.name)
     study.set_user_attr("budget", budget or parse_count(space.base.get("budget", Recipe.budget)))
+    target = [MaxTrialsCallback(total_trials, states=COUNTED)] if total_trials is not None else []
+    if total_trials is not None:
+        optuna.storages.fail_stale_trials(study)
+        if len(study.get_trials(deepcopy=False, states=COUNTED)) >= total_trials:
+            return study
+    device, gpu_lock = worker_device(device or space.base.get("device", Recipe.device))
     datasets: dict[tuple, Data] = {}
+    running = None  # the number of the trial this process is training
 
     def objective(trial: optuna.Trial) -> float:
+        nonlocal running
+        running = trial.number
+        resumed = "run_dir" in trial.user_attrs  # a queued retry inherits its run directory (relative to OUT)
+        run_dir = trial.user_attrs.get("run_dir", f"trials/{trial.number}")
         recipe = _trial_recipe(trial, space, budget, repair)
-        run_dir = out / "trials" / str(trial.number)
-        trial.set_user_attr("run_dir", str(run_dir.resolve()))
-        device = resolve_device(recipe.device)
-        key = (str(device), *vars(recipe.data).values())
+        trial.set_user_attr("run_dir", run_dir)
+        trial.set_user_attr("recipe", recipe.to_dict())  # reproducible from the study alone, whatever disk OUT is on
+        recipe.device = device
+        key = (device, *vars(recipe.data).values())
         if data is None and key not in datasets:
-            datasets[key] = load_data(recipe.data, data_dir, device)
+            datasets[key] = load_data(recipe.data, data_dir, resolve_device(device))
+
+        resume = resumed and (out / run_dir / "recipe.yaml").is_file()
+        backfill = resume  # a resumed run reports its earlier epochs first, so the pruner sees the whole curve
 
         def on_epoch(row: dict) -> None:
-            if "val_acc" in row:
-                trial.report(row["val_acc"], row["epoch"])
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"val acc {row['val_acc']:.4f} after epoch {row['epoch']}")
+            nonlocal backfill
+            for r in read_metrics(out / run_dir) if backfill else [row]:
+                if "val_acc" in r:
+                    trial.report(r["val_acc"], r["epoch"])
+            backfill = False
+            if "val_acc" in row and trial.should_prune():
+                raise optuna.TrialPruned(f"val acc {row['val_acc']:.4f} after epoch {row['epoch']}")
 
-        summary = train(recipe, run_dir, data_dir, progress=progress, on_epoch=on_epoch,
-                        data=datasets[key] if data is None else data)
+        if resumed and not resume:
+            print(f"trial {trial.number} retries a failed trial whose run directory {run_dir} is not under {out} "
+                  "(give every worker the same --out): training it from the start", file=sys.stderr)
+        summary = train(None if resume else recipe, out / run_dir, data_dir, resume=resume, progress=progress,
+                        on_epoch=on_epoch, data=datasets[key] if data is None else data)
         trial.set_user_attr("test_acc", summary["final_test_acc"])
         return summary["best_acc"]
 
-    study.optimize(objective, n_trials=trials, catch=(TrainingDiverged,), gc_after_trial=True)
+    try:
+        with _sigterm_interrupts():
+            study.optimize(objective, n_trials=trials, callbacks=target, catch=(TrainingDiverged,),
+                           gc_after_trial=True)
+    except KeyboardInterrupt as e:
+        raise SearchInterrupted(_requeue(study, running), getattr(e, "signum", signal.SIGINT)) from None
+    finally:
+        if gpu_lock is not None:
+            gpu_lock.close()
     return study
 
 
-def _trial_recipe(trial: optuna.Trial, space: Space, budget: int | None, repair: str) -> Recipe:
-    """Sample the trial's recipe and bring it within the budget, or prune the trial with the reason."""
+def _sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    """TPE lies constantly about running trials, so that parallel workers do not sample the same region."""
+    return SAMPLERS[name](seed=seed, constant_liar=True) if name == "tpe" else SAMPLERS[name](seed=seed)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Within the block, SIGTERM (SLURM preemption, docker stop, Kubernetes) interrupts like Ctrl-C."""
+    def interrupt(signum: int, frame: Any) -> None:
+        raise SearchInterrupted("SIGTERM", signum)
+
+    main = threading.current_thread() is threading.main_thread()  # only the main thread may set handlers
+    previous = signal.signal(signal.SIGTERM, interrupt) if main else None
     try:
-        recipe = space.recipe(space.suggest(trial))
+        yield
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _requeue(study: optuna.Study, running: int | None) -> str:
+    """Queue the interrupted trial (marked FAIL by Optuna) to resume; the message says what happened."""
+    failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number == running]
+    if not failed:
+        return "interrupted between trials; rerun the same command to continue the study"
+    _RETRY(study, failed[0])
+    return (f"interrupted: trial {failed[0].number} is marked failed and queued again; the worker that takes it "
+            f"resumes {failed[0].user_attrs.get('run_dir', 'its run directory')} from its last checkpoint "
+            "(rerun the same command to continue the study)")
+
+
+def _trial_recipe(trial: optuna.Trial, space: Space, budget: int | None, repair: str) -> Recipe:
+    """Sample the trial's recipe within the budget, or prune the trial with the reason."""
+    channels = space.params.get("model.channels")
+    within = isinstance(channels, IntDistribution)  # sampled last, within the widest C_1 that fits
+    values = space.suggest(trial, skip=("model.channels",) if within else ())
+    try:
+        recipe = space.recipe({**values, "model.channels": channels.low} if within else values)
     except SpecError as e:
         _reject(trial, "invalid_design", str(e))
     if budget is not None:
         recipe.budget = budget
+    if within:
+        recipe.model = replace(recipe.model, channels=_suggest_channels(trial, channels, recipe, repair))
     params = recipe.model.count_params()
-    if params > recipe.budget:
-        if repair == "reject" or not isinstance(recipe.model.channels, int):
+    if params > recipe.budget:  # a fixed C_1, or one of the space's choices
+        if repair == "reject" or "model.channels" in space.params or not isinstance(recipe.model.channels, int):
             _reject(trial, "over_budget", f"{params:,} parameters > budget {recipe.budget:,}")
         try:
-            channels = fit_channels(recipe.model, recipe.budget)
+            fitted = fit_channels(recipe.model, recipe.budget)
         except BudgetError as e:
             _reject(trial, "over_budget", str(e))
-        trial.set_user_attr("repaired", f"C_1 {recipe.model.channels} -> {channels}")
-        recipe.model = replace(recipe.model, channels=channels)
+        trial.set_user_attr("repaired", f"C_1 {recipe.model.channels} -> {fitted}")
+        recipe.model = replace(recipe.model, channels=fitted)
         params = recipe.model.count_params()
     design = recipe.model.to_dict()
     trial.set_user_attr("params", params)
     trial.set_user_attr("design", {k: design[k] for k in ("blocks", "channels", "kernel_size",
                                                             "shortcut_kernel_size", "pool_size", "block")})
     return recipe
+
+
+def _suggest_channels(trial: optuna.Trial, dist: IntDistribution, recipe: Recipe, repair: str) -> int:
+    """C_1 from the space's range cut at the widest that fits the budget; below the range, the fitted C_1 itself.
+
+    Either way the value the study records is the value trained, so TPE and the importances reason about
+    trained designs (the range differs between trials; Optuna allows that for a numeric parameter).
+    """
+    try:
+        widest = fit_channels(recipe.model, recipe.budget)
+    except BudgetError as e:
+        _reject(trial, "over_budget", str(e))
+    if widest >= dist.low:
+        high = min(dist.high, dist.low + (widest - dist.low) // dist.step * dist.step)
+        return trial.suggest_int("model.channels", dist.low, high, step=dist.step, log=dist.log)
+    narrowest = replace(recipe.model, channels=dist.low).count_params()
+    if repair == "reject":
+        _reject(trial, "over_budget", f"C_1={dist.low}, the narrowest in the space, needs {narrowest:,} parameters "
+                                      f"> budget {recipe.budget:,}")
+    trial.set_user_attr("repaired", f"C_1 {dist.low}..{dist.high} -> {widest}")
+    return trial.suggest_int("model.channels", widest, widest, log=dist.log)
 
 
 def _reject(trial: optuna.Trial, reason: str, message: str) -> NoReturn:
@@ -312,6 +486,19 @@ def trial_counts(trials: list[FrozenTrial]) -> dict[str, int]:
             "running": sum(t.state == TrialState.RUNNING for t in trials)}
 
 
+def worker_summary(study: optuna.Study, out: str | Path, storage: str | None) -> str:
+    """What a worker prints when it stops: the study's counts, its best trial and the report command."""
+    counts = trial_counts(study.get_trials(deepcopy=False))
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    best = max(done, key=lambda t: t.value) if done else None
+    where = f" --storage '{shown_url(storage)}'" if storage else ""  # else $BUDGETNET_STORAGE or OUT/search.db
+    return "\n".join([
+        f"study {study.study_name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()),
+        f"best: trial {best.number}, val acc {best.value:.4f}, {best.user_attrs['params']:,} params, {best.params}"
+        if best else "no trial completed yet",
+        f"report: budgetnet search-report{where} --study {study.study_name} --out {out}"])
+
+
 def pareto_front(points: list[tuple[int, float]]) -> list[int]:
     """Indices of the (params, accuracy) points no other point beats on both (fewer params, higher accuracy)."""
     front, best = [], -math.inf
@@ -333,10 +520,10 @@ def search_report(storage: str, out: str | Path, study_name: str | None = None, 
     front = [done[i] for i in pareto_front([(t.user_attrs["params"], t.value) for t in done])]
     budget = study.user_attrs.get("budget")
     _plot_front(study.study_name, trials, done, front, budget, out / "pareto.png")
-    importances = _importances(study, out / "importances.png")
+    importances = _importances(study.study_name, done, out / "importances.png")
 
     lines = [f"# Search `{study.study_name}`", "",
-             f"Storage `{storage}`, space `{study.user_attrs.get('space', '?')}`"
+             f"Storage `{shown_url(storage)}`, space `{study.user_attrs.get('space', '?')}`"
              + (f", budget {budget:,} parameters" if budget else "") + ".",
              "The objective is the best validation accuracy (data.val_size images held out of the training set); "
              "the test set chose nothing, its final accuracy is shown for reference.", "",
@@ -345,10 +532,12 @@ def search_report(storage: str, out: str | Path, study_name: str | None = None, 
              *(["Running trials whose worker died stay so until a worker runs again: it marks them failed.", ""]
                if counts["running"] else []),
              f"## Top {min(top, len(done))} designs", "",
-             "| rank | trial | params | val acc | test acc | design | sampled |", "|---:|---:|---:|---:|---:|---|---|"]
+             "| rank | trial | params | val acc | test acc | design | sampled | run directory |",
+             "|---:|---:|---:|---:|---:|---|---|---|"]
     for rank, t in enumerate(done[:top], 1):
         lines.append(f"| {rank} | {t.number} | {t.user_attrs['params']:,} | {t.value:.4f} | "
-                     f"{_fmt(t.user_attrs.get('test_acc'))} | {_design(t)} | {_sampled(t)} |")
+                     f"{_fmt(t.user_attrs.get('test_acc'))} | {_design(t)} | {_sampled(t)} | "
+                     f"`{t.user_attrs['run_dir']}` |")
     lines += ["", "## Parameters vs accuracy", "",
               "Pareto front (no other design has fewer parameters and higher validation accuracy): trials "
               + ", ".join(f"{t.number} ({t.user_attrs['params']:,}, {t.value:.4f})" for t in front) + ".", "",
@@ -359,8 +548,11 @@ def search_report(storage: str, out: str | Path, study_name: str | None = None, 
     else:
         lines.append("Not enough completed trials with varying parameters yet.")
     if done:
+        (out / "best-recipe.yaml").write_text(yaml.safe_dump(done[0].user_attrs["recipe"], sort_keys=False))
         lines += ["", "## Reproduce the best design", "",
-                  f"`budgetnet train --recipe {done[0].user_attrs['run_dir']}/recipe.yaml`"]
+                  f"Trial {done[0].number}'s recipe, as the study stores it, is `best-recipe.yaml` beside this file; "
+                  f"its run directory is `{done[0].user_attrs['run_dir']}` under the search's --out. From this folder:",
+                  "", "`budgetnet train --recipe best-recipe.yaml`"]
     (out / "search.md").write_text("\n".join(lines) + "\n")
     best = done[0] if done else None
     return {"study": study.study_name, "counts": counts, "importances": importances,
@@ -415,10 +607,24 @@ def _plot_front(name: str, trials: list[FrozenTrial], done: list[FrozenTrial], f
     plots.save(fig, path)
 
 
-def _importances(study: optuna.Study, path: Path) -> dict[str, float]:
-    """Importances (Optuna's default evaluator) of the sampled keys (empty when too few trials completed to tell)."""
+def _importances(name: str, done: list[FrozenTrial], path: Path) -> dict[str, float]:
+    """Importances (Optuna's default evaluator) of the sampled keys over the completed trials' trained values.
+
+    A C_1 range cut by the budget differs between trials; Optuna's evaluators treat each distinct range as a
+    regime of its own (PED-ANOVA drops regimes of few trials, the intersection search space drops the parameter),
+    so they see each varying numeric range widened to its union over the trials instead.
+    """
+    seen: dict[str, list] = {}
+    for t in done:
+        for key, dist in t.distributions.items():
+            seen.setdefault(key, []).append(dist)
+    union = {key: type(ds[0])(min(d.low for d in ds), max(d.high for d in ds), log=ds[0].log)
+             for key, ds in seen.items() if isinstance(ds[0], (IntDistribution, FloatDistribution)) and len(set(ds)) > 1}
+    widened = optuna.create_study(direction="maximize")
+    widened.add_trials([optuna.trial.create_trial(params=t.params, value=t.value, distributions={
+        k: union.get(k, d) for k, d in t.distributions.items()}) for t in done])
     try:
-        importances = optuna.importance.get_param_importances(study)
+        importances = optuna.importance.get_param_importances(widened)
     except (ValueError, RuntimeError):
         return {}
     if not importances:
@@ -427,7 +633,7 @@ def _importances(study: optuna.Study, path: Path) -> dict[str, float]:
     fig, ax = plots.subplots(figsize=(7, 0.45 * len(names) + 1.5))
     ax.barh(names, [importances[n] for n in names], color="tab:blue")
     ax.set_xlabel("importance for validation accuracy (PED-ANOVA, sums to 1)")
-    ax.set_title(f"study {study.study_name}: parameter importances")
+    ax.set_title(f"study {name}: parameter importances")
     ax.grid(axis="x", alpha=0.3)
     plots.save(fig, path)
     return dict(importances)
