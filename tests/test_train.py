@@ -1,9 +1,15 @@
 """The training loop: it learns, writes a run directory, resumes exactly, stops on NaN, loads checkpoints safely."""
+import errno
 import json
 import pickle
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
+
+import budgetnet
 
 from budgetnet import checkpoint
 from budgetnet.checkpoint import CheckpointError
@@ -11,9 +17,12 @@ from budgetnet.config import RecipeError
 from budgetnet.evaluate import evaluate_run
 from budgetnet.model import build_model
 from budgetnet.spec import BudgetError, ModelSpec
-from budgetnet.rundir import read_metrics
-from budgetnet.train import TrainingDiverged, check_recipe, train
-from conftest import tiny_recipe
+from budgetnet import rundir
+from budgetnet.optim import lr_at_step
+from budgetnet.rundir import DiskFullError, RunFiles, read_jsonl, read_metrics
+from budgetnet.runtime import Dist
+from budgetnet.train import TrainingDiverged, TrainingInterrupted, build_state, check_recipe, train
+from conftest import CLASSES, tiny_recipe
 
 
 def test_trains_above_chance_and_writes_the_run(tiny_data, tmp_path):
@@ -25,6 +34,29 @@ def test_trains_above_chance_and_writes_the_run(tiny_data, tmp_path):
     assert summary["status"] == "finished" and summary["final_test_acc"] > 0.3  # chance is 0.1
     for name in ("recipe.yaml", "summary.json", "checkpoints/last.pt", "checkpoints/best.pt"):
         assert (tmp_path / "run" / name).is_file()
+    # provenance: class names and the code that wrote them travel with the weights; figures name their machine
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(budgetnet.__file__).parent, capture_output=True,
+                            text=True).stdout.strip() or None
+    state = checkpoint.load(tmp_path / "run" / "checkpoints" / "best.pt")
+    assert (state["classes"], state["budgetnet_version"], state["budgetnet_commit"]) == (
+        CLASSES, budgetnet.__version__, commit)
+    assert (summary["device"], summary["torch"], summary["cuda"], summary["budgetnet_version"],
+            summary["budgetnet_commit"]) == ("cpu", torch.__version__, torch.version.cuda, budgetnet.__version__, commit)
+    assert summary["device_name"]
+
+
+def test_sync_bn_converts_batchnorm_under_ddp_and_is_refused_on_the_cpu(tiny_data, tmp_path, monkeypatch):
+    recipe = tiny_recipe("sync_bn=true")
+    norms = lambda model: [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]  # noqa: E731
+    two_ranks = build_state(recipe, tiny_data, torch.device("cpu"), Dist(0, 2, 0)).model
+    assert norms(two_ranks) and all(isinstance(m, nn.SyncBatchNorm) for m in norms(two_ranks))
+    one_rank = build_state(recipe, tiny_data, torch.device("cpu"), Dist()).model
+    assert len(norms(one_rank)) == len(norms(two_ranks)) and not any(isinstance(m, nn.SyncBatchNorm)
+                                                                     for m in norms(one_rank))
+    monkeypatch.setattr("budgetnet.train.init_distributed", lambda device: Dist(0, 2, 0))
+    with pytest.raises(RecipeError, match="sync_bn=true needs CUDA devices"):
+        train(recipe, tmp_path / "run", data=tiny_data, progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 class Crash(Exception):
@@ -69,6 +101,93 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
     after = checkpoint.load(ckpt)
     assert after["epoch"] == before["epoch"] == 1
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_a_nan_in_the_first_epoch_names_no_checkpoint_that_does_not_exist(tiny_data, tmp_path):
+    with pytest.raises(TrainingDiverged) as info:
+        train(tiny_recipe("epochs=2", "optimizer.lr=.nan"), tmp_path / "run", data=tiny_data, progress=False)
+    assert "no checkpoint (no epoch finished" in str(info.value) and "last.pt" not in str(info.value)
+    assert f"--resume {tmp_path / 'run'} --set optimizer.lr=" in str(info.value)
+    assert not RunFiles(tmp_path / "run").last.exists()
+
+
+def test_an_interrupt_names_the_run_directory_and_keeps_the_finished_epoch(tiny_data, tmp_path):
+    def interrupt(row):
+        raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted) as info:
+        train(tiny_recipe("epochs=3"), tmp_path / "run", data=tiny_data, progress=False, on_epoch=interrupt)
+    files = RunFiles(tmp_path / "run")
+    assert str(info.value) == (f"interrupted: the run keeps its last good checkpoint, after epoch 1 ({files.last}); "
+                               f"continue with --resume {files.root}")
+    summary = json.loads(files.summary.read_text())
+    assert (summary["status"], summary["epochs_done"]) == ("interrupted", 1)
+    assert checkpoint.load(files.last)["epoch"] == 1
+
+
+class FullDisk:
+    """A file whose writes fill the disk half-way through the data, as a real ENOSPC leaves a partial file."""
+
+    def __init__(self, path, mode):
+        self.f = open(path, mode)
+
+    def write(self, data):
+        self.f.write(data[: len(data) // 2])
+        self.f.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def test_a_full_disk_keeps_the_last_good_checkpoint_and_says_where(tiny_data, tmp_path, monkeypatch):
+    files = RunFiles(tmp_path / "run")
+    writes = []
+
+    def open_filling_at_epoch_2(path, mode="r", *args, **kwargs):
+        if path.name == "last.pt.tmp":
+            writes.append(path)
+            if len(writes) == 2:
+                return FullDisk(path, mode)
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(rundir, "open", open_filling_at_epoch_2, raising=False)
+    with pytest.raises(DiskFullError) as info:
+        train(tiny_recipe("epochs=3"), files.root, data=tiny_data, progress=False)
+    assert str(info.value).startswith(f"no space left on device while writing {files.last}; the partial file was "
+                                      f"removed and the run keeps its last good checkpoint, after epoch 1")
+    assert not list(files.root.rglob("*.tmp"))
+    assert checkpoint.load(files.last)["epoch"] == 1 and [r["epoch"] for r in read_metrics(files.root)] == [1]
+    summary = json.loads(files.summary.read_text())
+    assert (summary["status"], summary["epochs_done"]) == ("disk_full", 1) and "no space left" in summary["error"]
+    monkeypatch.undo()
+    assert train(None, files.root, data=tiny_data, progress=False, resume=True)["epochs_done"] == 3
+
+
+def test_resume_honours_set_and_records_when_it_took_effect(tiny_data, tmp_path):
+    recipe = tiny_recipe("epochs=4")
+    files = RunFiles(tmp_path / "run")
+    with pytest.raises(Crash):
+        train(recipe, files.root, data=tiny_data, progress=False, on_epoch=crash_after(2))
+    with pytest.raises(RecipeError, match=r"--resume --set model.channels: a run in progress cannot change its "
+                                          "architecture"):
+        train(None, files.root, data=tiny_data, progress=False, resume=True, overrides=["model.channels=16"])
+    train(None, files.root, data=tiny_data, progress=False, resume=True, overrides=["optimizer.lr=0.01"])
+    assert read_jsonl(files.overrides) == [{"from_epoch": 3, "changes": {"optimizer.lr": {"from": 0.2, "to": 0.01}}}]
+    assert "lr: 0.01" in files.recipe.read_text()
+    rows, steps = read_metrics(files.root), 512 // 64
+    for row in rows:  # epochs 1-2 follow the schedule from 0.2, epochs 3-4 the same schedule from 0.01
+        base = 0.2 if row["epoch"] <= 2 else 0.01
+        assert row["lr"] == pytest.approx(lr_at_step(recipe.schedule, base, row["epoch"] * steps, 4, steps), abs=1e-12)
+    assert rows[2]["lr"] > 0
+    groups = checkpoint.load(files.last)["optimizer"]["param_groups"]
+    assert [g["initial_lr"] for g in groups] == [0.01, 0.01 * recipe.optimizer.norm_lr_scale]
 
 
 def test_over_budget_fails_before_any_work(tiny_data, tmp_path):

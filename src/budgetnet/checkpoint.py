@@ -1,7 +1,7 @@
 """Checkpoint files: atomic writes, safe loads (weights_only, never code), architecture checks, run loading."""
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +10,7 @@ from torch import nn
 
 from .config import Recipe, from_dict
 from .model import build_model
+from .rundir import write_atomic
 
 FORMAT = "budgetnet-checkpoint-1"
 
@@ -19,11 +20,12 @@ class CheckpointError(RuntimeError):
 
 
 def save(state: dict[str, Any], path: Path) -> None:
-    """Write a checkpoint so that a crash mid-write leaves the previous file intact."""
+    """Write a checkpoint so that a crash, a kill or a full disk mid-write leaves the previous file intact (a full
+    disk raises rundir.DiskFullError naming the file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": FORMAT, **state}, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()  # serialized in memory, so that the file write raises a real OSError (ENOSPC)
+    torch.save({"format": FORMAT, **state}, buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

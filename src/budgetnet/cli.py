@@ -34,9 +34,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = args.resume or args.out or default_run_dir(args.recipe)
     recipe = None if args.resume else load_recipe(args.recipe, args.set)
     try:
-        summary = train(recipe, out, data_dir=args.data, resume=bool(args.resume), progress=not args.quiet)
-    except KeyboardInterrupt:
-        print(f"interrupted: the last checkpoint is kept; continue with budgetnet train --resume {out}",
+        summary = train(recipe, out, data_dir=args.data, resume=bool(args.resume), progress=not args.quiet,
+                        overrides=args.set if args.resume else ())
+    except KeyboardInterrupt as e:
+        print(str(e) or f"interrupted: the last checkpoint is kept; continue with budgetnet train --resume {out}",
               file=sys.stderr)
         return 130
     if from_env().is_main:

@@ -4,6 +4,7 @@ Every hyperparameter and its default is in the dataclasses below: this is the on
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -101,6 +102,7 @@ class Recipe:
     channels_last: bool = True
     compile: bool = False             # torch.compile the model (the first steps take the compile time)
     compile_mode: str = "default"     # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
+    sync_bn: bool = False             # DDP: SyncBatchNorm, batch statistics over all ranks (else each rank's own)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -135,7 +137,7 @@ def read_yaml(name_or_path: str | Path, kind: str = "recipes") -> tuple[dict, Pa
 
 def load_recipe(name_or_path: str | Path | dict, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Resolve a recipe (shipped name, YAML file or mapping) plus `key=value` overrides into a checked Recipe."""
-    raw = dict(name_or_path) if isinstance(name_or_path, dict) else read_yaml(name_or_path)[0]
+    raw = copy.deepcopy(name_or_path) if isinstance(name_or_path, dict) else read_yaml(name_or_path)[0]
     apply_overrides(raw, overrides)
     if "budget" in raw:
         raw["budget"] = parse_count(raw["budget"])
@@ -239,6 +241,16 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if hint in (int, float, str, bool) and (type(value) is hint):
         return value
     raise RecipeError(f"{key} must be {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def diff_recipes(old: Any, new: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """{dotted key: (old, new)} for every value that differs between two recipe mappings."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        diffs = {}
+        for k in old.keys() | new.keys():
+            diffs.update(diff_recipes(old.get(k), new.get(k), f"{prefix}{k}."))
+        return diffs
+    return {} if old == new else {prefix.rstrip("."): (old, new)}
 
 
 def _suggest(word: str, choices: list[str], prefix: str = "") -> str:

@@ -115,13 +115,15 @@ def write_json(obj: dict, path: Path) -> None:
 
 
 def evaluate_run(run: str | Path, data_dir: str | Path | None = None, device: str = "auto", which: str = "best",
-                 out_dir: str | Path | None = None, batch_size: int = 1000) -> dict:
-    """Score a run's checkpoint (or a checkpoint file) on the full test set; write eval.json and confusion.png."""
+                 out_dir: str | Path | None = None, batch_size: int | None = None) -> dict:
+    """Score a run's checkpoint (or a checkpoint file) on the full test set, `batch_size` images at a time (default:
+    the recipe's eval_batch_size); write eval.json and confusion.png."""
     dev = resolve_device(device)
     model, recipe, state = load_model(run, which, dev)
     x, y, classes = load_split(recipe.data.dataset, "test", data_dir)
     data = from_arrays((x[:0], y[:0]), None, (x, y), classes, recipe.data.dataset, dev)
-    logits = predict_logits(model, data.test[0], data, batch_size, dev, recipe.precision, recipe.tta)
+    logits = predict_logits(model, data.test[0], data, batch_size or recipe.eval_batch_size, dev, recipe.precision,
+                            recipe.tta)
     result = {"run": str(run), "checkpoint_epoch": state["epoch"], "params": count_trainable(model),
               **classification_report(logits, data.test[1], classes)}
     out = Path(out_dir) if out_dir else (Path(run) if Path(run).is_dir() else Path(run).parent)

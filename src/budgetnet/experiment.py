@@ -39,7 +39,7 @@ import yaml
 
 from . import __version__, report
 from .augment import build_augment
-from .config import Recipe, RecipeError, _suggest, from_dict, load_recipe, read_yaml
+from .config import Recipe, RecipeError, _suggest, diff_recipes, from_dict, load_recipe, read_yaml
 from .data import SPLIT_SIZES, load_split, steps_per_epoch
 from .losses import training_loss
 from .model import build_model
@@ -249,20 +249,11 @@ def _check_same_recipe(run: PlannedRun) -> None:
         return
     old = from_dict(Recipe, yaml.safe_load(files.recipe.read_text())).to_dict()
     new = yaml.safe_load(yaml.safe_dump(run.recipe.to_dict()))
-    diffs = [f"{k}: {a!r} there, {b!r} now" for k, (a, b) in _flat_diff(old, new).items()
+    diffs = [f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff_recipes(old, new).items()
              if k != "description"]  # a label, not training
     if diffs:
         raise RecipeError(f"{run.path} was trained with a different recipe ({'; '.join(diffs[:4])}): "
                           "use another --out for a new scale or edited experiment, or delete that run")
-
-
-def _flat_diff(a: Any, b: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        diffs = {}
-        for k in a.keys() | b.keys():
-            diffs.update(_flat_diff(a.get(k), b.get(k), f"{prefix}{k}."))
-        return diffs
-    return {} if a == b else {prefix.rstrip("."): (a, b)}
 
 
 # ---- cost ---------------------------------------------------------------------------------------

@@ -30,9 +30,10 @@ def evaluate_all(run: str | Path, data_dir: str | Path | None = None, device: st
 def robustness(run: str | Path, data_dir: str | Path | None = None, device: str = "auto", which: str = "best",
                out_dir: str | Path | None = None, corruptions: bool = True, calibration: bool = True,
                cifar10c_dir: str | Path | None = None, severities: tuple[int, ...] = (1, 2, 3, 4, 5),
-               limit: int | None = None, batch_size: int = 1000, progress: bool = True) -> dict:
+               limit: int | None = None, batch_size: int | None = None, progress: bool = True) -> dict:
     """Corruption accuracy (CIFAR-10-C, generated or read from cifar10c_dir) and calibration of a run; merged into
-    the run's eval.json, with corruptions.png and reliability.png beside it. `limit`: first N test images only."""
+    the run's eval.json, with corruptions.png and reliability.png beside it. `limit`: first N test images only;
+    `batch_size`: images per forward pass (default: the recipe's eval_batch_size)."""
     dev = resolve_device(device)
     model, recipe, _ = load_model(run, which, dev)
     x, y, classes = load_split(recipe.data.dataset, "test", data_dir)
@@ -44,7 +45,8 @@ def robustness(run: str | Path, data_dir: str | Path | None = None, device: str 
 
     def logits_of(images_nhwc):
         images = torch.from_numpy(images_nhwc).permute(0, 3, 1, 2).contiguous()
-        return predict_logits(model, images, data, batch_size, dev, recipe.precision, recipe.tta).cpu()
+        return predict_logits(model, images, data, batch_size or recipe.eval_batch_size, dev, recipe.precision,
+                              recipe.tta).cpu()
 
     if calibration:
         probs = logits_of(x.transpose(0, 2, 3, 1)).softmax(1)

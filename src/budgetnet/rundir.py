@@ -1,6 +1,7 @@
 """The run directory's files (recipe, metrics, overrides, summary, checkpoints): what every reader of runs imports."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import dataclass
@@ -45,6 +46,33 @@ class RunFiles:
     def best(self) -> Path:
         return self.checkpoints / "best.pt"
 
+    def remove_partial_writes(self) -> None:
+        """Delete the `.tmp` files a killed writer left behind (the files they were replacing are intact)."""
+        for folder in (self.root, self.checkpoints):
+            for tmp in folder.glob("*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+
+class DiskFullError(RuntimeError):
+    """The disk filled while writing a run-directory file; the partial file was removed, earlier files are intact."""
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that a crash, a kill or a full disk leaves the previous file (and no partial
+    `.tmp`, except after SIGKILL: `RunFiles.remove_partial_writes` cleans those up at the next start)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            raise DiskFullError(f"no space left on device while writing {path}") from None
+        raise
+
 
 def default_run_dir(name: str) -> Path:
     """runs/<recipe name>-<local time>, the run directory when none is given."""
@@ -61,17 +89,25 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return read_jsonl(RunFiles(Path(run_dir)).metrics)
 
 
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    """Replace a JSON-lines file atomically with `rows`."""
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+
+
 def append_jsonl(path: Path, row: dict) -> None:
-    """Add one row to a JSON-lines file."""
-    with path.open("a") as f:
-        f.write(json.dumps(row) + "\n")
+    """Add one row to a JSON-lines file (a full disk raises DiskFullError)."""
+    try:
+        with path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise DiskFullError(f"no space left on device while writing {path}") from None
+        raise
 
 
 def write_summary(files: RunFiles, summary: dict) -> None:
     """Replace summary.json atomically, so that a reader or a kill never sees half of it."""
-    tmp = files.summary.with_name(files.summary.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, files.summary)
+    write_atomic(files.summary, json.dumps(summary, indent=2).encode())
 
 
 def summarize(recipe: Recipe, params: int, history: list[dict], status: str, **extra: Any) -> dict:

@@ -2,11 +2,18 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import platform
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch import nn
+
+from . import __version__
 
 
 @dataclass(frozen=True)
@@ -93,3 +100,30 @@ def autocast(device: torch.device, precision: str = "auto") -> contextlib.Abstra
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
+
+
+def broadcast_buffers(module: nn.Module, ddp: Dist) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics), so that all ranks evaluate the weights
+    rank 0 checkpoints; DDP syncs them only at the start of each forward pass."""
+    if ddp.world_size > 1:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, 0)
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the budgetnet checkout this code runs from (None when installed from a package)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def provenance(device: torch.device) -> dict:
+    """What a figure was measured with: the device and its model, torch and CUDA versions, budgetnet version and
+    commit (figures are compared across machines)."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    return {"device": str(device), "device_name": name, "torch": torch.__version__, "cuda": torch.version.cuda,
+            "budgetnet_version": __version__, "budgetnet_commit": git_commit()}

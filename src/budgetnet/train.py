@@ -1,36 +1,54 @@
-"""The training loop: data on the device, batched augmentation, metrics, checkpoints, resume, DDP."""
+"""The training loop: data on the device, batched augmentation, metrics, checkpoints, resume, preemption, DDP."""
 from __future__ import annotations
 
-import json
+import contextlib
 import math
+import signal
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
-import torch.distributed as dist
 import yaml
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from . import checkpoint
-from .augment import build_augment
+from . import __version__, checkpoint
+from .augment import Augment, build_augment
 from .averaging import Lookahead, build_ema, check_ema, check_lookahead
-from .config import Recipe, RecipeError, from_dict
+from .config import Recipe, RecipeError, diff_recipes, from_dict, load_recipe
 from .data import Data, batch_indices, check_data_config, load_data, steps_per_epoch as epoch_steps
 from .evaluate import TTA, evaluate_split
 from .losses import training_loss
 from .model import build_model, init_whitening
 from .optim import OPTIMIZERS, build_optimizer, build_scheduler, check_schedule, decay_weights
-from .rundir import RunFiles, append_jsonl, read_metrics, summarize, write_summary
-from .runtime import (COMPILE_MODES, Dist, autocast, check_precision, compile_model, configure_backend,
-                      init_distributed, resolve_device)
+from .rundir import (DiskFullError, RunFiles, append_jsonl, read_jsonl, summarize, write_atomic, write_jsonl,
+                     write_summary)
+from .runtime import (COMPILE_MODES, Dist, autocast, broadcast_buffers, check_precision, compile_model,
+                      configure_backend, git_commit, init_distributed, provenance, resolve_device)
 from .spec import check_budget
+
+# Randomness is a function of (seed, epoch, rank), so a resumed run draws what an uninterrupted one would: each
+# epoch reseeds the global RNG (augmentation) and draws the batch order from its own generator. The strides are
+# primes, so that neighbouring seeds and epochs never share a stream.
+AUGMENT_SEED_STRIDE, AUGMENT_EPOCH_STRIDE = 100_003, 1_009  # augment seed = seed*100003 + epoch*1009 + rank
+ORDER_SEED_STRIDE = 7_919                                    # batch-order seed = seed*7919 + epoch
+PROGRESS_EVERY = 20  # steps between progress-bar updates, the only host synchronisations inside an epoch
+# what --resume --set may not change: the architecture, the data and its order, and the state a checkpoint holds
+FIXED_ON_RESUME = ("model", "data", "augment", "batch_size", "seed", "ema.enabled", "lookahead.enabled")
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the run; the message says which checkpoint is kept and how to continue."""
 
 
 EpochCallback = Callable[[dict], None]
@@ -65,130 +83,254 @@ def check_recipe(recipe: Recipe) -> int:
     return params
 
 
-def train(recipe: Recipe, out_dir: str | Path, data_dir: str | Path | None = None, resume: bool = False,
-          progress: bool = True, on_epoch: EpochCallback | None = None, data: Data | None = None) -> dict:
-    """Train `recipe` into run directory `out_dir` (or continue the run there) and return its summary.
+@dataclass
+class TrainState:
+    """Everything training changes: the weights, the optimizer and its schedule, the averages, and the progress."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    ema: AveragedModel | None
+    lookahead: Lookahead | None
+    steps_per_epoch: int
+    epoch: int = 0       # epochs finished
+    step: int = 0        # optimizer steps taken
+    best: float = -1.0   # best validation (else test) accuracy so far
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """What is evaluated and checkpointed as "model": the EMA when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def state_dict(self) -> dict:
+        state = {"model": self.eval_model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "best": self.best}
+        if self.ema is not None:
+            state.update(train_model=self.model.state_dict(), ema_updates=int(self.ema.n_averaged))
+        if self.lookahead is not None:
+            state["lookahead"] = self.lookahead.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict, new_hyperparameters: bool = False) -> None:
+        """Continue from a checkpoint; with `new_hyperparameters` the optimizer keeps its moments but takes this
+        recipe's settings (learning rate, weight decay, schedule) from the checkpoint's step on."""
+        checkpoint.load_weights(self.model, state["train_model"] if self.ema is not None else state["model"])
+        if self.ema is not None:
+            checkpoint.load_weights(self.ema.module, state["model"], "EMA checkpoint")
+            self.ema.n_averaged.fill_(state["ema_updates"])
+        if self.lookahead is not None:
+            self.lookahead.load_state_dict(state["lookahead"])
+        settings = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if new_hyperparameters:
+            for group, own in zip(self.optimizer.param_groups, settings):
+                group.update(own)
+            self.scheduler.base_lrs = [g["initial_lr"] for g in self.optimizer.param_groups]
+            for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
+                                           self.scheduler.lr_lambdas):
+                group["lr"] = base * factor(self.scheduler.last_epoch)
+            self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+        self.epoch, self.best = state["epoch"], state["best"]
+        self.step = self.epoch * self.steps_per_epoch
+
+
+def build_state(recipe: Recipe, data: Data, device: torch.device, ddp: Dist) -> TrainState:
+    """A fresh TrainState for `recipe` (seeded with recipe.seed, so every rank starts from the same weights)."""
+    torch.manual_seed(recipe.seed)
+    memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
+    model = build_model(recipe.model).to(device, memory_format=memory_format)
+    if recipe.model.stem == "whiten":  # frozen filters from the patch statistics of 5,000 training images
+        init_whitening(model, data.normalize(data.train[0][:5000].float() / 255))
+    if recipe.sync_bn and ddp.world_size > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = build_optimizer(model, recipe.optimizer)
+    steps_per_epoch = epoch_steps(len(data.train[0]), recipe.batch_size)
+    scheduler = build_scheduler(optimizer, recipe.schedule, recipe.epochs, steps_per_epoch)
+    lookahead = (Lookahead(model, recipe.lookahead, recipe.epochs * steps_per_epoch) if recipe.lookahead.enabled
+                 else None)
+    return TrainState(model, optimizer, scheduler, build_ema(model, recipe.ema), lookahead, steps_per_epoch)
+
+
+class RunWriter:
+    """Rank 0's writes to the run directory (other ranks write nothing): recipe, overrides, checkpoints, metrics,
+    summary. An epoch's checkpoint is written before its metric row, so a row always has its checkpoint."""
+
+    def __init__(self, files: RunFiles, recipe: Recipe, params: int, device: torch.device, classes: list[str],
+                 is_main: bool):
+        self.files, self.recipe, self.params, self.classes, self.is_main = files, recipe, params, classes, is_main
+        self.provenance = provenance(device)
+        self.history: list[dict] = []
+
+    def start(self) -> None:
+        """Create the run directory (or clean a killed writer's partial files) and record the recipe."""
+        if self.is_main:
+            self.files.checkpoints.mkdir(parents=True, exist_ok=True)
+            self.files.remove_partial_writes()
+            write_atomic(self.files.recipe, yaml.safe_dump(self.recipe.to_dict(), sort_keys=False).encode())
+
+    def resume(self, epoch: int, changes: dict[str, tuple]) -> None:
+        """Keep the metric rows up to the checkpoint's `epoch` (later rows belong to lost work) and record the
+        recipe changes that take effect from the next epoch."""
+        self.history = read_jsonl(self.files.metrics)[:epoch]
+        if not self.is_main:
+            return
+        write_jsonl(self.files.metrics, self.history)
+        if changes:
+            append_jsonl(self.files.overrides, {"from_epoch": epoch + 1, "changes": {
+                k: {"from": old, "to": new} for k, (old, new) in sorted(changes.items())}})
+        print(f"resuming {self.files.root} after epoch {epoch}/{self.recipe.epochs}"
+              + "".join(f"; {k}: {old!r} -> {new!r}" for k, (old, new) in sorted(changes.items())), file=sys.stderr)
+
+    def epoch_done(self, row: dict, state: TrainState, improved: bool) -> None:
+        """Checkpoint (last, and best when `improved`), then the metric row, then the summary."""
+        if self.is_main:
+            ckpt = {**state.state_dict(), "recipe": self.recipe.to_dict(), "params": self.params,
+                    "classes": self.classes, "budgetnet_version": __version__, "budgetnet_commit": git_commit()}
+            checkpoint.save(ckpt, self.files.last)
+            if improved:
+                checkpoint.save(ckpt, self.files.best)
+            append_jsonl(self.files.metrics, row)
+        self.history.append(row)
+        self.write_summary("finished" if row["epoch"] == self.recipe.epochs else "running")
+
+    def summary(self, status: str, **extra) -> dict:
+        return summarize(self.recipe, self.params, self.history, status, **self.provenance, **extra)
+
+    def write_summary(self, status: str, **extra) -> dict:
+        """Write (on rank 0) and return the summary with `status`."""
+        summary = self.summary(status, **extra)
+        if self.is_main:
+            write_summary(self.files, summary)
+        return summary
+
+    def kept(self) -> str:
+        """Which checkpoint a stopped run keeps, in words."""
+        done = len(self.history)
+        return (f"its last good checkpoint, after epoch {done} ({self.files.last})" if done
+                else "no checkpoint (no epoch finished, so none was written)")
+
+
+def train(recipe: Recipe | None, out_dir: str | Path, data_dir: str | Path | None = None, resume: bool = False,
+          progress: bool = True, on_epoch: EpochCallback | None = None, data: Data | None = None,
+          overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Train `recipe` into run directory `out_dir`, or continue the run there (`resume`, with `overrides`:
+    key=value changes such as optimizer.lr=0.01, recorded in overrides.jsonl), and return its summary.
 
     Everything that can be checked is checked before any work (`check_recipe`, then the run directory and the
-    data), so a bad value leaves no run directory behind. `on_epoch(row)` sees each epoch's metrics (a search can raise to prune).
+    data), so a bad value leaves no run directory behind. `on_epoch(row)` sees each epoch's metrics (a search can
+    raise to prune). Ctrl-C and SIGTERM stop with TrainingInterrupted, a full disk with rundir.DiskFullError, a
+    NaN loss with TrainingDiverged; each keeps the last finished epoch's checkpoint and says so in summary.json.
     """
     files = RunFiles(Path(out_dir))
-    if resume:
-        if not files.recipe.is_file():
-            raise RecipeError(f"--resume {out_dir}: no recipe.yaml there, so it is not a budgetnet run directory")
-        recipe = from_dict(Recipe, yaml.safe_load(files.recipe.read_text()))
-    elif files.last.is_file():
-        raise RecipeError(f"{out_dir} already holds a run: continue it with --resume {out_dir}, "
-                          "or choose another --out")
+    recipe, changes = _run_recipe(files, recipe, resume, overrides)
     params = check_recipe(recipe)
     augment = build_augment(recipe.augment, recipe.model.num_classes)
-
     ddp = init_distributed(recipe.device)
     device = resolve_device(recipe.device, ddp.local_rank)
     configure_backend(device)
     if recipe.batch_size % ddp.world_size:
         raise RecipeError(f"batch_size={recipe.batch_size} must be divisible by the {ddp.world_size} processes")
-    data = data or load_data(recipe.data, data_dir, device)
-    if ddp.is_main:
-        files.root.mkdir(parents=True, exist_ok=True)
-        files.recipe.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    if recipe.sync_bn and ddp.world_size > 1 and device.type != "cuda":
+        raise RecipeError("sync_bn=true needs CUDA devices (torch's SyncBatchNorm); on the CPU use sync_bn=false")
+    data = data or load_data(recipe.data, data_dir, device, note=ddp.is_main)
 
-    torch.manual_seed(recipe.seed)
-    model = build_model(recipe.model).to(device, memory_format=torch.channels_last if recipe.channels_last
-                                         else torch.contiguous_format)
-    if recipe.model.stem == "whiten":  # frozen filters from the patch statistics of 5,000 training images
-        init_whitening(model, data.normalize(data.train[0][:5000].float() / 255))
-    optimizer = build_optimizer(model, recipe.optimizer)
-    n_train = len(data.train[0])
-    steps_per_epoch = epoch_steps(n_train, recipe.batch_size)
-    scheduler = build_scheduler(optimizer, recipe.schedule, recipe.epochs, steps_per_epoch)
-    ema = build_ema(model, recipe.ema)  # evaluated and checkpointed as "model" when enabled
-    lookahead = Lookahead(model, recipe.lookahead, recipe.epochs * steps_per_epoch) if recipe.lookahead.enabled else None
-    eval_model = ema.module if ema is not None else model
-
-    start_epoch, best, history = 0, -1.0, []
-    if resume and files.last.is_file():
-        state = checkpoint.load(files.last, device)
-        checkpoint.load_weights(model, state["train_model"] if ema is not None else state["model"])
-        if ema is not None:
-            checkpoint.load_weights(ema.module, state["model"], "EMA checkpoint")
-            ema.n_averaged.fill_(state["ema_updates"])
-        if lookahead is not None:
-            lookahead.load_state_dict(state["lookahead"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, best = state["epoch"], state["best"]
-    if resume and ddp.is_main:  # rows written after the last checkpoint belong to lost work
-        history = read_metrics(files.root)[:start_epoch]
-        files.metrics.write_text("".join(json.dumps(r) + "\n" for r in history))
-        print(f"resuming {files.root} after epoch {start_epoch}/{recipe.epochs}", file=sys.stderr)
-
-    net = DistributedDataParallel(model) if ddp.world_size > 1 else model
+    writer = RunWriter(files, recipe, params, device, data.classes, ddp.is_main)
+    writer.start()
+    state = build_state(recipe, data, device, ddp)
+    if resume:
+        if files.last.is_file():
+            state.load_state_dict(checkpoint.load(files.last, device), new_hyperparameters=bool(changes))
+        writer.resume(state.epoch, changes)
+    net = DistributedDataParallel(state.model) if ddp.world_size > 1 else state.model
     step_fn = compile_model(net, recipe.compile, recipe.compile_mode)
-    summary = _summary(recipe, params, device, history, "finished" if start_epoch >= recipe.epochs else "running")
-    if ddp.is_main and start_epoch >= recipe.epochs:
-        write_summary(files, summary)
-    for epoch in range(start_epoch, recipe.epochs):
-        torch.manual_seed(recipe.seed * 100_003 + epoch * 1_009 + ddp.rank)  # randomness is a function of (seed, epoch, rank)
-        row = _train_epoch(step_fn, model, optimizer, scheduler, ema, lookahead, augment, data, recipe, device, ddp,
-                           epoch, steps_per_epoch, progress)
-        if not math.isfinite(row["train_loss"]):
-            summary = _summary(recipe, params, device, history, "diverged")
-            if ddp.is_main:
-                write_summary(files, summary)
-            raise TrainingDiverged(
-                f"epoch {epoch + 1}: the training loss is {row['train_loss']}; the run stopped and keeps its "
-                f"last good checkpoint ({files.last}). Lower optimizer.lr or set grad_clip.")
-        if lookahead is not None and epoch + 1 == recipe.epochs:
-            lookahead.finish()
-        if (epoch + 1) % recipe.eval_every == 0 or epoch + 1 == recipe.epochs:
-            for split in ("val", "test"):
-                images = getattr(data, split)
-                if images is not None:
-                    loss, acc = evaluate_split(eval_model, images, data, recipe.eval_batch_size, device,
-                                               recipe.precision, ddp, recipe.tta)
-                    row.update({f"{split}_loss": loss, f"{split}_acc": acc})
-        history.append(row)
-        key = "val_acc" if data.val is not None else "test_acc"
-        improved = row.get(key, -1.0) > best
-        best = max(best, row.get(key, -1.0))
-        if ddp.is_main:
-            append_jsonl(files.metrics, row)
-            state = {"model": eval_model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "best": best,
-                     "recipe": recipe.to_dict(), "params": params}
-            if ema is not None:
-                state.update(train_model=model.state_dict(), ema_updates=int(ema.n_averaged))
-            if lookahead is not None:
-                state["lookahead"] = lookahead.state_dict()
-            checkpoint.save(state, files.last)
-            if improved:
-                checkpoint.save(state, files.best)
-            summary = _summary(recipe, params, device, history,
-                               "finished" if epoch + 1 == recipe.epochs else "running")
-            write_summary(files, summary)
-            if progress:
-                print(_epoch_line(row, recipe.epochs), file=sys.stderr)
-        if on_epoch is not None:
-            try:
-                on_epoch(row)
-            except BaseException:  # a search pruned the trial, or the caller gave up: say so in the summary
-                if ddp.is_main and summary["status"] == "running":
-                    summary = {**summary, "status": "stopped"}
-                    write_summary(files, summary)
-                raise
+    writer.write_summary("finished" if state.epoch >= recipe.epochs else "running")
+    with _sigterm_as_interrupt():
+        try:
+            while state.epoch < recipe.epochs:
+                row = _train_epoch(state, step_fn, augment, data, recipe, device, ddp, progress)
+                if not math.isfinite(row["train_loss"]):
+                    writer.write_summary("diverged")
+                    raise TrainingDiverged(
+                        f"epoch {row['epoch']}: the training loss is {row['train_loss']}; the run stopped with "
+                        f"{writer.kept()}. Lower the learning rate or set grad_clip and continue: budgetnet train "
+                        f"--resume {files.root} --set optimizer.lr={recipe.optimizer.lr / 2:g}")
+                row.update(_evaluate(state, data, recipe, device, ddp))
+                key = "val_acc" if data.val is not None else "test_acc"
+                improved = row.get(key, -1.0) > state.best
+                state.best = max(state.best, row.get(key, -1.0))
+                writer.epoch_done(row, state, improved)
+                if progress and ddp.is_main:
+                    print(_epoch_line(row, recipe.epochs), file=sys.stderr)
+                if on_epoch is not None:
+                    on_epoch(row)
+        except KeyboardInterrupt:
+            writer.write_summary("interrupted")
+            raise TrainingInterrupted(f"interrupted: the run keeps {writer.kept()}; continue with "
+                                      f"--resume {files.root}") from None
+        except DiskFullError as e:
+            with contextlib.suppress(DiskFullError):
+                writer.write_summary("disk_full", error=str(e))
+            raise DiskFullError(f"{e}; the partial file was removed and the run keeps {writer.kept()}: free space, "
+                                f"then continue with --resume {files.root}") from None
+        except TrainingDiverged:
+            raise
+        except BaseException:  # a search pruned the trial, the caller gave up, or an error: say so in the summary
+            if state.epoch < recipe.epochs:
+                writer.write_summary("stopped")
+            raise
     if ddp.world_size > 1:
-        dist.barrier()
-    return summary
+        torch.distributed.barrier()
+    return writer.summary("finished")
 
 
-def _train_epoch(step_fn, model, optimizer, scheduler, ema, lookahead, augment, data: Data, recipe: Recipe,
-                 device: torch.device, ddp: Dist, epoch: int, steps_per_epoch: int, progress: bool) -> dict:
-    """One pass over the training set; metrics stay on the device until the end of the epoch."""
-    model.train()
+def _run_recipe(files: RunFiles, recipe: Recipe | None, resume: bool,
+                overrides: list[str] | tuple[str, ...]) -> tuple[Recipe, dict[str, tuple]]:
+    """The recipe to train and, on resume, its changes {key: (old, new)} from the run's recorded recipe."""
+    if not resume:
+        if files.last.is_file():
+            raise RecipeError(f"{files.root} already holds a run: continue it with --resume {files.root}, "
+                              "or choose another --out")
+        return recipe, {}
+    if not files.recipe.is_file():
+        raise RecipeError(f"--resume {files.root}: no recipe.yaml there, so it is not a budgetnet run directory")
+    recorded = from_dict(Recipe, yaml.safe_load(files.recipe.read_text())).to_dict()
+    recipe = load_recipe(recorded, overrides)
+    changes = diff_recipes(recorded, yaml.safe_load(yaml.safe_dump(recipe.to_dict())))
+    fixed = [k for k in sorted(changes) if any(k == f or k.startswith(f + ".") for f in FIXED_ON_RESUME)]
+    if fixed:
+        raise RecipeError(f"--resume --set {fixed[0]}: a run in progress cannot change its architecture, data or "
+                          f"checkpointed state ({', '.join(FIXED_ON_RESUME)}); start a new run with --out instead")
+    return recipe, changes
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (SLURM preemption, docker stop, Kubernetes) like Ctrl-C while training (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _train_epoch(state: TrainState, step_fn: Callable, augment: Augment, data: Data, recipe: Recipe,
+                 device: torch.device, ddp: Dist, progress: bool) -> dict:
+    """One pass over the training set. The step never waits for the device: metrics stay there until the end of
+    the epoch, and the progress bar reads them every PROGRESS_EVERY steps."""
+    epoch = state.epoch
+    torch.manual_seed(recipe.seed * AUGMENT_SEED_STRIDE + epoch * AUGMENT_EPOCH_STRIDE + ddp.rank)
+    state.model.train()
     x_all, y_all = data.train
     batches = batch_indices(len(x_all), recipe.batch_size, device,
-                            generator=torch.Generator().manual_seed(recipe.seed * 7919 + epoch),
+                            generator=torch.Generator().manual_seed(recipe.seed * ORDER_SEED_STRIDE + epoch),
                             drop_last=len(x_all) >= recipe.batch_size, rank=ddp.rank, world_size=ddp.world_size)
     memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
     loss_sum = torch.zeros((), device=device)
@@ -203,34 +345,59 @@ def _train_epoch(step_fn, model, optimizer, scheduler, ema, lookahead, augment, 
         with autocast(device, recipe.precision):
             logits = step_fn(images)
         loss = training_loss(logits, labels, augment.num_views, augment.jsd_lambda, recipe.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if recipe.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-        decay_weights(optimizer)
-        optimizer.step()
-        scheduler.step()
-        step = epoch * steps_per_epoch + i + 1
-        if ema is not None and step % recipe.ema.every == 0:
-            ema.update_parameters(model)
-        if lookahead is not None:
-            lookahead.step(step)
+        _optimizer_step(state, loss, recipe)
         n = len(idx)
         hard = labels if labels.ndim == 1 else labels.argmax(1)
         loss_sum += loss.detach() * n
         correct += (logits[:n].argmax(1) == hard).sum()
         seen += n
-        if bar.disable is False and (i % 20 == 19 or i + 1 == len(batches)):
+        if not bar.disable and ((i + 1) % PROGRESS_EVERY == 0 or i + 1 == len(batches)):
             rate = seen * ddp.world_size / (time.perf_counter() - start)
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
                             img_s=f"{rate:.0f}")
     totals = torch.stack([loss_sum, correct, torch.tensor(float(seen), device=device)])
     if ddp.world_size > 1:
-        dist.all_reduce(totals)
+        torch.distributed.all_reduce(totals)
     seconds = time.perf_counter() - start
     loss_total, correct_total, seen_total = totals.tolist()
-    return {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_total / seen_total,
+    state.epoch += 1
+    if state.lookahead is not None and state.epoch == recipe.epochs:
+        state.lookahead.finish()
+    return {"epoch": state.epoch, "lr": state.optimizer.param_groups[0]["lr"], "train_loss": loss_total / seen_total,
             "train_acc": correct_total / seen_total, "seconds": seconds, "images_per_s": seen_total / seconds}
+
+
+def _optimizer_step(state: TrainState, loss: torch.Tensor, recipe: Recipe) -> None:
+    """Backward, clip, decay, step, schedule, and the averages (EMA every ema.every steps, lookahead every k)."""
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if recipe.grad_clip:
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), recipe.grad_clip)
+    decay_weights(state.optimizer)
+    state.optimizer.step()
+    state.scheduler.step()
+    state.step += 1
+    if state.ema is not None and state.step % recipe.ema.every == 0:
+        state.ema.update_parameters(state.model)
+    if state.lookahead is not None:
+        state.lookahead.step(state.step)
+
+
+def _evaluate(state: TrainState, data: Data, recipe: Recipe, device: torch.device, ddp: Dist) -> dict:
+    """Loss and accuracy on the val and test splits when this epoch is evaluated ({} otherwise). Every rank first
+    takes rank 0's BatchNorm statistics, so the figures are those of the checkpoint rank 0 writes."""
+    if state.epoch % recipe.eval_every and state.epoch != recipe.epochs:
+        return {}
+    broadcast_buffers(state.model, ddp)
+    broadcast_buffers(state.eval_model, ddp)
+    row = {}
+    for split in ("val", "test"):
+        images = getattr(data, split)
+        if images is not None:
+            loss, acc = evaluate_split(state.eval_model, images, data, recipe.eval_batch_size, device,
+                                       recipe.precision, ddp, recipe.tta)
+            row.update({f"{split}_loss": loss, f"{split}_acc": acc})
+    return row
 
 
 def _epoch_line(row: dict, epochs: int) -> str:
@@ -241,7 +408,3 @@ def _epoch_line(row: dict, epochs: int) -> str:
             parts.append(f"{split} loss {row[f'{split}_loss']:.4f} acc {row[f'{split}_acc']:.4f}")
     parts.append(f"{row['seconds']:.1f}s ({row['images_per_s']:.0f} img/s)")
     return " | ".join(parts)
-
-
-def _summary(recipe: Recipe, params: int, device: torch.device, history: list[dict], status: str) -> dict:
-    return summarize(recipe, params, history, status, device=str(device))

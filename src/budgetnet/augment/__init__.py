@@ -4,7 +4,8 @@
     views, targets = augment(images_uint8, labels)   # views float [V*B, 3, H, W] in [0, 1]
 
 Policies run in the recipe's order on the whole batch with per-sample random choices, from the global torch RNG
-(torch.manual_seed reproduces a run; saving and restoring the RNG state resumes it). No policy reads a value back
+(torch.manual_seed reproduces a run; the training loop reseeds it every epoch from seed, epoch and rank, so a
+resumed run draws what an uninterrupted one would). No policy reads a value back
 from the images' device: choices that decide shapes or Python control flow (op groups, mix ratios, boxes) are
 drawn on the CPU, so the host never waits for the GPU. A recipe names them:
 
