@@ -95,9 +95,10 @@ def run_airbench(name: str, folder: Path, device: torch.device, seed: int) -> di
         seconds = clock(device) - start
     finally:
         os.chdir(cwd)
-    frozen = model[0].weight.numel()  # the whitening filters are set from the data, never trained
-    return {"accuracy": accuracy, "seconds": seconds,
-            "params": sum(p.numel() for p in model.parameters()) - frozen}
+    # trainable parameters: BatchNorm scales and the whitening filters never train; the whitening bias trains
+    # for the first epochs and is frozen (requires_grad False) by the end
+    params = sum(p.numel() for name, p in model.named_parameters() if p.requires_grad or name == "0.bias")
+    return {"accuracy": accuracy, "seconds": seconds, "params": params}
 
 
 def compare(pairs: list[tuple[str, str]], data: Data, device: torch.device, seeds: int, folder: Path,
