@@ -56,6 +56,7 @@ from budgetnet.train import train
 
 import train_throughput
 import vs_airbench
+from tables import markdown
 from time_to_accuracy import device_name
 
 
@@ -83,13 +84,14 @@ class Stage:
     planned_s: float                      # share of a 9-minute job on one H100/H200
     run: Callable[[Check, dict], None]    # appends to record["rows"] as each measurement finishes
     judge: Callable[[Check, dict], None] = lambda ctx, record: None  # record["checks"] from the rows there are
+    columns: list[tuple[str, str, str]] | None = None  # the rows' table (default: every key)
     seeds: int = 1                        # seeds in a whole-job run
     full_seeds: int = 1                   # seeds with --stage NAME
     smoke: list[str] = field(default_factory=list)  # recipe overrides under --smoke
 
 
 def check(record: dict, target: str, measured: str, met: bool) -> None:
-    record["checks"].append({"target": target, "measured": measured, "met": "yes" if met else "NO"})
+    record["checks"].append({"target": target, "measured": measured, "met": bool(met)})
 
 
 def seeds_of(ctx: Check, stage: Stage) -> int:
@@ -254,12 +256,12 @@ def judge_best(ctx: Check, record: dict) -> None:
 
 
 STAGES = {s.name: s for s in [
-    Stage("throughput", 110, stage_throughput, judge_throughput),
-    Stage("augmix", 35, stage_augmix, judge_augmix),
+    Stage("throughput", 110, stage_throughput, judge_throughput, columns=train_throughput.COLUMNS),
+    Stage("augmix", 35, stage_augmix, judge_augmix, columns=train_throughput.COLUMNS),
     Stage("seed-steps", 15, stage_seed_steps, judge_seed_steps),
     Stage("seed-fast", 140, stage_seed_fast, judge_seed_fast, seeds=1, full_seeds=2,
           smoke=[*TINY_SEED, "epochs=1", "batch_size=64"]),
-    Stage("airbench", 90, stage_airbench, judge_airbench, seeds=1, full_seeds=3),
+    Stage("airbench", 90, stage_airbench, judge_airbench, seeds=1, full_seeds=3, columns=vs_airbench.COLUMNS),
     Stage("best", 130, stage_best, judge_best, seeds=1, full_seeds=2,
           smoke=["model.channels=[8, 16, 16]", "epochs=1", "batch_size=64", "compile=false"]),
 ]}
@@ -305,14 +307,6 @@ def run_stages(names: list[str], ctx: Check, deadline: float, report: Callable[[
     return records
 
 
-def table(rows: list[dict]) -> str:
-    """A markdown table of dict rows (columns: every key, in first-seen order)."""
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    cell = lambda v: "-" if v is None else f"{v:,.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-    return "\n".join([f"| {' | '.join(keys)} |", "|---" * len(keys) + "|",
-                      *(f"| {' | '.join(cell(r.get(k)) for k in keys)} |" for r in rows)])
-
-
 def write_results(out: Path, header: dict, records: list[dict]) -> None:
     """results.json (everything) and results.md (the targets, then every stage's table) under `out`."""
     out.mkdir(parents=True, exist_ok=True)
@@ -320,19 +314,11 @@ def write_results(out: Path, header: dict, records: list[dict]) -> None:
     checks = [{"stage": r["stage"], **c} for r in records for c in r["checks"]]
     lines = [f"# gpu_check: {header['device']}", "",
              *(f"- {k}: {v}" for k, v in header.items() if k != "device"), "",
-             "## Targets", "", table(checks) if checks else "(none measured)", ""]
+             "## Targets", "", markdown(checks) if checks else "(none measured)", ""]
     for r in records:
         lines += [f"## {r['stage']}: {r['status']} ({r['seconds']} s of a {r['cap_s']} s cap)", "",
-                  *r["notes"], "", table(r["rows"]) if r["rows"] else "(no rows)", ""]
+                  *r["notes"], "", markdown(r["rows"], STAGES[r["stage"]].columns) if r["rows"] else "(no rows)", ""]
     (out / "results.md").write_text("\n".join(lines))
-
-
-def smoke_data() -> Data:
-    """Random CIFAR-shaped images: enough to run every stage a few steps on the CPU."""
-    g = torch.Generator().manual_seed(0)
-    fake = lambda n: (torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8),  # noqa: E731
-                      torch.randint(0, 10, (n,), generator=g))
-    return from_arrays(fake(512), None, fake(128), [str(i) for i in range(10)])
 
 
 def rebuild_data(npz: Path, out: Path) -> Path:
@@ -365,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = rebuild_data(args.npz, Path(tmp)) if args.npz else args.data
-        data = smoke_data() if args.smoke else load_data(DataConfig(), data_dir, device)
+        data = vs_airbench.smoke_data(512, 128) if args.smoke else load_data(DataConfig(), data_dir, device)
         names = [args.stage] if args.stage else list(STAGES)
         header = {"device": device_name(device) + (" (SMOKE RUN: not a measurement)" if args.smoke else ""),
                   "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -38,6 +38,7 @@ from budgetnet.data import DATASETS, from_arrays, load_split
 from budgetnet.model import build_model, flops_per_image
 from budgetnet.train import train
 
+from tables import markdown
 from time_to_accuracy import device_name
 
 CROP_FLIP = [{"name": "crop", "padding": 4}, {"name": "flip", "p": 0.5}]
@@ -164,17 +165,10 @@ def augmix_cost(images: np.ndarray, labels: np.ndarray, device: torch.device, st
                cost_vs_crop_flip=crop_flip["images_per_s"] / jsd["images_per_s"]))
 
 
-def markdown(rows: list[dict]) -> str:
-    """The table of measured rows."""
-    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-    lines = ["| loop | precision | batch | images/s | vs plain | GFLOP/image | TFLOP/s | warm-up s | peak GiB | cost per source image vs crop+flip |",
-             "|---" * 10 + "|"]
-    for r in rows:
-        lines.append(f"| {r['loop']} | {r['precision']} | {r['batch']} | {r['images_per_s']:,.0f} | "
-                     f"{fmt(r['vs_plain'], '.2f')} | {r['gflop_per_image']:.3f} | {r['tflops']:.2f} | "
-                     f"{fmt(r['warmup_s'], '.1f')} | {fmt(r['peak_memory_gib'], '.2f')} | "
-                     f"{fmt(r.get('cost_vs_crop_flip'), '.2f')} |")
-    return "\n".join(lines)
+COLUMNS = [("loop", "loop", ""), ("precision", "precision", ""), ("batch", "batch", ""),
+           ("images/s", "images_per_s", ",.0f"), ("vs plain", "vs_plain", ".2f"), ("GFLOP/image", "gflop_per_image", ".3f"),
+           ("TFLOP/s", "tflops", ".2f"), ("warm-up s", "warmup_s", ".1f"), ("peak GiB", "peak_memory_gib", ".2f"),
+           ("cost per source image vs crop+flip", "cost_vs_crop_flip", ".2f")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows, indent=1))
         return 0
     print(f"ResNet-18 C_1=42 training, {steps} timed steps on {device_name(device)}\n")
-    print(markdown(rows))
+    print(markdown(rows, COLUMNS))
     return 0
 
 

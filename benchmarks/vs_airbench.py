@@ -29,6 +29,8 @@ from budgetnet.config import DataConfig, Recipe, load_recipe
 from budgetnet.data import Data, from_arrays, load_data
 from budgetnet.train import train
 
+from tables import markdown
+
 AIRBENCH = ("airbench94", "airbench95", "airbench96")
 DEFAULT_PAIRS = (("airbench94", "small"), ("airbench95", "fast"))
 SMOKE = ["epochs=1", "batch_size=32", "eval_batch_size=64", "compile=false", "model.channels=[8, 16, 16]"]
@@ -148,17 +150,18 @@ def summarize(runs: list[dict], pairs: list[tuple[str, str]]) -> list[dict]:
     return list(rows.values())
 
 
-def markdown(rows: list[dict]) -> str:
-    """The side-by-side table."""
-    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-    lines = ["| system | params | seeds | test accuracy | spread | seconds (one clock) | cold run s | vs | time ratio |"
-             " accuracy gain | target met |", "|---" * 11 + "|"]
-    for r in rows:
-        lines.append(f"| {r['system']} | {fmt(r['params'], ',')} | {r['seeds']} | {fmt(r['accuracy'], '.2%')} | "
-                     f"{fmt(r['accuracy_spread'], '.2%')} | {fmt(r['seconds'], '.2f')} | {fmt(r['cold_seconds'], '.2f')} | "
-                     f"{r.get('vs', '-')} | {fmt(r.get('time_ratio'), '.2f')} | {fmt(r.get('accuracy_gain'), '+.2%')} | "
-                     f"{ {True: 'yes', False: 'no'}.get(r.get('target_met'), '-') } |")
-    return "\n".join(lines)
+COLUMNS = [("system", "system", ""), ("params", "params", ","), ("seeds", "seeds", ""),
+           ("test accuracy", "accuracy", ".2%"), ("spread", "accuracy_spread", ".2%"),
+           ("seconds (one clock)", "seconds", ".2f"), ("cold run s", "cold_seconds", ".2f"), ("vs", "vs", ""),
+           ("time ratio", "time_ratio", ".2f"), ("accuracy gain", "accuracy_gain", "+.2%"), ("target met", "target_met", "")]
+
+
+def smoke_data(n_train: int, n_test: int) -> Data:
+    """Random CIFAR-shaped images on the CPU: enough to run the code paths a few steps (--smoke)."""
+    g = torch.Generator().manual_seed(0)
+    fake = lambda n: (torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8),  # noqa: E731
+                      torch.randint(0, 10, (n,), generator=g))
+    return from_arrays(fake(n_train), None, fake(n_test), [str(i) for i in range(10)])
 
 
 def parse_pairs(text: str) -> list[tuple[str, str]]:
@@ -182,13 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cpu" if args.smoke else "cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("vs_airbench needs a CUDA GPU (airbench runs only there); on the CPU use --smoke")
-    if args.smoke:
-        g = torch.Generator().manual_seed(0)
-        fake = lambda n: (torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8),  # noqa: E731
-                          torch.randint(0, 10, (n,), generator=g))
-        data = from_arrays(fake(128), None, fake(64), [str(i) for i in range(10)])
-    else:
-        data = load_data(DataConfig(), args.data, device)
+    data = smoke_data(128, 64) if args.smoke else load_data(DataConfig(), args.data, device)
     runs: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         compare(pairs, data, device, 1 if args.smoke else args.seeds, Path(tmp) / "cifar10", runs.append, args.smoke)
@@ -198,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (smoke)"
         print(f"{name}, torch {torch.__version__}, {len(data.train[0]):,} training images\n")
-        print(markdown(rows))
+        print(markdown(rows, COLUMNS))
         for r in runs:
             if r["run"] == "smoke":
                 print(f"{r['system']}: needs CUDA; its data files hold our {r['checked_images']:,} training images "
