@@ -72,3 +72,34 @@ def real_cifar() -> Path:
     if not root or not (Path(root) / "cifar-10-batches-py" / "test_batch").is_file():
         pytest.skip("real CIFAR-10 not available: set BUDGETNET_DATA to a folder holding cifar-10-batches-py/")
     return Path(root)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """A run directory holding a tiny model trained by a plain loop (no budgetnet training code) on synthetic images
+    of the fake CIFAR-10's kind, far above chance on them, with class names: for checks of eval, robustness and
+    predict against an independent computation."""
+    import torch
+
+    from budgetnet import __version__, checkpoint
+    from budgetnet.model import ResNet
+
+    recipe = load_recipe("demo", [*TINY_MODEL, "epochs=1"])
+    torch.manual_seed(0)
+    model = ResNet(recipe.model)
+    x, y = synthetic_arrays(1024, seed=5)
+    mean = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
+    std = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
+    images, labels = (torch.from_numpy(x).float() / 255 - mean) / std, torch.from_numpy(y)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    model.train()
+    for epoch in range(2):
+        for i in range(0, len(images), 64):
+            loss = torch.nn.functional.cross_entropy(model(images[i:i + 64]), labels[i:i + 64])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    run = tmp_path_factory.mktemp("trained") / "run"
+    checkpoint.save({"model": model.state_dict(), "epoch": 1, "recipe": recipe.to_dict(), "classes": CLASSES,
+                     "budgetnet_version": __version__}, run / "checkpoints" / "best.pt")
+    return run

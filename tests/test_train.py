@@ -252,8 +252,9 @@ def test_checkpoints_never_run_code(tmp_path, capsys):
     path = tmp_path / "evil.pt"
     with open(path, "wb") as f:
         pickle.dump({"format": checkpoint.FORMAT, "model": Exploit()}, f, protocol=2)
-    with pytest.raises(CheckpointError, match="not a loadable budgetnet checkpoint"):
+    with pytest.raises(CheckpointError, match="evil.pt is not a plain checkpoint .*: not loaded") as refused:
         checkpoint.load(path)
+    assert "weights_only" not in str(refused.value) and len(str(refused.value).splitlines()) == 1
     assert "pwned" not in capsys.readouterr().out
 
 

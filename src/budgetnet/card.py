@@ -7,8 +7,23 @@ from pathlib import Path
 import yaml
 
 from . import plots
-from .checkpoint import CheckpointError, load_model
+from .augment import build_augment
+from .checkpoint import CheckpointError, class_names, load_model, written_by
+from .config import Recipe
+from .data import SPLIT_SIZES
 from .rundir import read_metrics
+
+
+def training_loss(recipe: Recipe) -> str:
+    """The loss the recipe trains with, in words (what `train_loss` in metrics.jsonl measures)."""
+    loss = "cross-entropy" + (f" with label smoothing {recipe.label_smoothing:g}" if recipe.label_smoothing else "")
+    if any(p.get("name") in ("mixup", "cutmix") for p in recipe.augment):
+        loss += " on mixed (soft) targets"
+    augment = build_augment(recipe.augment, recipe.model.num_classes)
+    if augment.num_views > 1:
+        loss += (f" on the clean view + {augment.jsd_lambda:g} x the Jensen-Shannon consistency of the clean and "
+                 "two AugMix views")
+    return loss
 
 
 def _json(path: Path) -> dict:
@@ -20,7 +35,8 @@ def model_card(run: str | Path, out: str | Path | None = None) -> Path:
     run = Path(run)
     if not run.is_dir():
         raise CheckpointError(f"{run} is not a run directory (give the folder `budgetnet train --out` wrote)")
-    _, recipe, _ = load_model(run, "best")
+    _, recipe, state = load_model(run, "best")
+    classes = class_names(state)
     out = Path(out) if out else run / "MODEL_CARD.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     summary, evaluation = _json(run / "summary.json"), _json(run / "eval.json")
@@ -30,11 +46,22 @@ def model_card(run: str | Path, out: str | Path | None = None) -> Path:
     table = ["| layer | output | channels | kernel | shortcut | blocks | params |", "|---|---|---|---|---|---|---|"]
     table += [f"| {r['layer']} | {r['output']} | {r['channels']} | {r['kernel']} | {r['shortcut']} | {r['blocks']} "
               f"| {r['params']:,} |" for r in spec.stage_table()]
+    data = recipe.data
+    n_train = data.train_size or SPLIT_SIZES["train"] - data.val_size
+    size = f"{spec.image_size}x{spec.image_size}"
     lines = [f"# Model card: {run.name}", "",
-             f"A {spec.block}-block residual network for {recipe.data.dataset} (32x32 RGB, "
-             f"{spec.num_classes} classes), trained with budgetnet.", "",
+             f"A {spec.block}-block residual network for {data.dataset} ({size} RGB, {spec.num_classes} classes), "
+             "trained with budgetnet.", "",
+             f"Classes, in logit order: {', '.join(classes)}." if classes else
+             f"Class names: not stored (a checkpoint of {written_by(state)}); logit i is class i of {data.dataset}.",
+             "",
              "## Design", "", *table, "",
-             f"Trainable parameters: **{spec.count_params():,}**.", ""]
+             f"Trainable parameters: **{spec.count_params():,}**.", "",
+             "## Data and training", "",
+             f"- trained on {n_train:,} images of {data.dataset}'s training split"
+             + (f", {data.val_size:,} held out for validation" if data.val_size else "")
+             + f"; tested on {data.test_size or SPLIT_SIZES['test']:,} test images",
+             f"- training loss: {training_loss(recipe)}", ""]
     lines += ["## Accuracy", ""]
     if "accuracy" in evaluation:
         lines.append(f"- test accuracy {evaluation['accuracy']:.2%}, loss {evaluation['loss']:.4f} "
@@ -66,13 +93,17 @@ def model_card(run: str | Path, out: str | Path | None = None) -> Path:
                   for name, acc in evaluation["per_corruption"].items()]
     else:
         lines.append(f"Not measured: run `budgetnet eval {run} --corruptions --calibration`.")
-    lines += ["", "## Recipe", "", "```yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False).rstrip(), "```",
+    lines += ["", "## Recipe", "", "The resolved recipe (its free-text description left out: the facts above are measured "
+              "from the run, the description may predate `--set` overrides).", "", "```yaml",
+              yaml.safe_dump({k: v for k, v in recipe.to_dict().items() if k != "description"},
+                             sort_keys=False).rstrip(), "```",
               "", "## Intended use and limitations", "",
               "- Research and teaching: comparing residual designs and training recipes under a parameter budget.",
-              "- Inputs are 32x32 RGB photos of the 10 CIFAR-10 classes; anything else gets one of those labels "
-              "anyway, with no reliable notion of \"none of these\".",
-              "- Trained and tested on a re-encoded (JPEG) copy of CIFAR-10: accuracy is not strictly comparable "
-              "to published figures, and the model has seen JPEG artefacts.",
+              f"- Inputs are {size} RGB photos of the {spec.num_classes} {data.dataset} classes; anything else gets "
+              "one of those labels anyway, with no reliable notion of \"none of these\".",
+              f"- Accuracy depends on the copy of {data.dataset} it was trained and tested on: budgetnet notes at "
+              "training time when a copy differs from the official release (e.g. a re-encoded JPEG copy), and "
+              "figures on such a copy are not strictly comparable to published ones.",
               "- Not for decisions about people or safety-relevant uses.", ""]
     out.write_text("\n".join(lines))
     return out

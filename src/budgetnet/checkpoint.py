@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +35,27 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:  # torch's text would suggest weights_only=False: never for a file of unknown origin
+        raise CheckpointError(f"{path} is not a plain checkpoint (it holds Python objects beyond tensors and "
+                              "containers, which could run code): not loaded") from None
     except Exception as e:
-        raise CheckpointError(f"{path} is not a loadable budgetnet checkpoint ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated, or not a torch file: "
+                              f"{type(e).__name__}): not loaded") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a budgetnet checkpoint (format {FORMAT} expected)")
     return state
+
+
+def class_names(state: dict[str, Any]) -> list[str] | None:
+    """The class names stored with a checkpoint's weights; None for one written before budgetnet 0.2.0, which
+    stored none (it still loads)."""
+    return list(state["classes"]) if state.get("classes") else None
+
+
+def written_by(state: dict[str, Any]) -> str:
+    """Which budgetnet wrote a checkpoint, for messages: 'budgetnet 0.2.0', or 'budgetnet 0.1.0' for one
+    written before checkpoints recorded their version."""
+    return f"budgetnet {state.get('budgetnet_version', '0.1.0')}"
 
 
 def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str = "checkpoint") -> None:

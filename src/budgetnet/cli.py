@@ -199,9 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="expected calibration error and reliability.png")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("export", help="export a run's model: ONNX, TorchScript, or standalone model.py + weights")
+    p = sub.add_parser("export", help="export a run's model: ONNX, torch.export (.pt2), or standalone model.py + weights")
     p.add_argument("run", help="run directory or checkpoint file")
-    p.add_argument("--format", required=True, choices=["onnx", "torchscript", "standalone"])
+    p.add_argument("--format", required=True, choices=["onnx", "pt2", "standalone"])
     p.add_argument("--out", type=Path, required=True, help="directory to write the export into")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint of a run")
     p.set_defaults(func=cmd_export)

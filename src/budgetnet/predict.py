@@ -1,23 +1,30 @@
 """Classify image files (PNG, JPEG, any size) with a run's model: top-k classes and probabilities."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .checkpoint import load_model
+from .checkpoint import class_names, load_model, written_by
 from .data import DATASETS, load_split
 from .export import Normalized
 
 
 def read_image(path: str | Path, size: int) -> tuple[np.ndarray, str | None]:
-    """uint8 RGB [3, size, size] of an image file, and a note when it was resized; ValueError if unreadable."""
+    """uint8 RGB [3, size, size] of an image file, and a note when it was resized; ValueError if unreadable or
+    larger than PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS), refused before it is decoded."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            image = im.convert("RGB")  # RGBA, greyscale and palette images become RGB
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # PIL only warns up to twice the limit
+            with Image.open(path) as im:
+                im.load()
+                image = im.convert("RGB")  # RGBA, greyscale and palette images become RGB
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ValueError(f"{path}: more than {Image.MAX_IMAGE_PIXELS:,} pixels, too large to decode safely; "
+                         f"resize it first (the model sees {size}x{size})") from None
     except (OSError, UnidentifiedImageError) as e:
         raise ValueError(f"{path}: not a readable image ({e}); give a PNG or JPEG file") from None
     note = None
@@ -32,14 +39,20 @@ def predict_files(run: str | Path, files: list[str], top_k: int = 3, which: str 
                   data_dir: str | Path | None = None) -> tuple[list[dict], list[str], list[str]]:
     """(predictions, notes, errors): one {"file", "label", "probability", "top_k"} per readable file.
 
-    The class names come from the dataset's files in data_dir (as `budgetnet eval` reads them)."""
+    The class names travel with the checkpoint; one written before budgetnet 0.2.0 holds none, and they are read
+    from the data set's files in data_dir instead."""
     if top_k < 1:
         raise ValueError(f"--top-k {top_k}: give at least 1")
-    net, recipe, _ = load_model(run, which, "cpu")
+    net, recipe, state = load_model(run, which, "cpu")
     stats = DATASETS[recipe.data.dataset]
     model = Normalized(net, stats.mean, stats.std).eval()
-    classes = load_split(recipe.data.dataset, "test", data_dir)[2]
-    predictions, notes, errors = [], [], []
+    classes = class_names(state)
+    notes = []
+    if classes is None:
+        notes.append(f"note: {run} was written by {written_by(state)}, which stored no class names: reading them "
+                     f"from the {recipe.data.dataset} files")
+        classes = load_split(recipe.data.dataset, "test", data_dir)[2]
+    predictions, errors = [], []
     for f in files:
         try:
             image, note = read_image(f, recipe.model.image_size)
