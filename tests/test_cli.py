@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from budgetnet.cli import main
-from conftest import TINY_MODEL
+from budgetnet.config import load_recipe
+from conftest import CLASSES, TINY_MODEL
 
 TINY = [f"--set={s}" for s in [*TINY_MODEL, "epochs=1", "batch_size=64", "data.train_size=256",
                                 "data.test_size=256"]]
@@ -102,3 +103,66 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
     monkeypatch.setattr("budgetnet.cli.cmd_recipes", fail)
     with pytest.raises(KeyError):
         main(["recipes"])
+
+
+class Exploit:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory):
+    """Files a hostile but fair user hands to the CLI."""
+    import pickle
+
+    from PIL import Image
+
+    from budgetnet import checkpoint
+    from budgetnet.model import ResNet
+
+    root = tmp_path_factory.mktemp("bad")
+    recipe = load_recipe("demo", TINY_MODEL)
+    checkpoint.save({"model": ResNet(recipe.model).state_dict(), "epoch": 1, "recipe": recipe.to_dict(),
+                     "classes": CLASSES}, root / "run" / "checkpoints" / "best.pt")
+    (root / "evil").mkdir()
+    with open(root / "evil" / "evil.pt", "wb") as f:
+        pickle.dump({"format": checkpoint.FORMAT, "model": Exploit()}, f, protocol=2)
+    (root / "truncated.pt").write_bytes((root / "run" / "checkpoints" / "best.pt").read_bytes()[:1000])
+    Image.new("1", (20_000, 20_000)).save(root / "huge.png")
+    (root / "file").write_text("")
+    return root
+
+
+BAD_INPUTS = [  # argv ({root}: the fixture's folder), exit code, the one line's text
+    (["params", "--budget", "-5"], 2, "'-5' is not a parameter count: use a positive number"),
+    (["params", "--set", "model.channels=0"], 2, "channels"),
+    (["train", "--set", "epochs=0", "--out", "{root}/r"], 2, "epochs=0 must be 1 or more"),
+    (["train", "--set", "batch_size=-5", "--out", "{root}/r"], 2, "batch_size=-5 must be 1 or more"),
+    (["train", "--set", "eval_batch_size=0", "--out", "{root}/r"], 2, "eval_batch_size=0 must be 1 or more"),
+    (["train", "--set", "tta=foo", "--out", "{root}/r"], 2, "tta='foo' is unknown"),
+    (["train", "--set", "precision=fp8", "--out", "{root}/r"], 2, "precision='fp8' is unknown"),
+    (["train", "--set", "data.dataset=cifar100", "--out", "{root}/r"], 2, "add --set model.num_classes=100"),
+    (["train", "--resume", "{root}/file"], 2, "not a budgetnet run directory"),
+    (["predict", "{root}/run", "{root}/huge.png"], 2, "huge.png: more than 89,478,485 pixels, too large"),
+    (["predict", "{root}/run", "{root}/file"], 2, "file: not a readable image"),
+    (["predict", "{root}/run", "{root}/file", "--top-k", "0"], 2, "--top-k 0: give at least 1"),
+    (["predict", "{root}/evil/evil.pt", "{root}/huge.png"], 2, "evil.pt is not a plain checkpoint"),
+    (["eval", "{root}/evil/evil.pt"], 2, "evil.pt is not a plain checkpoint"),
+    (["card", "{root}/evil"], 2, "holds no checkpoints/"),
+    (["export", "{root}/truncated.pt", "--format", "onnx", "--out", "{root}/x"], 2, "is not a readable checkpoint"),
+    (["export", "{root}/run", "--format", "standalone", "--out", "{root}/file"], 2, "file is a file: give a folder"),
+    (["export", "{root}/run", "--format", "standalone", "--out", "{root}/file/sub"], 2, "cannot create this folder"),
+    (["eval", "{root}/nowhere"], 2, "nowhere: no such checkpoint"),
+    (["augment-preview", "--policy", "nope", "--out", "{root}/p.png"], 2, "nope"),
+]
+
+
+@pytest.mark.parametrize("argv, code, text", BAD_INPUTS, ids=[" ".join(a[:3]) for a, _, _ in BAD_INPUTS])
+def test_bad_input_gets_one_clear_line_and_its_exit_code(bad_inputs, capsys, argv, code, text):
+    argv = [a.format(root=bad_inputs) for a in argv]
+    assert main(argv) == code
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"budgetnet {argv[0]}: error: ") and text in lines[0], err
+    assert "Traceback" not in err and "weights_only" not in err and "pwned" not in out
+    assert not (bad_inputs / "r").exists()  # refused before any work: no run directory left behind

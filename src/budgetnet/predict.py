@@ -65,5 +65,8 @@ def predict_files(run: str | Path, files: list[str], top_k: int = 3, which: str 
         p, idx = probs.topk(min(top_k, len(classes)))
         top = [{"label": classes[i], "probability": round(q, 6)} for q, i in zip(p.tolist(), idx.tolist())]
         predictions.append({"file": str(f), **top[0], "top_k": top})
+    if not predictions:  # nothing to show: the error is the whole answer
+        raise ValueError(errors[0] if len(errors) == 1 else
+                         f"none of the {len(files)} files is a readable image (first: {errors[0]})")
     return predictions, notes, errors
 

@@ -34,6 +34,7 @@ def preview(policies: list[dict], images: Tensor, out: Path, samples: int = 8) -
 def preview_test_images(policy: dict, out: Path, data_dir: str | Path | None = None, images: int = 6,
                         samples: int = 8, seed: int = 0) -> Path:
     """`preview` of one policy on `images` CIFAR-10 test images drawn with `seed` (which also seeds the policy)."""
+    build_augment([policy], num_classes=1)  # a bad policy fails here, before the data loads
     x, _, _ = load_split("cifar10", "test", data_dir)
     torch.manual_seed(seed)
     picked = torch.randperm(len(x))[:images]
