@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # else budgetnet downloads it to ~/.cache/budgetnet on first use.
 export BUDGETNET_DATA ?= $(abspath $(wildcard ../shared/data/cifar10))
 
-.PHONY: setup demo test postgres clean
+.PHONY: setup demo test test-quick postgres clean
 
 $(BIN)/budgetnet: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ postgres:
 
 test: setup postgres
 	$(BIN)/python -m pytest -q -rs
+
+# the suite without the tests marked slow (real data, multi-process DDP and PostgreSQL workers): for a quick look
+test-quick: setup
+	$(BIN)/python -m pytest -q -rs -m "not slow"
 
 clean:
 	rm -rf $(VENV) runs results
