@@ -13,6 +13,7 @@ import budgetnet
 
 from budgetnet import checkpoint
 from budgetnet.checkpoint import CheckpointError
+from budgetnet.cli import main
 from budgetnet.config import RecipeError
 from budgetnet.evaluate import evaluate_run
 from budgetnet.model import build_model
@@ -22,7 +23,7 @@ from budgetnet.optim import lr_at_step
 from budgetnet.rundir import DiskFullError, RunFiles, read_jsonl, read_metrics
 from budgetnet.runtime import Dist
 from budgetnet.train import TrainingDiverged, TrainingInterrupted, build_state, check_recipe, train
-from conftest import CLASSES, tiny_recipe
+from conftest import CLASSES, TINY_MODEL, tiny_recipe
 
 
 def test_trains_above_chance_and_writes_the_run(tiny_data, tmp_path):
@@ -167,7 +168,24 @@ def test_a_full_disk_keeps_the_last_good_checkpoint_and_says_where(tiny_data, tm
     summary = json.loads(files.summary.read_text())
     assert (summary["status"], summary["epochs_done"]) == ("disk_full", 1) and "no space left" in summary["error"]
     monkeypatch.undo()
+    (files.checkpoints / "best.pt.tmp").write_bytes(b"")  # what a SIGKILL mid-write leaves
     assert train(None, files.root, data=tiny_data, progress=False, resume=True)["epochs_done"] == 3
+    assert not list(files.root.rglob("*.tmp"))
+
+
+def test_the_cli_reports_a_full_disk_in_one_line_with_a_non_usage_exit_code(fake_cifar, tmp_path, monkeypatch,
+                                                                            capsys):
+    def full_disk(path, mode="r", *args, **kwargs):
+        return FullDisk(path, mode) if path.name == "last.pt.tmp" else open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(rundir, "open", full_disk, raising=False)
+    run = tmp_path / "run"
+    code = main(["train", "--recipe", "demo", "--data", str(fake_cifar), "--out", str(run), "--quiet",
+                 *[f"--set={o}" for o in (*TINY_MODEL, "epochs=1", "data.train_size=256", "data.test_size=256")]])
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("note: ")]  # the data note
+    assert code == 1 and len(err) == 1, err
+    assert f"no space left on device while writing {RunFiles(run).last}" in err[0]
+    assert not list(run.rglob("*.tmp"))
 
 
 def test_resume_honours_set_and_records_when_it_took_effect(tiny_data, tmp_path):
