@@ -7,8 +7,8 @@ import yaml
 
 from budgetnet.cli import main
 from budgetnet.config import RecipeError, read_yaml
-from budgetnet.experiment import (_worker_envs, code_version, cost_plan, load_experiment, plan, run_experiment,
-                                  write_results)
+from budgetnet.experiment import (_worker_envs, code_version, cost_plan, load_experiment, made_by, plan,
+                                  run_experiment, write_results)
 from budgetnet.rundir import RunFiles, read_metrics
 from budgetnet.train import train
 
@@ -121,11 +121,11 @@ def test_a_run_that_diverged_under_other_code_is_retrained(tmp_path, fake_cifar)
     run = plan(load_experiment(exp_file), "smoke", out)[0]
     train(run.recipe, run.path, data_dir=fake_cifar, progress=False)
     summary = json.loads(RunFiles(run.path).summary.read_text())
-    version, _, commit = code_version().partition("+")
-    RunFiles(run.path).summary.write_text(json.dumps({**summary, "status": "diverged", "budgetnet_version": version,
-                                                      "budgetnet_commit": commit or None}))
+    assert made_by(summary) == code_version()  # train records the code that runs now
+    RunFiles(run.path).summary.write_text(json.dumps({**summary, "status": "diverged"}))
     assert run.status == "diverged"  # diverged under this code: a result, skipped
-    RunFiles(run.path).summary.write_text(json.dumps({**summary, "status": "diverged"}))  # made before the record
+    unrecorded = {k: v for k, v in summary.items() if k not in ("budgetnet_version", "budgetnet_commit")}
+    RunFiles(run.path).summary.write_text(json.dumps({**unrecorded, "status": "diverged"}))  # made before the record
     assert run.status == "retrain"
     assert main(["experiment", str(exp_file), "--scale", "smoke", "--out", str(out), "--data", str(fake_cifar)]) == 0
     assert run.status == "finished" and (out / "diverged" / f"{run.name}.1" / "summary.json").is_file()

@@ -45,7 +45,7 @@ from .losses import training_loss
 from .model import build_model
 from .optim import build_optimizer
 from .rundir import RunFiles
-from .runtime import autocast, resolve_device
+from .runtime import autocast, git_commit, resolve_device
 from .train import check_recipe
 
 KEYS = ("description", "base", "axes", "seeds", "scales", "plots")
@@ -111,11 +111,7 @@ class PlannedRun:
 
 def code_version() -> str:
     """The budgetnet that runs now: its version, and the git commit when it runs from a checkout."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent,
-                                capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        commit = ""
+    commit = git_commit()  # the commit train records in summary.json
     return f"{__version__}+{commit}" if commit else __version__
 
 
