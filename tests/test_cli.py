@@ -3,12 +3,14 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
 from budgetnet.cli import main
 from budgetnet.config import load_recipe
 from conftest import CLASSES, TINY_MODEL
+from test_robustness_cli import fake_test_split, probabilities
 
 TINY = [f"--set={s}" for s in [*TINY_MODEL, "epochs=1", "batch_size=64", "data.train_size=256",
                                 "data.test_size=256"]]
@@ -57,7 +59,11 @@ def test_train_resume_eval(capsys, fake_cifar, tmp_path):
     code, summary = run_json(capsys, "train", "--resume", str(run), "--data", str(fake_cifar), "--quiet", "--json")
     assert code == 0 and summary["epochs_done"] == 1  # already finished: nothing more to do
     code, result = run_json(capsys, "eval", str(run), "--data", str(fake_cifar), "--json")
-    assert code == 0 and 0 <= result["accuracy"] <= 1 and result["params"] == summary["params"]
+    images, labels = fake_test_split(fake_cifar)  # the checkpoint scored by hand, without budgetnet's data or eval
+    probs = probabilities(run, images)
+    assert code == 0 and result["accuracy"] == (probs.argmax(1) == labels).mean()
+    assert result["loss"] == pytest.approx(-np.log(probs[np.arange(len(labels)), labels]).mean(), rel=1e-5)
+    assert result["params"] == summary["params"] and result["images"] == 10_000
     assert set(result["per_class_accuracy"]) == {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
                                                  "horse", "ship", "truck"}
 
