@@ -1,7 +1,6 @@
 """The fast path: design-space extensions, shipped fast recipes, EMA, lookahead, TTA, optimizer groups, resume."""
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest
@@ -9,11 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from budgetnet.averaging import Lookahead, build_ema
+from budgetnet.checkpoint import load_model
 from budgetnet.config import EmaConfig, LookaheadConfig, OptimizerConfig, load_recipe
 from budgetnet.data import from_arrays
 from budgetnet.evaluate import predict_logits, tta_views
 from budgetnet.model import build_model, count_trainable, init_whitening
 from budgetnet.optim import build_optimizer, build_scheduler, decay_weights
+from budgetnet.rundir import read_metrics
 from budgetnet.spec import ModelSpec, SpecError
 from budgetnet.train import train
 
@@ -57,9 +58,28 @@ def test_fast_recipes_are_under_budget_and_train(name, tmp_path):
     recipe = load_recipe(name, ["epochs=1", "batch_size=32", "compile=false", "data.val_size=0", "eval_every=1"])
     assert recipe.model.count_params() < recipe.budget == 5_000_000
     assert count_trainable(build_model(recipe.model)) == recipe.model.count_params()
-    data = from_arrays(synthetic_arrays(64, 0), None, synthetic_arrays(32, 1), CLASSES)
+    test_images, test_labels = synthetic_arrays(32, 1)
+    data = from_arrays(synthetic_arrays(64, 0), None, (test_images, test_labels), CLASSES)
     summary = train(recipe, tmp_path / name, progress=False, data=data)
-    assert summary["status"] == "finished" and 0 <= summary["final_test_acc"] <= 1
+    assert summary["status"] == "finished"
+    assert summary["final_test_acc"] == accuracy_by_hand(tmp_path / name, recipe, test_images, test_labels)
+
+
+def accuracy_by_hand(run, recipe, images: np.ndarray, labels: np.ndarray) -> float:
+    """Test accuracy of a run's saved model (the EMA when there is one) under the recipe's precision and TTA,
+    computed without budgetnet's evaluation code (airbench's flip + one-pixel-translate TTA written out)."""
+    model = load_model(run, "last")[0]
+    mean = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
+    std = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
+    x = (torch.from_numpy(images).float() / 255 - mean) / std
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    views = {"none": [(1.0, x)], "flip": [(0.5, x), (0.5, x.flip(-1))],
+             "flip_translate": [(0.25, x), (0.25, x.flip(-1)), (0.125, padded[..., :32, :32]),
+                                (0.125, padded[..., :32, :32].flip(-1)), (0.125, padded[..., 2:, 2:]),
+                                (0.125, padded[..., 2:, 2:].flip(-1))]}[recipe.tta]
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=recipe.precision == "bf16"):
+        logits = sum(w * model(v.contiguous(memory_format=torch.channels_last)).float() for w, v in views)
+    return (logits.argmax(1).numpy() == labels).mean()
 
 
 def test_seed_fast_trains_the_studys_exact_design():
@@ -125,7 +145,6 @@ def test_norm_parameters_get_their_own_lr_and_decoupled_decay():
 def test_resume_is_exact_with_ema_and_lookahead(tiny_data, tmp_path):
     recipe = tiny_recipe(*FAST_PATH, "epochs=2")
     straight = train(recipe, tmp_path / "a", progress=False, data=tiny_data)
-    first = dataclasses.replace(recipe, epochs=2)
     rows = []
 
     def stop_after_one(row):
@@ -133,7 +152,11 @@ def test_resume_is_exact_with_ema_and_lookahead(tiny_data, tmp_path):
         if row["epoch"] == 1:
             raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
-        train(first, tmp_path / "b", progress=False, data=tiny_data, on_epoch=stop_after_one)
+        train(recipe, tmp_path / "b", progress=False, data=tiny_data, on_epoch=stop_after_one)
+    assert [r["epoch"] for r in rows] == [1]  # stopped after its first epoch, as a kill would
+    first_straight = read_metrics(tmp_path / "a")[0]
+    assert {k: rows[0][k] for k in ("train_loss", "test_loss", "test_acc")} == \
+        {k: first_straight[k] for k in ("train_loss", "test_loss", "test_acc")}
     resumed = train(recipe, tmp_path / "b", resume=True, progress=False, data=tiny_data)
     assert resumed["final_test_acc"] == straight["final_test_acc"]
     a = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=True)
