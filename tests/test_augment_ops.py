@@ -4,7 +4,7 @@ import torch
 import torchvision.transforms.v2 as T
 
 from budgetnet.augment.auto import op_space
-from budgetnet.augment.ops import GEOMETRIC, PIXEL, apply_op, apply_ops
+from budgetnet.augment.ops import GEOMETRIC, PIXEL, apply_ops
 
 REFERENCE = T.AutoAugment()._apply_image_or_video_transform  # what all of torchvision's policies call
 MAGNITUDES = {  # the bin edges of the four policies' spaces, both signs, and some values in between
@@ -43,7 +43,8 @@ def test_op_equals_torchvision(name, interpolation):
     """Exactly equal, with a different magnitude per image in one batched call."""
     x = images(max(2 * len(MAGNITUDES[name]), 4))
     magnitudes = torch.tensor(MAGNITUDES[name] * 4, dtype=torch.float64)[:len(x)]
-    out = apply_op(x, name, magnitudes, interpolation)
+    out, order = apply_ops(x, [name], torch.zeros(len(x), dtype=torch.long), magnitudes, interpolation)
+    assert torch.equal(order, torch.arange(len(x)))  # one op for all: the batch keeps its order
     assert out.dtype == torch.uint8 and out.shape == x.shape
     assert torch.equal(out, reference(x, name, magnitudes, interpolation))
 

@@ -157,13 +157,6 @@ PIXEL: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 }
 
 
-def apply_op(images: Tensor, name: str, magnitude: Tensor, interpolation: str = "nearest") -> Tensor:
-    """Apply op `name` to every image, each with its own magnitude."""
-    if name in GEOMETRIC:
-        return _affine(images, GEOMETRIC[name](magnitude, *images.shape[-2:]), interpolation)
-    return PIXEL[name](images, magnitude)
-
-
 def _warp(images: Tensor, op: Tensor, magnitude: Tensor, names: list[str], interpolation: str) -> Tensor:
     """Apply the geometric op `names[op[i]]` to each image i: each its own matrix, one grid_sample for all."""
     h, w = images.shape[-2:]

@@ -14,7 +14,6 @@ def register(name: str) -> Callable[[type], type]:
     """Class decorator: make a policy dataclass selectable by `name` in a recipe's augment list."""
     def add(cls: type) -> type:
         POLICIES[name] = cls
-        cls.policy_name = name
         return cls
     return add
 
@@ -26,7 +25,6 @@ class Policy:
     (AugMix with JSD) the rows are view-major and the targets are shared by the V views.
     """
     mixes_labels = False  # mixup, cutmix: targets become soft labels [B, K]
-    policy_name = ""
 
     def __call__(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
