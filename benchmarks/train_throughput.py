@@ -35,7 +35,7 @@ from torchvision import transforms
 
 from budgetnet.config import load_recipe
 from budgetnet.data import DATASETS, from_arrays, load_split
-from budgetnet.model import build_model, flops_per_image
+from budgetnet.model import ResNet, flops_per_image
 from budgetnet.train import train
 
 from tables import markdown
@@ -76,7 +76,7 @@ def plain_run(images: np.ndarray, labels: np.ndarray, device: torch.device, step
     loader = DataLoader(ArrayCIFAR(images, labels, transform), batch_size=batch, shuffle=True, num_workers=2,
                         drop_last=True)
     torch.manual_seed(0)
-    model = build_model(load_recipe("seed", model_overrides).model).to(device).train()
+    model = ResNet(load_recipe("seed", model_overrides).model).to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     reset_peak_memory(device)
     train_loss = correct = total = 0

@@ -16,7 +16,7 @@ from budgetnet import checkpoint
 from budgetnet.checkpoint import load_model
 from budgetnet.data import DATASETS
 from budgetnet.export import ExportError, export_run
-from budgetnet.model import build_model
+from budgetnet.model import ResNet
 from conftest import tiny_recipe
 
 
@@ -28,7 +28,7 @@ def make_run(root: Path, *overrides: str, classes: list[str] | None = CLASSES) -
     writes a checkpoint as budgetnet 0.1.0 did, without class names."""
     recipe = tiny_recipe(*overrides)
     torch.manual_seed(0)
-    model = build_model(recipe.model)
+    model = ResNet(recipe.model)
     for name, buf in model.named_buffers():
         if name.endswith("running_mean") or name.endswith("running_var") or name.endswith("stem.weight"):
             buf.copy_(torch.rand_like(buf) + 0.5)

@@ -12,7 +12,7 @@ from budgetnet.checkpoint import load_model
 from budgetnet.config import EmaConfig, LookaheadConfig, OptimizerConfig, load_recipe
 from budgetnet.data import from_arrays
 from budgetnet.evaluate import predict_logits, tta_views
-from budgetnet.model import build_model, count_trainable, init_whitening
+from budgetnet.model import ResNet, count_trainable, init_whitening
 from budgetnet.optim import build_optimizer, build_scheduler, decay_weights
 from budgetnet.rundir import read_metrics
 from budgetnet.spec import ModelSpec, SpecError
@@ -31,7 +31,7 @@ FAST_PATH = ["ema.enabled=true", "ema.decay=0.5", "ema.every=2", "lookahead.enab
                                      pool_size=2)])
 def test_extended_designs_count_exactly(kw):
     spec = ModelSpec(**kw)
-    model = build_model(spec)
+    model = ResNet(spec)
     assert spec.count_params() == count_trainable(model)
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
@@ -43,7 +43,7 @@ def test_zero_blocks_need_pool_downsampling():
 
 def test_whitening_stem_whitens_patches_and_is_frozen():
     torch.manual_seed(0)
-    model = build_model(ModelSpec(stem="whiten", blocks=[1], channels=8, pool_size=32))
+    model = ResNet(ModelSpec(stem="whiten", blocks=[1], channels=8, pool_size=32))
     images = torch.randn(200, 3, 32, 32) * torch.tensor([1.0, 3.0, 0.2]).view(1, 3, 1, 1)
     init_whitening(model, images, eps=0.0)
     out = F.conv2d(images, model.stem.weight)  # valid positions: every 2x2 patch
@@ -57,7 +57,7 @@ def test_whitening_stem_whitens_patches_and_is_frozen():
 def test_fast_recipes_are_under_budget_and_train(name, tmp_path):
     recipe = load_recipe(name, ["epochs=1", "batch_size=32", "compile=false", "data.val_size=0", "eval_every=1"])
     assert recipe.model.count_params() < recipe.budget == 5_000_000
-    assert count_trainable(build_model(recipe.model)) == recipe.model.count_params()
+    assert count_trainable(ResNet(recipe.model)) == recipe.model.count_params()
     test_images, test_labels = synthetic_arrays(32, 1)
     data = from_arrays(synthetic_arrays(64, 0), None, (test_images, test_labels), CLASSES)
     summary = train(recipe, tmp_path / name, progress=False, data=data)
@@ -121,7 +121,7 @@ def test_tta_averages_flipped_and_translated_views(tiny_data):
     assert sum(w for w, _ in translate) == pytest.approx(1.0) and len(translate) == 6
     assert torch.equal(translate[2][1][..., 1:, 1:], x[..., :-1, :-1])  # shifted down-right by one pixel
     torch.manual_seed(0)
-    model = build_model(ModelSpec(blocks=[1], channels=4, pool_size=32))
+    model = ResNet(ModelSpec(blocks=[1], channels=4, pool_size=32))
     images = tiny_data.test[0][:8]
     plain = predict_logits(model, images, tiny_data, 8, torch.device("cpu"))
     mirrored = predict_logits(model, images.flip(-1), tiny_data, 8, torch.device("cpu"))
@@ -130,7 +130,7 @@ def test_tta_averages_flipped_and_translated_views(tiny_data):
 
 
 def test_norm_parameters_get_their_own_lr_and_decoupled_decay():
-    model = build_model(ModelSpec(blocks=[1], channels=4, pool_size=32))
+    model = ResNet(ModelSpec(blocks=[1], channels=4, pool_size=32))
     opt = build_optimizer(model, OptimizerConfig(lr=0.1, weight_decay=0.01, norm_lr_scale=4.0, norm_weight_decay=0.0,
                                                  decoupled_weight_decay=True))
     weights, norms = opt.param_groups
@@ -174,7 +174,7 @@ def test_fast_path_matches_a_plain_loop(tmp_path):
     fast = train(recipe, tmp_path / "fast", progress=False, data=data)["final_test_acc"]
 
     torch.manual_seed(0)
-    model = build_model(recipe.model)
+    model = ResNet(recipe.model)
     opt = build_optimizer(model, recipe.optimizer)  # the same optimizer and schedule, a textbook data path
     sched = build_scheduler(opt, recipe.schedule, 3, len(train_arrays[0]) // 64)
     x, y = torch.as_tensor(train_arrays[0]), torch.as_tensor(train_arrays[1])
@@ -227,7 +227,7 @@ def test_backend_settings_apply_on_cuda_only(monkeypatch):
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
 def test_optimizers_are_fused_on_cuda_only(name):
-    model = build_model(ModelSpec(blocks=[1], channels=4, pool_size=32))
+    model = ResNet(ModelSpec(blocks=[1], channels=4, pool_size=32))
     assert not build_optimizer(model, OptimizerConfig(name=name)).defaults["fused"]
     if torch.cuda.is_available():
         assert build_optimizer(model.cuda(), OptimizerConfig(name=name)).defaults["fused"]

@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 import torch
 
-from budgetnet.model import build_model, count_trainable
+from budgetnet.model import ResNet, count_trainable
 from budgetnet.spec import BudgetError, ModelSpec, SpecError, check_budget, fit_channels
 
 
@@ -12,12 +12,12 @@ def test_study_final_model_has_4815940_parameters():
     spec = ModelSpec(blocks=[2, 2, 2, 2], channels=42, kernel_size=3, shortcut_kernel_size=1, pool_size=4)
     assert spec.stage_channels() == [42, 84, 168, 336]
     assert spec.count_params() == 4_815_940
-    assert count_trainable(build_model(spec)) == 4_815_940
+    assert count_trainable(ResNet(spec)) == 4_815_940
 
 
 def test_classic_cifar_resnet18_has_11173962_parameters():
     spec = ModelSpec(channels=64)
-    assert spec.count_params() == count_trainable(build_model(spec)) == 11_173_962
+    assert spec.count_params() == count_trainable(ResNet(spec)) == 11_173_962
 
 
 @pytest.mark.parametrize("kw", [
@@ -29,7 +29,7 @@ def test_classic_cifar_resnet18_has_11173962_parameters():
 ])
 def test_closed_form_matches_module_and_forward_shape(kw):
     spec = ModelSpec(**kw)
-    model = build_model(spec)
+    model = ResNet(spec)
     assert spec.count_params() == count_trainable(model)
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, spec.num_classes)
 

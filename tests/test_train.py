@@ -16,7 +16,7 @@ from budgetnet.checkpoint import CheckpointError
 from budgetnet.cli import main
 from budgetnet.config import RecipeError
 from budgetnet.evaluate import evaluate_run
-from budgetnet.model import build_model
+from budgetnet.model import ResNet
 from budgetnet.spec import BudgetError, ModelSpec
 from budgetnet import rundir
 from budgetnet.optim import lr_at_step
@@ -277,11 +277,11 @@ def test_checkpoints_never_run_code(tmp_path, capsys):
 
 
 def test_loading_into_another_architecture_names_the_mismatch():
-    weights = build_model(ModelSpec(blocks=[1, 1], channels=8, pool_size=16)).state_dict()
+    weights = ResNet(ModelSpec(blocks=[1, 1], channels=8, pool_size=16)).state_dict()
     with pytest.raises(CheckpointError, match=r"different architecture \(stem.0.weight: \(8, 3, 3, 3\) in the checkpoint, \(12, 3, 3, 3\) in the model"):
-        checkpoint.load_weights(build_model(ModelSpec(blocks=[1, 1], channels=12, pool_size=16)), weights)
+        checkpoint.load_weights(ResNet(ModelSpec(blocks=[1, 1], channels=12, pool_size=16)), weights)
     with pytest.raises(CheckpointError, match="missing from the checkpoint: stages.2"):
-        checkpoint.load_weights(build_model(ModelSpec(blocks=[1, 1, 1], channels=8, pool_size=8)), weights)
+        checkpoint.load_weights(ResNet(ModelSpec(blocks=[1, 1, 1], channels=8, pool_size=8)), weights)
 
 
 def test_eval_of_a_run_matches_its_last_epoch(tiny_data, fake_cifar, tmp_path):

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .config import Recipe, from_dict
-from .model import build_model
+from .model import ResNet
 from .rundir import write_atomic
 
 FORMAT = "budgetnet-checkpoint-1"
@@ -91,6 +91,6 @@ def load_model(run_or_checkpoint: str | Path, which: str = "best",
     """The trained model (eval mode, on `device`), its recipe and the raw checkpoint of a run or file."""
     state = load(resolve(run_or_checkpoint, which), device)
     recipe = from_dict(Recipe, state["recipe"])
-    model = build_model(recipe.model)
+    model = ResNet(recipe.model)
     load_weights(model, state["model"])
     return model.to(device).eval(), recipe, state

@@ -42,7 +42,7 @@ from .augment import build_augment
 from .config import Recipe, RecipeError, _suggest, diff_recipes, from_dict, load_recipe, read_yaml
 from .data import SPLIT_SIZES, load_split, steps_per_epoch
 from .losses import training_loss
-from .model import build_model
+from .model import ResNet
 from .optim import build_optimizer
 from .rundir import RunFiles
 from .runtime import autocast, git_commit, resolve_device
@@ -265,7 +265,7 @@ def measure_epoch_seconds(recipe: Recipe, steps: int = 3) -> float:
     """Seconds one epoch of `recipe` (training steps, then evaluating its validation and test images) takes on
     its device, from `steps` timed training steps and one forward pass on random images, after one untimed step."""
     device = resolve_device(recipe.device)
-    model = build_model(recipe.model).to(device, memory_format=torch.channels_last if recipe.channels_last
+    model = ResNet(recipe.model).to(device, memory_format=torch.channels_last if recipe.channels_last
                                          else torch.contiguous_format)
     augment = build_augment(recipe.augment, recipe.model.num_classes)
     optimizer = build_optimizer(model, recipe.optimizer)

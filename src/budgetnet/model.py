@@ -106,11 +106,6 @@ class ResNet(nn.Module):
         return self.fc(self.pool(x).flatten(1))
 
 
-def build_model(spec: ModelSpec) -> ResNet:
-    """The nn.Module of a design."""
-    return ResNet(spec)
-
-
 @torch.no_grad()
 def init_whitening(model: ResNet, images: Tensor, eps: float = 5e-4) -> None:
     """Set a whitening stem's filters from normalized float images [N, C, H, W] (a few thousand suffice)."""
@@ -136,7 +131,7 @@ def flops_per_image(spec: ModelSpec) -> dict[str, int]:
     the backward pass computes no gradient for the input image, as in training.
     """
     with torch.device("meta"):
-        model = build_model(spec)
+        model = ResNet(spec)
         x = torch.empty(1, spec.in_channels, spec.image_size, spec.image_size)
     with FlopCounterMode(display=False) as forward:
         model(x)

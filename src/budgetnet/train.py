@@ -25,7 +25,7 @@ from .config import Recipe, RecipeError, diff_recipes, from_dict, load_recipe
 from .data import Data, batch_indices, check_data_config, load_data, steps_per_epoch as epoch_steps
 from .evaluate import TTA, evaluate_split
 from .losses import training_loss
-from .model import build_model, init_whitening
+from .model import ResNet, init_whitening
 from .optim import OPTIMIZERS, build_optimizer, build_scheduler, check_schedule, decay_weights
 from .rundir import (DiskFullError, RunFiles, append_jsonl, read_jsonl, summarize, write_atomic, write_jsonl,
                      write_summary)
@@ -139,7 +139,7 @@ def build_state(recipe: Recipe, data: Data, device: torch.device, ddp: Dist) -> 
     """A fresh TrainState for `recipe` (seeded with recipe.seed, so every rank starts from the same weights)."""
     torch.manual_seed(recipe.seed)
     memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
-    model = build_model(recipe.model).to(device, memory_format=memory_format)
+    model = ResNet(recipe.model).to(device, memory_format=memory_format)
     if recipe.model.stem == "whiten":  # frozen filters from the patch statistics of 5,000 training images
         init_whitening(model, data.normalize(data.train[0][:5000].float() / 255))
     if recipe.sync_bn and ddp.world_size > 1:
