@@ -134,6 +134,7 @@ def bad_inputs(tmp_path_factory):
     with open(root / "evil" / "evil.pt", "wb") as f:
         pickle.dump({"format": checkpoint.FORMAT, "model": Exploit()}, f, protocol=2)
     (root / "truncated.pt").write_bytes((root / "run" / "checkpoints" / "best.pt").read_bytes()[:1000])
+    torch.save({"format": "budgetnet-checkpoint-9", "budgetnet_version": "9.0.0"}, root / "future.pt")
     Image.new("1", (20_000, 20_000)).save(root / "huge.png")
     (root / "file").write_text("")
     return root
@@ -159,6 +160,7 @@ BAD_INPUTS = [  # argv ({root}: the fixture's folder), exit code, the one line's
     (["export", "{root}/run", "--format", "standalone", "--out", "{root}/file"], 2, "file is a file: give a folder"),
     (["export", "{root}/run", "--format", "standalone", "--out", "{root}/file/sub"], 2, "cannot create this folder"),
     (["eval", "{root}/nowhere"], 2, "nowhere: no such checkpoint"),
+    (["eval", "{root}/future.pt"], 2, "future.pt was written by budgetnet 9.0.0 in format budgetnet-checkpoint-9"),
     (["augment-preview", "--policy", "nope", "--out", "{root}/p.png"], 2, "nope"),
 ]
 

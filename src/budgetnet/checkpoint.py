@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import __version__
 from .config import Recipe, from_dict
 from .model import ResNet
 from .rundir import write_atomic
@@ -41,8 +42,11 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
     except Exception as e:
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated, or not a torch file: "
                               f"{type(e).__name__}): not loaded") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    if not isinstance(state, dict) or "format" not in state:
         raise CheckpointError(f"{path} is not a budgetnet checkpoint (format {FORMAT} expected)")
+    if state["format"] != FORMAT:
+        raise CheckpointError(f"{path} was written by {written_by(state)} in format {state['format']}, which this "
+                              f"budgetnet {__version__} does not read ({FORMAT}): load it with the version that wrote it")
     return state
 
 
