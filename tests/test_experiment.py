@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from budgetnet.cli import main
-from budgetnet.config import RecipeError, read_yaml
+from budgetnet.config import RecipeError, load_recipe
 from budgetnet.experiment import (_worker_envs, code_version, cost_plan, load_experiment, made_by, plan,
                                   run_experiment, write_results)
 from budgetnet.rundir import RunFiles, read_metrics
@@ -134,19 +134,60 @@ def test_a_run_that_diverged_under_other_code_is_retrained(tmp_path, fake_cifar)
 @pytest.mark.parametrize("name", ["batch-size", "lr-schedule", "augmentation", "optimizer", "final"])
 def test_shipped_experiments_plan_at_every_scale(tmp_path, name):
     exp = load_experiment(name)
-    for scale in ("smoke", "short", "full"):
-        runs = plan(exp, scale, tmp_path / scale)
-        assert runs
+    for scale in ("smoke", "hour", "full"):
+        assert plan(exp, scale, tmp_path / scale)
+    seed = load_recipe("seed")
     smoke = plan(exp, "smoke", tmp_path / "smoke")
-    assert all(r.recipe.epochs <= 10 and r.recipe.data.train_size <= 5000 for r in smoke)
-    assert {r.recipe.epochs for r in plan(exp, "full", tmp_path / "full")} == {read_yaml("seed")[0]["epochs"]}
+    assert all(r.recipe.epochs <= 3 and r.recipe.data.train_size <= 2000 for r in smoke)
+    full = {r.setting.label: r.recipe for r in plan(exp, "full", tmp_path / "full")}
+    hour = {r.setting.label: r.recipe for r in plan(exp, "hour", tmp_path / "hour")}
+    for label, recipe in full.items():
+        if "study-" not in label:  # controlled settings train the seed recipe's 1200 epochs (study-*: their own)
+            assert recipe.epochs == seed.epochs
+        assert hour[label].epochs == max(1, round(recipe.epochs / 40)) and hour[label].model == seed.model
+        assert hour[label].data.train_size is None  # the study's design on all the data
+        if recipe.schedule.name == "warm_restarts":  # cycles of 80, 160, 320, 640 epochs end with the run
+            assert (recipe.schedule.T_0, recipe.schedule.T_mult) == (80, 2)
+            assert recipe.schedule.T_0 * (1 + 2 + 4 + 8) == recipe.epochs
+            assert hour[label].schedule.T_0 * 15 == pytest.approx(hour[label].epochs)
 
 
-def test_augmentation_experiment_compares_flip_autoaugment_augmix_jsd(tmp_path):
-    runs = {r.setting.label: r.recipe for r in plan(load_experiment("augmentation"), "smoke", tmp_path)}
-    assert list(runs) == ["augment=flip", "augment=autoaugment", "augment=augmix"]
-    assert runs["augment=augmix"].augment[-1] == {"name": "augmix", "jsd": True}
-    assert runs["augment=autoaugment"].augment[-1]["name"] == "autoaugment"
+def test_each_setting_trains_what_its_label_says(tmp_path):
+    seed = load_recipe("seed").to_dict()
+
+    def changes(recipe):  # the keys where a setting's recipe differs from the seed recipe
+        got = recipe.to_dict()
+        return {k for k in got if k not in ("description", "seed") and got[k] != seed[k]}
+
+    aug = {r.setting.label: r.recipe for r in plan(load_experiment("augmentation"), "full", tmp_path / "a")}
+    assert list(aug) == ["augment=flip", "augment=autoaugment", "augment=augmix", "augment=study-flip",
+                         "augment=study-autoaugment"]
+    assert aug["augment=flip"].augment == [{"name": "flip"}]  # the text's random flip, no crop
+    assert aug["augment=autoaugment"].augment[-1] == {"name": "autoaugment", "policy": "cifar10"}
+    assert changes(aug["augment=augmix"]) == set()  # AugMix + JSD is the seed recipe itself
+    assert {changes(aug[f"augment={k}"]) == {"augment"} for k in ("flip", "autoaugment")} == {True}
+    study_flip = aug["augment=study-flip"]  # model1_batch128.py
+    assert (study_flip.optimizer.name, study_flip.optimizer.lr, study_flip.optimizer.weight_decay,
+            study_flip.schedule.name, study_flip.batch_size, study_flip.epochs) == ("adam", 1e-3, 0, "constant", 128, 250)
+
+    opt = {r.setting.label: r.recipe for r in plan(load_experiment("optimizer"), "full", tmp_path / "o")}
+    assert changes(opt["optimizer=sgd"]) == set()  # the study's SGDR 95.6% run (model7) is the seed recipe
+    assert changes(opt["optimizer=sgdr"]) == {"schedule"} and opt["optimizer=sgdr"].augment[-1]["jsd"]
+    assert changes(opt["optimizer=adam"]) == {"optimizer"} and changes(opt["optimizer=radam"]) == {"optimizer"}
+    study_sgd = opt["optimizer=study-sgd"]  # model8.py
+    assert (study_sgd.augment, study_sgd.batch_size, study_sgd.epochs, study_sgd.optimizer.nesterov) == \
+        ([{"name": "autoaugment", "policy": "cifar10"}], 64, 500, True)
+    assert (opt["optimizer=study-radam"].optimizer.lr, opt["optimizer=study-radam"].epochs) == (1.5e-4, 500)
+
+    sched = {r.setting.label: r.recipe for r in plan(load_experiment("lr-schedule"), "full", tmp_path / "s")}
+    assert changes(sched["schedule=cosine"]) == set() and changes(sched["schedule=warm_restarts"]) == {"schedule"}
+    batch = {r.setting.label: r.recipe for r in plan(load_experiment("batch-size"), "full", tmp_path / "b")}
+    assert changes(batch["batch_size=64"]) == {"batch_size"} and changes(batch["batch_size=128"]) == set()
+
+
+def test_runs_of_one_experiment_do_not_leak_overrides_into_each_other(tmp_path):
+    runs = {r.setting.label: r.recipe for r in plan(load_experiment("optimizer"), "full", tmp_path)}
+    assert runs["optimizer=adam"].schedule.name == "cosine" and runs["optimizer=adam"].schedule.T_0 == 10
 
 
 def test_worker_slots_share_the_cores(monkeypatch):

@@ -119,15 +119,29 @@ def cmd_search_report(args: argparse.Namespace) -> int:
 def cmd_experiment(args: argparse.Namespace) -> int:
     from .experiment import run_experiment
 
+    return _train_grid(lambda: run_experiment(args.name, args.scale, args.out, args.jobs, args.data, args.set,
+                                              args.dry_run), args.dry_run,
+                       lambda out: f"wrote {out / 'results.md'}, {out / 'results.csv'} and figures in {out}")
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from .study import run_study
+
+    return _train_grid(lambda: run_study(args.scale, args.out, args.jobs, args.data, args.set, args.dry_run),
+                       args.dry_run, lambda path: f"wrote {path}")
+
+
+def _train_grid(run, dry_run: bool, wrote) -> int:
+    """Run an experiment or the study (run() -> (path, failed runs)) and say what came of it."""
     try:
-        out, failed = run_experiment(args.name, args.scale, args.out, args.jobs, args.data, args.set, args.dry_run)
+        path, failed = run()
     except KeyboardInterrupt:
         print("interrupted: runs keep their last checkpoints; rerun the same command to resume", file=sys.stderr)
         return 130
-    if not args.dry_run:
-        print(f"wrote {out / 'results.md'}, {out / 'results.csv'} and figures in {out}")
-    for run in failed:
-        print(f"run {run.name} failed: see {run.path / 'train.log'}; rerun the same command to continue",
+    if not dry_run:
+        print(wrote(path))
+    for r in failed:
+        print(f"run {r.name} failed: see {r.path / 'train.log'}; rerun the same command to continue",
               file=sys.stderr)
     return 1 if failed else 0
 
@@ -158,6 +172,19 @@ def _recipe_args(p: argparse.ArgumentParser, default: str | None = "seed") -> No
     p.add_argument("--recipe", default=default, help="shipped recipe name or YAML file (default: %(default)s)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe key, e.g. --set optimizer.lr=0.05 (repeatable; YAML values)")
+
+
+def _grid_args(p: argparse.ArgumentParser, scale: str) -> None:
+    """The options of commands that train a grid of runs (experiment, study)."""
+    p.add_argument("--scale", default=scale, help="smoke (minutes on a CPU, too small to judge), hour (one GPU "
+                                                  "hour), or full (the study's epochs); recorded in the results "
+                                                  "(default: %(default)s)")
+    p.add_argument("--jobs", type=int, help="runs trained at once (default: one per CUDA device, else 1)")
+    p.add_argument("--data", help="folder holding cifar-10-batches-py/ (default: $BUDGETNET_DATA or the cache)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key in every run, e.g. --set device=cpu (repeatable; YAML values)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs (new, to resume, done) with their cost "
+                                                         "measured on this device, then stop")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,16 +288,15 @@ def build_parser() -> argparse.ArgumentParser:
                                           "killed ones) and write results.md, results.csv and figures")
     p.add_argument("name", help="shipped experiment (batch-size, lr-schedule, augmentation, optimizer, final) "
                                 "or experiment YAML file")
-    p.add_argument("--scale", default="full", help="smoke (minutes on a CPU), short, or full (the study's epochs); "
-                                                   "recorded in the results (default: %(default)s)")
     p.add_argument("--out", type=Path, help="experiment directory (default: runs/<name>-<scale>)")
-    p.add_argument("--jobs", type=int, help="runs trained at once (default: one per CUDA device, else 1)")
-    p.add_argument("--data", help="folder holding cifar-10-batches-py/ (default: $BUDGETNET_DATA or the cache)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe key in every run, e.g. --set device=cpu (repeatable; YAML values)")
-    p.add_argument("--dry-run", action="store_true", help="list the runs and whether each is new, to resume "
-                                                         "or done, then stop")
+    _grid_args(p, "full")
     p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser("study", help="all five experiments of the study, then STUDY.md: its published numbers "
+                                     "beside ours with a verdict per row, and figures")
+    p.add_argument("--out", type=Path, help="study directory (default: runs/study-<scale>)")
+    _grid_args(p, "smoke")
+    p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("report", help="compare run directories: report.md with a table, curves, learning rates "
                                       "and parameters vs accuracy")

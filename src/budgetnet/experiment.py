@@ -234,12 +234,13 @@ def plan(exp: Experiment, scale: str, out: str | Path, overrides: list[str] = ()
                 raise RecipeError(f"experiment {exp.name}: two settings share the run name {name!r}; "
                                   "give the values distinct labels (a named-settings axis)")
             run = PlannedRun(name, setting, seed, recipe, Path(out) / "runs" / name)
-            _check_same_recipe(run)
+            check_same_recipe(run)
             runs.append(run)
     return runs
 
 
-def _check_same_recipe(run: PlannedRun) -> None:
+def check_same_recipe(run: PlannedRun) -> None:
+    """Raise RecipeError when the run's directory holds a run of another recipe (its description aside)."""
     files = RunFiles(run.path)
     if not files.recipe.is_file():
         return
@@ -322,7 +323,7 @@ def cost_plan(runs: list[PlannedRun], jobs: int = 1, steps: int = 3) -> str:
             seconds = measured[key] * left
             total += seconds
         per_epoch = f"{measured[_cost_key(run.recipe)]:.1f}" if left else "-"
-        lines.append(f"{run.name[:48]:<48} {run.status:<9} {left:>6} {per_epoch:>9} "
+        lines.append(f"{run.path.name[:48]:<48} {run.status:<9} {left:>6} {per_epoch:>9} "
                      f"{'-' if seconds is None else f'{seconds:.0f}':>9}")
     device = resolve_device(runs[0].recipe.device) if runs else "cpu"
     name = torch.cuda.get_device_name(device) if torch.cuda.is_available() and str(device).startswith("cuda") \

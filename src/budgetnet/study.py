@@ -1,0 +1,374 @@
+"""The whole study by one command: its five experiments at one scale (each distinct run trained once), then
+STUDY.md and study.csv with the study's published numbers beside ours, a verdict per row, and the figures.
+
+    run_study("smoke", "runs/study-smoke")      # runs/, <experiment>/results.md, STUDY.md, study.csv, figures
+
+Every row of the study appears twice: as the study trained it (the settings of its code history, CCGV2/DLProject1,
+which change several factors at once) and as a controlled ablation (the seed recipe with one factor changed).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from . import report
+from .config import RecipeError, load_recipe
+from .data import load_split
+from .experiment import (Experiment, PlannedRun, check_same_recipe, cost_plan, get_scale, load_experiment, plan,
+                         train_runs, write_results)
+from .rundir import RunFiles
+
+EXPERIMENTS = ("augmentation", "optimizer", "batch-size", "lr-schedule", "final")
+JPEG_OFFSET = 3.2  # points the shared JPEG copy costs: airbench 90.68/91.85% on it vs its published 94.01/95.01%
+CONTROLLED, AS_TRAINED = "controlled", "as trained"
+
+
+@dataclass(frozen=True)
+class Row:
+    """A row of the study: what it published and which setting of an experiment reproduces it in each reading."""
+
+    experiment: str
+    name: str
+    published: float | None      # percent; None for a figure without a number
+    source: str
+    controlled: str              # the experiment's setting: the seed recipe with one factor changed
+    as_trained: str | None       # the experiment's setting as the study's code trained the row
+    reading: str                 # which reading (text or code) the row follows where they differ
+
+
+ROWS = (
+    Row("augmentation", "random flip", 87.08, "Table 1", "flip", "study-flip",
+        "text: horizontal flip only (the crop is not part of the row); code: model1 (Adam, 250 epochs)"),
+    Row("augmentation", "AutoAugment", 89.34, "Table 1", "autoaugment", "study-autoaugment",
+        "text: AutoAugment after crop + flip; code: model3 (Adam lr 7.5e-5, batch 64, 160 epochs), whose stored "
+        "script defines AutoAugment but trains on crop + flip alone"),
+    Row("augmentation", "AugMix + JSD", 95.56, "Table 1", "augmix", "augmix",
+        "code: model7, the seed recipe (one per-step cosine, Nesterov SGD)"),
+    Row("optimizer", "SGD", 89.0, "Table 2", "sgd", "study-sgd",
+        "text: SGD with one cosine (the seed recipe); code: model8 (AutoAugment alone, batch 64, 500 epochs)"),
+    Row("optimizer", "SGDR", 95.6, "Table 2", "sgdr", "sgd",
+        "controlled follows the text (warm restarts, T_0 = 80, T_mult = 2 at 1200 epochs); as trained follows "
+        "the code (model7: one cosine, the seed recipe)"),
+    Row("optimizer", "Adam", 89.0, "Table 2", "adam", "study-adam",
+        "text: Adam (lr 1e-3 here, the seed's cosine); code: model3 (lr 7.5e-5 constant, batch 64, 160 epochs)"),
+    Row("optimizer", "RAdam", 91.0, "Table 2", "radam", "study-radam",
+        "text: RAdam (lr 1e-3 here, the seed's cosine); code: model5 (lr 1.5e-4 constant, crop + flip, 500 epochs)"),
+    Row("batch-size", "batch 64", None, "Figure 1", "64", "study-64",
+        "code: model1_batch64.py (flip, Adam lr 1e-3, 250 epochs)"),
+    Row("batch-size", "batch 128", None, "Figure 1", "128", "study-128",
+        "code: model1_batch128.py (flip, Adam lr 1e-3, 250 epochs)"),
+    Row("lr-schedule", "one cosine", None, "Figure 2", "cosine", None, "code: model7's schedule (the seed recipe)"),
+    Row("lr-schedule", "warm restarts", None, "Figure 2", "warm_restarts", None,
+        "text: the SGDR equation with restarts (T_0 = 80, T_mult = 2 at 1200 epochs)"),
+    Row("final", "final model", 95.6, "Figure 3", "seed recipe", "seed recipe",
+        "text: 1200 epochs (the code's log stops at 490-500 epochs with 95.27-95.65%)"),
+)
+
+VERDICT_RULE = (
+    "A conclusion **holds** at a scale when, for every pair of rows whose published values differ, our means rank "
+    "as the study's do and the gap between them exceeds the sum of their standard deviations over seeds (two seeds "
+    "or more each); the final model's holds when our mean reaches the published value less the "
+    f"{JPEG_OFFSET} points the JPEG copy costs. Otherwise it is **inconclusive** at that scale, with the reason. "
+    "A row's verdict covers the pairs it is part of.")
+
+
+@dataclass
+class Result:
+    """Our figure for one row in one reading: final test accuracy (percent) over the seeds that finished."""
+
+    row: Row
+    reading: str
+    setting: str
+    mean: float | None
+    std: float | None
+    seeds: int
+    runs: list[PlannedRun]
+
+    @property
+    def difference(self) -> float | None:
+        return None if self.mean is None or self.row.published is None else self.mean - self.row.published
+
+
+# ---- planning ------------------------------------------------------------------------------------
+
+def plan_study(scale: str, out: Path, overrides: list[str] = ()) -> dict[str, tuple[Experiment, list[PlannedRun]]]:
+    """Every experiment's runs at `scale`, with runs of the same recipe (e.g. the seed recipe, which five rows
+    share) pointed at one directory out/runs/<first experiment>-<run>, so each is trained once."""
+    planned, shared = {}, {}
+    for name in EXPERIMENTS:
+        exp = load_experiment(name)
+        runs = plan(exp, scale, out / name, overrides)
+        for run in runs:
+            key = json.dumps({k: v for k, v in run.recipe.to_dict().items() if k != "description"}, sort_keys=True)
+            run.path = shared.setdefault(key, out / "runs" / f"{name}-{run.name}")
+            check_same_recipe(run)
+        planned[name] = (exp, runs)
+    return planned
+
+
+def distinct_runs(planned: dict[str, tuple[Experiment, list[PlannedRun]]]) -> list[PlannedRun]:
+    """One planned run per run directory (the first experiment's), in experiment order."""
+    first: dict[Path, PlannedRun] = {}
+    for _, runs in planned.values():
+        for run in runs:
+            first.setdefault(run.path, run)
+    return list(first.values())
+
+
+def judgeable(planned: dict[str, tuple[Experiment, list[PlannedRun]]]) -> str | None:
+    """None when the scale can judge the study's conclusions, else why not: the study's design (the seed
+    recipe's), all of the training and test images, and two seeds or more."""
+    seed = load_recipe("seed")
+    runs = [run for _, rs in planned.values() for run in rs]
+    reasons = []
+    if any(r.recipe.model != seed.model for r in runs):
+        design = runs[0].recipe.model
+        reasons.append(f"it trains a {len(design.blocks)}-stage ResNet with C_1={design.channels} "
+                       f"({design.count_params():,} parameters), not the study's ResNet-18 with C_1=42")
+    small = [r.recipe.data for r in runs if r.recipe.data.train_size or r.recipe.data.test_size]
+    if small:
+        reasons.append(f"on {small[0].train_size or 'all'} training and {small[0].test_size or 'all'} test images")
+    if min(len({r.seed for r in rs}) for _, rs in planned.values()) < 2:
+        reasons.append("with one seed, so no spread to compare gaps with")
+    epochs = sorted({r.recipe.epochs for r in runs})
+    if reasons:
+        reasons.append(f"for {epochs[0]}-{epochs[-1]} epochs" if len(epochs) > 1 else f"for {epochs[0]} epochs")
+    return "; ".join(reasons) or None
+
+
+# ---- results ---------------------------------------------------------------------------------------
+
+def results(planned: dict[str, tuple[Experiment, list[PlannedRun]]]) -> list[Result]:
+    """Our figure for every row of the study in both readings, from the run directories as they are."""
+    out = []
+    for row in ROWS:
+        _, runs = planned[row.experiment]
+        for reading, setting in ((AS_TRAINED, row.as_trained), (CONTROLLED, row.controlled)):
+            if setting is None:
+                continue
+            mine = [r for r in runs if r.setting.label.split("=", 1)[-1] == setting]
+            if not mine:
+                raise RecipeError(f"experiment {row.experiment} has no setting {setting!r} for the study's row "
+                                  f"{row.name!r}")
+            done = [report.load_run(r.path).summary for r in mine if RunFiles(r.path).summary.is_file()]
+            accs = [100 * s["final_test_acc"] for s in done if s.get("status") == "finished"]
+            mean, std = report.mean_std(accs)
+            out.append(Result(row, reading, setting, mean, std, len(accs), mine))
+    return out
+
+
+def _pair_verdict(a: Result, b: Result) -> str | None:
+    """None when a's mean exceeds b's (the study's order) by more than their spread, else why not."""
+    if a.mean is None or b.mean is None:
+        return "not all runs finished"
+    if a.seeds < 2 or b.seeds < 2:
+        return "one seed: no spread"
+    gap, spread = a.mean - b.mean, a.std + b.std
+    if gap <= 0:
+        return f"{a.row.name} below {b.row.name} by {-gap:.2f}"
+    if gap <= spread:
+        return f"{a.row.name} above {b.row.name} by {gap:.2f}, within the spread {spread:.2f}"
+    return None
+
+
+def verdict(result: Result, same_reading: list[Result], not_judged: str | None) -> str:
+    """Whether the study's conclusion involving this row holds in this reading (VERDICT_RULE)."""
+    row = result.row
+    if row.published is None:
+        return f"no number published ({row.source} shows curves)"
+    if not_judged:
+        return "not judged: scale too small"
+    if row.experiment == "final":
+        if result.mean is None or result.seeds < 2:
+            return "inconclusive: " + ("not finished" if result.mean is None else "one seed")
+        target = row.published - JPEG_OFFSET
+        return "holds" if result.mean >= target else f"inconclusive: {target - result.mean:.2f} short of {target:.1f}"
+    reasons = []
+    for other in same_reading:
+        if other is result or other.row.published is None or other.row.published == row.published:
+            continue
+        high, low = (result, other) if row.published > other.row.published else (other, result)
+        why = _pair_verdict(high, low)
+        if why and why not in reasons:
+            reasons.append(why)
+    return "holds" if not reasons else "inconclusive: " + "; ".join(reasons)
+
+
+def conclusion(rows: list[Row]) -> str:
+    """The study's conclusion over rows with numbers: their published order."""
+    ranked = sorted((r for r in rows if r.published is not None), key=lambda r: -r.published)
+    text = ranked[0].name if ranked else ""
+    for prev, row in zip(ranked, ranked[1:]):
+        text += (" = " if row.published == prev.published else " > ") + row.name
+    return text
+
+
+def _cell(result: Result | None) -> str:
+    if result is None or result.mean is None:
+        return "-"
+    spread = f" ± {result.std:.2f}" if result.std is not None else ""
+    return f"{result.mean:.2f}{spread} ({result.seeds} seed{'s' if result.seeds != 1 else ''})"
+
+
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.2f}"
+
+
+def trained(run: PlannedRun) -> str:
+    """What a run trains, in a few words, from its recipe."""
+    r = run.recipe
+    augment = " + ".join(a["name"] + (" (JSD)" if a.get("jsd") else "") for a in r.augment) or "none"
+    opt = r.optimizer
+    optimizer = f"{'Nesterov ' if opt.name == 'sgd' and opt.nesterov else ''}{opt.name} lr {opt.lr:g}"
+    schedule = r.schedule.name + (f" (T_0 {r.schedule.T_0:g}, T_mult {r.schedule.T_mult})"
+                                  if r.schedule.name == "warm_restarts" else "")
+    return f"{augment}; {optimizer}, {schedule}; batch {r.batch_size}; {r.epochs} epoch{'s' if r.epochs > 1 else ''}"
+
+
+def write_study(scale: str, out: Path, planned: dict[str, tuple[Experiment, list[PlannedRun]]]) -> Path:
+    """out/STUDY.md and out/study.csv (accuracies in percent) and, per experiment, its results and figures."""
+    out.mkdir(parents=True, exist_ok=True)
+    not_judged = judgeable(planned)
+    all_results = results(planned)
+    figures = {}
+    for name, (exp, runs) in planned.items():
+        if any(RunFiles(r.path).recipe.is_file() for r in runs):
+            write_results(exp, scale, runs, out / name)
+            figures[name] = _published_figure(name, exp, runs, all_results, out / name / "study.png", scale)
+    rows_csv, sections, summary = [], [], []
+    for name in EXPERIMENTS:
+        rows = [r for r in ROWS if r.experiment == name]
+        mine = [res for res in all_results if res.row.experiment == name]
+        exp = planned[name][0]
+        lines = [f"## {name}: the study's {', '.join(dict.fromkeys(r.source for r in rows))}", "",
+                 "| the study's row | published (%) | as the study trained it (%) | difference | verdict | "
+                 "controlled (%) | difference | verdict |", "|---|---|---|---|---|---|---|---|"]
+        verdicts = {}
+        for row in rows:
+            cells = [row.name, "-" if row.published is None else f"{row.published:.2f}"]
+            for reading in (AS_TRAINED, CONTROLLED):
+                res = next((r for r in mine if r.row == row and r.reading == reading), None)
+                v = verdict(res, [r for r in mine if r.reading == reading], not_judged) if res else "-"
+                verdicts[(row.name, reading)] = v
+                cells += [_cell(res), _signed(res.difference if res else None), v]
+                if res:
+                    rows_csv.append({"scale": scale, "experiment": name, "row": row.name, "source": row.source,
+                                     "reading": reading, "setting": res.setting, "published_pct": row.published,
+                                     "ours_pct_mean": None if res.mean is None else round(res.mean, 2),
+                                     "ours_pct_std": None if res.std is None else round(res.std, 2),
+                                     "seeds": res.seeds, "difference_pct": None if res.difference is None
+                                     else round(res.difference, 2), "verdict": v})
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", "What each row trained at this scale, and which reading it follows:", ""]
+        for row in rows:
+            for res in (r for r in mine if r.row == row):
+                lines.append(f"- {row.name}, {res.reading} (`{res.setting}`): {trained(res.runs[0])}")
+            lines.append(f"  - reading: {row.reading}")
+        lines += ["", f"Figures and the per-setting table: [{name}/results.md]({name}/results.md)", ""]
+        if figures.get(name):
+            lines += [f"![{name}]({name}/{figures[name].name})", ""]
+        sections += lines
+        judged = [v for (row, reading), v in verdicts.items() if not v.startswith("no number")]
+        if judged:
+            for reading in (AS_TRAINED, CONTROLLED):
+                vs = [v for (row, rd), v in verdicts.items() if rd == reading and not v.startswith("no number")]
+                summary.append((name, conclusion(rows), reading, "holds" if all(v == "holds" for v in vs) else
+                                "not judged: scale too small" if not_judged else "inconclusive"))
+        else:
+            summary.append((name, f"{rows[0].source}: curves, no number", "both", "nothing to judge"))
+    _write_csv(rows_csv, out / "study.csv")
+    text = _study_md(scale, out, planned, not_judged, summary, sections)
+    (out / "STUDY.md").write_text(text)
+    return out / "STUDY.md"
+
+
+def _study_md(scale: str, out: Path, planned, not_judged: str | None, summary: list, sections: list[str]) -> str:
+    runs = distinct_runs(planned)
+    summaries = [report.load_run(r.path).summary for r in runs if RunFiles(r.path).summary.is_file()]
+    seconds = sum(s.get("train_seconds", 0) for s in summaries)
+    finished = sum(s.get("status") == "finished" for s in summaries)
+    devices = sorted({str(s.get("device", "?")) for s in summaries}) or ["none yet"]
+    scale_line = (f"> **The {scale} scale is too small to judge the study's conclusions**: {not_judged}. Its "
+                  "numbers show that the pipeline runs end to end, not whether the study holds." if not_judged else
+                  f"> The {scale} scale trains the study's design on all the data with two seeds or more: its "
+                  "verdicts judge the study's conclusions at this many epochs.")
+    lines = [f"# The study reproduced — {scale} scale", "", scale_line, "",
+             f"Reproduce with `budgetnet study --scale {scale} --out {out}`. {finished} of {len(runs)} distinct "
+             f"runs finished ({len([r for _, rs in planned.values() for r in rs])} rows of runs across the five "
+             f"experiments share them); {round(seconds):,} s of training on {', '.join(devices)}.", "",
+             f"**Data.** Ours are final test accuracies (percent, mean ± std over seeds; std only with two seeds "
+             f"or more). The shared copy of CIFAR-10 is re-encoded as JPEG, which costs about {JPEG_OFFSET} points "
+             f"(airbench scores 90.68%/91.85% on it against its published 94.01%/95.01%): on it, expect the "
+             f"study's numbers less {JPEG_OFFSET}. The differences below are ours minus the published value.", "",
+             f"**Two readings per row.** *As the study trained it*: the settings of the study's own runs "
+             f"(CCGV2/DLProject1, model1-model8), which change augmentation, optimizer, learning rate, batch size "
+             f"and epochs at once. *Controlled*: the seed recipe (the study's final model7) with only the row's "
+             f"factor changed. Where the study's text and code differ, each row says which it follows.", "",
+             f"**Verdict rule.** {VERDICT_RULE}", "",
+             "| experiment | the study's conclusion | reading | verdict |", "|---|---|---|---|",
+             *(f"| {e} | {c} | {rd} | {v} |" for e, c, rd, v in summary), "", *sections]
+    return "\n".join(lines)
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["scale"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _published_figure(name: str, exp: Experiment, runs: list[PlannedRun], all_results: list[Result], path: Path,
+                      scale: str) -> Path | None:
+    """Final accuracy per setting with the study's published values marked, for experiments that publish any."""
+    published = {res.runs[0].setting.label: res.row.published  # a setting two rows share: its controlled row's
+                 for res in sorted(all_results, key=lambda res: res.reading == CONTROLLED)
+                 if res.row.experiment == name and res.row.published is not None}
+    if not published:
+        return None
+    groups = {}
+    for r in runs:
+        if RunFiles(r.path).recipe.is_file():
+            groups.setdefault(r.setting.label, []).append(report.load_run(r.path))
+    rows = report.summarize(groups)
+    return report.plot_final_acc(rows, path, f"{name} ({scale} scale): ours vs the study's published values",
+                                 {label: v for label, v in published.items() if label in groups})
+
+
+# ---- running ------------------------------------------------------------------------------------
+
+def run_study(scale: str = "smoke", out: str | Path | None = None, jobs: int | None = None,
+              data_dir: str | Path | None = None, overrides: list[str] = (), dry_run: bool = False
+              ) -> tuple[Path, list[PlannedRun]]:
+    """Plan all five experiments at `scale`, print the cost plan, train what is not done (finished runs are
+    skipped, killed ones resumed) and write STUDY.md. Returns (STUDY.md or the out folder, failed runs)."""
+    out = Path(out) if out else Path("runs") / f"study-{scale}"
+    for name in EXPERIMENTS:
+        get_scale(load_experiment(name), scale)  # an unknown scale fails here, naming the scales
+    planned = plan_study(scale, out, overrides)
+    runs = distinct_runs(planned)
+    jobs = jobs or (torch.cuda.device_count() if torch.cuda.is_available() else 1)
+    if jobs < 1:
+        raise RecipeError(f"--jobs {jobs}: use 1 or more processes")
+    not_judged = judgeable(planned)
+    print(f"study, scale {scale}: {len(runs)} distinct runs for {len(ROWS)} rows of the study into {out} "
+          f"({jobs} at a time)" + (f"; too small to judge the study's conclusions: {not_judged}" if not_judged
+                                   else ""), file=sys.stderr)
+    if dry_run:
+        print(cost_plan(runs, jobs), file=sys.stderr)
+        return out, []
+    if any(r.status in ("new", "resume", "retrain") for r in runs):
+        load_split(runs[0].recipe.data.dataset, "test", data_dir)  # a missing data set fails here, once
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "study.yaml").write_text(yaml.safe_dump({"scale": scale, "overrides": list(overrides),
+                                                    "runs": sorted(r.path.name for r in runs)}, sort_keys=False))
+    start = time.perf_counter()
+    failed = train_runs(runs, jobs, data_dir)
+    print(f"study, scale {scale}: trained in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    return write_study(scale, out, planned), failed

@@ -1,0 +1,118 @@
+"""The study by one command: shared runs, STUDY.md rows against independently computed means, verdicts."""
+import csv
+import json
+import math
+
+import pytest
+import yaml
+
+from budgetnet.cli import main
+from budgetnet.rundir import RunFiles
+from budgetnet.study import ROWS, distinct_runs, judgeable, plan_study, write_study
+
+# final test accuracies (fractions, as summary.json holds them) per setting label and seed
+ACCS = {
+    "augment=flip": [0.80, 0.81], "augment=autoaugment": [0.85, 0.86], "seed recipe": [0.93, 0.92],
+    "augment=study-flip": [0.70, 0.90], "augment=study-autoaugment": [0.88, 0.89],
+    "optimizer=sgdr": [0.95, 0.96], "optimizer=adam": [0.89, 0.90], "optimizer=radam": [0.91, 0.915],
+    "optimizer=study-sgd": [0.60, 0.61], "optimizer=study-radam": [0.91, 0.92],
+    "batch_size=64": [0.90, 0.91], "batch_size=study-64": [0.86, 0.87],
+}
+
+
+def fake_study(planned):
+    """Run directories as training leaves them, with the accuracies of ACCS (no training). Runs shared by several
+    experiments get the accuracy of the first setting that names them."""
+    written = {}
+    for run in distinct_runs(planned):
+        label = run.setting.label if run.setting.label in ACCS else "seed recipe"
+        acc = ACCS[label][run.seed]
+        files = RunFiles(run.path)
+        run.path.mkdir(parents=True)
+        files.recipe.write_text(yaml.safe_dump(run.recipe.to_dict()))
+        rows = [{"epoch": e, "lr": 0.1, "train_loss": 1.0 / e, "train_acc": acc * e / 2, "test_loss": 1.0 / e,
+                 "test_acc": acc * e / 2, "seconds": 3.4, "images_per_s": 100.0} for e in (1, 2)]
+        files.metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        files.summary.write_text(json.dumps({
+            "status": "finished", "params": run.recipe.model.count_params(), "epochs": 2, "epochs_done": 2,
+            "final_test_acc": acc, "final_test_loss": 1.0, "best_test_acc": acc, "best_acc": acc,
+            "train_seconds": 6.8, "device": "cpu"}))
+        written[run.path] = acc
+    return written
+
+
+def by_hand(values):
+    """Mean and sample std in percent, written out."""
+    pct = [100 * v for v in values]
+    mean = sum(pct) / len(pct)
+    return mean, math.sqrt(sum((p - mean) ** 2 for p in pct) / (len(pct) - 1))
+
+
+def test_runs_of_the_same_recipe_are_trained_once(tmp_path):
+    planned = plan_study("smoke", tmp_path)
+    seed_runs = {name: [r.path for r in runs if r.recipe.augment[-1].get("jsd") and r.recipe.batch_size == 128
+                        and r.recipe.optimizer.name == "sgd" and r.recipe.schedule.name == "cosine"]
+                 for name, (_, runs) in planned.items()}
+    assert len({p for paths in seed_runs.values() for p in paths}) == 2  # one per seed, for all five experiments
+    assert all(len(paths) == 2 for paths in seed_runs.values())
+    assert len(distinct_runs(planned)) == 24  # 12 distinct settings x 2 seeds (18 settings named across the files)
+
+
+def test_study_md_rows_are_the_means_of_the_runs(tmp_path):
+    planned = plan_study("hour", tmp_path)
+    assert judgeable(planned) is None  # the study's design, all the images, two seeds
+    fake_study(planned)
+    md = write_study("hour", tmp_path, planned).read_text()
+    rows = {(r["row"], r["reading"]): r for r in csv.DictReader((tmp_path / "study.csv").open())}
+    expect = {("random flip", "controlled"): "augment=flip", ("random flip", "as trained"): "augment=study-flip",
+              ("AutoAugment", "controlled"): "augment=autoaugment", ("AugMix + JSD", "controlled"): "seed recipe",
+              ("SGD", "controlled"): "seed recipe", ("SGD", "as trained"): "optimizer=study-sgd",
+              ("SGDR", "controlled"): "optimizer=sgdr", ("SGDR", "as trained"): "seed recipe",
+              ("Adam", "as trained"): "augment=study-autoaugment", ("RAdam", "as trained"): "optimizer=study-radam",
+              ("final model", "controlled"): "seed recipe"}
+    for (row, reading), label in expect.items():
+        got = rows[(row, reading)]
+        mean, std = by_hand(ACCS[label])
+        published = next(r.published for r in ROWS if r.name == row)
+        assert float(got["ours_pct_mean"]) == pytest.approx(mean, abs=0.005)
+        assert float(got["ours_pct_std"]) == pytest.approx(std, abs=0.005)
+        assert float(got["difference_pct"]) == pytest.approx(mean - published, abs=0.01)
+        assert (got["seeds"], float(got["published_pct"])) == ("2", published)
+        line = next(line for line in md.splitlines() if line.startswith(f"| {row} |"))
+        assert f"{mean:.2f} ± {std:.2f} (2 seeds)" in line and f"{mean - published:+.2f}" in line
+
+    # controlled augmentation: 80.5 < 85.5 < 92.5, every gap beyond the spread -> holds
+    assert {rows[(r, "controlled")]["verdict"] for r in ("random flip", "AutoAugment", "AugMix + JSD")} == {"holds"}
+    # as trained, flip's seeds spread 14.14 points, so flip vs AutoAugment (88.5) is within the spread
+    assert rows[("random flip", "as trained")]["verdict"].startswith("inconclusive: AutoAugment above random flip")
+    # the study: SGD = Adam < RAdam < SGDR; controlled SGD (the seed recipe, 92.5) is above RAdam (91.25)
+    assert rows[("SGD", "controlled")]["verdict"] == "inconclusive: RAdam below SGD by 1.25"
+    assert rows[("final model", "controlled")]["verdict"] == "holds"  # 92.5 >= 95.6 - 3.2
+    assert rows[("batch 64", "controlled")]["verdict"] == "no number published (Figure 1 shows curves)"
+    for published in ("87.08", "89.34", "95.56", "89.00", "95.60", "91.00"):
+        assert f"| {published} |" in md
+    assert "3.2 points" in md and "too small" not in md
+    assert (tmp_path / "augmentation" / "study.png").stat().st_size > 10_000
+    assert (tmp_path / "optimizer" / "results.md").is_file()
+
+
+def test_a_scale_too_small_says_so_and_judges_nothing(tmp_path):
+    planned = plan_study("smoke", tmp_path)
+    assert "3-stage ResNet" in judgeable(planned) and "2000 training" in judgeable(planned)
+    fake_study(planned)
+    md = write_study("smoke", tmp_path, planned).read_text()
+    assert "The smoke scale is too small to judge the study's conclusions" in md
+    rows = list(csv.DictReader((tmp_path / "study.csv").open()))
+    assert {r["verdict"] for r in rows if r["published_pct"]} == {"not judged: scale too small"}
+
+
+def test_cli_study_dry_run_and_an_unknown_scale(tmp_path, capsys, monkeypatch):
+    assert main(["study", "--scale", "smok", "--out", str(tmp_path / "s")]) == 2
+    assert "did you mean 'smoke'" in capsys.readouterr().err
+    # one second per epoch (measuring is test_experiment's): the total is the epochs of the distinct runs
+    monkeypatch.setattr("budgetnet.experiment.measure_epoch_seconds", lambda recipe, steps: 1.0)
+    assert main(["study", "--scale", "smoke", "--out", str(tmp_path / "s"), "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    # per seed: 7 controlled settings of 3 epochs (1200 / 400) and 5 of the study's runs of 1 epoch (160-500 / 400)
+    assert "24 distinct runs" in err and "too small to judge" in err and "total 52 s" in err
+    assert not (tmp_path / "s").exists()
