@@ -8,7 +8,11 @@ import pytest
 import torch
 
 from budgetnet.cli import main
+from budgetnet.checkpoint import CheckpointError
 from budgetnet.config import load_recipe
+from budgetnet.data import DataError
+from budgetnet.rundir import DiskFullError
+from budgetnet.train import TrainingDiverged
 from conftest import CLASSES, TINY_MODEL
 from test_robustness_cli import fake_test_split, probabilities
 
@@ -92,7 +96,11 @@ def test_params_refuses_a_budget_that_is_not_a_positive_count(capsys, budget):
 @pytest.mark.parametrize("error, code, word", [
     (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), 1, "failed"),  # not a usage error
     (OSError(28, "No space left on device"), 1, "failed"),
+    (DiskFullError("no space left on device while writing runs/x/checkpoints/last.pt"), 1, "failed"),
+    (TrainingDiverged("the loss is nan in epoch 1"), 1, "failed"),
     (ValueError("--set epochs=0: give at least 1"), 2, "error"),
+    (CheckpointError("runs/x holds no checkpoints/"), 2, "error"),
+    (DataError("no cifar-10-batches-py/ in /nowhere"), 2, "error"),
     (FileNotFoundError("no such recipe"), 2, "error"),
 ])
 def test_usage_errors_exit_2_failures_exit_1(capsys, monkeypatch, error, code, word):
