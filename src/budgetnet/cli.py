@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as e:
         print(str(e) or f"interrupted: the last checkpoint is kept; continue with budgetnet train --resume {out}",
               file=sys.stderr)
-        return 130
+        return 128 + getattr(e, "signum", signal.SIGINT)
     if from_env().is_main:
         print(json.dumps(summary, indent=2) if args.json else console.run_text(out, summary))
     return 0

@@ -5,9 +5,12 @@ import contextlib
 import functools
 import os
 import platform
+import signal
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -127,3 +130,27 @@ def provenance(device: torch.device) -> dict:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
     return {"device": str(device), "device_name": name, "torch": torch.__version__, "cuda": torch.version.cuda,
             "budgetnet_version": __version__, "budgetnet_commit": git_commit()}
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the work; `signum` gives the conventional exit code 128 + signum."""
+
+    def __init__(self, message: str = "", signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Within the block, SIGTERM (SLURM preemption, docker stop, Kubernetes) raises Interrupted like Ctrl-C
+    (only the main thread may set signal handlers; elsewhere nothing changes)."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted("SIGTERM", signum)
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, interrupt) if main else None
+    try:
+        yield
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)

@@ -16,7 +16,6 @@ the trial is queued again and the worker that takes it resumes its run directory
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import fcntl
 import json
@@ -26,12 +25,11 @@ import random
 import signal
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any, Iterator, NoReturn
+from typing import IO, Any, NoReturn
 
 import torch
 import yaml
@@ -52,7 +50,7 @@ from . import plots  # noqa: E402
 from .config import DataConfig, Recipe, RecipeError, apply_overrides, load_recipe, parse_count, read_yaml  # noqa: E402
 from .data import Data, load_data  # noqa: E402
 from .rundir import read_metrics  # noqa: E402
-from .runtime import resolve_device  # noqa: E402
+from .runtime import resolve_device, sigterm_interrupts  # noqa: E402
 from .spec import BudgetError, SpecError, fit_channels  # noqa: E402
 from .train import TrainingDiverged, train  # noqa: E402
 
@@ -370,7 +368,7 @@ def run_search(space: Space, out: str | Path, trials: int | None = None, total_t
         return summary["best_acc"]
 
     try:
-        with _sigterm_interrupts():
+        with sigterm_interrupts():
             study.optimize(objective, n_trials=trials, callbacks=target, catch=(TrainingDiverged,),
                            gc_after_trial=True)
     except KeyboardInterrupt as e:
@@ -384,21 +382,6 @@ def run_search(space: Space, out: str | Path, trials: int | None = None, total_t
 def _sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     """TPE lies constantly about running trials, so that parallel workers do not sample the same region."""
     return SAMPLERS[name](seed=seed, constant_liar=True) if name == "tpe" else SAMPLERS[name](seed=seed)
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """Within the block, SIGTERM (SLURM preemption, docker stop, Kubernetes) interrupts like Ctrl-C."""
-    def interrupt(signum: int, frame: Any) -> None:
-        raise SearchInterrupted("SIGTERM", signum)
-
-    main = threading.current_thread() is threading.main_thread()  # only the main thread may set handlers
-    previous = signal.signal(signal.SIGTERM, interrupt) if main else None
-    try:
-        yield
-    finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def _requeue(study: optuna.Study, running: int | None) -> str:

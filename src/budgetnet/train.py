@@ -5,11 +5,10 @@ import contextlib
 import math
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 import yaml
@@ -29,8 +28,9 @@ from .model import ResNet, init_whitening
 from .optim import OPTIMIZERS, build_optimizer, build_scheduler, check_schedule, decay_weights
 from .rundir import (DiskFullError, RunFiles, append_jsonl, read_jsonl, summarize, write_atomic, write_jsonl,
                      write_summary)
-from .runtime import (COMPILE_MODES, Dist, autocast, broadcast_buffers, check_precision, compile_model,
-                      configure_backend, git_commit, init_distributed, provenance, resolve_device)
+from .runtime import (COMPILE_MODES, Dist, Interrupted, autocast, broadcast_buffers, check_precision,
+                      compile_model, configure_backend, git_commit, init_distributed, provenance, resolve_device,
+                      sigterm_interrupts)
 from .spec import check_budget
 
 # Randomness is a function of (seed, epoch, rank), so a resumed run draws what an uninterrupted one would: each
@@ -47,7 +47,7 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-class TrainingInterrupted(KeyboardInterrupt):
+class TrainingInterrupted(Interrupted):
     """Ctrl-C or SIGTERM stopped the run; the message says which checkpoint is kept and how to continue."""
 
 
@@ -229,10 +229,7 @@ def train(recipe: Recipe | None, out_dir: str | Path, data_dir: str | Path | Non
     ddp = init_distributed(recipe.device)
     device = resolve_device(recipe.device, ddp.local_rank)
     configure_backend(device)
-    if recipe.batch_size % ddp.world_size:
-        raise RecipeError(f"batch_size={recipe.batch_size} must be divisible by the {ddp.world_size} processes")
-    if recipe.sync_bn and ddp.world_size > 1 and device.type != "cuda":
-        raise RecipeError("sync_bn=true needs CUDA devices (torch's SyncBatchNorm); on the CPU use sync_bn=false")
+    _check_world(recipe, ddp, device)
     data = data or load_data(recipe.data, data_dir, device, note=ddp.is_main)
 
     writer = RunWriter(files, recipe, params, device, data.classes, ddp.is_main)
@@ -245,16 +242,11 @@ def train(recipe: Recipe | None, out_dir: str | Path, data_dir: str | Path | Non
     net = DistributedDataParallel(state.model) if ddp.world_size > 1 else state.model
     step_fn = compile_model(net, recipe.compile, recipe.compile_mode)
     writer.write_summary("finished" if state.epoch >= recipe.epochs else "running")
-    with _sigterm_as_interrupt():
+    with sigterm_interrupts():
         try:
             while state.epoch < recipe.epochs:
                 row = _train_epoch(state, step_fn, augment, data, recipe, device, ddp, progress)
-                if not math.isfinite(row["train_loss"]):
-                    writer.write_summary("diverged")
-                    raise TrainingDiverged(
-                        f"epoch {row['epoch']}: the training loss is {row['train_loss']}; the run stopped with "
-                        f"{writer.kept()}. Lower the learning rate or set grad_clip and continue: budgetnet train "
-                        f"--resume {files.root} --set optimizer.lr={recipe.optimizer.lr / 2:g}")
+                _check_finite(row, writer, recipe)
                 row.update(_evaluate(state, data, recipe, device, ddp))
                 key = "val_acc" if data.val is not None else "test_acc"
                 improved = row.get(key, -1.0) > state.best
@@ -264,10 +256,10 @@ def train(recipe: Recipe | None, out_dir: str | Path, data_dir: str | Path | Non
                     print(_epoch_line(row, recipe.epochs), file=sys.stderr)
                 if on_epoch is not None:
                     on_epoch(row)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             writer.write_summary("interrupted")
-            raise TrainingInterrupted(f"interrupted: the run keeps {writer.kept()}; continue with "
-                                      f"--resume {files.root}") from None
+            raise TrainingInterrupted(f"interrupted: the run keeps {writer.kept()}; continue with --resume "
+                                      f"{files.root}", getattr(e, "signum", signal.SIGINT)) from None
         except DiskFullError as e:
             with contextlib.suppress(DiskFullError):
                 writer.write_summary("disk_full", error=str(e))
@@ -282,6 +274,24 @@ def train(recipe: Recipe | None, out_dir: str | Path, data_dir: str | Path | Non
     if ddp.world_size > 1:
         torch.distributed.barrier()
     return writer.summary("finished")
+
+
+def _check_finite(row: dict, writer: RunWriter, recipe: Recipe) -> None:
+    """Stop with TrainingDiverged (recorded in summary.json) when the epoch's training loss is NaN or infinite."""
+    if not math.isfinite(row["train_loss"]):
+        writer.write_summary("diverged")
+        raise TrainingDiverged(
+            f"epoch {row['epoch']}: the training loss is {row['train_loss']}; the run stopped with {writer.kept()}. "
+            f"Lower the learning rate or set grad_clip and continue: budgetnet train --resume {writer.files.root} "
+            f"--set optimizer.lr={recipe.optimizer.lr / 2:g}")
+
+
+def _check_world(recipe: Recipe, ddp: Dist, device: torch.device) -> None:
+    """Refuse what this many processes on this device cannot run, before any work."""
+    if recipe.batch_size % ddp.world_size:
+        raise RecipeError(f"batch_size={recipe.batch_size} must be divisible by the {ddp.world_size} processes")
+    if recipe.sync_bn and ddp.world_size > 1 and device.type != "cuda":
+        raise RecipeError("sync_bn=true needs CUDA devices (torch's SyncBatchNorm); on the CPU use sync_bn=false")
 
 
 def _run_recipe(files: RunFiles, recipe: Recipe | None, resume: bool,
@@ -302,23 +312,6 @@ def _run_recipe(files: RunFiles, recipe: Recipe | None, resume: bool,
         raise RecipeError(f"--resume --set {fixed[0]}: a run in progress cannot change its architecture, data or "
                           f"checkpointed state ({', '.join(FIXED_ON_RESUME)}); start a new run with --out instead")
     return recipe, changes
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM (SLURM preemption, docker stop, Kubernetes) like Ctrl-C while training (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _train_epoch(state: TrainState, step_fn: Callable, augment: Augment, data: Data, recipe: Recipe,
