@@ -223,6 +223,7 @@ def train(recipe: Recipe | None, out_dir: str | Path, data_dir: str | Path | Non
     NaN loss with TrainingDiverged; each keeps the last finished epoch's checkpoint and says so in summary.json.
     """
     files = RunFiles(Path(out_dir))
+    # every rank reads the run's recipe before the process group forms, so before rank 0 can rewrite it
     recipe, changes = _run_recipe(files, recipe, resume, overrides)
     params = check_recipe(recipe)
     augment = build_augment(recipe.augment, recipe.model.num_classes)
