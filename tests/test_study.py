@@ -92,6 +92,10 @@ def test_study_md_rows_are_the_means_of_the_runs(tmp_path):
     for published in ("87.08", "89.34", "95.56", "89.00", "95.60", "91.00"):
         assert f"| {published} |" in md
     assert "3.2 points" in md and "too small" not in md
+    assert "| augmentation | AugMix + JSD > AutoAugment > random flip | controlled | holds |" in md
+    assert "| augmentation | AugMix + JSD > AutoAugment > random flip | as trained | inconclusive |" in md
+    assert "| optimizer | SGDR > RAdam > SGD = Adam | controlled | inconclusive |" in md
+    assert "| lr-schedule | Figure 2: curves, no number | both | nothing to judge |" in md
     assert (tmp_path / "augmentation" / "study.png").stat().st_size > 10_000
     assert (tmp_path / "optimizer" / "results.md").is_file()
 

@@ -204,6 +204,8 @@ def verdict(result: Result, same_reading: list[Result], not_judged: str | None) 
 def conclusion(rows: list[Row]) -> str:
     """The study's conclusion over rows with numbers: their published order."""
     ranked = sorted((r for r in rows if r.published is not None), key=lambda r: -r.published)
+    if len(ranked) == 1:
+        return f"{ranked[0].name} reaches {ranked[0].published:g}% ({ranked[0].published - JPEG_OFFSET:.1f}% on the JPEG copy)"
     text = ranked[0].name if ranked else ""
     for prev, row in zip(ranked, ranked[1:]):
         text += (" = " if row.published == prev.published else " > ") + row.name
@@ -256,7 +258,8 @@ def write_study(scale: str, out: Path, planned: dict[str, tuple[Experiment, list
             for reading in (AS_TRAINED, CONTROLLED):
                 res = next((r for r in mine if r.row == row and r.reading == reading), None)
                 v = verdict(res, [r for r in mine if r.reading == reading], not_judged) if res else "-"
-                verdicts[(row.name, reading)] = v
+                if res:
+                    verdicts[(row.name, reading)] = v
                 cells += [_cell(res), _signed(res.difference if res else None), v]
                 if res:
                     rows_csv.append({"scale": scale, "experiment": name, "row": row.name, "source": row.source,
@@ -275,12 +278,12 @@ def write_study(scale: str, out: Path, planned: dict[str, tuple[Experiment, list
         if figures.get(name):
             lines += [f"![{name}]({name}/{figures[name].name})", ""]
         sections += lines
-        judged = [v for (row, reading), v in verdicts.items() if not v.startswith("no number")]
-        if judged:
+        if any(row.published is not None for row in rows):
             for reading in (AS_TRAINED, CONTROLLED):
-                vs = [v for (row, rd), v in verdicts.items() if rd == reading and not v.startswith("no number")]
-                summary.append((name, conclusion(rows), reading, "holds" if all(v == "holds" for v in vs) else
-                                "not judged: scale too small" if not_judged else "inconclusive"))
+                vs = [verdicts[(row.name, reading)] for row in rows
+                      if row.published is not None and (row.name, reading) in verdicts]
+                summary.append((name, conclusion(rows), reading, "not judged: scale too small" if not_judged
+                                else "holds" if all(v == "holds" for v in vs) else "inconclusive"))
         else:
             summary.append((name, f"{rows[0].source}: curves, no number", "both", "nothing to judge"))
     _write_csv(rows_csv, out / "study.csv")
@@ -301,8 +304,8 @@ def _study_md(scale: str, out: Path, planned, not_judged: str | None, summary: l
                   "verdicts judge the study's conclusions at this many epochs.")
     lines = [f"# The study reproduced — {scale} scale", "", scale_line, "",
              f"Reproduce with `budgetnet study --scale {scale} --out {out}`. {finished} of {len(runs)} distinct "
-             f"runs finished ({len([r for _, rs in planned.values() for r in rs])} rows of runs across the five "
-             f"experiments share them); {round(seconds):,} s of training on {', '.join(devices)}.", "",
+             f"runs finished (the five experiments plan {sum(len(rs) for _, rs in planned.values())} runs; those "
+             f"of the same recipe are trained once); {round(seconds):,} s of training on {', '.join(devices)}.", "",
              f"**Data.** Ours are final test accuracies (percent, mean ± std over seeds; std only with two seeds "
              f"or more). The shared copy of CIFAR-10 is re-encoded as JPEG, which costs about {JPEG_OFFSET} points "
              f"(airbench scores 90.68%/91.85% on it against its published 94.01%/95.01%): on it, expect the "
