@@ -97,7 +97,7 @@ def test_study_md_rows_are_the_means_of_the_runs(tmp_path):
     assert "| optimizer | SGDR > RAdam > SGD = Adam | controlled | inconclusive |" in md
     assert "| lr-schedule | Figure 2: curves, no number | both | nothing to judge |" in md
     assert (tmp_path / "augmentation" / "study.png").stat().st_size > 10_000
-    assert (tmp_path / "optimizer" / "results.md").is_file()
+    assert f"reproduce with `budgetnet study --scale hour --out {tmp_path}`" in (tmp_path / "optimizer" / "results.md").read_text()
 
 
 def test_a_scale_too_small_says_so_and_judges_nothing(tmp_path):

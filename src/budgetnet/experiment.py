@@ -434,8 +434,9 @@ def train_runs(runs: list[PlannedRun], jobs: int, data_dir: str | Path | None = 
 
 # ---- results ------------------------------------------------------------------------------------
 
-def write_results(exp: Experiment, scale: str, runs: list[PlannedRun], out: Path) -> Path:
-    """out/results.md, out/results.csv and the experiment's figures, from the run directories as they are."""
+def write_results(exp: Experiment, scale: str, runs: list[PlannedRun], out: Path, command: str | None = None) -> Path:
+    """out/results.md, out/results.csv and the experiment's figures, from the run directories as they are;
+    `command` is what reproduces them (default: this experiment alone)."""
     labels = list(dict.fromkeys(r.setting.label for r in runs))
     loaded = {r.name: report.load_run(r.path) for r in runs if RunFiles(r.path).recipe.is_file()}
     groups = {label: [loaded[r.name] for r in runs if r.setting.label == label and r.name in loaded]
@@ -460,7 +461,8 @@ def write_results(exp: Experiment, scale: str, runs: list[PlannedRun], out: Path
             if not is_full else f"> full scale: the base recipe `{exp.base}` as is (changes: {changes}).")
     lines = [f"# {exp.name}: {exp.description} — {scale} scale", "", note, "",
              f"Base recipe `{exp.base}`; {len(runs)} runs = {len(labels)} settings x {len(runs) // len(labels)} "
-             f"seeds; reproduce with `budgetnet experiment {exp.source} --scale {scale} --out {out}`.", "",
+             f"seeds; reproduce with `{command or f'budgetnet experiment {exp.source} --scale {scale} --out {out}'}`.",
+             "",
              report.markdown_table(rows, axis_columns if len(axis_columns) > 1 else []), "",
              "mean ± std over seeds. Final: the last epoch's test accuracy. Best: the test accuracy at the epoch "
              "chosen on validation when there is a validation split, else on test (as the study did). "

@@ -242,7 +242,7 @@ def write_study(scale: str, out: Path, planned: dict[str, tuple[Experiment, list
     figures = {}
     for name, (exp, runs) in planned.items():
         if any(RunFiles(r.path).recipe.is_file() for r in runs):
-            write_results(exp, scale, runs, out / name)
+            write_results(exp, scale, runs, out / name, f"budgetnet study --scale {scale} --out {out}")
             figures[name] = _published_figure(name, exp, runs, all_results, out / name / "study.png", scale)
     rows_csv, sections, summary = [], [], []
     for name in EXPERIMENTS:
