@@ -6,7 +6,8 @@ import yaml
 
 from budgetnet.cli import main
 from budgetnet.config import RecipeError, load_recipe
-from budgetnet.report import find_runs, load_run, markdown_table, report, run_labels, schedule_curve, summarize
+from budgetnet.report import (find_runs, load_run, markdown_table, plot_lr, report, run_labels, schedule_curve,
+                              summarize)
 from budgetnet.rundir import RunFiles, read_metrics
 from budgetnet.train import train
 from conftest import tiny_recipe
@@ -104,3 +105,18 @@ def test_tensorboard_export_holds_every_epoch(tmp_path):
     events.Reload()
     assert [(e.step, round(e.value, 4)) for e in events.Scalars("accuracy/test_acc")] == [(1, 0.3), (2, 0.4), (3, 0.5)]
     assert "train/lr" in events.Tags()["scalars"]
+
+
+def test_equal_schedules_stay_visible_and_say_so(tmp_path, monkeypatch):
+    runs = find_runs([fake_run(tmp_path / "adam", [0.3]), fake_run(tmp_path / "radam", [0.4]),
+                      fake_run(tmp_path / "other", [0.5], channels=16)])
+    runs[2].recipe.schedule.name = "constant"  # a different schedule: drawn plainly
+    drawn = {}
+    monkeypatch.setattr("budgetnet.plots.save", lambda fig, path: drawn.setdefault("fig", fig) and path)
+    plot_lr({"adam": runs[:1], "radam": runs[1:2], "other": runs[2:]}, tmp_path / "lr.png", "t")
+    lines = {line.get_label(): line for line in drawn["fig"].axes[0].get_lines() if line.get_linestyle() != "None"}
+    labels = list(lines)
+    assert labels[1].endswith("the same schedule as adam") and "same schedule" not in labels[0] + labels[2]
+    widths = [lines[label].get_linewidth() for label in labels[:3]]
+    assert widths[0] > widths[1] and widths[1] == widths[2]  # the first of two equal curves is wide, underneath
+    assert lines[labels[1]].get_zorder() > lines[labels[0]].get_zorder()

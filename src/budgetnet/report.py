@@ -163,14 +163,20 @@ def schedule_curve(recipe: Recipe, points: int = 4000) -> tuple[list[float], lis
 
 def plot_lr(groups: dict[str, list[Run]], path: Path, title: str) -> Path:
     """Each setting's learning rate: its schedule per step (line) and what its runs logged at each epoch's end
-    (markers); a log axis when the base learning rates differ more than tenfold (SGD 0.1 vs Adam 1e-3)."""
+    (markers); a log axis when the base learning rates differ more than tenfold (SGD 0.1 vs Adam 1e-3).
+    A schedule equal to an earlier setting's is drawn thin on top of a wide one and says whose it equals."""
     fig, ax = plots.subplots(figsize=(12, 4.8))
     colours = plots.colours(list(groups))
+    curves = {label: schedule_curve(runs[0].recipe) for label, runs in groups.items()}
     for i, (label, runs) in enumerate(groups.items()):
         recipe = runs[0].recipe
-        epochs, lrs = schedule_curve(recipe)
-        ax.plot(epochs, lrs, color=colours[label], lw=1.6, ls=["-", "--", ":", "-."][i % 4],  # equal curves show
-                label=f"{label} ({recipe.optimizer.name}, {recipe.schedule.name}, lr {recipe.optimizer.lr:g})")
+        epochs, lrs = curves[label]
+        same = [other for other in list(curves)[:i] if curves[other] == curves[label]]
+        shared = any(curves[other] == curves[label] for other in list(curves)[i + 1:])
+        ax.plot(epochs, lrs, color=colours[label], lw=4.5 if shared and not same else 1.6, zorder=2 + i,
+                ls=["-", "--", ":", "-."][i % 4],
+                label=f"{label} ({recipe.optimizer.name}, {recipe.schedule.name}, lr {recipe.optimizer.lr:g})"
+                      + (f", the same schedule as {same[0]}" if same else ""))
         logged = [(r["epoch"], r["lr"]) for r in runs[0].metrics]
         if logged:
             ax.plot(*zip(*logged), "o", color=colours[label], ms=4, mfc="none")
