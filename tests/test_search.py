@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from types import SimpleNamespace
 
 import optuna
@@ -23,6 +24,7 @@ from pg_server import postgres_url  # noqa: F401  (fixture)
 from budgetnet.cli import main
 from budgetnet.config import RecipeError, load_recipe
 from budgetnet.data import from_arrays
+from budgetnet.runtime import Interrupted, sigterm_interrupts
 from budgetnet.search import (SearchError, _importances, _sampler, claim_gpu, load_space, load_study, pareto_front,
                               run_search, search_report, shown_url, storage_url, worker_device, worker_summary)
 from budgetnet.spec import SpecError, fit_channels
@@ -282,6 +284,24 @@ def test_a_gpu_held_by_another_process_is_skipped(tmp_path):
     lock.close()
     holder.communicate("")  # the holder ends ...
     assert claim_gpu(["GPU-a", "GPU-b"], tmp_path)[0] == 0  # ... and so does its claim
+
+
+def test_sigterm_interrupts_like_ctrl_c_even_where_python_drops_the_exception():
+    before = signal.getsignal(signal.SIGTERM)
+    with sigterm_interrupts():
+        with pytest.raises(Interrupted) as caught:
+            signal.raise_signal(signal.SIGTERM)
+        assert caught.value.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) == before  # restored on the way out
+
+    with sigterm_interrupts() as check:
+        check()  # nothing received: no-op
+        anchor = type("Anchor", (), {})()
+        ref = weakref.ref(anchor, lambda _: signal.raise_signal(signal.SIGTERM))  # noqa: F841
+        del anchor  # the handler runs inside the weakref callback, where Python drops what it raises ...
+        with sigterm_interrupts() as inner_check:  # (train's block inside a search's shares its handler)
+            with pytest.raises(Interrupted):
+                inner_check()  # ... and the next safe point raises it again
 
 
 # ---- many workers, preemption -------------------------------------------------------------------------

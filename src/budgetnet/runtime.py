@@ -7,10 +7,11 @@ import os
 import platform
 import signal
 import subprocess
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -140,17 +141,45 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-@contextlib.contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """Within the block, SIGTERM (SLURM preemption, docker stop, Kubernetes) raises Interrupted like Ctrl-C
-    (only the main thread may set signal handlers; elsewhere nothing changes)."""
-    def interrupt(signum: int, frame: object) -> None:
+class _SigtermHandler:
+    """Raises Interrupted for SIGTERM, and keeps it: `check` raises it again where Python dropped the first."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.received.append(signum)
         raise Interrupted("SIGTERM", signum)
 
+    def check(self, *args: object) -> None:
+        if self.received:
+            raise Interrupted("SIGTERM", self.received[0])
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[Callable[..., None]]:
+    """Within the block, SIGTERM (SLURM preemption, docker stop, Kubernetes) raises Interrupted like Ctrl-C
+    (only the main thread may set signal handlers; elsewhere nothing changes).
+
+    Python drops an exception that a handler raises inside a garbage-collector callback (a search collects after
+    every trial), so the signal is also kept: the function the block gets raises it again when called at a safe
+    point. A nested block shares the outer one's handler.
+    """
     main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, interrupt) if main else None
+    outer = signal.getsignal(signal.SIGTERM) if main else None
+    if not main or isinstance(outer, _SigtermHandler):
+        yield outer.check if main else (lambda *args: None)
+        return
+    handler, hook = _SigtermHandler(), sys.unraisablehook
+
+    def unraisable(info: object) -> None:  # the dropped interrupt is kept by the handler: no traceback for it
+        if not isinstance(info.exc_value, Interrupted):
+            hook(info)
+
+    signal.signal(signal.SIGTERM, handler)
+    sys.unraisablehook = unraisable
     try:
-        yield
+        yield handler.check
     finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, outer)
+        sys.unraisablehook = hook

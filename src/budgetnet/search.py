@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import fcntl
 import json
+import logging
 import math
 import os
 import random
@@ -50,7 +51,7 @@ from . import plots  # noqa: E402
 from .config import DataConfig, Recipe, RecipeError, apply_overrides, load_recipe, parse_count, read_yaml  # noqa: E402
 from .data import Data, load_data  # noqa: E402
 from .rundir import read_metrics  # noqa: E402
-from .runtime import resolve_device, sigterm_interrupts  # noqa: E402
+from .runtime import Interrupted, resolve_device, sigterm_interrupts  # noqa: E402
 from .spec import BudgetError, SpecError, fit_channels  # noqa: E402
 from .train import TrainingDiverged, train  # noqa: E402
 
@@ -71,12 +72,8 @@ class SearchError(ValueError):
     """A study, storage or device that cannot be used: the message says what to pass instead."""
 
 
-class SearchInterrupted(KeyboardInterrupt):
+class SearchInterrupted(Interrupted):
     """SIGINT or SIGTERM stopped the worker: its trial is marked failed and queued to resume."""
-
-    def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
-        self.signum = signum
 
 
 # ---- the space ------------------------------------------------------------------------------------
@@ -224,10 +221,16 @@ def open_storage(url: str, heartbeat: int = 60, attempts: int = 5) -> optuna.sto
                               "pip install 'budgetnet[search]' (psycopg2-binary)") from None
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as e:
             if attempt + 1 == attempts:
-                raise SearchError(f"cannot open storage {shown_url(url)}: {type(e).__name__}: {e}") from None
+                raise SearchError(f"cannot open storage {shown_url(url)}: {_reason(e)}") from None
             time.sleep(0.5 + random.random())
         except sqlalchemy.exc.SQLAlchemyError as e:  # a malformed URL, an unknown dialect
-            raise SearchError(f"cannot open storage {shown_url(url)}: {type(e).__name__}: {e}") from None
+            raise SearchError(f"cannot open storage {shown_url(url)}: {_reason(e)}") from None
+
+
+def _reason(error: sqlalchemy.exc.SQLAlchemyError) -> str:
+    """The database's own words (the driver's first line), without SQLAlchemy's wrapping and links."""
+    cause = getattr(error, "orig", None) or error
+    return f"{type(cause).__name__}: {str(cause).strip().splitlines()[0]}"
 
 
 _RETRY = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)  # the retry reports its run directory's curve
@@ -337,6 +340,7 @@ def run_search(space: Space, out: str | Path, trials: int | None = None, total_t
     def objective(trial: optuna.Trial) -> float:
         nonlocal running
         running = trial.number
+        check_signal()  # bound below, by the block that runs the trials
         resumed = "run_dir" in trial.user_attrs  # a queued retry inherits its run directory (relative to OUT)
         run_dir = trial.user_attrs.get("run_dir", f"trials/{trial.number}")
         recipe = _trial_recipe(trial, space, budget, repair)
@@ -352,6 +356,7 @@ def run_search(space: Space, out: str | Path, trials: int | None = None, total_t
 
         def on_epoch(row: dict) -> None:
             nonlocal backfill
+            check_signal()
             for r in read_metrics(out / run_dir) if backfill else [row]:
                 if "val_acc" in r:
                     trial.report(r["val_acc"], r["epoch"])
@@ -361,16 +366,18 @@ def run_search(space: Space, out: str | Path, trials: int | None = None, total_t
 
         if resumed and not resume:
             print(f"trial {trial.number} retries a failed trial whose run directory {run_dir} is not under {out} "
-                  "(give every worker the same --out): training it from the start", file=sys.stderr)
+                  "(not started yet, or --out is not shared by every worker): training it from the start",
+                  file=sys.stderr)
         summary = train(None if resume else recipe, out / run_dir, data_dir, resume=resume, progress=progress,
-                        on_epoch=on_epoch, data=datasets[key] if data is None else data)
+                        on_epoch=on_epoch, data=datasets[key] if data is None else data,
+                        overrides=[f"device={device}"] if resume else ())  # this worker's device, not the last one's
         trial.set_user_attr("test_acc", summary["final_test_acc"])
         return summary["best_acc"]
 
     try:
-        with sigterm_interrupts():
-            study.optimize(objective, n_trials=trials, callbacks=target, catch=(TrainingDiverged,),
-                           gc_after_trial=True)
+        with sigterm_interrupts() as check_signal:  # a trial's start and end, and each epoch, check for SIGTERM
+            study.optimize(objective, n_trials=trials, callbacks=[check_signal, *target],
+                           catch=(TrainingDiverged,), gc_after_trial=True)
     except KeyboardInterrupt as e:
         raise SearchInterrupted(_requeue(study, running), getattr(e, "signum", signal.SIGINT)) from None
     finally:
