@@ -391,6 +391,18 @@ def _sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     return SAMPLERS[name](seed=seed, constant_liar=True) if name == "tpe" else SAMPLERS[name](seed=seed)
 
 
+class _NoInterruptTraceback(logging.Filter):
+    """Optuna logs a failed trial's traceback; for an interrupt, its one line and ours say all there is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            record.exc_info = None
+        return True
+
+
+logging.getLogger("optuna.study._optimize").addFilter(_NoInterruptTraceback())
+
+
 def _requeue(study: optuna.Study, running: int | None) -> str:
     """Queue the interrupted trial (marked FAIL by Optuna) to resume; the message says what happened."""
     failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number == running]
