@@ -259,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--total-trials", type=int, metavar="N", help="study-wide target for any number of workers: "
                    "stop once N trials are finished or running (with --trials, whichever comes first)")
     p.add_argument("--budget", help="trainable-parameter budget, e.g. 5M (default: the space's recipe budget)")
-    p.add_argument("--out", type=Path, help="folder of the trial run directories (default: runs/search-<space>)")
+    p.add_argument("--out", type=Path, help="folder of the trial run directories, shared by the workers so that any "
+                   "can resume any trial (default: runs/search-<space>)")
     p.add_argument("--storage", help="database URL, e.g. postgresql+psycopg2://user@host/db (default: "
                                      "$BUDGETNET_STORAGE, else sqlite:///OUT/search.db)")
     p.add_argument("--study", help="study name (default: the space name); rerunning continues the study")
@@ -269,10 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pruner", default="hyperband", choices=["hyperband", "halving", "median", "none"],
                    help="stops weak trials on their per-epoch validation accuracy (default: %(default)s)")
     p.add_argument("--repair", default="fit-channels", choices=["fit-channels", "reject"],
-                   help="a design over the budget gets the widest C_1 that fits, or is rejected untrained")
+                   help="C_1 is sampled within the budget; when even its range's low end is over, train the widest "
+                        "C_1 that fits, or reject the design untrained (default: %(default)s)")
     p.add_argument("--seed", type=int, help="sampler seed (leave unset when several workers share a study)")
     p.add_argument("--heartbeat", type=int, default=60,
-                   help="seconds between worker heartbeats; a trial silent for twice that is marked FAIL")
+                   help="seconds between worker heartbeats; a trial silent for twice that is marked FAIL and "
+                        "queued to resume (default: %(default)s)")
     p.add_argument("--data", help="folder holding cifar-10-batches-py/ (default: $BUDGETNET_DATA or the cache)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
     p.set_defaults(func=cmd_search)
