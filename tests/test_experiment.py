@@ -8,7 +8,7 @@ import yaml
 from budgetnet.cli import main
 from budgetnet.config import RecipeError, load_recipe
 from budgetnet.experiment import (_worker_envs, code_version, cost_plan, load_experiment, made_by, plan,
-                                  run_experiment, write_results)
+                                  write_results)
 from budgetnet.rundir import RunFiles, read_metrics
 from budgetnet.train import train
 

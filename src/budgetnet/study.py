@@ -8,7 +8,6 @@ which change several factors at once) and as a controlled ablation (the seed rec
 """
 from __future__ import annotations
 
-import csv
 import json
 import sys
 import time
@@ -243,12 +242,11 @@ def write_study(scale: str, out: Path, planned: dict[str, tuple[Experiment, list
     for name, (exp, runs) in planned.items():
         if any(RunFiles(r.path).recipe.is_file() for r in runs):
             write_results(exp, scale, runs, out / name, f"budgetnet study --scale {scale} --out {out}")
-            figures[name] = _published_figure(name, exp, runs, all_results, out / name / "study.png", scale)
+            figures[name] = _published_figure(name, runs, all_results, out / name / "study.png", scale)
     rows_csv, sections, summary = [], [], []
     for name in EXPERIMENTS:
         rows = [r for r in ROWS if r.experiment == name]
         mine = [res for res in all_results if res.row.experiment == name]
-        exp = planned[name][0]
         lines = [f"## {name}: the study's {', '.join(dict.fromkeys(r.source for r in rows))}", "",
                  "| the study's row | published (%) | as the study trained it (%) | difference | verdict | "
                  "controlled (%) | difference | verdict |", "|---|---|---|---|---|---|---|---|"]
@@ -258,10 +256,9 @@ def write_study(scale: str, out: Path, planned: dict[str, tuple[Experiment, list
             for reading in (AS_TRAINED, CONTROLLED):
                 res = next((r for r in mine if r.row == row and r.reading == reading), None)
                 v = verdict(res, [r for r in mine if r.reading == reading], not_judged) if res else "-"
-                if res:
-                    verdicts[(row.name, reading)] = v
                 cells += [_cell(res), _signed(res.difference if res else None), v]
                 if res:
+                    verdicts[(row.name, reading)] = v
                     rows_csv.append({"scale": scale, "experiment": name, "row": row.name, "source": row.source,
                                      "reading": reading, "setting": res.setting, "published_pct": row.published,
                                      "ours_pct_mean": None if res.mean is None else round(res.mean, 2),
@@ -286,7 +283,7 @@ def write_study(scale: str, out: Path, planned: dict[str, tuple[Experiment, list
                                 else "holds" if all(v == "holds" for v in vs) else "inconclusive"))
         else:
             summary.append((name, f"{rows[0].source}: curves, no number", "both", "nothing to judge"))
-    _write_csv(rows_csv, out / "study.csv")
+    report.write_csv(rows_csv, out / "study.csv")
     text = _study_md(scale, out, planned, not_judged, summary, sections)
     (out / "STUDY.md").write_text(text)
     return out / "STUDY.md"
@@ -320,14 +317,7 @@ def _study_md(scale: str, out: Path, planned, not_judged: str | None, summary: l
     return "\n".join(lines)
 
 
-def _write_csv(rows: list[dict], path: Path) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["scale"])
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def _published_figure(name: str, exp: Experiment, runs: list[PlannedRun], all_results: list[Result], path: Path,
+def _published_figure(name: str, runs: list[PlannedRun], all_results: list[Result], path: Path,
                       scale: str) -> Path | None:
     """Final accuracy per setting with the study's published values marked, for experiments that publish any."""
     published = {res.runs[0].setting.label: res.row.published  # a setting two rows share: its controlled row's
