@@ -51,7 +51,7 @@ import torch
 
 from budgetnet import checkpoint
 from budgetnet.config import DataConfig, load_recipe
-from budgetnet.data import Data, from_arrays, load_data
+from budgetnet.data import Data, load_data
 from budgetnet.train import train
 
 import train_throughput

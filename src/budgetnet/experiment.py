@@ -49,6 +49,7 @@ from .runtime import autocast, git_commit, resolve_device
 from .train import check_recipe
 
 KEYS = ("description", "base", "axes", "seeds", "scales", "plots")
+TO_TRAIN = ("new", "resume", "retrain")  # the PlannedRun statuses that still need training
 
 
 @dataclass
@@ -110,9 +111,8 @@ class PlannedRun:
 
 
 def code_version() -> str:
-    """The budgetnet that runs now: its version, and the git commit when it runs from a checkout."""
-    commit = git_commit()  # the commit train records in summary.json
-    return f"{__version__}+{commit}" if commit else __version__
+    """The budgetnet that runs now, in made_by's terms (train records the same version and commit)."""
+    return made_by({"budgetnet_version": __version__, "budgetnet_commit": git_commit()})
 
 
 def made_by(summary: dict) -> str | None:
@@ -313,8 +313,7 @@ def cost_plan(runs: list[PlannedRun], jobs: int = 1, steps: int = 3) -> str:
     lines = [f"{'run':<48} {'status':<9} {'epochs':>6} {'s/epoch':>9} {'seconds':>9}"]
     total = 0.0
     for run in runs:
-        done = run.status in ("finished", "diverged")
-        left = 0 if done else run.recipe.epochs - (_epochs_done(run) if run.status == "resume" else 0)
+        left = 0 if run.status not in TO_TRAIN else run.recipe.epochs - (_epochs_done(run) if run.status == "resume" else 0)
         seconds = None
         if left:
             key = _cost_key(run.recipe)
@@ -472,6 +471,20 @@ def write_results(exp: Experiment, scale: str, runs: list[PlannedRun], out: Path
     return out / "results.md"
 
 
+def check_jobs(jobs: int | None) -> int:
+    """The number of runs to train at once: `jobs`, by default one per CUDA device, else 1."""
+    jobs = jobs or (torch.cuda.device_count() if torch.cuda.is_available() else 1)
+    if jobs < 1:
+        raise RecipeError(f"--jobs {jobs}: use 1 or more processes")
+    return jobs
+
+
+def check_data(runs: list[PlannedRun], data_dir: str | Path | None) -> None:
+    """Fail once, before any training, when runs still to train have no data set to read."""
+    if any(r.status in TO_TRAIN for r in runs):
+        load_split(runs[0].recipe.data.dataset, "test", data_dir)
+
+
 def run_experiment(name_or_path: str | Path, scale: str = "full", out: str | Path | None = None,
                    jobs: int | None = None, data_dir: str | Path | None = None, overrides: list[str] = (),
                    dry_run: bool = False) -> tuple[Path, list[PlannedRun]]:
@@ -483,16 +496,13 @@ def run_experiment(name_or_path: str | Path, scale: str = "full", out: str | Pat
     exp = load_experiment(name_or_path)
     out = Path(out) if out else Path("runs") / f"{exp.name}-{scale}"
     runs = plan(exp, scale, out, overrides)
-    jobs = jobs or (torch.cuda.device_count() if torch.cuda.is_available() else 1)
-    if jobs < 1:
-        raise RecipeError(f"--jobs {jobs}: use 1 or more processes")
+    jobs = check_jobs(jobs)
     print(f"experiment {exp.name}, scale {scale}: {len(runs)} runs of up to {max(r.recipe.epochs for r in runs)} "
           f"epochs into {out} ({jobs} at a time)", file=sys.stderr)
     if dry_run:
         print(cost_plan(runs, jobs), file=sys.stderr)
         return out, []
-    if any(r.status in ("new", "resume") for r in runs):
-        load_split(runs[0].recipe.data.dataset, "test", data_dir)  # a missing data set fails here, once
+    check_data(runs, data_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "experiment.yaml").write_text(yaml.safe_dump(
         {"name": exp.name, "scale": scale, "base": exp.base, "description": exp.description,

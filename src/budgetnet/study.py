@@ -14,14 +14,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 import yaml
 
 from . import report
 from .config import RecipeError, load_recipe
-from .data import load_split
-from .experiment import (Experiment, PlannedRun, check_same_recipe, cost_plan, get_scale, load_experiment, plan,
-                         train_runs, write_results)
+from .experiment import (Experiment, PlannedRun, check_data, check_jobs, check_same_recipe, cost_plan, get_scale,
+                         load_experiment, plan, train_runs, write_results)
 from .rundir import RunFiles
 
 EXPERIMENTS = ("augmentation", "optimizer", "batch-size", "lr-schedule", "final")
@@ -305,12 +303,12 @@ def _study_md(scale: str, out: Path, planned, not_judged: str | None, summary: l
              f"of the same recipe are trained once); {round(seconds):,} s of training on {', '.join(devices)}.", "",
              f"**Data.** Ours are final test accuracies (percent, mean ± std over seeds; std only with two seeds "
              f"or more). The shared copy of CIFAR-10 is re-encoded as JPEG, which costs about {JPEG_OFFSET} points "
-             f"(airbench scores 90.68%/91.85% on it against its published 94.01%/95.01%): on it, expect the "
+             "(airbench scores 90.68%/91.85% on it against its published 94.01%/95.01%): on it, expect the "
              f"study's numbers less {JPEG_OFFSET}. The differences below are ours minus the published value.", "",
-             f"**Two readings per row.** *As the study trained it*: the settings of the study's own runs "
-             f"(CCGV2/DLProject1, model1-model8), which change augmentation, optimizer, learning rate, batch size "
-             f"and epochs at once. *Controlled*: the seed recipe (the study's final model7) with only the row's "
-             f"factor changed. Where the study's text and code differ, each row says which it follows.", "",
+             "**Two readings per row.** *As the study trained it*: the settings of the study's own runs "
+             "(CCGV2/DLProject1, model1-model8), which change augmentation, optimizer, learning rate, batch size "
+             "and epochs at once. *Controlled*: the seed recipe (the study's final model7) with only the row's "
+             "factor changed. Where the study's text and code differ, each row says which it follows.", "",
              f"**Verdict rule.** {VERDICT_RULE}", "",
              "| experiment | the study's conclusion | reading | verdict |", "|---|---|---|---|",
              *(f"| {e} | {c} | {rd} | {v} |" for e, c, rd, v in summary), "", *sections]
@@ -346,9 +344,7 @@ def run_study(scale: str = "smoke", out: str | Path | None = None, jobs: int | N
         get_scale(load_experiment(name), scale)  # an unknown scale fails here, naming the scales
     planned = plan_study(scale, out, overrides)
     runs = distinct_runs(planned)
-    jobs = jobs or (torch.cuda.device_count() if torch.cuda.is_available() else 1)
-    if jobs < 1:
-        raise RecipeError(f"--jobs {jobs}: use 1 or more processes")
+    jobs = check_jobs(jobs)
     not_judged = judgeable(planned)
     print(f"study, scale {scale}: {len(runs)} distinct runs for {len(ROWS)} rows of the study into {out} "
           f"({jobs} at a time)" + (f"; too small to judge the study's conclusions: {not_judged}" if not_judged
@@ -356,8 +352,7 @@ def run_study(scale: str = "smoke", out: str | Path | None = None, jobs: int | N
     if dry_run:
         print(cost_plan(runs, jobs), file=sys.stderr)
         return out, []
-    if any(r.status in ("new", "resume", "retrain") for r in runs):
-        load_split(runs[0].recipe.data.dataset, "test", data_dir)  # a missing data set fails here, once
+    check_data(runs, data_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "study.yaml").write_text(yaml.safe_dump({"scale": scale, "overrides": list(overrides),
                                                     "runs": sorted(r.path.name for r in runs)}, sort_keys=False))
