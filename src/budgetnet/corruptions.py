@@ -35,6 +35,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -450,6 +451,27 @@ def cache_corruption(images: np.ndarray, labels: np.ndarray, name: str, seed: in
     return path
 
 
+def _in_cache(images: np.ndarray, labels: np.ndarray, name: str, seed: int, directory: Path, bar: tqdm) -> bool:
+    """Whether directory/<name>.npy holds the corruption, generating it there first; False (said once per folder)
+    when the cache cannot be written, the suite then generating in memory as without a cache."""
+    if (directory / f"{name}.npy").is_file():
+        return True
+    if directory in _UNWRITABLE:
+        return False
+    bar.set_postfix_str(f"generating {name}, 5 severities, into the cache")
+    try:
+        cache_corruption(images, labels, name, seed, directory)
+        return True
+    except OSError as e:
+        _UNWRITABLE.add(directory)
+        print(f"note: cannot cache the generated corruptions in {directory} ({e}); generating them in memory, "
+              "at every call", file=sys.stderr)
+        return False
+
+
+_UNWRITABLE: set[Path] = set()
+
+
 def corruption_suite(images: np.ndarray, labels: np.ndarray,
                      evaluate_fn: Callable[[np.ndarray, np.ndarray], float],
                      names: Sequence[str] = CORRUPTIONS, severities: Sequence[int] = SEVERITIES,
@@ -488,10 +510,7 @@ def corruption_suite(images: np.ndarray, labels: np.ndarray,
                 if cifar10c_dir is not None:
                     corrupted, targets = load_cifar10c(cifar10c_dir, name, severity)
                     corrupted, targets = corrupted[:limit], targets[:limit]
-                elif cached is not None:
-                    if not (cached / f"{name}.npy").is_file():
-                        bar.set_postfix_str(f"generating {name}, 5 severities, into the cache")
-                        cache_corruption(images, labels, name, seed, cached)
+                elif cached is not None and _in_cache(images, labels, name, seed, cached, bar):
                     corrupted, targets = load_cifar10c(cached, name, severity)
                 else:
                     corrupted, targets = corrupt(images, name, severity, seed=seed), labels
