@@ -27,7 +27,8 @@ from budgetnet.config import RecipeError, load_recipe
 from budgetnet.data import from_arrays
 from budgetnet.runtime import Interrupted, sigterm_interrupts
 from budgetnet.search import (SearchError, _importances, _sampler, check_budget, claim_gpu, load_space, load_study,
-                              pareto_front, run_search, search_report, shown_url, storage_url, worker_device, worker_summary)
+                              pareto_front, run_search, search_report, shown_url, storage_url, worker_device,
+                              worker_summary)
 from budgetnet.spec import SpecError, fit_channels
 
 BUDGET = 20_000
