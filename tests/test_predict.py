@@ -125,3 +125,28 @@ def test_predict_classifies_a_16_bit_png_as_its_8_bit_copy(tmp_path, capsys, tra
     white = softmax_of(trained_run, tmp_path / "grey16.png")  # what PIL's clipping conversion makes of it
     assert [t["probability"] for t in sixteen["top_k"]] != pytest.approx(white.sort(descending=True).values.tolist(),
                                                                          abs=1e-3)
+
+
+def write_16_bit_png(path, levels: np.ndarray, color_type: int) -> None:
+    """A PNG of 16 bits per sample written by hand (PIL writes none with colour): colour type 2 is RGB, 4 grey with
+    alpha, 6 RGBA; levels uint16 [H, W, samples]."""
+    import struct
+    import zlib
+    h, w = levels.shape[:2]
+    rows = b"".join(b"\x00" + levels[r].astype(">u2").tobytes() for r in range(h))  # filter type 0 per row
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("color_type, samples", [(2, 3), (4, 2), (6, 4)])
+def test_48_and_64_bit_pngs_read_as_their_8_bit_colours(tmp_path, color_type, samples):
+    from budgetnet.predict import read_image
+    levels = np.round(np.linspace(0, 65535, 32 * 32 * samples)).astype(np.uint16).reshape(32, 32, samples)
+    write_16_bit_png(tmp_path / "deep.png", levels, color_type)
+    pixels, _ = read_image(tmp_path / "deep.png", 32)
+    colour = levels[..., :3] if samples >= 3 else np.repeat(levels[..., :1], 3, axis=2)  # alpha dropped
+    assert np.abs(pixels.astype(int) - np.round(colour / 257).transpose(2, 0, 1)).max() <= 1  # PIL keeps the high byte
