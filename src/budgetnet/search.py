@@ -409,11 +409,12 @@ def run_search(space: Space, out: str | Path, trials: int | None = None, total_t
 
 
 def smallest_design(space: Space, budget: int | None, repair: str) -> tuple[int, int, str] | None:
-    """(parameters, budget, design) of the space's smallest trainable design, or None when none is valid.
+    """(parameters, budget, design) of the space's smallest trainable design, or None when none is valid or the
+    space has more than 10,000 combinations of model keys (not all tried, so the smallest might be missed).
 
     Every choice of every sampled model key is tried (an int range: each value, or its ends when it has more
-    than 32), with C_1 at its smallest: 1 where the repair may fit it (--repair fit-channels and an int C_1),
-    else the range's low end or the smallest choice."""
+    than 32; a float range: its ends), with C_1 at its smallest: 1 where the repair may fit it (--repair
+    fit-channels and an int C_1), else the range's low end or the smallest choice."""
     model = {k: d for k, d in space.params.items() if k.startswith("model.") and k != "model.channels"}
     options = []
     for dist in model.values():
@@ -423,9 +424,11 @@ def smallest_design(space: Space, budget: int | None, repair: str) -> tuple[int,
             options.append(list(range(dist.low, dist.high + 1, dist.step)))
         else:
             options.append([dist.low, dist.high])
+    if math.prod(map(len, options)) > 10_000:
+        return None
     channels = space.params.get("model.channels")
     smallest = None
-    for combo in itertools.islice(itertools.product(*options), 10_000):
+    for combo in itertools.product(*options):
         values = dict(zip(model, combo))
         if isinstance(channels, IntDistribution):
             values["model.channels"] = 1 if repair == "fit-channels" else channels.low
@@ -449,6 +452,8 @@ def smallest_design(space: Space, budget: int | None, repair: str) -> tuple[int,
 
 def check_budget(space: Space, budget: int | None, repair: str) -> None:
     """RecipeError, before the first trial, when not even the space's smallest design fits the budget."""
+    if budget is None and "budget" in space.params:
+        return  # a sampled budget: each trial checks its own
     smallest = smallest_design(space, budget, repair)
     if smallest is None or smallest[0] <= smallest[1]:
         return
