@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from budgetnet.corruptions import (CORRUPTIONS, corrupt, corruption_suite, load_cifar10c,
+from budgetnet.corruptions import (CORRUPTIONS, corrupt, corruption_suite, generated_dir, load_cifar10c,
                                    plot_corruption_heatmap)
 
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -291,3 +291,53 @@ def test_heatmaps_are_written(tmp_path):
             assert image.format == "PNG" and min(image.size) > 300
     with pytest.raises(ValueError):
         plot_corruption_heatmap([], tmp_path / "none.png")
+
+
+def test_generated_corruptions_are_cached_in_the_release_layout_and_read_back(tmp_path, monkeypatch):
+    images, labels = realish(6), np.arange(6) % 3
+    names = ("gaussian_noise", "glass_blur", "jpeg_compression")
+    seen = []
+
+    def evaluate(corrupted, targets):  # records what it is given, so that calls can be compared
+        seen.append((corrupted.copy(), targets.copy()))
+        return float(corrupted.mean()) / 255
+
+    plain = corruption_suite(images, labels, evaluate, names=names, severities=(2, 5), progress=False, seed=4)
+    fresh = seen[:]
+    seen.clear()
+    first = corruption_suite(images, labels, evaluate, names=names, severities=(2, 5), progress=False, seed=4,
+                             cache_dir=tmp_path)
+    assert first == plain and len(seen) == len(fresh)
+    for (a, y), (b, z) in zip(seen, fresh):  # exactly today's generator
+        assert np.array_equal(a, b) and np.array_equal(y, z)
+
+    folder = generated_dir(images, labels, 4, tmp_path)
+    assert folder.name == "CIFAR-10-C" and sorted(p.name for p in folder.iterdir()) == sorted(
+        [f"{n}.npy" for n in names] + ["labels.npy"])  # no temporary file left behind
+    for name in names:  # all five severities, stacked as the release stacks them
+        for severity in SEVERITIES:
+            cached, targets = load_cifar10c(folder, name, severity)
+            assert np.array_equal(cached, corrupt(images, name, severity, seed=4)) and np.array_equal(targets, labels)
+
+    monkeypatch.setattr("budgetnet.corruptions.corrupt", lambda *a, **k: pytest.fail("generated again"))
+    seen.clear()
+    assert corruption_suite(images, labels, evaluate, names=names, severities=(2, 5), progress=False, seed=4,
+                            cache_dir=tmp_path) == plain  # read from the cache
+    for (a, _), (b, _) in zip(seen, fresh):
+        assert np.array_equal(a, b)
+    others = [generated_dir(images, labels, 5, tmp_path), generated_dir(images[:5], labels[:5], 4, tmp_path),
+              generated_dir(images, (labels + 1) % 3, 4, tmp_path)]
+    assert len({folder, *others}) == 4  # another seed, other images or other labels: another folder
+    monkeypatch.setattr("budgetnet.corruptions.GENERATOR_VERSION", 2)
+    assert generated_dir(images, labels, 4, tmp_path) != folder  # a changed generator never reads the old files
+
+
+def test_a_cache_that_cannot_be_written_falls_back_to_generating(tmp_path, capsys):
+    images, labels = realish(4), np.arange(4)
+    (tmp_path / "file").write_text("not a folder")
+    evaluate = lambda corrupted, targets: float(corrupted.mean()) / 255  # noqa: E731
+    plain = corruption_suite(images, labels, evaluate, names=("fog", "snow"), severities=(1,), progress=False)
+    assert corruption_suite(images, labels, evaluate, names=("fog", "snow"), severities=(1,), progress=False,
+                            cache_dir=tmp_path / "file") == plain
+    err = capsys.readouterr().err
+    assert err.count("note: cannot cache the generated corruptions in") == 1 and "generating them in memory" in err

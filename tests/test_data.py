@@ -120,3 +120,38 @@ def test_a_meta_file_without_the_class_names_is_a_data_error(fake_cifar, tmp_pat
         pickle.dump({"coarse_label_names": ["a"] * 20}, f)
     with pytest.raises(DataError, match="meta: 'fine_label_names' must list the 100 class names of cifar100"):
         load_split("cifar100", "test", tmp_path / "c100")
+
+
+@pytest.mark.parametrize("batch, message", [
+    ([np.zeros((10_000, 3072), np.uint8), [0] * 10_000],
+     r"test_batch holds a pickled list, not the dict of the python-format data set; replace the file$"),
+    ({"data": np.zeros((10_000, 3072), np.uint8), "labels": ["cat"] * 10_000},
+     r"test_batch: 'labels' must be integer labels, got string values \(e.g. 'cat' for image 0\)"),
+    ({"data": np.zeros((10_000, 3072), np.uint8), "labels": [1.0] * 9_999 + [2.7]},
+     r"test_batch: 'labels' must be integer labels, got fractional values \(e.g. 2.7 for image 9,999\)"),
+    ({"data": np.zeros((10_000, 3072), np.uint8), "labels": 3},
+     r"test_batch: 'labels' must hold one integer label per image \(10,000\), got int"),
+])
+def test_a_batch_that_is_not_the_python_format_is_named_in_one_line(fake_cifar, tmp_path, batch, message):
+    root, folder = copy_of(fake_cifar, tmp_path)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump(batch, f)
+    with pytest.raises(DataError, match=message) as error:
+        load_split("cifar10", "test", root)
+    assert str(folder / "test_batch") in str(error.value) and "\n" not in str(error.value)
+
+
+def test_whole_labels_stored_as_floats_load_as_integers(fake_cifar, tmp_path):
+    root, folder = copy_of(fake_cifar, tmp_path)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({"data": np.zeros((10_000, 3072), np.uint8), "labels": np.arange(10_000) % 10 * 1.0}, f)
+    _, y, _ = load_split("cifar10", "test", root)
+    assert y.dtype == np.int64 and np.array_equal(y, np.arange(10_000) % 10)
+
+
+def test_a_meta_file_that_is_not_a_dict_is_named(fake_cifar, tmp_path):
+    root, folder = copy_of(fake_cifar, tmp_path)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump(["airplane"] * 10, f)
+    with pytest.raises(DataError, match="batches.meta holds a pickled list, not the dict"):
+        load_split("cifar10", "test", root)

@@ -79,3 +79,74 @@ def test_an_oversized_image_is_refused_before_decoding(tmp_path, capsys, side):
     assert capsys.readouterr().err == (f"budgetnet predict: error: {tmp_path / 'huge.png'}: more than "
                                        f"{Image.MAX_IMAGE_PIXELS:,} pixels, too large to decode safely; resize it "
                                        "first (the model sees 32x32)\n")
+
+
+def gradient_16bit() -> np.ndarray:
+    """A 32x32 16-bit greyscale gradient covering 0..65535, and nothing near white but its last pixels."""
+    return np.round(np.linspace(0, 65535, 32 * 32)).astype(np.uint16).reshape(32, 32)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I"])
+def test_a_16_bit_image_is_scaled_to_8_bits_not_clipped_to_white(tmp_path, mode):
+    from budgetnet.predict import read_image
+    levels = gradient_16bit()
+    if mode == "I;16B":  # big-endian 16-bit, as TIFF keeps it
+        image = Image.frombytes("I;16B", (32, 32), levels.astype(">u2").tobytes())
+    else:
+        image = Image.fromarray(levels.astype(np.int32) if mode == "I" else levels)
+    path = tmp_path / ("grey16.png" if mode == "I;16" else "grey.tif")  # PNG cannot hold mode I or I;16B
+    image.save(path)
+    assert Image.open(path).mode == mode
+    pixels, _ = read_image(path, 32)
+    expected = np.round(levels / 257).astype(np.uint8)
+    assert np.array_equal(pixels, np.broadcast_to(expected, (3, 32, 32)))
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "CMYK", "L", "1"])
+def test_every_mode_pil_opens_reads_as_pils_rgb(tmp_path, mode):
+    from budgetnet.predict import read_image
+    rgb = Image.fromarray(synthetic_arrays(1, seed=5)[0][0].transpose(1, 2, 0))
+    image = rgb.convert(mode)
+    image.save(tmp_path / "image.png" if mode != "CMYK" else tmp_path / "image.tif")
+    pixels, _ = read_image(tmp_path / ("image.png" if mode != "CMYK" else "image.tif"), 32)
+    assert np.array_equal(pixels, np.asarray(image.convert("RGB")).transpose(2, 0, 1))
+    if mode in ("RGBA", "CMYK"):  # lossless round trips of the colours
+        assert np.array_equal(pixels, np.asarray(rgb).transpose(2, 0, 1))
+
+
+def test_predict_classifies_a_16_bit_png_as_its_8_bit_copy(tmp_path, capsys, trained_run):
+    levels = gradient_16bit()
+    Image.fromarray(levels).save(tmp_path / "grey16.png")
+    Image.fromarray(np.round(levels / 257).astype(np.uint8)).save(tmp_path / "grey8.png")
+    assert main(["predict", str(trained_run), str(tmp_path / "grey16.png"), str(tmp_path / "grey8.png"),
+                 "--json", "--top-k", "10"]) == 0
+    sixteen, eight = json.loads(capsys.readouterr().out)
+    assert sixteen["top_k"] == eight["top_k"]
+    white = softmax_of(trained_run, tmp_path / "grey16.png")  # what PIL's clipping conversion makes of it
+    assert [t["probability"] for t in sixteen["top_k"]] != pytest.approx(white.sort(descending=True).values.tolist(),
+                                                                         abs=1e-3)
+
+
+def write_16_bit_png(path, levels: np.ndarray, color_type: int) -> None:
+    """A PNG of 16 bits per sample written by hand (PIL writes none with colour): colour type 2 is RGB, 4 grey with
+    alpha, 6 RGBA; levels uint16 [H, W, samples]."""
+    import struct
+    import zlib
+    h, w = levels.shape[:2]
+    rows = b"".join(b"\x00" + levels[r].astype(">u2").tobytes() for r in range(h))  # filter type 0 per row
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("color_type, samples", [(2, 3), (4, 2), (6, 4)])
+def test_48_and_64_bit_pngs_read_as_their_8_bit_colours(tmp_path, color_type, samples):
+    from budgetnet.predict import read_image
+    levels = np.round(np.linspace(0, 65535, 32 * 32 * samples)).astype(np.uint16).reshape(32, 32, samples)
+    write_16_bit_png(tmp_path / "deep.png", levels, color_type)
+    pixels, _ = read_image(tmp_path / "deep.png", 32)
+    colour = levels[..., :3] if samples >= 3 else np.repeat(levels[..., :1], 3, axis=2)  # alpha dropped
+    assert np.abs(pixels.astype(int) - np.round(colour / 257).transpose(2, 0, 1)).max() <= 1  # PIL keeps the high byte

@@ -12,7 +12,7 @@ import yaml
 
 from budgetnet.checkpoint import load_model
 from budgetnet.cli import main
-from budgetnet.corruptions import CORRUPTIONS, corrupt
+from budgetnet.corruptions import CORRUPTIONS, corrupt, load_cifar10c
 from budgetnet.report import find_runs, report
 from budgetnet.robustness import compare_robustness
 from test_export import make_run
@@ -48,8 +48,15 @@ def ece_by_hand(probs, labels, bins=15):
     return total
 
 
+@pytest.fixture(autouse=True)
+def corruption_cache(tmp_path, monkeypatch):
+    """Generated corruptions are cached under $XDG_CACHE_HOME/budgetnet: a folder of the test's own."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "budgetnet" / "corruptions"
+
+
 def test_eval_corruptions_and_calibration_equal_an_independent_computation(tmp_path, fake_cifar, capsys,
-                                                                          trained_run):
+                                                                          trained_run, corruption_cache, monkeypatch):
     run, out = trained_run, tmp_path / "eval"
     rc = main(["eval", str(run), "--data", str(fake_cifar), "--device", "cpu", "--corruptions", "--calibration",
                "--severities", "1", "5", "--limit", "64", "--out", str(out), "--json"])
@@ -74,6 +81,14 @@ def test_eval_corruptions_and_calibration_equal_an_independent_computation(tmp_p
     assert result["corruption_accuracy"] == pytest.approx(sum(means) / len(means))
     assert result["corruption_accuracy"] < result["accuracy"]  # corruptions hurt a model trained on clean images
     assert (out / "corruptions.png").is_file() and (out / "reliability.png").is_file()
+
+    cached = list(corruption_cache.glob("*/CIFAR-10-C"))  # all five severities, for a later call with any
+    assert len(cached) == 1 and load_cifar10c(cached[0], "snow", 3)[0].shape == (64, 32, 32, 3)
+    monkeypatch.setattr("budgetnet.corruptions.corrupt", lambda *a, **k: pytest.fail("generated again"))
+    assert main(["eval", str(run), "--data", str(fake_cifar), "--device", "cpu", "--corruptions",
+                 "--severities", "1", "5", "--limit", "64", "--out", str(tmp_path / "again"), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)  # the second call reads the cache: the same numbers
+    assert again["per_corruption"] == result["per_corruption"] and again["corruption_source"] == "generated"
 
 
 def test_robustness_comparison_and_report(tmp_path, fake_cifar, capsys):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 import weakref
 from types import SimpleNamespace
 
@@ -25,8 +26,9 @@ from budgetnet.cli import main
 from budgetnet.config import RecipeError, load_recipe
 from budgetnet.data import from_arrays
 from budgetnet.runtime import Interrupted, sigterm_interrupts
-from budgetnet.search import (SearchError, _importances, _sampler, claim_gpu, load_space, load_study, pareto_front,
-                              run_search, search_report, shown_url, storage_url, worker_device, worker_summary)
+from budgetnet.search import (SearchError, _importances, _sampler, check_budget, claim_gpu, load_space, load_study,
+                              pareto_front, run_search, search_report, shown_url, storage_url, worker_device,
+                              worker_summary)
 from budgetnet.spec import SpecError, fit_channels
 
 BUDGET = 20_000
@@ -149,18 +151,50 @@ def test_tiny_search_trains_within_budget_and_optimizes_validation(tmp_path, val
     assert (tmp_path / "report" / "pareto.png").stat().st_size > 10_000
 
 
-@pytest.mark.parametrize("params, repair, outcome", [
-    ({"model.blocks": [2, 2, 2], "model.channels": {"low": 40, "high": 48, "step": 8}, "model.pool_size": 4}, "reject",
-     "over_budget"),
-    ({"model.blocks": [2, 2, 2], "model.channels": {"choices": [40, 48]}, "model.pool_size": 4}, "fit-channels",
-     "over_budget"),
-    ({"model.blocks": [1, 1, 1], "model.pool_size": 16}, "fit-channels", "invalid_design"),
-])
-def test_designs_that_cannot_be_trained_are_rejected_untrained(tmp_path, val_data, params, repair, outcome):
-    space = load_space(write_space(tmp_path, {**TINY_PARAMS, "data.val_size": 200, **params}))
-    study = run_search(space, tmp_path / "out", trials=2, budget=BUDGET, repair=repair, data=val_data)
-    assert [t.user_attrs.get("rejected") for t in study.get_trials()] == [outcome, outcome]
+def test_designs_that_cannot_be_trained_are_rejected_untrained(tmp_path, val_data, capsys):
+    space = load_space(write_space(tmp_path, {**TINY_PARAMS, "data.val_size": 200, "model.blocks": [1, 1, 1],
+                                              "model.pool_size": 16}))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    filters = list(warnings.filters)
+    study = run_search(space, tmp_path / "out", trials=2, budget=BUDGET, data=val_data)
+    assert [t.user_attrs.get("rejected") for t in study.get_trials()] == ["invalid_design", "invalid_design"]
     assert not (tmp_path / "out" / "trials").exists()
+    assert capsys.readouterr().err.count(": rejected untrained (invalid_design): ") == 2  # budgetnet's lines
+    assert optuna.logging.get_verbosity() == optuna.logging.WARNING and warnings.filters == filters  # restored
+
+
+@pytest.mark.parametrize("params, repair, blocks, channels", [
+    ({"model.blocks": [2, 2, 2], "model.channels": {"low": 40, "high": 48, "step": 8}, "model.pool_size": 4}, "reject",
+     [2, 2, 2], 40),
+    ({"model.blocks": [2, 2, 2], "model.channels": {"choices": [48, 40]}, "model.pool_size": 4}, "fit-channels",
+     [2, 2, 2], 40),
+    ({"model.blocks": {"choices": [[2, 2, 2], [1, 1]]}, "model.pool_size": 4}, "fit-channels", [1, 1], 1),
+])
+def test_a_budget_that_no_design_fits_is_refused_before_the_first_trial(tmp_path, capsys, params, repair, blocks,
+                                                                        channels):
+    path = write_space(tmp_path, {**TINY_PARAMS, "data.val_size": 200, **params})
+    model = load_space(path).recipe({"model.blocks": blocks, "model.channels": channels}).model
+    assert (model.kernel_size, model.shortcut_kernel_size, model.pool_size, model.block) == (3, 1, 4, "basic")
+    smallest, count = f"B={blocks} C_1={channels} F=3 K=1 P=4 basic", model.count_params()
+    budget = 20_000 if count > 20_000 else 100
+    assert count > budget
+    assert main(["search", "--space", path, "--budget", str(budget), "--repair", repair, "--trials", "3",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (
+        f"budgetnet search: error: --budget {budget:,}: no design of --space tiny fits; the smallest ({smallest}) "
+        f"has {count:,} parameters: give --budget {count} or more, or a space of smaller designs\n")
+    assert not (tmp_path / "out").exists()  # nothing written, no study created
+    assert check_budget(load_space(path), count, repair) is None  # the smallest design fits its own count
+
+
+def test_importing_the_search_changes_no_global_warning_or_log_filter():
+    code = ("import logging, warnings, optuna, budgetnet.plots, budgetnet.train; "  # theirs: their own filters
+            "filters = list(warnings.filters); import budgetnet.search; "
+            "assert warnings.filters == filters, 'warning filters changed'; "
+            "assert not any(logging.getLogger(n).filters for n in logging.root.manager.loggerDict "
+            "if n.startswith('optuna')), 'log filters added'")
+    result = subprocess.run([sys.executable, "-c", code], env=WORKER_ENV, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_repair_fits_c1_and_reports_the_trained_value(tmp_path, val_data):

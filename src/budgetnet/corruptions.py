@@ -23,11 +23,19 @@ within one grey level on CIFAR-10 test images at every severity.
 
 For numbers comparable with the literature, evaluate on the released files: ``load_cifar10c`` or
 ``corruption_suite(..., cifar10c_dir=...)``.
+
+Generating the 15 x 5 corruptions of 10,000 images takes minutes of CPU; ``corruption_suite(..., cache_dir=...)``
+pays that once: it writes them in the release's layout under a folder keyed by the images, labels, seed and
+GENERATOR_VERSION (``generated_dir``), which later calls read instead.
 """
 from __future__ import annotations
 
 import difflib
+import hashlib
 import io
+import json
+import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -41,6 +49,7 @@ from tqdm import tqdm
 
 SEVERITIES = (1, 2, 3, 4, 5)
 CIFAR10C_URL = "https://zenodo.org/record/2535967"
+GENERATOR_VERSION = 1  # bump whenever a corruption's output changes: it keys the cache of generated corruptions
 
 # Every corruption maps uint8 images [N, H, W, 3], a severity and a Generator to values in [0, 255];
 # `corrupt` truncates them to uint8 as make_cifar_c's np.uint8(...) does.
@@ -407,16 +416,74 @@ def load_cifar10c(directory: str | Path, name: str, severity: int) -> tuple[np.n
     return np.array(images[rows]), np.array(labels[rows], dtype=np.int64)
 
 
+def generated_dir(images: np.ndarray, labels: np.ndarray, seed: int, cache_dir: str | Path) -> Path:
+    """CACHE_DIR/<key>/CIFAR-10-C, the folder of the generated corruptions of these images: the key is a hash of
+    the images, labels, seed and GENERATOR_VERSION, so that other data or a changed generator never reads them."""
+    digest = hashlib.sha256(f"budgetnet corruptions v{GENERATOR_VERSION} seed {seed} {images.shape}".encode())
+    digest.update(np.ascontiguousarray(images, dtype=np.uint8).tobytes())
+    digest.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    return Path(cache_dir) / digest.hexdigest()[:20] / "CIFAR-10-C"
+
+
+def _save_atomically(path: Path, array: np.ndarray) -> None:
+    """np.save to a temporary file beside `path`, then renamed onto it: a reader sees the whole file or none."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def cache_corruption(images: np.ndarray, labels: np.ndarray, name: str, seed: int, directory: str | Path) -> Path:
+    """Generate the five severities of one corruption of `images` into directory/<name>.npy, stacked as the release
+    stacks them ([5 * N, 32, 32, 3], severity 1 first), beside labels.npy ([5 * N]); each file written atomically.
+    The images are those of corrupt(images, name, severity, seed)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if not (directory / "labels.npy").is_file():
+        _save_atomically(directory / "labels.npy", np.tile(np.asarray(labels, dtype=np.int64), len(SEVERITIES)))
+        (directory.parent / "source.json").write_text(json.dumps(
+            {"generator_version": GENERATOR_VERSION, "seed": seed, "images": len(images)}) + "\n")
+    path = directory / f"{name}.npy"
+    _save_atomically(path, np.concatenate([corrupt(images, name, s, seed=seed) for s in SEVERITIES]))
+    return path
+
+
+def _in_cache(images: np.ndarray, labels: np.ndarray, name: str, seed: int, directory: Path, bar: tqdm) -> bool:
+    """Whether directory/<name>.npy holds the corruption, generating it there first; False (said once per folder)
+    when the cache cannot be written, the suite then generating in memory as without a cache."""
+    if (directory / f"{name}.npy").is_file():
+        return True
+    if directory in _UNWRITABLE:
+        return False
+    bar.set_postfix_str(f"generating {name}, 5 severities, into the cache")
+    try:
+        cache_corruption(images, labels, name, seed, directory)
+        return True
+    except OSError as e:
+        _UNWRITABLE.add(directory)
+        print(f"note: cannot cache the generated corruptions in {directory} ({e}); generating them in memory, "
+              "at every call", file=sys.stderr)
+        return False
+
+
+_UNWRITABLE: set[Path] = set()
+
+
 def corruption_suite(images: np.ndarray, labels: np.ndarray,
                      evaluate_fn: Callable[[np.ndarray, np.ndarray], float],
                      names: Sequence[str] = CORRUPTIONS, severities: Sequence[int] = SEVERITIES,
                      cifar10c_dir: str | Path | None = None, progress: bool = True,
-                     limit: int | None = None, seed: int = 0) -> dict:
+                     limit: int | None = None, seed: int = 0, cache_dir: str | Path | None = None) -> dict:
     """Accuracy under each corruption and severity.
 
     evaluate_fn(images uint8 [N, 32, 32, 3], labels [N]) -> accuracy in [0, 1]. With cifar10c_dir the released
     files are evaluated (`images` and `labels` are then unused and may be None); otherwise the corruptions are
-    generated from `images` with `seed`. `limit` keeps only the first `limit` images, for quick runs.
+    generated from `images` with `seed`. `limit` keeps only the first `limit` images, for quick runs. With
+    cache_dir, generated corruptions are read from generated_dir(images, labels, seed, cache_dir), and a corruption
+    not there yet is generated into it first, all five severities (cache_corruption): a later call pays nothing.
 
     Returns {"corruption_accuracy": mean over all (name, severity), "corruption_error": 1 - that,
     "per_corruption": {name: {"1": acc, ..., "5": acc, "mean": acc}}, "source": "cifar10c" | "generated",
@@ -431,6 +498,7 @@ def corruption_suite(images: np.ndarray, labels: np.ndarray,
         if images is None or labels is None or len(images) != len(labels):
             raise ValueError("without cifar10c_dir, images and labels of the same length are required")
         images, labels = images[:limit], np.asarray(labels)[:limit]
+    cached = generated_dir(images, labels, seed, cache_dir) if cifar10c_dir is None and cache_dir else None
 
     per_corruption: dict[str, dict[str, float]] = {}
     num_images = 0
@@ -442,6 +510,8 @@ def corruption_suite(images: np.ndarray, labels: np.ndarray,
                 if cifar10c_dir is not None:
                     corrupted, targets = load_cifar10c(cifar10c_dir, name, severity)
                     corrupted, targets = corrupted[:limit], targets[:limit]
+                elif cached is not None and _in_cache(images, labels, name, seed, cached, bar):
+                    corrupted, targets = load_cifar10c(cached, name, severity)
                 else:
                     corrupted, targets = corrupt(images, name, severity, seed=seed), labels
                 num_images = len(corrupted)

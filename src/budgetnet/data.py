@@ -75,22 +75,20 @@ def load_split(dataset: str, split: str, data_dir: str | Path | None = None,
                 f"({info.torchvision_class.url}, unpacked), or point --data / ${ENV_VAR} at the folder that holds it")
         _download(info, root)
     _check_checksums(info, folder, note)
-    names = _unpickle(folder / info.meta_file).get(info.names_key)
+    names = _unpickle_dict(folder / info.meta_file).get(info.names_key)
     if not isinstance(names, list) or len(names) != info.num_classes:
         raise DataError(f"{folder / info.meta_file}: '{info.names_key}' must list the {info.num_classes} class "
                         f"names of {dataset}; the file is not {dataset}'s, replace it")
     files = info.train_files if split == "train" else info.test_files
     images, labels = [], []
     for name in files:
-        entry = _unpickle(folder / name)
+        entry = _unpickle_dict(folder / name)
         data, y = entry.get("data"), entry.get(info.labels_key)
         if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
             raise DataError(f"{folder / name}: 'data' must be a uint8 array of shape (N, 3072), "
                             f"got {getattr(data, 'dtype', type(data))} {getattr(data, 'shape', '')}")
-        if y is None or len(y) != len(data):
-            raise DataError(f"{folder / name}: '{info.labels_key}' must hold one label per image")
         images.append(data)
-        labels.append(np.asarray(y, dtype=np.int64))
+        labels.append(_labels(y, folder / name, info.labels_key, len(data)))
     x, y = np.concatenate(images).reshape(-1, 3, 32, 32), np.concatenate(labels)
     if len(x) != SPLIT_SIZES[split]:
         raise DataError(f"{folder}: the {split} split has {len(x):,} images, expected {SPLIT_SIZES[split]:,}; "
@@ -155,6 +153,33 @@ def _unpickle(path: Path) -> dict:
             return _SafeUnpickler(f, encoding="latin1").load()
     except Exception as e:
         raise DataError(f"{path} is truncated or corrupt ({type(e).__name__}: {e}); replace the file") from None
+
+
+def _unpickle_dict(path: Path) -> dict:
+    """A batch or meta file, which the python format pickles as a dict; DataError for anything else."""
+    entry = _unpickle(path)
+    if not isinstance(entry, dict):
+        raise DataError(f"{path} holds a pickled {type(entry).__name__}, not the dict of the python-format data "
+                        "set; replace the file")
+    return entry
+
+
+def _labels(y: object, path: Path, key: str, n: int) -> np.ndarray:
+    """The labels of a batch as int64 [n]; DataError when they are missing, of another count, or not integers
+    (strings, or floats that the conversion would truncate)."""
+    values = np.asarray(y) if isinstance(y, (list, tuple, np.ndarray)) else None
+    if values is None or values.ndim != 1 or len(values) != n:
+        raise DataError(f"{path}: '{key}' must hold one integer label per image ({n:,}), got "
+                        f"{type(y).__name__ if values is None else f'shape {list(values.shape)}'}")
+    if values.dtype.kind in "iu":
+        return values.astype(np.int64)
+    kind = values.dtype.kind
+    wrong = np.flatnonzero(~np.isfinite(values) | (values != np.round(values))) if kind == "f" else np.arange(n)
+    if len(wrong):
+        what = {"f": "fractional", "U": "string", "S": "bytes", "b": "boolean"}.get(kind, values.dtype.name)
+        raise DataError(f"{path}: '{key}' must be integer labels, got {what} values (e.g. {values[wrong[0]].item()!r} "
+                        f"for image {wrong[0]:,}); replace the file")
+    return values.astype(np.int64)  # whole numbers stored as floats
 
 
 @dataclass

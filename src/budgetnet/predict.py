@@ -13,6 +13,19 @@ from .data import DATASETS, load_split
 from .export import Normalized
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An 8-bit RGB copy of an image of any mode PIL opens.
+
+    PIL's own conversion clips integer greyscale (modes I;16*, and I, which older Pillow gives a 16-bit PNG) to
+    0..255, so a 16-bit image turned white: those are scaled from the 16-bit range 0..65535 to 0..255 first. Float
+    images (F) follow PIL's convention of 0..255 values; RGBA, LA, P, CMYK, 1 and L convert as PIL converts them
+    (alpha dropped). PIL opens 48- and 64-bit PNGs as 8-bit RGB(A) already."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        levels = np.asarray(image, dtype=np.float64) / 257  # 65535 / 257 = 255
+        image = Image.fromarray(np.clip(np.round(levels), 0, 255).astype(np.uint8))
+    return image.convert("RGB")
+
+
 def read_image(path: str | Path, size: int) -> tuple[np.ndarray, str | None]:
     """uint8 RGB [3, size, size] of an image file, and a note when it was resized; ValueError if unreadable or
     larger than PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS), refused before it is decoded."""
@@ -21,7 +34,7 @@ def read_image(path: str | Path, size: int) -> tuple[np.ndarray, str | None]:
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # PIL only warns up to twice the limit
             with Image.open(path) as im:
                 im.load()
-                image = im.convert("RGB")  # RGBA, greyscale and palette images become RGB
+                image = to_rgb(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ValueError(f"{path}: more than {Image.MAX_IMAGE_PIXELS:,} pixels, too large to decode safely; "
                          f"resize it first (the model sees {size}x{size})") from None

@@ -9,7 +9,7 @@ import torch
 from .calibration import expected_calibration_error, reliability_diagram
 from .checkpoint import load_model
 from .corruptions import CORRUPTIONS, corruption_suite, plot_corruption_heatmap
-from .data import from_arrays, load_split
+from .data import default_cache, from_arrays, load_split
 from .evaluate import evaluate_run, predict_logits, write_json
 from .runtime import resolve_device
 
@@ -30,10 +30,14 @@ def evaluate_all(run: str | Path, data_dir: str | Path | None = None, device: st
 def robustness(run: str | Path, data_dir: str | Path | None = None, device: str = "auto", which: str = "best",
                out_dir: str | Path | None = None, corruptions: bool = True, calibration: bool = True,
                cifar10c_dir: str | Path | None = None, severities: tuple[int, ...] = (1, 2, 3, 4, 5),
-               limit: int | None = None, batch_size: int | None = None, progress: bool = True) -> dict:
+               limit: int | None = None, batch_size: int | None = None, progress: bool = True,
+               corruption_cache: str | Path | None = None) -> dict:
     """Corruption accuracy (CIFAR-10-C, generated or read from cifar10c_dir) and calibration of a run; merged into
     the run's eval.json, with corruptions.png and reliability.png beside it. `limit`: first N test images only;
-    `batch_size`: images per forward pass (default: the recipe's eval_batch_size)."""
+    `batch_size`: images per forward pass (default: the recipe's eval_batch_size). Generated corruptions are cached
+    in the release's layout under `corruption_cache` (default: <cache>/corruptions, the cache being
+    $XDG_CACHE_HOME/budgetnet or ~/.cache/budgetnet), so that only the first evaluation of a test set generates
+    them."""
     dev = resolve_device(device)
     model, recipe, _ = load_model(run, which, dev)
     x, y, classes = load_split(recipe.data.dataset, "test", data_dir)
@@ -57,7 +61,8 @@ def robustness(run: str | Path, data_dir: str | Path | None = None, device: str 
     if corruptions:
         suite = corruption_suite(x.transpose(0, 2, 3, 1), y,
                                  lambda im, t: (logits_of(im).argmax(1).numpy() == t).mean(),
-                                 CORRUPTIONS, severities, cifar10c_dir, progress, limit)
+                                 CORRUPTIONS, severities, cifar10c_dir, progress, limit,
+                                 cache_dir=corruption_cache or default_cache() / "corruptions")
         result.update({"corruption_accuracy": suite["corruption_accuracy"],
                        "corruption_error": suite["corruption_error"], "per_corruption": suite["per_corruption"],
                        "corruption_source": suite["source"], "corruption_images": suite["num_images"]})

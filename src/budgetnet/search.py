@@ -16,10 +16,11 @@ the trial is queued again and the worker that takes it resumes its run directory
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import fcntl
+import itertools
 import json
-import logging
 import math
 import os
 import random
@@ -30,7 +31,7 @@ import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, Any, Iterator, NoReturn
 
 import torch
 import yaml
@@ -65,8 +66,6 @@ COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # what -
 SPACE_KEYS = ("description", "base", "params")
 RANGE_KEYS = ("low", "high", "step", "log")
 
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
 
 class SearchError(ValueError):
     """A study, storage or device that cannot be used: the message says what to pass instead."""
@@ -74,6 +73,21 @@ class SearchError(ValueError):
 
 class SearchInterrupted(Interrupted):
     """SIGINT or SIGTERM stopped the worker: its trial is marked failed and queued to resume."""
+
+
+@contextlib.contextmanager
+def _optuna_quiet() -> Iterator[None]:
+    """Within the block, Optuna's experimental-feature warnings (heartbeats, the constant liar, the stale-trial
+    retry) are not shown and Optuna logs errors only: budgetnet says what each trial became in its own lines.
+    Both are restored when the block ends."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 # ---- the space ------------------------------------------------------------------------------------
@@ -233,15 +247,19 @@ def _reason(error: sqlalchemy.exc.SQLAlchemyError) -> str:
     return f"{type(cause).__name__}: {str(cause).strip().splitlines()[0]}"
 
 
-_RETRY = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)  # the retry reports its run directory's curve
+def _retry(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue a failed trial again with its user attrs (its run directory), at most MAX_RETRIES times."""
+    with _optuna_quiet():
+        RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(study, trial)
 
 
 def _retry_stale(study: optuna.Study, trial: FrozenTrial) -> None:
     print(f"study {study.study_name}: trial {trial.number} stopped sending heartbeats (its worker died): "
           "marked FAIL and queued to resume from its last checkpoint", file=sys.stderr)
-    _RETRY(study, trial)
+    _retry(study, trial)
 
 
+@_optuna_quiet()
 def load_study(storage: str, study_name: str | None = None) -> optuna.Study:
     """An existing study; the name may be left out when the storage holds exactly one."""
     store = open_storage(storage)
@@ -298,6 +316,7 @@ def worker_device(device: str, lock_dir: str | Path | None = None) -> tuple[str,
 
 # ---- running ---------------------------------------------------------------------------------------
 
+@_optuna_quiet()
 def run_search(space: Space, out: str | Path, trials: int | None = None, total_trials: int | None = None,
                storage: str | None = None, study_name: str | None = None, budget: int | str | None = None,
                sampler: str = "tpe", pruner: str = "hyperband", repair: str = "fit-channels", seed: int | None = None,
@@ -311,15 +330,17 @@ def run_search(space: Space, out: str | Path, trials: int | None = None, total_t
     (tests); otherwise every data configuration is loaded once per process. SIGINT and SIGTERM raise
     SearchInterrupted after the running trial is marked failed and queued to resume.
     """
-    if sampler not in SAMPLERS or pruner not in PRUNERS or repair not in REPAIRS:
-        raise RecipeError(f"sampler, pruner, repair must be one of {list(SAMPLERS)}, {list(PRUNERS)}, "
-                          f"{list(REPAIRS)}; got {sampler!r}, {pruner!r}, {repair!r}")
+    for flag, value, known in (("--sampler", sampler, SAMPLERS), ("--pruner", pruner, PRUNERS),
+                               ("--repair", repair, REPAIRS)):
+        if value not in known:
+            raise RecipeError(f"{flag} {value}: use one of {', '.join(known)}")
     if trials is None and total_trials is None:
         raise RecipeError("say how many trials: --trials N (this worker) and/or --total-trials N (the whole study)")
     for flag, n in (("--trials", trials), ("--total-trials", total_trials)):
         if n is not None and n < 1:
             raise RecipeError(f"{flag} {n}: give 1 or more")
     budget = parse_count(budget) if budget is not None else None
+    check_budget(space, budget, repair)
     out = Path(out)
     storage = storage_url(out, storage)
     out.mkdir(parents=True, exist_ok=True)
@@ -329,6 +350,7 @@ def run_search(space: Space, out: str | Path, trials: int | None = None, total_t
     study.set_user_attr("space", space.name)
     study.set_user_attr("budget", budget or parse_count(space.base.get("budget", Recipe.budget)))
     target = [MaxTrialsCallback(total_trials, states=COUNTED)] if total_trials is not None else []
+    target.append(_say_trial)
     if total_trials is not None:
         optuna.storages.fail_stale_trials(study)
         if len(study.get_trials(deepcopy=False, states=COUNTED)) >= total_trials:
@@ -386,21 +408,81 @@ def run_search(space: Space, out: str | Path, trials: int | None = None, total_t
     return study
 
 
+def smallest_design(space: Space, budget: int | None, repair: str) -> tuple[int, int, str] | None:
+    """(parameters, budget, design) of the space's smallest trainable design, or None when none is valid or the
+    space has more than 10,000 combinations of model keys (not all tried, so the smallest might be missed).
+
+    Every choice of every sampled model key is tried (an int range: each value, or its ends when it has more
+    than 32; a float range: its ends), with C_1 at its smallest: 1 where the repair may fit it (--repair
+    fit-channels and an int C_1), else the range's low end or the smallest choice."""
+    model = {k: d for k, d in space.params.items() if k.startswith("model.") and k != "model.channels"}
+    options = []
+    for dist in model.values():
+        if isinstance(dist, CategoricalDistribution):
+            options.append([_decode(c) for c in dist.choices])
+        elif isinstance(dist, IntDistribution) and (dist.high - dist.low) // dist.step < 32:
+            options.append(list(range(dist.low, dist.high + 1, dist.step)))
+        else:
+            options.append([dist.low, dist.high])
+    if math.prod(map(len, options)) > 10_000:
+        return None
+    channels = space.params.get("model.channels")
+    smallest = None
+    for combo in itertools.product(*options):
+        values = dict(zip(model, combo))
+        if isinstance(channels, IntDistribution):
+            values["model.channels"] = 1 if repair == "fit-channels" else channels.low
+        try:
+            recipe = space.recipe(values)
+            if channels is None and repair == "fit-channels" and isinstance(recipe.model.channels, int):
+                recipe.model = replace(recipe.model, channels=1)
+            counts = [recipe.model.count_params()] if not isinstance(channels, CategoricalDistribution) else [
+                replace(recipe.model, channels=_decode(c)).count_params() for c in channels.choices]
+        except SpecError:
+            continue  # rejected per trial as an invalid design
+        if isinstance(channels, CategoricalDistribution):
+            recipe.model = replace(recipe.model, channels=_decode(channels.choices[counts.index(min(counts))]))
+        if smallest is None or min(counts) < smallest[0]:
+            d = recipe.model.to_dict()
+            design = (f"B={d['blocks']} C_1={d['channels']} F={d['kernel_size']} K={d['shortcut_kernel_size']} "
+                      f"P={d['pool_size']} {d['block']}")
+            smallest = (min(counts), budget if budget is not None else recipe.budget, design)
+    return smallest
+
+
+def check_budget(space: Space, budget: int | None, repair: str) -> None:
+    """RecipeError, before the first trial, when not even the space's smallest design fits the budget."""
+    if budget is None and "budget" in space.params:
+        return  # a sampled budget: each trial checks its own
+    smallest = smallest_design(space, budget, repair)
+    if smallest is None or smallest[0] <= smallest[1]:
+        return
+    params, limit, design = smallest
+    given = f"--budget {limit:,}" if budget is not None else f"the space's budget of {limit:,}"
+    raise RecipeError(f"{given}: no design of --space {space.name} fits; the smallest ({design}) has "
+                      f"{params:,} parameters: give --budget {params} or more, or a space of smaller designs")
+
+
 def _sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     """TPE lies constantly about running trials, so that parallel workers do not sample the same region."""
     return SAMPLERS[name](seed=seed, constant_liar=True) if name == "tpe" else SAMPLERS[name](seed=seed)
 
 
-class _NoInterruptTraceback(logging.Filter):
-    """Optuna logs a failed trial's traceback; for an interrupt, its one line and ours say all there is."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
-            record.exc_info = None
-        return True
-
-
-logging.getLogger("optuna.study._optimize").addFilter(_NoInterruptTraceback())
+def _say_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    """One stderr line per finished trial, in budgetnet's terms (Optuna's own log shows errors only)."""
+    params = trial.user_attrs.get("params")
+    size = f", {params:,} params" if params is not None else ""
+    if trial.state == TrialState.COMPLETE:
+        line = f"val acc {trial.value:.4f}{size}"
+    elif "rejected" in trial.user_attrs:
+        line = f"rejected untrained ({trial.user_attrs['rejected']}): {trial.user_attrs.get('reason', '')}"
+    elif trial.state == TrialState.PRUNED:
+        steps = trial.intermediate_values
+        line = (f"stopped by --pruner after epoch {max(steps)}, val acc {steps[max(steps)]:.4f}{size}" if steps
+                else f"stopped by --pruner{size}")
+    else:  # the objective catches only a divergence
+        line = f"failed, training diverged{size}"
+    print(f"trial {trial.number}: {line}", file=sys.stderr)
 
 
 def _requeue(study: optuna.Study, running: int | None) -> str:
@@ -408,7 +490,7 @@ def _requeue(study: optuna.Study, running: int | None) -> str:
     failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number == running]
     if not failed:
         return "interrupted between trials; rerun the same command to continue the study"
-    _RETRY(study, failed[0])
+    _retry(study, failed[0])
     return (f"interrupted: trial {failed[0].number} is marked failed and queued again; the worker that takes it "
             f"resumes {failed[0].user_attrs.get('run_dir', 'its run directory')} from its last checkpoint "
             "(rerun the same command to continue the study)")
@@ -511,6 +593,7 @@ def pareto_front(points: list[tuple[int, float]]) -> list[int]:
     return front
 
 
+@_optuna_quiet()
 def search_report(storage: str, out: str | Path, study_name: str | None = None, top: int = 10) -> dict:
     """Write OUT/search.md, pareto.png and importances.png for a study; return the counts, best trial and front."""
     study = load_study(storage, study_name)
