@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .config import OptimizerConfig, ScheduleConfig
+from .model import WhiteningStem
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "radam")
 SCHEDULES = ("cosine", "warm_restarts", "step", "onecycle", "constant")
@@ -13,14 +14,17 @@ SCHEDULES = ("cosine", "warm_restarts", "step", "onecycle", "constant")
 
 def param_groups(model: nn.Module, cfg: OptimizerConfig) -> list[dict]:
     """The trainable parameters in two groups: weights of convs and linears, then BatchNorm parameters and
-    biases (1-D tensors), which get `norm_lr_scale` times the learning rate and `norm_weight_decay`.
+    biases (1-D tensors), which get `norm_lr_scale` times the learning rate and `norm_weight_decay`. The whitening
+    stem's bias is in the first group, as in airbench94 (its bias_scaler is for BatchNorm biases only).
 
     With decoupled weight decay the groups carry it as `decoupled_wd`, for `decay_weights`, and give the
     optimizer none.
     """
     trainable = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in trainable if p.ndim > 1], "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-              {"params": [p for p in trainable if p.ndim <= 1], "lr": cfg.lr * cfg.norm_lr_scale,
+    weights = {id(p) for p in trainable if p.ndim > 1}
+    weights |= {id(m.bias) for m in model.modules() if isinstance(m, WhiteningStem) and m.bias is not None}
+    groups = [{"params": [p for p in trainable if id(p) in weights], "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+              {"params": [p for p in trainable if id(p) not in weights], "lr": cfg.lr * cfg.norm_lr_scale,
                "weight_decay": cfg.weight_decay if cfg.norm_weight_decay is None else cfg.norm_weight_decay}]
     if cfg.decoupled_weight_decay:
         if cfg.name != "sgd":
@@ -51,11 +55,13 @@ def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optim
 
 @torch.no_grad()
 def decay_weights(optimizer: torch.optim.Optimizer) -> None:
-    """Decoupled weight decay, before `optimizer.step()`: p <- (1 - lr * wd) p for groups that carry it."""
+    """Decoupled weight decay, before `optimizer.step()`: p <- (1 - lr * wd) p for groups that carry it (the
+    parameters that train now: a frozen whitening bias keeps its value, as the optimizer step leaves it)."""
     for group in optimizer.param_groups:
         wd = group.get("decoupled_wd", 0.0)
-        if wd:
-            torch._foreach_mul_(group["params"], 1.0 - group["lr"] * wd)
+        params = [p for p in group["params"] if p.requires_grad]  # not those frozen for now
+        if wd and params:
+            torch._foreach_mul_(params, 1.0 - group["lr"] * wd)
 
 
 def lr_at(cfg: ScheduleConfig, base_lr: float, t: float, epochs: float) -> float:

@@ -24,7 +24,7 @@ from .config import Recipe, RecipeError, diff_recipes, from_dict, load_recipe
 from .data import Data, batch_indices, check_data_config, load_data, steps_per_epoch as epoch_steps
 from .evaluate import TTA, evaluate_split
 from .losses import training_loss
-from .model import ResNet, init_whitening
+from .model import ResNet, freeze_for_epoch, init_whitening
 from .optim import OPTIMIZERS, build_optimizer, build_scheduler, check_schedule, decay_weights
 from .rundir import (DiskFullError, RunFiles, append_jsonl, read_jsonl, summarize, write_atomic, write_jsonl,
                      write_summary)
@@ -291,6 +291,9 @@ def _check_world(recipe: Recipe, ddp: Dist, device: torch.device) -> None:
     """Refuse what this many processes on this device cannot run, before any work."""
     if recipe.batch_size % ddp.world_size:
         raise RecipeError(f"batch_size={recipe.batch_size} must be divisible by the {ddp.world_size} processes")
+    if recipe.model.whiten_bias_epochs and ddp.world_size > 1:
+        raise RecipeError("model.whiten_bias_epochs freezes a parameter part-way, which DDP's gradient reducer does "
+                          "not allow: train on one process or set model.whiten_bias_epochs=0")
     if recipe.sync_bn and ddp.world_size > 1 and device.type != "cuda":
         raise RecipeError("sync_bn=true needs CUDA devices (torch's SyncBatchNorm); on the CPU use sync_bn=false")
 
@@ -322,6 +325,7 @@ def _train_epoch(state: TrainState, step_fn: Callable, augment: Augment, data: D
     epoch = state.epoch
     torch.manual_seed(recipe.seed * AUGMENT_SEED_STRIDE + epoch * AUGMENT_EPOCH_STRIDE + ddp.rank)
     state.model.train()
+    freeze_for_epoch(state.model, epoch)
     x_all, y_all = data.train
     batches = batch_indices(len(x_all), recipe.batch_size, device,
                             generator=torch.Generator().manual_seed(recipe.seed * ORDER_SEED_STRIDE + epoch),

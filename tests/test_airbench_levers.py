@@ -1,0 +1,38 @@
+"""airbench94's levers as recipe options: the whitening bias trained for its first epochs, alternating flip,
+6-view TTA, Muon on conv filters; each off by default."""
+import json
+
+import pytest
+import torch
+
+from budgetnet import checkpoint
+from budgetnet.train import train
+from conftest import tiny_recipe
+
+
+class Crash(Exception):
+    pass
+
+
+def _crash_after(epoch):
+    def on_epoch(row):
+        if row["epoch"] == epoch:
+            raise Crash
+    return on_epoch
+
+
+def test_whitening_bias_trains_its_epochs_then_stays_and_resume_is_exact(tiny_data, tmp_path):
+    recipe = tiny_recipe("epochs=3", "model.stem=whiten", "model.whiten_bias_epochs=1",
+                         "optimizer.decoupled_weight_decay=true")
+    train(recipe, tmp_path / "full", data=tiny_data, progress=False)
+    with pytest.raises(Crash):
+        train(recipe, tmp_path / "killed", data=tiny_data, progress=False, on_epoch=_crash_after(1))
+    after_one = checkpoint.load(tmp_path / "killed" / "checkpoints" / "last.pt")["model"]["stem.bias"]
+    assert after_one.abs().sum() > 0  # it trained (from zero) during epoch 1
+    train(None, tmp_path / "killed", data=tiny_data, progress=False, resume=True)
+    full = checkpoint.load(tmp_path / "full" / "checkpoints" / "last.pt")["model"]
+    resumed = checkpoint.load(tmp_path / "killed" / "checkpoints" / "last.pt")["model"]
+    assert torch.equal(full["stem.bias"], after_one)  # frozen from epoch 2 on, weight decay included
+    for key, value in full.items():
+        assert torch.equal(value, resumed[key]), key
+    assert json.loads((tmp_path / "full" / "summary.json").read_text())["params"] == recipe.model.count_params()
