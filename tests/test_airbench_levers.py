@@ -22,8 +22,10 @@ def _crash_after(epoch):
 
 
 def test_whitening_bias_trains_its_epochs_then_stays_and_resume_is_exact(tiny_data, tmp_path):
+    """Both depend on the epoch: the whitening bias (frozen after epoch 1) and the alternating flip."""
     recipe = tiny_recipe("epochs=3", "model.stem=whiten", "model.whiten_bias_epochs=1",
-                         "optimizer.decoupled_weight_decay=true")
+                         "optimizer.decoupled_weight_decay=true",
+                         "augment=[{name: flip, mode: alternate}, {name: crop, padding: 4}]")
     train(recipe, tmp_path / "full", data=tiny_data, progress=False)
     with pytest.raises(Crash):
         train(recipe, tmp_path / "killed", data=tiny_data, progress=False, on_epoch=_crash_after(1))

@@ -326,6 +326,7 @@ def _train_epoch(state: TrainState, step_fn: Callable, augment: Augment, data: D
     torch.manual_seed(recipe.seed * AUGMENT_SEED_STRIDE + epoch * AUGMENT_EPOCH_STRIDE + ddp.rank)
     state.model.train()
     freeze_for_epoch(state.model, epoch)
+    augment.set_epoch(epoch)
     x_all, y_all = data.train
     batches = batch_indices(len(x_all), recipe.batch_size, device,
                             generator=torch.Generator().manual_seed(recipe.seed * ORDER_SEED_STRIDE + epoch),
