@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from budgetnet.config import OptimizerConfig, ScheduleConfig
-from budgetnet.optim import build_optimizer, build_scheduler, check_schedule, lr_at
+from budgetnet.optim import build_optimizer, build_scheduler, check_schedule, lr_at, lr_at_step
 
 
 def study_cosine(t_cur, t_i, eta_min, eta_max):
@@ -27,16 +27,46 @@ def test_warm_restarts_restart_at_t0_and_grow_by_t_mult():
     assert lr_at(cfg, 0.1, 10, 100) == pytest.approx(0.1)  # a restart returns to eta_max
 
 
-def test_step_onecycle_constant_and_warmup():
+def test_step_triangle_constant_and_warmup():
     step = ScheduleConfig(name="step", milestones=[0.5, 0.75], gamma=0.1)
     assert [lr_at(step, 1.0, t, 100) for t in (0, 49, 50, 74, 75)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
-    one = ScheduleConfig(name="onecycle", pct_start=0.25)
+    one = ScheduleConfig(name="triangle", pct_start=0.25)
     assert lr_at(one, 1.0, 0, 8) == pytest.approx(1 / 25)
     assert lr_at(one, 1.0, 2, 8) == pytest.approx(1.0)
     assert lr_at(one, 1.0, 5, 8) == pytest.approx(0.5)
     assert lr_at(one, 1.0, 8, 8) == pytest.approx(0.0)
     warm = ScheduleConfig(name="constant", warmup_epochs=2)
     assert [lr_at(warm, 0.4, t, 10) for t in (0, 1, 2, 5)] == pytest.approx([0, 0.2, 0.4, 0.4])
+
+
+def test_onecycle_is_still_read_as_the_triangle_and_airbench_factors_set_its_ends():
+    old, new = ScheduleConfig(name="onecycle", pct_start=0.2), ScheduleConfig(name="triangle", pct_start=0.2)
+    check_schedule(old)
+    assert [lr_at(old, 0.4, t, 10) for t in (0, 1, 2, 6, 10)] == [lr_at(new, 0.4, t, 10) for t in (0, 1, 2, 6, 10)]
+    airbench = ScheduleConfig(name="triangle", pct_start=0.23, start_factor=0.2, end_factor=0.07)
+    assert [lr_at(airbench, 1.0, t, 100) for t in (0, 23, 100)] == pytest.approx([0.2, 1.0, 0.07])
+    assert lr_at(airbench, 1.0, 61.5, 100) == pytest.approx((1 + 0.07) / 2)
+    with pytest.raises(ValueError, match="schedule.start_factor=1.5"):
+        check_schedule(ScheduleConfig(name="triangle", start_factor=1.5))
+
+
+def test_schedule_sets_the_rates_torchs_lambdalr_would_and_resumes_from_its_step():
+    cfg = ScheduleConfig(name="triangle", pct_start=0.3)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    ours = build_optimizer(model, OptimizerConfig(lr=0.3, norm_lr_scale=4.0))
+    theirs = build_optimizer(model, OptimizerConfig(lr=0.3, norm_lr_scale=4.0))
+    sched = build_scheduler(ours, cfg, epochs=3, steps_per_epoch=5)
+    factor = lambda step: lr_at_step(cfg, 0.3, step, 3, 5) / 0.3  # noqa: E731  the old LambdaLR
+    reference = torch.optim.lr_scheduler.LambdaLR(theirs, factor)
+    for _ in range(7):
+        assert [g["lr"] for g in ours.param_groups] == [g["lr"] for g in theirs.param_groups]  # bit for bit
+        sched.step()
+        theirs.step()
+        reference.step()
+    again = build_optimizer(model, OptimizerConfig(lr=0.3, norm_lr_scale=4.0))
+    resumed = build_scheduler(again, cfg, epochs=3, steps_per_epoch=5)
+    resumed.load_state_dict(sched.state_dict())
+    assert resumed.get_last_lr() == sched.get_last_lr() == reference.get_last_lr()
 
 
 def lrs_driven(cfg, base_lr, epochs, steps_per_epoch):

@@ -65,13 +65,16 @@ class LookaheadConfig:
 
 @dataclass
 class ScheduleConfig:
-    name: str = "cosine"              # cosine | warm_restarts | step | onecycle | constant
+    name: str = "cosine"              # cosine | warm_restarts | step | triangle | constant (onecycle: triangle's
+                                      # former name, still read)
     eta_min: float = 0.0              # cosine, warm_restarts: lowest learning rate
     T_0: float = 10.0                 # warm_restarts: epochs of the first cycle
     T_mult: int = 1                   # warm_restarts: cycle length factor after each restart
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step: fractions of the run, in (0, 1)
     gamma: float = 0.1                # step: factor at each milestone
-    pct_start: float = 0.25           # onecycle: fraction of the run spent rising
+    pct_start: float = 0.25           # triangle: fraction of the run spent rising
+    start_factor: float = 0.04        # triangle: lr at the start, times the peak (airbench94: 0.2)
+    end_factor: float = 0.0           # triangle: lr at the end, times the peak (airbench94: 0.07)
     warmup_epochs: float = 0.0        # the schedule's lr times t / warmup_epochs until then (a ramp from 0 into it)
     per_step: bool = True             # update every step (True) or once per epoch
 

@@ -25,7 +25,7 @@ from .data import Data, batch_indices, check_data_config, load_data, steps_per_e
 from .evaluate import TTA, evaluate_split
 from .losses import training_loss
 from .model import ResNet, freeze_for_epoch, init_whitening
-from .optim import OPTIMIZERS, build_optimizer, build_scheduler, check_schedule, decay_weights
+from .optim import OPTIMIZERS, Schedule, build_optimizer, build_scheduler, check_schedule, decay_weights
 from .rundir import (DiskFullError, RunFiles, append_jsonl, read_jsonl, summarize, write_atomic, write_jsonl,
                      write_summary)
 from .runtime import (COMPILE_MODES, Dist, Interrupted, autocast, broadcast_buffers, check_precision,
@@ -89,7 +89,7 @@ class TrainState:
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scheduler: Schedule
     ema: AveragedModel | None
     lookahead: Lookahead | None
     steps_per_epoch: int
@@ -122,15 +122,10 @@ class TrainState:
             self.lookahead.load_state_dict(state["lookahead"])
         settings = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         if new_hyperparameters:
             for group, own in zip(self.optimizer.param_groups, settings):
                 group.update(own)
-            self.scheduler.base_lrs = [g["initial_lr"] for g in self.optimizer.param_groups]
-            for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
-                                           self.scheduler.lr_lambdas):
-                group["lr"] = base * factor(self.scheduler.last_epoch)
-            self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+        self.scheduler.load_state_dict(state["scheduler"])  # each group's lr from its initial_lr at the saved step
         self.epoch, self.best = state["epoch"], state["best"]
         self.step = self.epoch * self.steps_per_epoch
 
