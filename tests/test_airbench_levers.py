@@ -38,3 +38,16 @@ def test_whitening_bias_trains_its_epochs_then_stays_and_resume_is_exact(tiny_da
     for key, value in full.items():
         assert torch.equal(value, resumed[key]), key
     assert json.loads((tmp_path / "full" / "summary.json").read_text())["params"] == recipe.model.count_params()
+
+
+def test_muon_trains_and_resumes_exactly(tiny_data, tmp_path):
+    recipe = tiny_recipe("epochs=2", "optimizer.name=muon", "optimizer.muon_lr=0.1")
+    summary = train(recipe, tmp_path / "full", data=tiny_data, progress=False)
+    assert summary["final_test_acc"] > 0.3  # chance is 0.1
+    with pytest.raises(Crash):
+        train(recipe, tmp_path / "killed", data=tiny_data, progress=False, on_epoch=_crash_after(1))
+    train(None, tmp_path / "killed", data=tiny_data, progress=False, resume=True)
+    full = checkpoint.load(tmp_path / "full" / "checkpoints" / "last.pt")["model"]
+    resumed = checkpoint.load(tmp_path / "killed" / "checkpoints" / "last.pt")["model"]
+    for key, value in full.items():
+        assert torch.equal(value, resumed[key]), key

@@ -120,3 +120,70 @@ def test_unknown_names_are_errors():
         build_optimizer(torch.nn.Linear(2, 2), OptimizerConfig(name="lion"))
     with pytest.raises(ValueError, match="schedule.name='linear' is unknown"):
         lr_at(ScheduleConfig(name="linear"), 0.1, 0, 10)
+
+
+# ---- airbench's conventions: per-1,024 units and Muon on conv filters --------------------------------
+
+def test_per_1024_units_are_airbenchs_sgd_settings_for_a_mean_loss():
+    """airbench94: lr 11.5 and wd 0.0153 per 1,024 examples, momentum 0.85, bias_scaler 64, summed loss."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    cfg = OptimizerConfig(units="per_1024", lr=11.5, weight_decay=0.0153, momentum=0.85, nesterov=True,
+                          norm_lr_scale=64.0)
+    weights, norms = build_optimizer(model, cfg, batch_size=1024).param_groups
+    kilostep = 1024 * (1 + 1 / (1 - 0.85))
+    sum_lr, sum_wd = 11.5 / kilostep, 0.0153 * 1024 / kilostep  # airbench's torch settings for a summed loss
+    # a mean loss's gradient is the sum's / batch: lr times the batch, and the decay per step (lr * wd) unchanged
+    assert weights["lr"] == pytest.approx(sum_lr * 1024) and norms["lr"] == pytest.approx(sum_lr * 64 * 1024)
+    assert weights["lr"] * weights["weight_decay"] == pytest.approx(sum_wd)
+    assert norms["lr"] * norms["weight_decay"] == pytest.approx(sum_wd)
+    with pytest.raises(ValueError, match="units=per_1024 is airbench's convention"):
+        build_optimizer(model, OptimizerConfig(name="adam", units="per_1024"), batch_size=1024)
+
+
+def _newton_schulz(g, steps):
+    """airbench94_muon's zeropower_via_newtonschulz5, written out."""
+    a, b, c = (3.4445, -4.7750, 2.0315)
+    x = g.bfloat16()
+    x = x / (x.norm() + 1e-7)
+    transpose = g.size(0) > g.size(1)
+    if transpose:
+        x = x.T
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if transpose else x
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_muon_steps_a_conv_filter_as_airbench94_muon_and_the_rest_with_sgd(channels_last):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, bias=False), torch.nn.BatchNorm2d(8))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    filters = model[0].weight
+    cfg = OptimizerConfig(name="muon", lr=0.1, momentum=0.85, nesterov=True, weight_decay=0.0, muon_lr=0.24,
+                          muon_momentum=0.6, muon_ns_steps=3)
+    opt = build_optimizer(model, cfg)
+    assert [len(g["params"]) for g in opt.param_groups] == [2, 1]  # SGD: BN weight and bias; Muon: the filters
+    w, buf = filters.detach().clone(), torch.zeros_like(filters)
+    bias, bias_buf = model[1].bias.detach().clone(), torch.zeros_like(model[1].bias)
+    for x in torch.randn(3, 4, 3, 6, 6):  # a new batch each step, so that the momentum matters
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        g = filters.grad.detach().clone()
+        buf = 0.6 * buf + g  # airbench's Muon.step, by hand
+        update = g + 0.6 * buf
+        w = w * (8 ** 0.5 / w.norm())
+        w = w - 0.24 * _newton_schulz(update.reshape(8, -1), 3).float().view(w.shape)
+        bias_buf = 0.85 * bias_buf + model[1].bias.grad  # SGD, nesterov
+        bias = bias - 0.1 * (model[1].bias.grad + 0.85 * bias_buf)
+        opt.step()
+        # torch and airbench both orthogonalise in bfloat16, which is good to about 1/32 of an entry (<= 0.5)
+        torch.testing.assert_close(filters.detach(), w, atol=0.24 / 32, rtol=0)
+        torch.testing.assert_close(model[1].bias.detach(), bias)
+    assert filters.is_contiguous(memory_format=torch.channels_last) is channels_last
+    state = opt.state_dict()
+    again = build_optimizer(model, cfg)
+    again.load_state_dict(state)
+    assert torch.equal(again.muon.state_dict()["state"][0]["momentum_buffer"],
+                       opt.muon.state_dict()["state"][0]["momentum_buffer"])

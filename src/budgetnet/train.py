@@ -25,7 +25,8 @@ from .data import Data, batch_indices, check_data_config, load_data, steps_per_e
 from .evaluate import TTA, evaluate_split
 from .losses import training_loss
 from .model import ResNet, freeze_for_epoch, init_whitening
-from .optim import OPTIMIZERS, Schedule, build_optimizer, build_scheduler, check_schedule, decay_weights
+from .optim import (OPTIMIZERS, Schedule, build_optimizer, build_scheduler, check_optimizer, check_schedule,
+                    decay_weights)
 from .rundir import (DiskFullError, RunFiles, append_jsonl, read_jsonl, summarize, write_atomic, write_jsonl,
                      write_summary)
 from .runtime import (COMPILE_MODES, Dist, Interrupted, autocast, broadcast_buffers, check_precision,
@@ -70,6 +71,7 @@ def check_recipe(recipe: Recipe) -> int:
         raise RecipeError(f"tta={recipe.tta!r} is unknown: use one of {', '.join(TTA)}")
     if recipe.optimizer.name not in OPTIMIZERS:
         raise RecipeError(f"optimizer.name={recipe.optimizer.name!r} is unknown: use one of {', '.join(OPTIMIZERS)}")
+    check_optimizer(recipe.optimizer)
     check_precision(recipe.precision)
     if recipe.compile_mode not in COMPILE_MODES:
         raise RecipeError(f"compile_mode={recipe.compile_mode!r} is unknown: use one of {', '.join(COMPILE_MODES)}")
@@ -139,7 +141,7 @@ def build_state(recipe: Recipe, data: Data, device: torch.device, ddp: Dist) -> 
         init_whitening(model, data.normalize(data.train[0][:5000].float() / 255))
     if recipe.sync_bn and ddp.world_size > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = build_optimizer(model, recipe.optimizer)
+    optimizer = build_optimizer(model, recipe.optimizer, recipe.batch_size)
     steps_per_epoch = epoch_steps(len(data.train[0]), recipe.batch_size)
     scheduler = build_scheduler(optimizer, recipe.schedule, recipe.epochs, steps_per_epoch)
     lookahead = (Lookahead(model, recipe.lookahead, recipe.epochs * steps_per_epoch) if recipe.lookahead.enabled
