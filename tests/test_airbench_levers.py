@@ -51,3 +51,21 @@ def test_muon_trains_and_resumes_exactly(tiny_data, tmp_path):
     resumed = checkpoint.load(tmp_path / "killed" / "checkpoints" / "last.pt")["model"]
     for key, value in full.items():
         assert torch.equal(value, resumed[key]), key
+
+
+def test_flip_translate_tta_is_airbenchs_six_view_tta_level_2():
+    utils = pytest.importorskip("airbench.utils")
+    from types import SimpleNamespace
+
+    from budgetnet.evaluate import tta_views
+    from budgetnet.model import ResNet
+    from budgetnet.spec import ModelSpec
+    torch.manual_seed(0)
+    model = ResNet(ModelSpec(blocks=[1], channels=4, pool_size=32)).eval()
+    x = torch.randn(6, 3, 32, 32)
+    theirs = utils.infer(model, SimpleNamespace(images=x, normalize=lambda images: images), tta_level=2)
+    views = tta_views(x, "flip_translate")
+    with torch.no_grad():
+        ours = sum(weight * model(view) for weight, view in views)
+    assert len(views) == 6
+    torch.testing.assert_close(ours, theirs)
