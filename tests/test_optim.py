@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from budgetnet.config import OptimizerConfig, ScheduleConfig
-from budgetnet.optim import build_optimizer, build_scheduler, check_schedule, lr_at, lr_at_step
+from budgetnet.optim import build_optimizer, build_scheduler, check_optimizer, check_schedule, lr_at, lr_at_step
 
 
 def study_cosine(t_cur, t_i, eta_min, eta_max):
@@ -187,3 +187,19 @@ def test_muon_steps_a_conv_filter_as_airbench94_muon_and_the_rest_with_sgd(chann
     again.load_state_dict(state)
     assert torch.equal(again.muon.state_dict()["state"][0]["momentum_buffer"],
                        opt.muon.state_dict()["state"][0]["momentum_buffer"])
+
+
+@pytest.mark.parametrize("cfg, message", [
+    (OptimizerConfig(units="per_batch"), "optimizer.units='per_batch' is unknown"),
+    (OptimizerConfig(units="per_1024", decoupled_weight_decay=True), "units=per_1024 is airbench's convention"),
+    (OptimizerConfig(name="muon", muon_momentum=1.0), "muon_momentum=1.0 in"),
+    (OptimizerConfig(name="muon", muon_ns_steps=0), "muon_ns_steps=0 >= 1"),
+])
+def test_bad_optimizer_settings_name_the_key(cfg, message):
+    with pytest.raises(ValueError, match=message):
+        check_optimizer(cfg)
+
+
+def test_muon_needs_conv_filters():
+    with pytest.raises(ValueError, match="this model trains none: use sgd"):
+        build_optimizer(torch.nn.Linear(2, 2), OptimizerConfig(name="muon"))

@@ -13,9 +13,7 @@ from .model import WhiteningStem
 OPTIMIZERS = ("sgd", "adam", "adamw", "radam", "muon")
 SCHEDULES = ("cosine", "warm_restarts", "step", "triangle", "constant")
 SCHEDULE_ALIASES = {"onecycle": "triangle"}  # the triangle's former name (it is not torch's OneCycleLR), still read
-
-
-UNITS = ("torch", "per_1024")
+UNITS = ("torch", "per_1024")  # optimizer.units: torch's lr and weight decay, or airbench's per 1,024 examples
 
 
 def check_optimizer(cfg: OptimizerConfig) -> None:
@@ -62,13 +60,15 @@ def param_groups(model: nn.Module, cfg: OptimizerConfig, batch_size: int | None 
             g["weight_decay"] = g["weight_decay"] / (cfg.lr * scale)
     if cfg.decoupled_weight_decay:
         if cfg.name not in ("sgd", "muon"):
-            raise ValueError("optimizer.decoupled_weight_decay is for sgd; adamw decouples weight decay already")
+            raise ValueError("optimizer.decoupled_weight_decay is for sgd (and muon's SGD part); adamw decouples "
+                             "weight decay already")
         for g in groups:
             g["decoupled_wd"], g["weight_decay"] = g["weight_decay"], 0.0
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimizerConfig, batch_size: int | None = None) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: OptimizerConfig,
+                    batch_size: int | None = None) -> torch.optim.Optimizer | ConvMuon:
     """One of torch's optimizers over the model's trainable parameters (groups from `param_groups`); the fused
     CUDA implementation when the parameters are on CUDA (sgd, adam, adamw). `muon`: `ConvMuon`, torch's Muon on
     the conv filters and SGD on the rest. Build it once the model is on its device and in its memory format."""
@@ -113,6 +113,8 @@ class ConvMuon:
 
     def __init__(self, model: nn.Module, cfg: OptimizerConfig, batch_size: int | None = None):
         self.filters = [p for p in model.parameters() if p.requires_grad and p.ndim == 4]
+        if not self.filters:
+            raise ValueError("optimizer.name=muon orthogonalises conv filters, and this model trains none: use sgd")
         self.normalize = cfg.muon_normalize
         views = [_matrix_view(p) for p in self.filters]
         self.views, self.dims = [v for v, _ in views], [d for _, d in views]
