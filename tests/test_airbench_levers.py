@@ -69,3 +69,13 @@ def test_flip_translate_tta_is_airbenchs_six_view_tta_level_2():
         ours = sum(weight * model(view) for weight, view in views)
     assert len(views) == 6
     torch.testing.assert_close(ours, theirs)
+
+
+def test_whitening_bias_is_refused_under_ddp_before_any_work(tiny_data, tmp_path, monkeypatch):
+    from budgetnet.config import RecipeError
+    from budgetnet.runtime import Dist
+    monkeypatch.setattr("budgetnet.train.init_distributed", lambda device: Dist(0, 2, 0))
+    with pytest.raises(RecipeError, match="model.whiten_bias_epochs freezes a parameter part-way"):
+        train(tiny_recipe("model.stem=whiten", "model.whiten_bias_epochs=1"), tmp_path / "run", data=tiny_data,
+              progress=False)
+    assert not (tmp_path / "run").exists()

@@ -140,7 +140,8 @@ def test_gelu_dirac_and_output_scale_change_the_network_as_airbench():
     conv = model.stages[1][0].conv1[0]  # 8 -> 16 channels: the first 8 filters are the identity
     identity = torch.zeros_like(conv.weight[:8])
     torch.nn.init.dirac_(identity)
-    assert torch.equal(conv.weight[:8], identity) and not torch.equal(conv.weight[8:], torch.zeros_like(conv.weight[8:]))
+    assert torch.equal(conv.weight[:8], identity)
+    assert not torch.equal(conv.weight[8:], torch.zeros_like(conv.weight[8:]))  # the rest keep their random start
     x = torch.randn(2, 3, 32, 32)
     model.eval()
     features = model.pool(model.stages(model.stem(x))).flatten(1)

@@ -184,5 +184,6 @@ def design_report(spec: ModelSpec, budget: int, fit: bool = False) -> dict:
         result["fitted_channels"] = fit_channels(spec, budget)
         spec = dataclasses.replace(spec, channels=result["fitted_channels"])
     params = spec.count_params()
-    return {"params": params, "params_whole_run": spec.count_params_whole_run(), "budget": budget, "within_budget": params <= budget, "design": spec.to_dict(),
+    return {"params": params, "params_whole_run": spec.count_params_whole_run(), "budget": budget,
+            "within_budget": params <= budget, "design": spec.to_dict(),
             "stages": spec.stage_table(), "flops_per_image": flops_per_image(spec), **result}

@@ -25,7 +25,7 @@ from .data import Data, batch_indices, check_data_config, load_data, steps_per_e
 from .evaluate import TTA, evaluate_split
 from .losses import training_loss
 from .model import ResNet, freeze_for_epoch, init_whitening
-from .optim import (OPTIMIZERS, Schedule, build_optimizer, build_scheduler, check_optimizer, check_schedule,
+from .optim import (OPTIMIZERS, ConvMuon, Schedule, build_optimizer, build_scheduler, check_optimizer, check_schedule,
                     decay_weights)
 from .rundir import (DiskFullError, RunFiles, append_jsonl, read_jsonl, summarize, write_atomic, write_jsonl,
                      write_summary)
@@ -90,7 +90,7 @@ class TrainState:
     """Everything training changes: the weights, the optimizer and its schedule, the averages, and the progress."""
 
     model: nn.Module
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | ConvMuon
     scheduler: Schedule
     ema: AveragedModel | None
     lookahead: Lookahead | None
