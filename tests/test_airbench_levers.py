@@ -79,3 +79,20 @@ def test_whitening_bias_is_refused_under_ddp_before_any_work(tiny_data, tmp_path
         train(tiny_recipe("model.stem=whiten", "model.whiten_bias_epochs=1"), tmp_path / "run", data=tiny_data,
               progress=False)
     assert not (tmp_path / "run").exists()
+
+
+AIRBENCH94 = ["model.stem=whiten", "model.downsample=pool", "model.blocks=[1, 0]", "model.channels=[16, 32]",
+              "model.pool_size=8", "model.bn_scale=false", "model.bn_momentum=0.4", "model.bn_eps=1e-12",
+              "model.activation=gelu", "model.output_scale=0.1111111111111111", "model.dirac_init=true",
+              "model.whiten_bias_epochs=1", "optimizer.units=per_1024", "optimizer.lr=11.5",
+              "optimizer.weight_decay=0.0153", "optimizer.momentum=0.85", "optimizer.nesterov=true",
+              "optimizer.norm_lr_scale=64", "schedule.name=triangle", "schedule.pct_start=0.23",
+              "schedule.start_factor=0.2", "schedule.end_factor=0.07", "tta=flip_translate", "label_smoothing=0.2",
+              "augment=[{name: flip, mode: alternate}, {name: crop, padding: 2, padding_mode: reflect}]"]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "muon"])
+def test_every_lever_together_learns(tiny_data, tmp_path, optimizer):
+    recipe = tiny_recipe(*AIRBENCH94, f"optimizer.name={optimizer}", "epochs=3")
+    summary = train(recipe, tmp_path / "run", data=tiny_data, progress=False)
+    assert summary["final_test_acc"] > 0.3  # chance is 0.1
