@@ -145,3 +145,26 @@ def test_every_shipped_recipe_and_experiment_augment_list_builds():
     assert lists
     for policies in lists:
         build_augment(policies, 10)
+
+
+def test_alternating_flip_shows_each_image_once_each_way_in_consecutive_epochs():
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (512, 3, 8, 8), dtype=torch.uint8)
+    aug = build_augment([{"name": "flip", "mode": "alternate"}, {"name": "crop", "padding": 0}], 10)
+    seen = []
+    for epoch in range(3):
+        aug.set_epoch(epoch)
+        order = torch.randperm(512)
+        out, _ = aug(x[order], torch.zeros(512, dtype=torch.long))
+        flipped = torch.empty(512, dtype=torch.bool)
+        flipped[order] = (out == x[order].flip(-1) / 255).flatten(1).all(1)
+        seen.append(flipped)
+    assert 0.4 < seen[0].float().mean() < 0.6  # a random first flip per image
+    assert torch.equal(seen[1], ~seen[0]) and torch.equal(seen[2], seen[0])  # whatever the batch order
+
+
+def test_alternating_flip_must_come_first():
+    with pytest.raises(ValueError, match="alternate must come first"):
+        build_augment([{"name": "crop"}, {"name": "flip", "mode": "alternate"}], 10)
+    with pytest.raises(ValueError, match="mode must be one of random, alternate"):
+        build_augment([{"name": "flip", "mode": "every_other"}], 10)

@@ -47,7 +47,9 @@ def budgetnet_logits(run: Path, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("overrides", [(), ("model.block=bottleneck",),
-                                       ("model.stem=whiten", "model.downsample=pool", "model.pool_size=4")])
+                                       ("model.stem=whiten", "model.downsample=pool", "model.pool_size=4"),
+                                       ("model.stem=whiten", "model.whiten_bias_epochs=1", "model.bn_scale=false",
+                                        "model.activation=gelu", "model.output_scale=0.5", "model.dirac_init=true")])
 def test_standalone_runs_without_budgetnet(tmp_path, overrides):
     run = make_run(tmp_path, *overrides)
     out = tmp_path / "export"

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from budgetnet.config import OptimizerConfig, ScheduleConfig
-from budgetnet.optim import build_optimizer, build_scheduler, check_schedule, lr_at
+from budgetnet.optim import build_optimizer, build_scheduler, check_optimizer, check_schedule, lr_at, lr_at_step
 
 
 def study_cosine(t_cur, t_i, eta_min, eta_max):
@@ -27,16 +27,46 @@ def test_warm_restarts_restart_at_t0_and_grow_by_t_mult():
     assert lr_at(cfg, 0.1, 10, 100) == pytest.approx(0.1)  # a restart returns to eta_max
 
 
-def test_step_onecycle_constant_and_warmup():
+def test_step_triangle_constant_and_warmup():
     step = ScheduleConfig(name="step", milestones=[0.5, 0.75], gamma=0.1)
     assert [lr_at(step, 1.0, t, 100) for t in (0, 49, 50, 74, 75)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
-    one = ScheduleConfig(name="onecycle", pct_start=0.25)
+    one = ScheduleConfig(name="triangle", pct_start=0.25)
     assert lr_at(one, 1.0, 0, 8) == pytest.approx(1 / 25)
     assert lr_at(one, 1.0, 2, 8) == pytest.approx(1.0)
     assert lr_at(one, 1.0, 5, 8) == pytest.approx(0.5)
     assert lr_at(one, 1.0, 8, 8) == pytest.approx(0.0)
     warm = ScheduleConfig(name="constant", warmup_epochs=2)
     assert [lr_at(warm, 0.4, t, 10) for t in (0, 1, 2, 5)] == pytest.approx([0, 0.2, 0.4, 0.4])
+
+
+def test_onecycle_is_still_read_as_the_triangle_and_airbench_factors_set_its_ends():
+    old, new = ScheduleConfig(name="onecycle", pct_start=0.2), ScheduleConfig(name="triangle", pct_start=0.2)
+    check_schedule(old)
+    assert [lr_at(old, 0.4, t, 10) for t in (0, 1, 2, 6, 10)] == [lr_at(new, 0.4, t, 10) for t in (0, 1, 2, 6, 10)]
+    airbench = ScheduleConfig(name="triangle", pct_start=0.23, start_factor=0.2, end_factor=0.07)
+    assert [lr_at(airbench, 1.0, t, 100) for t in (0, 23, 100)] == pytest.approx([0.2, 1.0, 0.07])
+    assert lr_at(airbench, 1.0, 61.5, 100) == pytest.approx((1 + 0.07) / 2)
+    with pytest.raises(ValueError, match="schedule.start_factor=1.5"):
+        check_schedule(ScheduleConfig(name="triangle", start_factor=1.5))
+
+
+def test_schedule_sets_the_rates_torchs_lambdalr_would_and_resumes_from_its_step():
+    cfg = ScheduleConfig(name="triangle", pct_start=0.3)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    ours = build_optimizer(model, OptimizerConfig(lr=0.3, norm_lr_scale=4.0))
+    theirs = build_optimizer(model, OptimizerConfig(lr=0.3, norm_lr_scale=4.0))
+    sched = build_scheduler(ours, cfg, epochs=3, steps_per_epoch=5)
+    factor = lambda step: lr_at_step(cfg, 0.3, step, 3, 5) / 0.3  # noqa: E731  the old LambdaLR
+    reference = torch.optim.lr_scheduler.LambdaLR(theirs, factor)
+    for _ in range(7):
+        assert [g["lr"] for g in ours.param_groups] == [g["lr"] for g in theirs.param_groups]  # bit for bit
+        sched.step()
+        theirs.step()
+        reference.step()
+    again = build_optimizer(model, OptimizerConfig(lr=0.3, norm_lr_scale=4.0))
+    resumed = build_scheduler(again, cfg, epochs=3, steps_per_epoch=5)
+    resumed.load_state_dict(sched.state_dict())
+    assert resumed.get_last_lr() == sched.get_last_lr() == reference.get_last_lr()
 
 
 def lrs_driven(cfg, base_lr, epochs, steps_per_epoch):
@@ -90,3 +120,86 @@ def test_unknown_names_are_errors():
         build_optimizer(torch.nn.Linear(2, 2), OptimizerConfig(name="lion"))
     with pytest.raises(ValueError, match="schedule.name='linear' is unknown"):
         lr_at(ScheduleConfig(name="linear"), 0.1, 0, 10)
+
+
+# ---- airbench's conventions: per-1,024 units and Muon on conv filters --------------------------------
+
+def test_per_1024_units_are_airbenchs_sgd_settings_for_a_mean_loss():
+    """airbench94: lr 11.5 and wd 0.0153 per 1,024 examples, momentum 0.85, bias_scaler 64, summed loss."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    cfg = OptimizerConfig(units="per_1024", lr=11.5, weight_decay=0.0153, momentum=0.85, nesterov=True,
+                          norm_lr_scale=64.0)
+    weights, norms = build_optimizer(model, cfg, batch_size=1024).param_groups
+    kilostep = 1024 * (1 + 1 / (1 - 0.85))
+    sum_lr, sum_wd = 11.5 / kilostep, 0.0153 * 1024 / kilostep  # airbench's torch settings for a summed loss
+    # a mean loss's gradient is the sum's / batch: lr times the batch, and the decay per step (lr * wd) unchanged
+    assert weights["lr"] == pytest.approx(sum_lr * 1024) and norms["lr"] == pytest.approx(sum_lr * 64 * 1024)
+    assert weights["lr"] * weights["weight_decay"] == pytest.approx(sum_wd)
+    assert norms["lr"] * norms["weight_decay"] == pytest.approx(sum_wd)
+    with pytest.raises(ValueError, match="units=per_1024 is airbench's convention"):
+        build_optimizer(model, OptimizerConfig(name="adam", units="per_1024"), batch_size=1024)
+
+
+def _newton_schulz(g, steps):
+    """airbench94_muon's zeropower_via_newtonschulz5, written out."""
+    a, b, c = (3.4445, -4.7750, 2.0315)
+    x = g.bfloat16()
+    x = x / (x.norm() + 1e-7)
+    transpose = g.size(0) > g.size(1)
+    if transpose:
+        x = x.T
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if transpose else x
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_muon_steps_a_conv_filter_as_airbench94_muon_and_the_rest_with_sgd(channels_last):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, bias=False), torch.nn.BatchNorm2d(8))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    filters = model[0].weight
+    cfg = OptimizerConfig(name="muon", lr=0.1, momentum=0.85, nesterov=True, weight_decay=0.0, muon_lr=0.24,
+                          muon_momentum=0.6, muon_ns_steps=3)
+    opt = build_optimizer(model, cfg)
+    assert [len(g["params"]) for g in opt.param_groups] == [2, 1]  # SGD: BN weight and bias; Muon: the filters
+    w, buf = filters.detach().clone(), torch.zeros_like(filters)
+    bias, bias_buf = model[1].bias.detach().clone(), torch.zeros_like(model[1].bias)
+    for x in torch.randn(3, 4, 3, 6, 6):  # a new batch each step, so that the momentum matters
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        g = filters.grad.detach().clone()
+        buf = 0.6 * buf + g  # airbench's Muon.step, by hand
+        update = g + 0.6 * buf
+        w = w * (8 ** 0.5 / w.norm())
+        w = w - 0.24 * _newton_schulz(update.reshape(8, -1), 3).float().view(w.shape)
+        bias_buf = 0.85 * bias_buf + model[1].bias.grad  # SGD, nesterov
+        bias = bias - 0.1 * (model[1].bias.grad + 0.85 * bias_buf)
+        opt.step()
+        # torch and airbench both orthogonalise in bfloat16, which is good to about 1/32 of an entry (<= 0.5)
+        torch.testing.assert_close(filters.detach(), w, atol=0.24 / 32, rtol=0)
+        torch.testing.assert_close(model[1].bias.detach(), bias)
+    assert filters.is_contiguous(memory_format=torch.channels_last) is channels_last
+    state = opt.state_dict()
+    again = build_optimizer(model, cfg)
+    again.load_state_dict(state)
+    assert torch.equal(again.muon.state_dict()["state"][0]["momentum_buffer"],
+                       opt.muon.state_dict()["state"][0]["momentum_buffer"])
+
+
+@pytest.mark.parametrize("cfg, message", [
+    (OptimizerConfig(units="per_batch"), "optimizer.units='per_batch' is unknown"),
+    (OptimizerConfig(units="per_1024", decoupled_weight_decay=True), "units=per_1024 is airbench's convention"),
+    (OptimizerConfig(name="muon", muon_momentum=1.0), "muon_momentum=1.0 in"),
+    (OptimizerConfig(name="muon", muon_ns_steps=0), "muon_ns_steps=0 >= 1"),
+])
+def test_bad_optimizer_settings_name_the_key(cfg, message):
+    with pytest.raises(ValueError, match=message):
+        check_optimizer(cfg)
+
+
+def test_muon_needs_conv_filters():
+    with pytest.raises(ValueError, match="this model trains none: use sgd"):
+        build_optimizer(torch.nn.Linear(2, 2), OptimizerConfig(name="muon"))

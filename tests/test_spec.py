@@ -84,3 +84,77 @@ def test_fit_channels_errors():
         fit_channels(ModelSpec(channels=[8, 16, 32, 64]), 5_000_000)
     with pytest.raises(BudgetError, match="even C_1=1"):
         fit_channels(ModelSpec(), 100)
+
+
+# ---- airbench94's model options -------------------------------------------------------------------
+
+AIRBENCH_LIKE = dict(blocks=[1, 1, 0], channels=[8, 16, 16], stem="whiten", downsample="pool")
+
+
+@pytest.mark.parametrize("kw", [
+    dict(AIRBENCH_LIKE, bn_scale=False, whiten_bias_epochs=3),
+    dict(AIRBENCH_LIKE, bn_scale=False),
+    dict(blocks=[1, 1], channels=8, bn_scale=False),
+    dict(blocks=[1, 1], channels=4, block="bottleneck", bn_scale=False, activation="gelu"),
+])
+def test_new_options_are_counted_exactly_in_closed_form_and_module(kw):
+    spec = ModelSpec(**kw)
+    model = ResNet(spec)
+    assert spec.count_params() == count_trainable(model)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_frozen_bn_scale_is_one_untrained_and_uncounted():
+    base = ModelSpec(blocks=[1, 1], channels=8)
+    spec = dataclasses.replace(base, bn_scale=False)
+    bns = [m for m in ResNet(spec).modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(not m.weight.requires_grad and bool((m.weight == 1).all()) for m in bns)
+    assert base.count_params() - spec.count_params() == sum(m.num_features for m in bns)
+
+
+def test_bn_momentum_and_eps_reach_every_batchnorm():
+    spec = ModelSpec(blocks=[1, 1], channels=8, bn_momentum=0.4, bn_eps=1e-12)  # airbench94's BatchNorm
+    bns = [m for m in ResNet(spec).modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(m.momentum == 0.4 and m.eps == 1e-12 for m in bns)
+
+
+def test_whitening_bias_counts_in_the_budget_and_freezes_after_its_epochs():
+    from budgetnet.model import design_report, freeze_for_epoch
+    spec = ModelSpec(**AIRBENCH_LIKE, whiten_bias_epochs=3)
+    without = ModelSpec(**AIRBENCH_LIKE)
+    assert spec.count_params() == without.count_params() + 24  # 2 * 3 * 2 * 2 whitening channels
+    assert spec.count_params_whole_run() == without.count_params()
+    report = design_report(spec, 10**7)
+    assert (report["params"], report["params_whole_run"]) == (spec.count_params(), without.count_params())
+    model = ResNet(spec)
+    for epoch, trains in [(0, True), (2, True), (3, False), (9, False)]:
+        freeze_for_epoch(model, epoch)
+        assert model.stem.bias.requires_grad is trains
+
+
+def test_gelu_dirac_and_output_scale_change_the_network_as_airbench():
+    spec = ModelSpec(blocks=[1, 1], channels=8, activation="gelu", dirac_init=True, output_scale=1 / 9)
+    model = ResNet(spec)
+    assert any(isinstance(m, torch.nn.GELU) for m in model.modules())
+    assert not any(isinstance(m, torch.nn.ReLU) for m in model.modules())
+    conv = model.stages[1][0].conv1[0]  # 8 -> 16 channels: the first 8 filters are the identity
+    identity = torch.zeros_like(conv.weight[:8])
+    torch.nn.init.dirac_(identity)
+    assert torch.equal(conv.weight[:8], identity)
+    assert not torch.equal(conv.weight[8:], torch.zeros_like(conv.weight[8:]))  # the rest keep their random start
+    x = torch.randn(2, 3, 32, 32)
+    model.eval()
+    features = model.pool(model.stages(model.stem(x))).flatten(1)
+    torch.testing.assert_close(model(x), model.fc(features) / 9)
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(activation="swish"), "model.activation"),
+    (dict(bn_momentum=1.5), "model.bn_momentum"),
+    (dict(bn_eps=0.0), "model.bn_eps"),
+    (dict(whiten_bias_epochs=3), "model.whiten_bias_epochs"),  # the conv stem has no whitening bias
+    (dict(stem="whiten", whiten_bias_epochs=-1), "model.whiten_bias_epochs"),
+])
+def test_bad_new_options_name_the_key(kw, words):
+    with pytest.raises(SpecError, match=words):
+        ModelSpec(**kw).validate()

@@ -94,7 +94,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
     before = checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")
     ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
     state = torch.load(ckpt, weights_only=True)
-    state["optimizer"]["param_groups"][0]["lr"] = float("nan")
+    state["optimizer"]["param_groups"][0]["initial_lr"] = float("nan")  # the schedule's base: every lr after it
     # a NaN learning rate poisons the next epoch; its checkpoint must not replace the good one
     torch.save(state, ckpt)
     with pytest.raises(TrainingDiverged, match="last good checkpoint"):

@@ -33,7 +33,11 @@ class DataConfig:
 
 @dataclass
 class OptimizerConfig:
-    name: str = "sgd"                 # sgd | adam | adamw | radam
+    name: str = "sgd"                 # sgd | adam | adamw | radam | muon (airbench94_muon: torch's Muon on the conv
+                                      # filters, SGD with the settings below on everything else)
+    units: str = "torch"              # torch | per_1024: lr and weight decays per 1,024 examples of a summed loss,
+                                      # airbench's (sgd/muon; torch lr = lr*batch/(1024(1+1/(1-momentum))), each
+                                      # group's wd = its value/(lr*its lr scale)); airbench94: lr 11.5, wd 0.0153
     lr: float = 0.1
     momentum: float = 0.9             # sgd
     nesterov: bool = False            # sgd
@@ -42,7 +46,14 @@ class OptimizerConfig:
     decoupled_weight_decay: bool = False  # sgd: shrink weights by lr*weight_decay each step instead of adding L2 to
                                           # the gradient (AdamW-style; adamw is decoupled already)
     norm_lr_scale: float = 1.0        # learning-rate multiplier for BatchNorm weights/biases and layer biases
+                                      # (airbench94's bias_scaler 64 with units per_1024; not the whitening bias)
     norm_weight_decay: float | None = None  # weight decay of those parameters (None: weight_decay)
+    muon_lr: float = 0.24             # muon: learning rate of the conv filters (airbench94_muon)
+    muon_momentum: float = 0.6        # muon
+    muon_nesterov: bool = True        # muon
+    muon_ns_steps: int = 3            # muon: Newton-Schulz iterations (airbench 3, torch's default 5)
+    muon_weight_decay: float = 0.0    # muon: decoupled, on the filters (airbench none)
+    muon_normalize: bool = True       # muon: rescale each filter bank to norm sqrt(C_out) before each step (airbench)
 
 
 @dataclass
@@ -65,13 +76,16 @@ class LookaheadConfig:
 
 @dataclass
 class ScheduleConfig:
-    name: str = "cosine"              # cosine | warm_restarts | step | onecycle | constant
+    name: str = "cosine"              # cosine | warm_restarts | step | triangle | constant (onecycle: triangle's
+                                      # former name, still read)
     eta_min: float = 0.0              # cosine, warm_restarts: lowest learning rate
     T_0: float = 10.0                 # warm_restarts: epochs of the first cycle
     T_mult: int = 1                   # warm_restarts: cycle length factor after each restart
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step: fractions of the run, in (0, 1)
     gamma: float = 0.1                # step: factor at each milestone
-    pct_start: float = 0.25           # onecycle: fraction of the run spent rising
+    pct_start: float = 0.25           # triangle: fraction of the run spent rising
+    start_factor: float = 0.04        # triangle: lr at the start, times the peak (airbench94: 0.2)
+    end_factor: float = 0.0           # triangle: lr at the end, times the peak (airbench94: 0.07)
     warmup_epochs: float = 0.0        # the schedule's lr times t / warmup_epochs until then (a ramp from 0 into it)
     per_step: bool = True             # update every step (True) or once per epoch
 

@@ -30,6 +30,10 @@ def design_text(result: dict) -> str:
     verdict = (f"within budget ({budget - params:,} to spare)" if params <= budget
                else f"OVER budget by {params - budget:,}")
     lines.append(f"total {params:,} trainable parameters; budget {budget:,}: {verdict}")
+    whole = result.get("params_whole_run", params)
+    if whole != params:  # part of the network trains only for the first epochs, and counts in the budget
+        lines.append(f"  {params:,} trained at some point of the run (the budget's count), "
+                     f"{whole:,} for the whole run ({params - whole:,} frozen part-way)")
     lines.append(flops_line(result["flops_per_image"], result["design"]["image_size"]))
     return "\n".join(lines)
 

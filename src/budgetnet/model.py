@@ -12,16 +12,27 @@ from torch.utils.flop_counter import FlopCounterMode
 from .spec import EXPANSION, WHITEN_KERNEL, ModelSpec, fit_channels
 
 
-def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
+def norm(c: int, spec: ModelSpec) -> nn.BatchNorm2d:
+    """BatchNorm with the design's momentum and epsilon; without `bn_scale` its scale stays 1 (not trained)."""
+    bn = nn.BatchNorm2d(c, eps=spec.bn_eps, momentum=spec.bn_momentum)
+    bn.weight.requires_grad_(spec.bn_scale)
+    return bn
+
+
+def activation(spec: ModelSpec, inplace: bool = False) -> nn.Module:
+    """The design's activation module: ReLU or GELU."""
+    return nn.GELU() if spec.activation == "gelu" else nn.ReLU(inplace=inplace)
+
+
+def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1, *, spec: ModelSpec) -> nn.Sequential:
     """A kernel x kernel convolution with 'same' padding (no bias) followed by BatchNorm."""
-    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2, bias=False),
-                         nn.BatchNorm2d(c_out))
+    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2, bias=False), norm(c_out, spec))
 
 
-def conv_pool_bn(c_in: int, c_out: int, kernel: int) -> nn.Sequential:
+def conv_pool_bn(c_in: int, c_out: int, kernel: int, spec: ModelSpec) -> nn.Sequential:
     """A stage opening that halves the size: conv ('same'), 2x2 max-pool, BatchNorm, ReLU (airbench style)."""
     return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False), nn.MaxPool2d(2),
-                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+                         norm(c_out, spec), activation(spec, inplace=True))
 
 
 class WhiteningStem(nn.Module):
@@ -29,47 +40,53 @@ class WhiteningStem(nn.Module):
 
     The filters are the eigenvectors of the training patches' second-moment matrix scaled by
     1/sqrt(eigenvalue + eps), and their negatives, so that the ReLU keeps both signs (Keller Jordan's airbench).
-    They are a buffer: saved in checkpoints, never trained, not counted as trainable parameters.
+    They are a buffer: saved in checkpoints, never trained, not counted as trainable parameters. With `bias` a
+    zero-initialised bias follows the filters (airbench94 trains it for its first epochs: see `freeze_for_epoch`).
     """
 
-    def __init__(self, c_in: int, kernel: int = WHITEN_KERNEL):
+    def __init__(self, c_in: int, kernel: int = WHITEN_KERNEL, bias: bool = False, act: nn.Module | None = None):
         super().__init__()
         self.register_buffer("weight", torch.zeros(2 * c_in * kernel * kernel, c_in, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(2 * c_in * kernel * kernel)) if bias else None
+        self.act = act if act is not None else nn.ReLU()
 
     def forward(self, x: Tensor) -> Tensor:
         k = self.weight.shape[-1]  # 'same' padding for an even kernel: the extra row and column go last
-        return F.relu(F.conv2d(F.pad(x, ((k - 1) // 2, k // 2) * 2), self.weight.to(x.dtype)))
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return self.act(F.conv2d(F.pad(x, ((k - 1) // 2, k // 2) * 2), self.weight.to(x.dtype), bias))
 
 
 class BasicBlock(nn.Module):
     """Two FxF convolutions; a KxK projection shortcut where the shape changes (He et al., 2016)."""
 
-    def __init__(self, c_in: int, c: int, f: int, k: int, stride: int):
+    def __init__(self, c_in: int, c: int, f: int, k: int, stride: int, spec: ModelSpec):
         super().__init__()
-        self.conv1 = conv_bn(c_in, c, f, stride)
-        self.conv2 = conv_bn(c, c, f)
-        self.shortcut = conv_bn(c_in, c, k, stride) if stride != 1 or c_in != c else nn.Identity()
+        self.conv1 = conv_bn(c_in, c, f, stride, spec=spec)
+        self.conv2 = conv_bn(c, c, f, spec=spec)
+        self.shortcut = conv_bn(c_in, c, k, stride, spec=spec) if stride != 1 or c_in != c else nn.Identity()
+        self.act = activation(spec)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.conv1(x))
-        return F.relu(self.conv2(out) + self.shortcut(x))
+        out = self.act(self.conv1(x))
+        return self.act(self.conv2(out) + self.shortcut(x))
 
 
 class Bottleneck(nn.Module):
     """1x1 reduce, FxF, 1x1 expand (x4); a KxK projection shortcut where the shape changes."""
 
-    def __init__(self, c_in: int, c: int, f: int, k: int, stride: int):
+    def __init__(self, c_in: int, c: int, f: int, k: int, stride: int, spec: ModelSpec):
         super().__init__()
         c_out = c * EXPANSION["bottleneck"]
-        self.conv1 = conv_bn(c_in, c, 1)
-        self.conv2 = conv_bn(c, c, f, stride)
-        self.conv3 = conv_bn(c, c_out, 1)
-        self.shortcut = conv_bn(c_in, c_out, k, stride) if stride != 1 or c_in != c_out else nn.Identity()
+        self.conv1 = conv_bn(c_in, c, 1, spec=spec)
+        self.conv2 = conv_bn(c, c, f, stride, spec=spec)
+        self.conv3 = conv_bn(c, c_out, 1, spec=spec)
+        self.shortcut = conv_bn(c_in, c_out, k, stride, spec=spec) if stride != 1 or c_in != c_out else nn.Identity()
+        self.act = activation(spec)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.conv1(x))
-        out = F.relu(self.conv2(out))
-        return F.relu(self.conv3(out) + self.shortcut(x))
+        out = self.act(self.conv1(x))
+        out = self.act(self.conv2(out))
+        return self.act(self.conv3(out) + self.shortcut(x))
 
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
@@ -84,26 +101,44 @@ class ResNet(nn.Module):
         spec.validate()
         self.spec = spec
         chans, kernels, shortcuts = spec.stage_channels(), spec.stage_kernels(), spec.stage_shortcut_kernels()
-        self.stem = (WhiteningStem(spec.in_channels) if spec.stem == "whiten" else
-                     nn.Sequential(*conv_bn(spec.in_channels, chans[0], kernels[0]), nn.ReLU(inplace=True)))
+        self.stem = (WhiteningStem(spec.in_channels, bias=spec.whiten_bias_epochs > 0, act=activation(spec))
+                     if spec.stem == "whiten" else
+                     nn.Sequential(*conv_bn(spec.in_channels, chans[0], kernels[0], spec=spec),
+                                   activation(spec, inplace=True)))
         block, c_in, stages = BLOCKS[spec.block], spec.stem_channels(), []
         for i, (n, c, f, k) in enumerate(zip(spec.blocks, chans, kernels, shortcuts)):
             layers = []
             if spec.downsample == "pool":
-                layers.append(conv_pool_bn(c_in, c * EXPANSION[spec.block], f))
+                layers.append(conv_pool_bn(c_in, c * EXPANSION[spec.block], f, spec))
                 c_in = c * EXPANSION[spec.block]
             for b in range(n):
                 stride = 2 if (i > 0 and b == 0 and spec.downsample == "stride") else 1
-                layers.append(block(c_in, c, f, k, stride))
+                layers.append(block(c_in, c, f, k, stride, spec))
                 c_in = c * EXPANSION[spec.block]
             stages.append(nn.Sequential(*layers))
         self.stages = nn.Sequential(*stages)
         self.pool = nn.AvgPool2d(spec.pool_size)
         self.fc = nn.Linear(c_in * spec.final_size() ** 2, spec.num_classes)
+        self.output_scale = spec.output_scale
+        if spec.dirac_init:  # airbench's Conv: the first C_in filters pass their input through unchanged
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    with torch.no_grad():
+                        nn.init.dirac_(m.weight[:m.weight.shape[1]])
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.stages(self.stem(x))
-        return self.fc(self.pool(x).flatten(1))
+        logits = self.fc(self.pool(x).flatten(1))
+        return logits if self.output_scale == 1 else logits * self.output_scale
+
+
+def freeze_for_epoch(model: nn.Module, epoch: int) -> None:
+    """Before epoch `epoch` (0-based) starts: the whitening bias trains only during the design's first
+    `whiten_bias_epochs` epochs (a function of the epoch alone, so a resumed run freezes it when an uninterrupted
+    one would)."""
+    for m in model.modules():
+        if isinstance(m, ResNet) and isinstance(m.stem, WhiteningStem) and m.stem.bias is not None:
+            m.stem.bias.requires_grad_(epoch < m.spec.whiten_bias_epochs)
 
 
 @torch.no_grad()
@@ -120,7 +155,8 @@ def init_whitening(model: ResNet, images: Tensor, eps: float = 5e-4) -> None:
 
 
 def count_trainable(model: nn.Module) -> int:
-    """Trainable parameters of a built module (the ground truth the closed form must match)."""
+    """Trainable parameters of a built module (the ground truth the closed form must match; a freshly built
+    ResNet trains every parameter its optimizer will ever update, the whitening bias included)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
@@ -148,5 +184,6 @@ def design_report(spec: ModelSpec, budget: int, fit: bool = False) -> dict:
         result["fitted_channels"] = fit_channels(spec, budget)
         spec = dataclasses.replace(spec, channels=result["fitted_channels"])
     params = spec.count_params()
-    return {"params": params, "budget": budget, "within_budget": params <= budget, "design": spec.to_dict(),
+    return {"params": params, "params_whole_run": spec.count_params_whole_run(), "budget": budget,
+            "within_budget": params <= budget, "design": spec.to_dict(),
             "stages": spec.stage_table(), "flops_per_image": flops_per_image(spec), **result}

@@ -2,40 +2,80 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .config import OptimizerConfig, ScheduleConfig
+from .model import WhiteningStem
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "radam")
-SCHEDULES = ("cosine", "warm_restarts", "step", "onecycle", "constant")
+OPTIMIZERS = ("sgd", "adam", "adamw", "radam", "muon")
+SCHEDULES = ("cosine", "warm_restarts", "step", "triangle", "constant")
+SCHEDULE_ALIASES = {"onecycle": "triangle"}  # the triangle's former name (it is not torch's OneCycleLR), still read
+UNITS = ("torch", "per_1024")  # optimizer.units: torch's lr and weight decay, or airbench's per 1,024 examples
 
 
-def param_groups(model: nn.Module, cfg: OptimizerConfig) -> list[dict]:
-    """The trainable parameters in two groups: weights of convs and linears, then BatchNorm parameters and
-    biases (1-D tensors), which get `norm_lr_scale` times the learning rate and `norm_weight_decay`.
+def check_optimizer(cfg: OptimizerConfig) -> None:
+    """Raise ValueError for optimizer settings that cannot run, before any training."""
+    if cfg.name not in OPTIMIZERS:
+        raise ValueError(f"optimizer.name={cfg.name!r} is unknown: use one of {', '.join(OPTIMIZERS)}")
+    if cfg.units not in UNITS:
+        raise ValueError(f"optimizer.units={cfg.units!r} is unknown: use one of {', '.join(UNITS)}")
+    if cfg.units == "per_1024" and (cfg.name not in ("sgd", "muon") or cfg.decoupled_weight_decay
+                                    or not 0 <= cfg.momentum < 1):
+        raise ValueError("optimizer.units=per_1024 is airbench's convention for SGD with coupled weight decay: "
+                         "use optimizer.name=sgd (or muon), decoupled_weight_decay=false and momentum in [0, 1)")
+    if cfg.name == "muon" and (cfg.muon_lr <= 0 or not 0 <= cfg.muon_momentum < 1 or cfg.muon_ns_steps < 1):
+        raise ValueError(f"optimizer.muon_lr={cfg.muon_lr} must be > 0, muon_momentum={cfg.muon_momentum} in "
+                         f"[0, 1) and muon_ns_steps={cfg.muon_ns_steps} >= 1")
+
+
+def param_groups(model: nn.Module, cfg: OptimizerConfig, batch_size: int | None = None,
+                 exclude: tuple[nn.Parameter, ...] = ()) -> list[dict]:
+    """The trainable parameters (less `exclude`) in two groups: weights of convs and linears, then BatchNorm
+    parameters and biases (1-D tensors), which get `norm_lr_scale` times the learning rate and `norm_weight_decay`.
+    The whitening stem's bias is in the first group, as in airbench94 (its bias_scaler is for BatchNorm biases only).
 
     With decoupled weight decay the groups carry it as `decoupled_wd`, for `decay_weights`, and give the
-    optimizer none.
+    optimizer none. With units per_1024 (airbench's) `lr` and the weight decays are per 1,024 examples of a summed
+    loss: torch's lr is lr * batch_size / (1024 (1 + 1 / (1 - momentum))) and each group's weight decay is its
+    value / (lr * the group's lr scale), so that the decay per step does not move with the learning rate.
     """
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in trainable if p.ndim > 1], "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-              {"params": [p for p in trainable if p.ndim <= 1], "lr": cfg.lr * cfg.norm_lr_scale,
-               "weight_decay": cfg.weight_decay if cfg.norm_weight_decay is None else cfg.norm_weight_decay}]
+    skip = {id(p) for p in exclude}
+    trainable = [p for p in model.parameters() if p.requires_grad and id(p) not in skip]
+    weights = {id(p) for p in trainable if p.ndim > 1}
+    weights |= {id(m.bias) for m in model.modules() if isinstance(m, WhiteningStem) and m.bias is not None}
+    norm_wd = cfg.weight_decay if cfg.norm_weight_decay is None else cfg.norm_weight_decay
+    lr = cfg.lr
+    if cfg.units == "per_1024":
+        if batch_size is None:
+            raise ValueError("optimizer.units=per_1024 needs the batch size: build_optimizer(..., batch_size=)")
+        lr = cfg.lr * batch_size / (1024 * (1 + 1 / (1 - cfg.momentum)))
+    groups = [{"params": [p for p in trainable if id(p) in weights], "lr": lr, "weight_decay": cfg.weight_decay},
+              {"params": [p for p in trainable if id(p) not in weights], "lr": lr * cfg.norm_lr_scale,
+               "weight_decay": norm_wd}]
+    if cfg.units == "per_1024":
+        for g, scale in zip(groups, (1.0, cfg.norm_lr_scale)):
+            g["weight_decay"] = g["weight_decay"] / (cfg.lr * scale)
     if cfg.decoupled_weight_decay:
-        if cfg.name != "sgd":
-            raise ValueError("optimizer.decoupled_weight_decay is for sgd; adamw decouples weight decay already")
+        if cfg.name not in ("sgd", "muon"):
+            raise ValueError("optimizer.decoupled_weight_decay is for sgd (and muon's SGD part); adamw decouples "
+                             "weight decay already")
         for g in groups:
             g["decoupled_wd"], g["weight_decay"] = g["weight_decay"], 0.0
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: OptimizerConfig,
+                    batch_size: int | None = None) -> torch.optim.Optimizer | ConvMuon:
     """One of torch's optimizers over the model's trainable parameters (groups from `param_groups`); the fused
-    CUDA implementation when the parameters are on CUDA (sgd, adam, adamw).
-
-    torch.optim.Muon is not offered: it takes 2-D weights only, and this design space is convolutions (4-D)."""
-    groups = param_groups(model, cfg)
+    CUDA implementation when the parameters are on CUDA (sgd, adam, adamw). `muon`: `ConvMuon`, torch's Muon on
+    the conv filters and SGD on the rest. Build it once the model is on its device and in its memory format."""
+    check_optimizer(cfg)
+    if cfg.name == "muon":
+        return ConvMuon(model, cfg, batch_size)
+    groups = param_groups(model, cfg, batch_size)
     fused = all(p.is_cuda for g in groups for p in g["params"])  # one kernel per step on CUDA; foreach elsewhere
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, fused=fused or None)
@@ -44,18 +84,87 @@ def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optim
         return torch.optim.Adam(groups, lr=cfg.lr, betas=betas, fused=fused or None)
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, fused=fused or None)
-    if cfg.name == "radam":
-        return torch.optim.RAdam(groups, lr=cfg.lr, betas=betas)  # no fused kernel: foreach on CUDA
-    raise ValueError(f"optimizer.name={cfg.name!r} is unknown: use one of {', '.join(OPTIMIZERS)}")
+    return torch.optim.RAdam(groups, lr=cfg.lr, betas=betas)  # no fused kernel: foreach on CUDA
+
+
+def _matrix_view(p: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+    """A 2-D tensor sharing a filter bank's storage: (C_out, C_in*k*k) with the columns in memory order (so that
+    channels_last weights need no copy), and the permutation of p's dimensions that gives it."""
+    dims = (0, *sorted(range(1, p.ndim), key=lambda d: -p.stride(d)))
+    return p.detach().permute(dims).view(p.shape[0], -1), dims
+
+
+class ConvMuon:
+    """airbench94_muon's optimizer: torch.optim.Muon on every 4-D conv filter bank, SGD (param_groups' groups,
+    with momentum, nesterov and weight decay as configured) on everything else.
+
+    torch's Muon takes 2-D parameters only, so it is given a 2-D view of each filter bank, (C_out, C_in*k*k) as
+    airbench flattens it, sharing the filters' storage: its in-place step updates the filters. Newton-Schulz
+    orthogonalisation commutes with a permutation of the columns, so the view's column order (memory order) does
+    not change the update. Before each step the filter's gradient is copied into its view's, and, with
+    muon_normalize (airbench), each filter bank is rescaled to Frobenius norm sqrt(C_out) first. torch's Muon keeps
+    its momentum as an average (buffer.lerp_) where airbench sums it; the Newton-Schulz step normalises the
+    update first, so both give the same step. Its learning rate is scaled by max(1, C_out / (C_in*k*k))^0.5
+    (torch's default, Keller Jordan's), which is 1 for every airbench filter.
+
+    It has what training uses of an optimizer: param_groups (SGD's, then Muon's, each with its own initial_lr for
+    the schedule), zero_grad, step, state_dict and load_state_dict.
+    """
+
+    def __init__(self, model: nn.Module, cfg: OptimizerConfig, batch_size: int | None = None):
+        self.filters = [p for p in model.parameters() if p.requires_grad and p.ndim == 4]
+        if not self.filters:
+            raise ValueError("optimizer.name=muon orthogonalises conv filters, and this model trains none: use sgd")
+        self.normalize = cfg.muon_normalize
+        views = [_matrix_view(p) for p in self.filters]
+        self.views, self.dims = [v for v, _ in views], [d for _, d in views]
+        groups = param_groups(model, cfg, batch_size, exclude=tuple(self.filters))
+        fused = all(p.is_cuda for g in groups for p in g["params"])
+        self.sgd = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                                   fused=fused or None)
+        self.muon = torch.optim.Muon(self.views, lr=cfg.muon_lr, weight_decay=cfg.muon_weight_decay,
+                                     momentum=cfg.muon_momentum, nesterov=cfg.muon_nesterov,
+                                     ns_steps=cfg.muon_ns_steps)
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.sgd.param_groups + self.muon.param_groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.sgd.zero_grad(set_to_none)
+        self.muon.zero_grad(set_to_none)
+        for p in self.filters:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for p, view, dims in zip(self.filters, self.views, self.dims):
+            view.grad = None if p.grad is None else p.grad.permute(dims).reshape(view.shape)
+            if view.grad is not None and self.normalize:  # airbench: each filter bank to norm sqrt(C_out)
+                p.mul_(p.shape[0] ** 0.5 / p.norm())
+        self.sgd.step()
+        self.muon.step()
+
+    def state_dict(self) -> dict:
+        return {"sgd": self.sgd.state_dict(), "muon": self.muon.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sgd.load_state_dict(state["sgd"])
+        self.muon.load_state_dict(state["muon"])
 
 
 @torch.no_grad()
 def decay_weights(optimizer: torch.optim.Optimizer) -> None:
-    """Decoupled weight decay, before `optimizer.step()`: p <- (1 - lr * wd) p for groups that carry it."""
+    """Decoupled weight decay, before `optimizer.step()`: p <- (1 - lr * wd) p for groups that carry it (the
+    parameters that train now: a frozen whitening bias keeps its value, as the optimizer step leaves it)."""
     for group in optimizer.param_groups:
         wd = group.get("decoupled_wd", 0.0)
-        if wd:
-            torch._foreach_mul_(group["params"], 1.0 - group["lr"] * wd)
+        params = [p for p in group["params"] if p.requires_grad]  # not those frozen for now
+        if wd and params:
+            torch._foreach_mul_(params, 1.0 - group["lr"] * wd)
 
 
 def lr_at(cfg: ScheduleConfig, base_lr: float, t: float, epochs: float) -> float:
@@ -64,25 +173,27 @@ def lr_at(cfg: ScheduleConfig, base_lr: float, t: float, epochs: float) -> float
     cosine and warm_restarts follow the study's equation
         eta_t = eta_min + 1/2 (eta_max - eta_min) (1 + cos(pi T_cur / T_i)),
     with T_i the run (cosine) or the current cycle, T_0 epochs long and T_mult times longer after each restart.
-    step multiplies by gamma at each milestone (fractions of the run); onecycle rises linearly from lr/25
-    to lr over pct_start of the run, then falls linearly to 0. With warmup_epochs the schedule keeps running
+    step multiplies by gamma at each milestone (fractions of the run); triangle (formerly onecycle, a name still
+    accepted) rises linearly from start_factor * lr (1/25) to lr over pct_start of the run, then falls linearly
+    to end_factor * lr (0) at its end (airbench94: 0.2, 0.23, 0.07). With warmup_epochs the schedule keeps running
     and its learning rate is multiplied by t / warmup_epochs until then (a linear ramp from 0 into it).
     """
     eta_max, eta_min = base_lr, cfg.eta_min
-    if cfg.name == "cosine":
+    name = SCHEDULE_ALIASES.get(cfg.name, cfg.name)
+    if name == "cosine":
         lr = eta_min + 0.5 * (eta_max - eta_min) * (1 + math.cos(math.pi * min(t / epochs, 1.0)))
-    elif cfg.name == "warm_restarts":
+    elif name == "warm_restarts":
         t_cur, t_i = t, cfg.T_0
         while t_cur >= t_i:
             t_cur, t_i = t_cur - t_i, t_i * cfg.T_mult
         lr = eta_min + 0.5 * (eta_max - eta_min) * (1 + math.cos(math.pi * t_cur / t_i))
-    elif cfg.name == "step":
+    elif name == "step":
         lr = base_lr * cfg.gamma ** sum(t >= m * epochs for m in cfg.milestones)
-    elif cfg.name == "onecycle":
-        peak = cfg.pct_start * epochs
-        lr = (base_lr * (1 / 25 + (1 - 1 / 25) * t / peak) if t < peak
-              else base_lr * max(0.0, (epochs - t) / (epochs - peak)))
-    elif cfg.name == "constant":
+    elif name == "triangle":
+        peak, start, end = cfg.pct_start * epochs, cfg.start_factor, cfg.end_factor
+        lr = (base_lr * (start + (1 - start) * t / peak) if t < peak
+              else base_lr * (end + (1 - end) * max(0.0, (epochs - t) / (epochs - peak))))
+    elif name == "constant":
         lr = base_lr
     else:
         raise ValueError(f"schedule.name={cfg.name!r} is unknown: use one of {', '.join(SCHEDULES)}")
@@ -93,27 +204,64 @@ def lr_at(cfg: ScheduleConfig, base_lr: float, t: float, epochs: float) -> float
 
 def check_schedule(cfg: ScheduleConfig) -> None:
     """Raise ValueError for a schedule that cannot run, before any training."""
-    if cfg.name not in SCHEDULES:
+    name = SCHEDULE_ALIASES.get(cfg.name, cfg.name)
+    if name not in SCHEDULES:
         raise ValueError(f"schedule.name={cfg.name!r} is unknown: use one of {', '.join(SCHEDULES)}")
-    if cfg.name == "warm_restarts" and (cfg.T_0 <= 0 or cfg.T_mult < 1):
+    if name == "warm_restarts" and (cfg.T_0 <= 0 or cfg.T_mult < 1):
         raise ValueError("schedule.T_0 must be > 0 and schedule.T_mult >= 1")
-    if cfg.name == "onecycle" and not 0 < cfg.pct_start < 1:
+    if name == "triangle" and not 0 < cfg.pct_start < 1:
         raise ValueError("schedule.pct_start must be between 0 and 1")
-    if cfg.name == "step" and not all(0 < m < 1 for m in cfg.milestones):
+    if name == "triangle" and not (0 <= cfg.start_factor <= 1 and 0 <= cfg.end_factor <= 1):
+        raise ValueError(f"schedule.start_factor={cfg.start_factor} and schedule.end_factor={cfg.end_factor} are "
+                         "fractions of the peak learning rate: each must be in [0, 1]")
+    if name == "step" and not all(0 < m < 1 for m in cfg.milestones):
         raise ValueError(f"schedule.milestones={cfg.milestones} are fractions of the run, each between 0 and 1 "
                          "(a milestone >= 1 is never reached): for epoch 60 of 200 write 0.3")
     if cfg.warmup_epochs < 0:
         raise ValueError(f"schedule.warmup_epochs={cfg.warmup_epochs} must be >= 0")
 
 
+class Schedule:
+    """Sets every group's learning rate to its `initial_lr` times one function of the step count, and holds nothing
+    else (as nanoGPT sets each group's lr from one schedule function). Its state is the step count, so resuming,
+    with this recipe's learning rates or new ones, is `load_state_dict`: the rates follow from the groups' own
+    `initial_lr` at the checkpoint's step. State dicts carry `last_epoch` (the steps taken), as torch's schedulers do.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, factor: Callable[[int], float]):
+        self.optimizer, self.factor, self.last_epoch = optimizer, factor, 0
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+        self._apply()
+
+    def _apply(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * self.factor(self.last_epoch)
+
+    def step(self) -> None:
+        """After each optimizer step."""
+        self.last_epoch += 1
+        self._apply()
+
+    def get_last_lr(self) -> list[float]:
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict:
+        return {"last_epoch": self.last_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue at the saved step, from the optimizer's current `initial_lr` values (load the optimizer's
+        state, and any new settings, first)."""
+        self.last_epoch = state["last_epoch"]
+        self._apply()
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, epochs: int,
-                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """A scheduler stepped once per optimizer step."""
+                    steps_per_epoch: int) -> Schedule:
+    """A schedule stepped once per optimizer step."""
     check_schedule(cfg)
     base_lr = optimizer.param_groups[0]["lr"]  # every group follows the schedule scaled by its own base lr
-
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_at_step(cfg, base_lr, step, epochs, steps_per_epoch) / base_lr)
+    return Schedule(optimizer, lambda step: lr_at_step(cfg, base_lr, step, epochs, steps_per_epoch) / base_lr)
 
 
 def lr_at_step(cfg: ScheduleConfig, base_lr: float, step: int, epochs: int, steps_per_epoch: int) -> float:

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 BLOCK_TYPES = ("basic", "bottleneck")
 EXPANSION = {"basic": 1, "bottleneck": 4}
 STEMS = ("conv", "whiten")
 DOWNSAMPLES = ("stride", "pool")
+ACTIVATIONS = ("relu", "gelu")
 WHITEN_KERNEL = 2  # the whitening stem sees 2x2 patches: 2 * in_channels * 2 * 2 output channels (+/- eigenvectors)
 
 
@@ -32,6 +34,16 @@ class ModelSpec:
         data's patch covariance, then ReLU; no trainable parameters, airbench style).
     downsample: 'stride' (stage 1 keeps the size, later stages open with a stride-2 block) or 'pool' (every stage
         opens with an F_i conv, 2x2 max-pool, BN, ReLU to C_i, then B_i stride-1 blocks; airbench style).
+    bn_scale: BatchNorm has a learnable scale (False: the scale is fixed at 1, not trained and not counted; airbench).
+    bn_momentum, bn_eps: every BatchNorm's running-statistics momentum in torch's convention
+        (running = (1 - m) running + m batch) and epsilon; airbench94's "momentum 0.6" is m = 1 - 0.6 = 0.4 here,
+        with eps 1e-12.
+    activation: 'relu' or 'gelu' (airbench) after the stem and every BN that torch's ResNet follows with a ReLU.
+    output_scale: the logits are multiplied by this constant (airbench: 1/9).
+    dirac_init: each conv's first C_in filters start as the identity (torch.nn.init.dirac_, as airbench's Conv);
+        the others keep their random start.
+    whiten_bias_epochs: with stem 'whiten', a bias after the frozen filters, trained for this many epochs and then
+        frozen (airbench94: 3); 0: no bias. It counts in the budget (the optimizer updates it).
     """
 
     blocks: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
@@ -45,6 +57,13 @@ class ModelSpec:
     num_classes: int = 10
     in_channels: int = 3
     image_size: int = 32
+    bn_scale: bool = True
+    bn_momentum: float = 0.1
+    bn_eps: float = 1e-5
+    activation: str = "relu"
+    output_scale: float = 1.0
+    dirac_init: bool = False
+    whiten_bias_epochs: int = 0
 
     # ---- per-stage views ------------------------------------------------------------------
     @property
@@ -95,6 +114,14 @@ class ModelSpec:
             raise SpecError(f"model.stem={self.stem!r} is unknown: use one of {', '.join(STEMS)}")
         if self.downsample not in DOWNSAMPLES:
             raise SpecError(f"model.downsample={self.downsample!r} is unknown: use one of {', '.join(DOWNSAMPLES)}")
+        if self.activation not in ACTIVATIONS:
+            raise SpecError(f"model.activation={self.activation!r} is unknown: use one of {', '.join(ACTIVATIONS)}")
+        if not 0 <= self.bn_momentum <= 1 or self.bn_eps <= 0:
+            raise SpecError(f"model.bn_momentum={self.bn_momentum} must be in [0, 1] (torch's convention; "
+                            f"airbench's 0.6 is 0.4) and model.bn_eps={self.bn_eps} > 0")
+        if self.whiten_bias_epochs < 0 or (self.whiten_bias_epochs and self.stem != "whiten"):
+            raise SpecError(f"model.whiten_bias_epochs={self.whiten_bias_epochs} must be >= 0, and is for "
+                            "model.stem=whiten only: set it to 0 or use the whitening stem")
         if not self.blocks:
             raise SpecError("model.blocks is empty: give the number of blocks of every stage, e.g. [2, 2, 2, 2]")
         if any(n < 0 for n in self.blocks) or (self.downsample == "stride" and 0 in self.blocks):
@@ -132,8 +159,17 @@ class ModelSpec:
 
     # ---- parameter count --------------------------------------------------------------------
     def count_params(self) -> int:
-        """Trainable parameters in closed form (convs have no bias; BatchNorm has weight and bias)."""
+        """Parameters the optimizer updates at any point of the run, in closed form: the budget's count (convs
+        have no bias; BatchNorm has weight and bias, or only bias without bn_scale; a whitening bias counts)."""
         return sum(row["params"] for row in self.stage_table())
+
+    def count_params_whole_run(self) -> int:
+        """Parameters trained for the whole run: count_params less those frozen part-way (the whitening bias)."""
+        return self.count_params() - self.whiten_bias_params()
+
+    def whiten_bias_params(self) -> int:
+        """Size of the whitening stem's bias (0 without one)."""
+        return self.stem_channels() if self.stem == "whiten" and self.whiten_bias_epochs else 0
 
     def stage_table(self) -> list[dict]:
         """One row per layer group (stem, every stage, classifier) with its shape and parameter count."""
@@ -143,18 +179,22 @@ class ModelSpec:
                                             self.stage_shortcut_kernels(), self.stage_sizes())
         c_in = self.stem_channels()
         whiten = self.stem == "whiten"
-        rows = [{"layer": "stem (whitening, frozen)" if whiten else "stem",
+        bn = 2 if self.bn_scale else 1  # BatchNorm parameters per channel
+        conv_bn = lambda c_in, c_out, k: k * k * c_in * c_out + bn * c_out  # noqa: E731
+        stem_name = (f"stem (whitening, frozen; bias trained {self.whiten_bias_epochs} epochs)"
+                     if self.whiten_bias_params() else "stem (whitening, frozen)")
+        rows = [{"layer": stem_name if whiten else "stem",
                  "output": f"{c_in}x{self.image_size}x{self.image_size}", "channels": c_in,
                  "kernel": WHITEN_KERNEL if whiten else kernels[0], "shortcut": "-", "blocks": 1,
-                 "params": 0 if whiten else _conv_bn(self.in_channels, c_in, kernels[0])}]
+                 "params": self.whiten_bias_params() if whiten else conv_bn(self.in_channels, c_in, kernels[0])}]
         for i, (n, c, f, k, s) in enumerate(zip(self.blocks, chans, kernels, shortcuts, sizes)):
             params = 0
             if self.downsample == "pool":  # conv, max-pool, BN: the same count as conv_bn
-                params += _conv_bn(c_in, c * exp, f)
+                params += conv_bn(c_in, c * exp, f)
                 c_in = c * exp
             for b in range(n):
                 stride = 2 if (i > 0 and b == 0 and self.downsample == "stride") else 1
-                params += _block_params(self.block, c_in, c, f, k, stride)
+                params += _block_params(self.block, c_in, c, f, k, stride, conv_bn)
                 c_in = c * exp
             rows.append({"layer": f"stage {i + 1}", "output": f"{c * exp}x{s}x{s}", "channels": c * exp,
                          "kernel": f, "shortcut": k, "blocks": n, "params": params})
@@ -168,18 +208,16 @@ class ModelSpec:
         return dataclasses.asdict(self)
 
 
-def _conv_bn(c_in: int, c_out: int, k: int) -> int:
-    return k * k * c_in * c_out + 2 * c_out
-
-
-def _block_params(block: str, c_in: int, c: int, f: int, k: int, stride: int) -> int:
+def _block_params(block: str, c_in: int, c: int, f: int, k: int, stride: int,
+                  conv_bn: Callable[[int, int, int], int]) -> int:
+    """A block's parameters, with `conv_bn(c_in, c_out, k)` the count of one conv + BatchNorm."""
     c_out = c * EXPANSION[block]
     if block == "basic":
-        params = _conv_bn(c_in, c, f) + _conv_bn(c, c, f)
+        params = conv_bn(c_in, c, f) + conv_bn(c, c, f)
     else:
-        params = _conv_bn(c_in, c, 1) + _conv_bn(c, c, f) + _conv_bn(c, c_out, 1)
+        params = conv_bn(c_in, c, 1) + conv_bn(c, c, f) + conv_bn(c, c_out, 1)
     if stride != 1 or c_in != c_out:
-        params += _conv_bn(c_in, c_out, k)
+        params += conv_bn(c_in, c_out, k)
     return params
 
 

@@ -24,8 +24,9 @@ from .config import Recipe, RecipeError, diff_recipes, from_dict, load_recipe
 from .data import Data, batch_indices, check_data_config, load_data, steps_per_epoch as epoch_steps
 from .evaluate import TTA, evaluate_split
 from .losses import training_loss
-from .model import ResNet, init_whitening
-from .optim import OPTIMIZERS, build_optimizer, build_scheduler, check_schedule, decay_weights
+from .model import ResNet, freeze_for_epoch, init_whitening
+from .optim import (OPTIMIZERS, ConvMuon, Schedule, build_optimizer, build_scheduler, check_optimizer, check_schedule,
+                    decay_weights)
 from .rundir import (DiskFullError, RunFiles, append_jsonl, read_jsonl, summarize, write_atomic, write_jsonl,
                      write_summary)
 from .runtime import (COMPILE_MODES, Dist, Interrupted, autocast, broadcast_buffers, check_precision,
@@ -70,6 +71,7 @@ def check_recipe(recipe: Recipe) -> int:
         raise RecipeError(f"tta={recipe.tta!r} is unknown: use one of {', '.join(TTA)}")
     if recipe.optimizer.name not in OPTIMIZERS:
         raise RecipeError(f"optimizer.name={recipe.optimizer.name!r} is unknown: use one of {', '.join(OPTIMIZERS)}")
+    check_optimizer(recipe.optimizer)
     check_precision(recipe.precision)
     if recipe.compile_mode not in COMPILE_MODES:
         raise RecipeError(f"compile_mode={recipe.compile_mode!r} is unknown: use one of {', '.join(COMPILE_MODES)}")
@@ -88,8 +90,8 @@ class TrainState:
     """Everything training changes: the weights, the optimizer and its schedule, the averages, and the progress."""
 
     model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
+    optimizer: torch.optim.Optimizer | ConvMuon
+    scheduler: Schedule
     ema: AveragedModel | None
     lookahead: Lookahead | None
     steps_per_epoch: int
@@ -122,15 +124,10 @@ class TrainState:
             self.lookahead.load_state_dict(state["lookahead"])
         settings = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         if new_hyperparameters:
             for group, own in zip(self.optimizer.param_groups, settings):
                 group.update(own)
-            self.scheduler.base_lrs = [g["initial_lr"] for g in self.optimizer.param_groups]
-            for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
-                                           self.scheduler.lr_lambdas):
-                group["lr"] = base * factor(self.scheduler.last_epoch)
-            self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+        self.scheduler.load_state_dict(state["scheduler"])  # each group's lr from its initial_lr at the saved step
         self.epoch, self.best = state["epoch"], state["best"]
         self.step = self.epoch * self.steps_per_epoch
 
@@ -144,7 +141,7 @@ def build_state(recipe: Recipe, data: Data, device: torch.device, ddp: Dist) -> 
         init_whitening(model, data.normalize(data.train[0][:5000].float() / 255))
     if recipe.sync_bn and ddp.world_size > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = build_optimizer(model, recipe.optimizer)
+    optimizer = build_optimizer(model, recipe.optimizer, recipe.batch_size)
     steps_per_epoch = epoch_steps(len(data.train[0]), recipe.batch_size)
     scheduler = build_scheduler(optimizer, recipe.schedule, recipe.epochs, steps_per_epoch)
     lookahead = (Lookahead(model, recipe.lookahead, recipe.epochs * steps_per_epoch) if recipe.lookahead.enabled
@@ -291,6 +288,9 @@ def _check_world(recipe: Recipe, ddp: Dist, device: torch.device) -> None:
     """Refuse what this many processes on this device cannot run, before any work."""
     if recipe.batch_size % ddp.world_size:
         raise RecipeError(f"batch_size={recipe.batch_size} must be divisible by the {ddp.world_size} processes")
+    if recipe.model.whiten_bias_epochs and ddp.world_size > 1:
+        raise RecipeError("model.whiten_bias_epochs freezes a parameter part-way, which DDP's gradient reducer does "
+                          "not allow: train on one process or set model.whiten_bias_epochs=0")
     if recipe.sync_bn and ddp.world_size > 1 and device.type != "cuda":
         raise RecipeError("sync_bn=true needs CUDA devices (torch's SyncBatchNorm); on the CPU use sync_bn=false")
 
@@ -322,6 +322,8 @@ def _train_epoch(state: TrainState, step_fn: Callable, augment: Augment, data: D
     epoch = state.epoch
     torch.manual_seed(recipe.seed * AUGMENT_SEED_STRIDE + epoch * AUGMENT_EPOCH_STRIDE + ddp.rank)
     state.model.train()
+    freeze_for_epoch(state.model, epoch)
+    augment.set_epoch(epoch)
     x_all, y_all = data.train
     batches = batch_indices(len(x_all), recipe.batch_size, device,
                             generator=torch.Generator().manual_seed(recipe.seed * ORDER_SEED_STRIDE + epoch),

@@ -10,7 +10,8 @@ from the images' device: choices that decide shapes or Python control flow (op g
 drawn on the CPU, so the host never waits for the GPU. A recipe names them:
 
     crop            padding=4, padding_mode=zero|reflect         random crop of the padded image
-    flip            p=0.5, vertical_p=0.0                        horizontal, then vertical flip
+    flip            p=0.5, vertical_p=0.0, mode=random|alternate horizontal, then vertical flip (alternate:
+                                                                 each image every other epoch, airbench)
     translate       max_fraction=0.125                           integer shift, zero fill
     cutout          size=16, p=1.0                               zero a square (clipped at the edges)
     autoaugment     policy=cifar10|imagenet|svhn, interpolation=nearest
@@ -48,6 +49,15 @@ class Augment:
         self.num_views = 3 if jsd else 1
         self.jsd_lambda = float(jsd[0].jsd_lambda) if jsd else JSD_LAMBDA
         self.soft_targets = any(p.mixes_labels for p in policies)
+        if any(getattr(p, "mode", None) == "alternate" for p in policies[1:]):
+            raise ValueError("augment policy 'flip' with mode: alternate must come first (it keys each image by "
+                             "its own pixels, which the policies before it would change)")
+
+    def set_epoch(self, epoch: int) -> None:
+        """Tell the policies that depend on the epoch (flip with mode: alternate) which one is about to start."""
+        for policy in self.policies:
+            if hasattr(policy, "set_epoch"):
+                policy.set_epoch(epoch)
 
     def __call__(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """uint8 images [B, 3, H, W] and int64 labels [B] -> views float32 [V*B, 3, H, W] in [0, 1], view-major

@@ -46,25 +46,55 @@ class Crop(Policy):
         return shift_crop(images, dy, dx, self.padding, mode), targets
 
 
+FLIP_MODES = ("random", "alternate")
+
+
 @register("flip")
 @dataclass
 class Flip(Policy):
-    """Horizontal flip with probability `p`, then vertical flip with probability `vertical_p`, per image."""
+    """Horizontal flip with probability `p`, then vertical flip with probability `vertical_p`, per image.
+
+    mode 'alternate' (airbench's alternating flip) replaces the random horizontal flip (`p` is not used): each
+    image is flipped in every other epoch, starting flipped or not by a fixed pseudo-random bit of its own, so that
+    any two consecutive epochs show it once each way. The bit is a hash of the image's pixels and the epoch comes
+    from `set_epoch` (the training loop calls it before each epoch), so a resumed run flips as an uninterrupted one
+    would; the hash needs the dataset's own pixels, so an alternating flip must be the first policy.
+    """
     p: float = 0.5
     vertical_p: float = 0.0
+    mode: str = "random"
+    _epoch = 0  # set by set_epoch; not a recipe key
 
     def __post_init__(self) -> None:
         for key in ("p", "vertical_p"):
             value = getattr(self, key)
             check(isinstance(value, (int, float)) and 0 <= value <= 1, "flip", f"{key} must be in [0, 1], got {value!r}")
+        check(self.mode in FLIP_MODES, "flip", f"mode must be one of {', '.join(FLIP_MODES)}, got {self.mode!r}")
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch (0-based) about to be trained: alternating flips depend on it."""
+        self._epoch = epoch
 
     def __call__(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-        flip = torch.rand(images.shape[0], device=images.device) < self.p
+        if self.mode == "alternate":
+            flip = image_bits(images) ^ bool(self._epoch % 2)
+        else:
+            flip = torch.rand(images.shape[0], device=images.device) < self.p
         images = _where(flip, images.flip(-1), images)
         if self.vertical_p > 0:
             flip = torch.rand(images.shape[0], device=images.device) < self.vertical_p
             images = _where(flip, images.flip(-2), images)
         return images, targets
+
+
+def image_bits(images: Tensor) -> Tensor:
+    """A fixed pseudo-random bit per image (bool [N]): bit 20 of a weighted sum of its pixels (as 0-255 values)
+    with fixed random weights, so an image gets the same bit in any batch, epoch or run."""
+    n = images.shape[0]
+    pixels = images.reshape(n, -1)
+    pixels = pixels.long() if images.dtype == torch.uint8 else (pixels.float() * 255).round().long()
+    weights = torch.randint(0, 2**31, (pixels.shape[1],), generator=torch.Generator().manual_seed(0))
+    return ((pixels * weights.to(images.device)).sum(1) >> 20 & 1).bool()
 
 
 @register("translate")
