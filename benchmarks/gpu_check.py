@@ -57,7 +57,7 @@ from budgetnet.train import train
 import train_throughput
 import vs_airbench
 from tables import markdown
-from time_to_accuracy import device_name
+from budgetnet.runtime import device_name
 
 
 class StageTimeout(Exception):

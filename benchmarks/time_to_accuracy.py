@@ -10,24 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 
 import torch
 
 from budgetnet.config import load_recipe
-from budgetnet.runtime import resolve_device
+from budgetnet.runtime import device_name, resolve_device
 from budgetnet.train import train
-
-
-def device_name(device: torch.device) -> str:
-    """GPU model, or CPU model and core count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                 platform.processor() or "cpu") if platform.system() == "Linux" else platform.processor()
-    return f"{model} ({torch.get_num_threads()} threads)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,7 +39,7 @@ from budgetnet.model import ResNet, flops_per_image
 from budgetnet.train import train
 
 from tables import markdown
-from time_to_accuracy import device_name
+from budgetnet.runtime import device_name
 
 CROP_FLIP = [{"name": "crop", "padding": 4}, {"name": "flip", "p": 0.5}]
 AUGMIX_JSD = [*CROP_FLIP, {"name": "augmix", "jsd": True}]
