@@ -99,3 +99,18 @@ def test_training_without_a_run_directory_writes_nothing_and_runs_no_git(tiny_da
 def test_resume_needs_a_run_directory(tiny_data):
     with pytest.raises(RecipeError, match="resume needs a run directory"):
         train(tiny_recipe(), None, data=tiny_data, progress=False, resume=True)
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_again_with_one_row_per_epoch(tiny_data, tmp_path):
+    recipe = tiny_recipe("epochs=4", "checkpoint_every=3")
+
+    def crash_after_2(row):
+        if row["epoch"] == 2:
+            raise Crash
+
+    files = RunFiles(tmp_path / "run")
+    with pytest.raises(Crash):
+        train(recipe, files.root, data=tiny_data, progress=False, on_epoch=crash_after_2)
+    assert not files.last.is_file() and [r["epoch"] for r in read_metrics(files.root)] == [1, 2]
+    train(recipe, files.root, data=tiny_data, progress=False)  # no checkpoint: a new run (as `experiment` does)
+    assert [r["epoch"] for r in read_metrics(files.root)] == [1, 2, 3, 4]

@@ -183,11 +183,14 @@ class RunWriter:
         self.history: list[dict] = []
         self.saved_epoch = 0  # the epoch of the last checkpoint written (or resumed from)
 
-    def start(self) -> None:
-        """Create the run directory (or clean a killed writer's partial files) and record the recipe."""
+    def start(self, fresh: bool = False) -> None:
+        """Create the run directory (or clean a killed writer's partial files) and record the recipe; `fresh`
+        (not a resume) also drops the metric rows of a run killed before its first checkpoint."""
         if self.is_main:
             self.files.checkpoints.mkdir(parents=True, exist_ok=True)
             self.files.remove_partial_writes()
+            if fresh and self.files.metrics.is_file():
+                write_jsonl(self.files.metrics, [])
             write_atomic(self.files.recipe, yaml.safe_dump(self.recipe.to_dict(), sort_keys=False).encode())
 
     def resume(self, epoch: int, changes: dict[str, tuple]) -> None:
@@ -262,7 +265,7 @@ def train(recipe: Recipe | None, out_dir: str | Path | None, data_dir: str | Pat
     data = data or load_data(recipe.data, data_dir, device, note=ddp.is_main)
 
     writer = RunWriter(files, recipe, params, device, data.classes, ddp.is_main)
-    writer.start()
+    writer.start(fresh=not resume)
     state = build_state(recipe, data, device, ddp)
     if resume:
         if files.last.is_file():
