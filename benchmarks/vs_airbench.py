@@ -45,7 +45,7 @@ from budgetnet.augment import build_augment
 from budgetnet.config import DataConfig, Recipe, load_recipe
 from budgetnet.data import Data, from_arrays, load_data, steps_per_epoch
 from budgetnet.model import flops_per_image
-from budgetnet.runtime import device_name
+from budgetnet.runtime import configure_backend, device_name
 from budgetnet.train import train_without_rundir
 
 from tables import markdown
@@ -302,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU here: pass --device cpu (airbench on the CPU) or --smoke")
     data = smoke_data(256, 64) if args.smoke else load_data(DataConfig(), args.data, device)
+    configure_backend(device)  # the settings budgetnet's train() uses, from the first run of either side
     runs: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         compare(pairs, data, device, 1 if args.smoke else args.seeds, Path(tmp) / "cifar10", runs.append, args.smoke,
