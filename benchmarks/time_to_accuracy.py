@@ -12,8 +12,6 @@ import argparse
 import json
 import sys
 
-import torch
-
 from budgetnet.config import load_recipe
 from budgetnet.runtime import device_name, resolve_device
 from budgetnet.train import train_without_rundir
