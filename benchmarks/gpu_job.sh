@@ -17,7 +17,7 @@ PYTHON=${PYTHON:-python3}
 WHEELS=${JOB_WHEELS:-.device/wheels}
 SITE=${JOB_SITE:-/tmp/budgetnet-job-site}
 if ! ls "$WHEELS"/airbench-0.1.8-py3-none-any.whl >/dev/null 2>&1; then
-    echo "gpu_job: building the airbench 0.1.8 wheel into $WHEELS (needs a package index: do this before the GPU call)" >&2
+    echo "gpu_job: building the airbench 0.1.8 wheel into $WHEELS (needs a package index: run this here first)" >&2
     "$PYTHON" -m pip wheel -q --no-deps --wheel-dir "$WHEELS" airbench==0.1.8
 fi
 if [ "${1:-}" = "--wheels-only" ]; then exit 0; fi
