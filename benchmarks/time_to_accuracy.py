@@ -2,32 +2,19 @@
 
     python benchmarks/time_to_accuracy.py --recipe fast [--set epochs=10 ...] [--json]
 
-Seconds are training time only (the loop's own clock: evaluation, checkpoints and compilation outside the epoch
-are excluded; compilation inside the first epoch is included). Test accuracy is evaluated after every epoch
-(eval_every=1 unless --set overrides it), with the recipe's TTA and EMA weights.
+Seconds are training time only (the loop's own clock: evaluation and compilation outside the epoch
+are excluded; compilation inside the first epoch is included; nothing is written). Test accuracy is evaluated
+after every epoch (eval_every=1 unless --set overrides it), with the recipe's TTA and EMA weights.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
-import tempfile
-
-import torch
 
 from budgetnet.config import load_recipe
-from budgetnet.runtime import resolve_device
-from budgetnet.train import train
-
-
-def device_name(device: torch.device) -> str:
-    """GPU model, or CPU model and core count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                 platform.processor() or "cpu") if platform.system() == "Linux" else platform.processor()
-    return f"{model} ({torch.get_num_threads()} threads)"
+from budgetnet.runtime import device_name, resolve_device
+from budgetnet.train import train_without_rundir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,8 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = load_recipe(args.recipe, ["eval_every=1", *args.set])
     device = resolve_device(recipe.device)
     rows: list[dict] = []
-    with tempfile.TemporaryDirectory() as out:
-        summary = train(recipe, out, data_dir=args.data, progress=False, on_epoch=rows.append)
+    summary = train_without_rundir(recipe, data_dir=args.data, on_epoch=rows.append)
     elapsed = 0.0
     if not args.json:
         print(f"{'epoch':>5}  {'seconds':>8}  {'total s':>8}  {'train loss':>10}  {'test acc':>8}")

@@ -20,11 +20,12 @@ the peak memory allocated (torch.cuda.max_memory_allocated).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import sys
-import tempfile
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -36,10 +37,10 @@ from torchvision import transforms
 from budgetnet.config import load_recipe
 from budgetnet.data import DATASETS, from_arrays, load_split
 from budgetnet.model import ResNet, flops_per_image
-from budgetnet.train import train
+from budgetnet.runtime import device_name
+from budgetnet.train import train_without_rundir
 
 from tables import markdown
-from time_to_accuracy import device_name
 
 CROP_FLIP = [{"name": "crop", "padding": 4}, {"name": "flip", "p": 0.5}]
 AUGMIX_JSD = [*CROP_FLIP, {"name": "augmix", "jsd": True}]
@@ -100,11 +101,37 @@ def plain_run(images: np.ndarray, labels: np.ndarray, device: torch.device, step
     return {"images_per_s": steps * batch / (time.perf_counter() - start), "peak_memory_gib": peak_memory_gib(device)}
 
 
+class CudagraphSkips(logging.Handler):
+    """The "skipping cudagraphs due to ..." messages Inductor logs while it is attached (torch's documented
+    `cudagraphs` log artifact, switched on for the block)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reasons: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "skipping cudagraphs" in record.getMessage():
+            self.reasons.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def watch_cudagraphs() -> Iterator[CudagraphSkips]:
+    skips, logger = CudagraphSkips(), logging.getLogger("torch._inductor")  # where its log records stop
+    torch._logging.set_logs(cudagraphs=True)
+    logger.addHandler(skips)
+    try:
+        yield skips
+    finally:
+        logger.removeHandler(skips)
+        torch._logging.set_logs()
+
+
 def budgetnet_run(images: np.ndarray, labels: np.ndarray, device: torch.device, steps: int, precision: str,
                   batch: int = 128, augment: list[dict] = CROP_FLIP, compile: bool = False,
                   compile_mode: str = "default", model_overrides: list[str] = ()) -> dict:
     """Images/s of budgetnet's loop in epoch 2 of a run of `steps` batches per epoch (epoch 1 is the warm-up),
-    the warm-up's extra seconds, and the peak memory."""
+    the warm-up's extra seconds, the peak memory and, for the modes that add CUDA graphs, whether Inductor logged
+    skipping them (cuda_graphs)."""
     recipe = load_recipe("seed", [*model_overrides, "epochs=2", f"batch_size={batch}", "schedule.name=constant",
                                   f"device={device}", f"precision={precision}", "eval_every=2",
                                   f"compile={compile}", f"compile_mode={compile_mode}"])
@@ -114,10 +141,13 @@ def budgetnet_run(images: np.ndarray, labels: np.ndarray, device: torch.device, 
                        device=device)
     rows: list[dict] = []
     reset_peak_memory(device)
-    with tempfile.TemporaryDirectory() as out:
-        train(recipe, out, progress=False, on_epoch=rows.append, data=data)
+    graphs = compile and compile_mode in ("reduce-overhead", "max-autotune")
+    with watch_cudagraphs() if graphs else contextlib.nullcontext() as skips:
+        train_without_rundir(recipe, data=data, on_epoch=rows.append)
     return {"images_per_s": rows[-1]["images_per_s"], "warmup_s": rows[0]["seconds"] - rows[1]["seconds"],
-            "peak_memory_gib": peak_memory_gib(device)}
+            "peak_memory_gib": peak_memory_gib(device),
+            "cuda_graphs": (("skipped: " + "; ".join(dict.fromkeys(skips.reasons))) if skips.reasons
+                            else "no skip logged") if graphs else None}
 
 
 def row(loop: str, precision: str, batch: int, result: dict, flops: int, plain: float | None, views: int = 1,
@@ -127,7 +157,7 @@ def row(loop: str, precision: str, batch: int, result: dict, flops: int, plain: 
     return {"loop": loop, "precision": precision, "batch": batch, **extra, "images_per_s": ips,
             "vs_plain": ips / plain if plain else None, "gflop_per_image": flops * views / 1e9,
             "tflops": ips * flops * views / 1e12, "warmup_s": result.get("warmup_s"),
-            "peak_memory_gib": result["peak_memory_gib"]}
+            "peak_memory_gib": result["peak_memory_gib"], "cuda_graphs": result.get("cuda_graphs")}
 
 
 def measure(images: np.ndarray, labels: np.ndarray, device: torch.device, steps: int, warmup: int,
@@ -168,7 +198,7 @@ def augmix_cost(images: np.ndarray, labels: np.ndarray, device: torch.device, st
 COLUMNS = [("loop", "loop", ""), ("precision", "precision", ""), ("batch", "batch", ""),
            ("images/s", "images_per_s", ",.0f"), ("vs plain", "vs_plain", ".2f"), ("GFLOP/image", "gflop_per_image", ".3f"),
            ("TFLOP/s", "tflops", ".2f"), ("warm-up s", "warmup_s", ".1f"), ("peak GiB", "peak_memory_gib", ".2f"),
-           ("cost per source image vs crop+flip", "cost_vs_crop_flip", ".2f")]
+           ("cost per source image vs crop+flip", "cost_vs_crop_flip", ".2f"), ("CUDA graphs", "cuda_graphs", "")]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,41 +1,61 @@
-"""budgetnet recipes beside KellerJordan's airbench on the same GPU and data, one after the other in one process.
+"""budgetnet recipes beside KellerJordan's airbench (0.1.8, its own code) on the same device and data, in one process.
 
-    python benchmarks/vs_airbench.py [--pairs airbench94:small,airbench95:fast] [--seeds 3] [--json]
-    python benchmarks/vs_airbench.py --smoke      # CPU: a few steps of budgetnet's side, airbench's data files
+    python benchmarks/vs_airbench.py [--device cuda|cpu] [--pairs airbench94:small,...] [--seeds 3] [--json]
+    python benchmarks/vs_airbench.py --device cpu [--airbench95]   # CPU: airbench94 beside small and cpu
+    python benchmarks/vs_airbench.py --smoke      # CPU: a few steps of both sides (CI)
 
-One clock for both sides: CUDA-synchronised wall time from the first training step to the final (TTA) test
-accuracy, with the data already on the GPU (airbench: train9x(verbose=False) then its evaluate at TTA level 2;
-budgetnet: `train` with evaluation only after the last epoch). The first run of each system in the process is the
-cold run (cuDNN autotuning, compilation): it is reported on its own, and the seeds that follow are the warm runs
-whose mean and spread the table shows. airbench reads `cifar10/train.pt` and `cifar10/test.pt` under the working
-directory; they are written from budgetnet's loader, so both sides see the same images. airbench (0.1.8, the
-`bench` extra) needs CUDA; with --smoke on the CPU its side only writes and reads those files and imports it.
+One clock for both sides: wall time (CUDA-synchronised on a GPU) from the start of training to the final TTA test
+accuracy, with the data already on the device. airbench: train9x(verbose=False), whitening included, then its
+evaluate at its TTA level 2 (6 views); budgetnet: `train_without_rundir`, evaluating only after the last epoch.
+Neither side writes a checkpoint, a log or a summary. Beside that clock, budgetnet's own train_seconds (its
+epochs alone). The first run of each system in the process is the cold run (cuDNN autotuning, compilation, first
+allocations) and is reported apart; it uses seed N, the warm runs seeds 0..N-1, so no warm run repeats it.
+FLOPs of a run: torch.utils.flop_counter on each network (forward+backward per training image times the images
+seen, every view counted; forward per test image times the TTA views); airbench's whitening set-up is left out.
+
+airbench reads `cifar10/train.pt` and `cifar10/test.pt` under the working directory; they are written from
+budgetnet's loader, so both sides see the same images. On the CPU airbench's code runs unedited, with these
+changes made at run time by this script (`airbench_on_cpu`): its loaders load to the CPU and hold fp32 images
+(its `gpu=0` default and `.half()`), its network is built with `.cuda()` and `.half()` as no-ops and runs its
+forward pass under bf16 autocast with fp32 weights, returning fp32 logits (--airbench-precision fp32: no
+autocast), and its CUDA events are a wall clock. bf16, not fp16: CPUs have no fast fp16 convolutions, while
+bf16 autocast is what budgetnet's CPU-side recipes (`small`, `cpu`: precision bf16) train in, so both sides run
+the same arithmetic; fp32 weights because bf16 weights would drop small SGD updates. How far this moves airbench's
+accuracy from its GPU figure (90.68% for airbench94 on the copy) is measured by running it, not assumed.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
+from budgetnet.augment import build_augment
 from budgetnet.config import DataConfig, Recipe, load_recipe
-from budgetnet.data import Data, from_arrays, load_data
-from budgetnet.train import train
+from budgetnet.data import Data, from_arrays, load_data, steps_per_epoch
+from budgetnet.model import flops_per_image
+from budgetnet.runtime import configure_backend, device_name
+from budgetnet.train import train_without_rundir
 
 from tables import markdown
 
 AIRBENCH = ("airbench94", "airbench95", "airbench96")
-DEFAULT_PAIRS = (("airbench94", "small"), ("airbench95", "fast"))
+DEFAULT_PAIRS = {"cuda": (("airbench94", "small"), ("airbench95", "fast")),
+                 "cpu": (("airbench94", "small"), ("airbench94", "cpu"))}
 SMOKE = ["epochs=1", "batch_size=32", "eval_batch_size=64", "compile=false", "model.channels=[8, 16, 16]"]
-
-
+SMOKE_AIRBENCH = {"batch_size": 64, "steps": 2}
+TTA_VIEWS = {"none": 1, "flip": 2, "flip_translate": 6}  # budgetnet's tta; airbench's levels 0, 1, 2 likewise
 def clock(device: torch.device) -> float:
     """Seconds of a wall clock after the device has finished its queued work."""
     if device.type == "cuda":
@@ -67,58 +87,138 @@ def check_airbench_data(data: Data, folder: Path) -> int:
 
 def run_budgetnet(recipe: Recipe, data: Data, device: torch.device, seed: int, eval_every: int | None = None,
                   on_epoch: Callable[[dict], None] | None = None) -> dict:
-    """One training run of a recipe: accuracy (TTA, after the last epoch), seconds on the one clock and the loop's
-    own train_seconds (evaluation excluded). It evaluates after the last epoch only, or every `eval_every`."""
+    """One training run of a recipe with no run directory: accuracy (TTA, after the last epoch), seconds on the one
+    clock, the loop's own train_seconds (evaluation excluded), FLOPs. It evaluates after the last epoch only, or
+    every `eval_every`."""
     recipe = load_recipe(recipe.to_dict(), [f"seed={seed}", f"eval_every={eval_every or recipe.epochs}"])
-    with tempfile.TemporaryDirectory() as out:
-        start = clock(device)
-        summary = train(recipe, out, progress=False, data=data, on_epoch=on_epoch)
-        seconds = clock(device) - start
+    start = clock(device)
+    summary = train_without_rundir(recipe, data=data, on_epoch=on_epoch)
+    seconds = clock(device) - start
+    flops = flops_per_image(recipe.model)
+    n_train = steps_per_epoch(len(data.train[0]), recipe.batch_size) * recipe.batch_size
+    views = build_augment(recipe.augment, recipe.model.num_classes).num_views
+    evaluated = sum(len(s[0]) for s in (data.val, data.test) if s is not None)
+    evaluations = len({*range(recipe.eval_every, recipe.epochs + 1, recipe.eval_every), recipe.epochs})
+    total = (flops["forward_backward"] * n_train * views * summary["epochs_done"]
+             + flops["forward"] * evaluated * TTA_VIEWS[recipe.tta] * evaluations)
     return {"accuracy": summary["final_test_acc"], "seconds": seconds, "train_seconds": summary["train_seconds"],
-            "params": summary["params"]}
+            "params": summary["params"], "precision": recipe.precision, "pflop": total / 1e15}
 
 
-def run_airbench(name: str, folder: Path, device: torch.device, seed: int) -> dict:
-    """One airbench run (its default hyperparameters) on the files in `folder`, named .../cifar10."""
+class WallEvent:
+    """torch.cuda.Event's record/elapsed_time on a wall clock (airbench times itself with CUDA events)."""
+
+    def __init__(self, enable_timing: bool = True) -> None:
+        self.t = 0.0
+
+    def record(self) -> None:
+        self.t = time.perf_counter()
+
+    def elapsed_time(self, end: "WallEvent") -> float:
+        return 1e3 * (end.t - self.t)
+
+
+@contextlib.contextmanager
+def airbench_on_cpu() -> Iterator[None]:
+    """Within the block airbench's code runs on the CPU: its loaders load there with fp32 images and its CUDA
+    events and synchronize are a wall clock. Everything is restored after."""
+    import airbench.utils
+
+    class CpuLoader(airbench.utils.CifarLoader):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **{**kwargs, "gpu": "cpu"})
+            self.images = self.images.float()
+
+    saved = (airbench.utils.CifarLoader, torch.cuda.Event, torch.cuda.synchronize)
+    airbench.utils.CifarLoader, torch.cuda.Event, torch.cuda.synchronize = CpuLoader, WallEvent, lambda *a: None
+    try:
+        yield
+    finally:
+        airbench.utils.CifarLoader, torch.cuda.Event, torch.cuda.synchronize = saved
+
+
+def cpu_net(make_net: Callable[[], nn.Module], precision: str) -> nn.Module:
+    """airbench's network built by its own `make_net` with `.cuda()` and `.half()` as no-ops (fp32 weights on the
+    CPU), its forward pass under bf16 autocast returning fp32 logits (precision bf16), or in fp32."""
+    saved = nn.Module.cuda, nn.Module.half
+    nn.Module.cuda = nn.Module.half = lambda self, *args, **kwargs: self
+    try:
+        net = make_net()
+    finally:
+        nn.Module.cuda, nn.Module.half = saved
+    if precision == "bf16":
+        forward = net.forward
+
+        def autocast_forward(x: torch.Tensor) -> torch.Tensor:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return forward(x).float()
+
+        net.forward = autocast_forward
+    return net
+
+
+def airbench_flops(make_net: Callable[[], nn.Module]) -> dict[str, int]:
+    """FLOPs of one image through airbench's network (fp32 on the CPU): {"forward", "forward_backward"}, the
+    backward pass with the whitening filters frozen, as in its training."""
+    net = cpu_net(make_net, "fp32")
+    x = torch.zeros(2, 3, 32, 32)
+    with FlopCounterMode(display=False) as forward, torch.no_grad():
+        net(x)
+    with FlopCounterMode(display=False) as both:
+        net(x).sum().backward()
+    return {"forward": forward.get_total_flops() // 2, "forward_backward": both.get_total_flops() // 2}
+
+
+def run_airbench(name: str, folder: Path, device: torch.device, seed: int, precision: str = "bf16",
+                 smoke: bool = False) -> dict:
+    """One airbench run (its default hyperparameters; a few steps with smoke) on the files in `folder`, named
+    .../cifar10, on the GPU as it ships or on the CPU through `airbench_on_cpu`."""
     import airbench
 
     module = getattr(airbench, f"lib_{name}")
-    trainer = getattr(airbench, f"train{name[-2:]}")
+    hyp = module.hyp
+    make_net = getattr(module, f"make_net{name[-2:]}")
+    batch = SMOKE_AIRBENCH["batch_size"] if smoke else hyp["opt"]["batch_size"]
+    on_cpu = device.type == "cpu"
     torch.manual_seed(seed)
     cwd = os.getcwd()
     os.chdir(folder.parent)  # airbench opens its test set as cifar10/test.pt
     try:
-        loader = airbench.CifarLoader(folder.name, train=True, batch_size=module.hyp["opt"]["batch_size"],
-                                      aug=module.hyp["aug"], altflip=True)
-        test_loader = airbench.CifarLoader(folder.name, train=False, batch_size=2000)
-        start = clock(device)
-        model = trainer(loader, verbose=False)
-        accuracy = airbench.evaluate(model, test_loader, tta_level=module.hyp["net"]["tta_level"])
-        seconds = clock(device) - start
+        with airbench_on_cpu() if on_cpu else contextlib.nullcontext():
+            loader = airbench.utils.CifarLoader(folder.name, train=True, batch_size=batch, aug=hyp["aug"],
+                                                altflip=True)
+            test_loader = airbench.utils.CifarLoader(folder.name, train=False, batch_size=2000)
+            net = (lambda: cpu_net(make_net, precision)) if on_cpu else make_net
+            epochs = SMOKE_AIRBENCH["steps"] / len(loader) if smoke else hyp["opt"]["train_epochs"]
+            start = clock(device)
+            model = getattr(airbench, f"train{name[-2:]}")(loader, epochs=epochs, make_net=net, verbose=False)
+            accuracy = airbench.evaluate(model, test_loader, tta_level=hyp["net"]["tta_level"])
+            seconds = clock(device) - start
     finally:
         os.chdir(cwd)
     # trainable parameters: BatchNorm scales and the whitening filters never train; the whitening bias trains
     # for the first epochs and is frozen (requires_grad False) by the end
-    params = sum(p.numel() for name, p in model.named_parameters() if p.requires_grad or name == "0.bias")
-    return {"accuracy": accuracy, "seconds": seconds, "params": params}
+    params = sum(p.numel() for key, p in model.named_parameters() if p.requires_grad or key == "0.bias")
+    flops = airbench_flops(make_net)
+    seen = math.ceil(len(loader) * epochs) * batch
+    views = [1, 2, 6][hyp["net"]["tta_level"]]
+    total = flops["forward_backward"] * seen + flops["forward"] * len(test_loader.labels) * views
+    return {"accuracy": accuracy, "seconds": seconds, "train_seconds": None, "params": params,
+            "precision": (precision if on_cpu else "fp16") + " (airbench at run time)" * on_cpu,
+            "pflop": total / 1e15}
 
 
 def compare(pairs: list[tuple[str, str]], data: Data, device: torch.device, seeds: int, folder: Path,
-            on_run: Callable[[dict], None], smoke: bool = False) -> None:
-    """Run every system of `pairs` cold once, then `seeds` warm times; each finished run goes to `on_run`.
-
-    With smoke, budgetnet's recipes train tiny for a few steps and airbench's side checks its data files."""
+            on_run: Callable[[dict], None], smoke: bool = False, airbench_precision: str = "bf16") -> None:
+    """Run every system of `pairs` cold once (seed `seeds`), then warm with seeds 0..seeds-1; each finished run
+    goes to `on_run`. With smoke both sides train tiny for a few steps, and airbench's data files are checked."""
     write_airbench_data(data, folder)
+    if smoke:
+        on_run({"system": "data files", "run": "smoke", "checked_images": check_airbench_data(data, folder)})
     for system in dict.fromkeys(name for pair in pairs for name in pair):
-        if system in AIRBENCH and device.type != "cuda":
-            if not smoke:
-                raise RuntimeError(f"{system} needs CUDA: run on a GPU, or pass --smoke")
-            import airbench  # noqa: F401  (the bench extra is installed and imports)
-            on_run({"system": system, "run": "smoke", "checked_images": check_airbench_data(data, folder)})
-            continue
-        for i, seed in enumerate([0, *range(seeds)]):
+        for i, seed in enumerate([seeds, *range(seeds)]):
             if system in AIRBENCH:
-                result = run_airbench(system, folder, device, seed)
+                result = run_airbench(system, folder, device, seed, airbench_precision, smoke)
             else:
                 recipe = load_recipe(system, [f"device={device}", *(SMOKE if smoke else [])])
                 result = run_budgetnet(recipe, data, device, seed)
@@ -126,8 +226,8 @@ def compare(pairs: list[tuple[str, str]], data: Data, device: torch.device, seed
 
 
 def summarize(runs: list[dict], pairs: list[tuple[str, str]]) -> list[dict]:
-    """One row per system (warm runs: accuracy mean and spread, seconds; the cold run's seconds), with each
-    budgetnet recipe's ratios to its airbench partner."""
+    """One row per system (warm runs: accuracy mean and spread, seconds, train_seconds, PFLOP a run; the cold run's
+    seconds), with each budgetnet recipe's ratios to its airbench partner."""
     rows = {}
     for system in dict.fromkeys(r["system"] for r in runs):
         warm = [r for r in runs if r["system"] == system and r["run"] == "warm"]
@@ -139,21 +239,28 @@ def summarize(runs: list[dict], pairs: list[tuple[str, str]]) -> list[dict]:
                         "accuracy": statistics.mean(accs) if accs else None,
                         "accuracy_spread": statistics.stdev(accs) if len(accs) > 1 else None,
                         "seconds": statistics.mean(secs) if secs else None,
-                        "cold_seconds": cold[0] if cold else None}
+                        "train_seconds": statistics.mean(t) if (t := [r["train_seconds"] for r in warm
+                                                                    if r["train_seconds"] is not None]) else None,
+                        "cold_seconds": cold[0] if cold else None,
+                        "pflop": warm[0]["pflop"] if warm else None,
+                        "precision": warm[0]["precision"] if warm else None}
     for reference, ours in pairs:
         a, b = rows.get(reference), rows.get(ours)
         if a and b and a["seconds"] and b["seconds"]:
             b["vs"] = reference
             b["time_ratio"] = b["seconds"] / a["seconds"]
             b["accuracy_gain"] = b["accuracy"] - a["accuracy"]
+            b["flop_ratio"] = b["pflop"] / a["pflop"]
             b["target_met"] = b["accuracy"] >= a["accuracy"] and b["seconds"] < a["seconds"]
     return list(rows.values())
 
 
-COLUMNS = [("system", "system", ""), ("params", "params", ","), ("seeds", "seeds", ""),
-           ("test accuracy", "accuracy", ".2%"), ("spread", "accuracy_spread", ".2%"),
-           ("seconds (one clock)", "seconds", ".2f"), ("cold run s", "cold_seconds", ".2f"), ("vs", "vs", ""),
-           ("time ratio", "time_ratio", ".2f"), ("accuracy gain", "accuracy_gain", "+.2%"), ("target met", "target_met", "")]
+COLUMNS = [("system", "system", ""), ("precision", "precision", ""), ("params", "params", ","),
+           ("seeds", "seeds", ""), ("test accuracy", "accuracy", ".2%"), ("spread", "accuracy_spread", ".2%"),
+           ("seconds (one clock)", "seconds", ".2f"), ("train_seconds", "train_seconds", ".2f"),
+           ("cold run s", "cold_seconds", ".2f"), ("PFLOP a run", "pflop", ".4g"), ("vs", "vs", ""),
+           ("time ratio", "time_ratio", ".2f"), ("FLOP ratio", "flop_ratio", ".2f"),
+           ("accuracy gain", "accuracy_gain", "+.2%"), ("target met", "target_met", "")]
 
 
 def smoke_data(n_train: int, n_test: int) -> Data:
@@ -174,32 +281,39 @@ def parse_pairs(text: str) -> list[tuple[str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--pairs", default=",".join(f"{a}:{b}" for a, b in DEFAULT_PAIRS),
-                   help="airbench:recipe pairs (default: %(default)s)")
+    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="where both sides run "
+                   "(default: %(default)s; cpu runs airbench through run-time changes, see the module's doc)")
+    p.add_argument("--pairs", help="airbench:recipe pairs (default: airbench94:small,airbench95:fast on cuda, "
+                                   "airbench94:small,airbench94:cpu on cpu)")
+    p.add_argument("--airbench95", action="store_true", help="on the CPU also airbench95 beside fast (about an "
+                                                             "hour a run each on 2 cores)")
+    p.add_argument("--airbench-precision", choices=["bf16", "fp32"], default="bf16",
+                   help="airbench's arithmetic on the CPU: bf16 autocast with fp32 weights, or fp32 "
+                        "(default: %(default)s)")
     p.add_argument("--seeds", type=int, default=3, help="warm runs of each system (default: %(default)s)")
     p.add_argument("--data", help="folder holding cifar-10-batches-py/ (default: $BUDGETNET_DATA)")
-    p.add_argument("--smoke", action="store_true", help="CPU check: tiny budgetnet runs, airbench's files only")
+    p.add_argument("--smoke", action="store_true", help="CPU check: a few steps of both sides on random images")
     p.add_argument("--json", action="store_true", help="print the rows and runs as JSON instead of the table")
     args = p.parse_args(argv)
-    pairs = parse_pairs(args.pairs)
-    device = torch.device("cpu" if args.smoke else "cuda")
+    device = torch.device("cpu" if args.smoke else args.device)
+    pairs = parse_pairs(args.pairs) if args.pairs else list(DEFAULT_PAIRS[device.type])
+    if args.airbench95 and ("airbench95", "fast") not in pairs:
+        pairs.append(("airbench95", "fast"))
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("vs_airbench needs a CUDA GPU (airbench runs only there); on the CPU use --smoke")
-    data = smoke_data(128, 64) if args.smoke else load_data(DataConfig(), args.data, device)
+        raise SystemExit("no CUDA GPU here: pass --device cpu (airbench on the CPU) or --smoke")
+    data = smoke_data(256, 64) if args.smoke else load_data(DataConfig(), args.data, device)
+    configure_backend(device)  # the settings budgetnet's train() uses, from the first run of either side
     runs: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
-        compare(pairs, data, device, 1 if args.smoke else args.seeds, Path(tmp) / "cifar10", runs.append, args.smoke)
+        compare(pairs, data, device, 1 if args.smoke else args.seeds, Path(tmp) / "cifar10", runs.append, args.smoke,
+                args.airbench_precision)
     rows = summarize([r for r in runs if "accuracy" in r], pairs)
     if args.json:
-        print(json.dumps({"rows": rows, "runs": runs}, indent=1))
+        print(json.dumps({"device_name": device_name(device), "rows": rows, "runs": runs}, indent=1))
     else:
-        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (smoke)"
-        print(f"{name}, torch {torch.__version__}, {len(data.train[0]):,} training images\n")
+        print(f"{device_name(device)}{' (SMOKE RUN: not a measurement)' if args.smoke else ''}, torch "
+              f"{torch.__version__}, {len(data.train[0]):,} training images\n")
         print(markdown(rows, COLUMNS))
-        for r in runs:
-            if r["run"] == "smoke":
-                print(f"{r['system']}: needs CUDA; its data files hold our {r['checked_images']:,} training images "
-                      "(read back with airbench.CifarLoader)")
     return 0
 
 

@@ -1,7 +1,10 @@
-"""benchmarks/gpu_check.py and vs_airbench.py on the CPU: the smoke job end to end, the deadline, airbench's data files."""
+"""benchmarks/gpu_check.py and vs_airbench.py on the CPU: the GPU machine's command (gpu_job.sh) as a smoke job end to
+end, the deadline, airbench's data files."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -14,7 +17,7 @@ from budgetnet.data import from_arrays
 from budgetnet.model import flops_per_image
 from budgetnet.config import load_recipe
 
-from conftest import CLASSES, synthetic_arrays
+from conftest import CLASSES, TINY_MODEL, synthetic_arrays
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
@@ -23,14 +26,33 @@ import gpu_check  # noqa: E402
 import vs_airbench  # noqa: E402
 
 
-def test_smoke_job_runs_every_stage_and_writes_its_tables(tmp_path):
+def airbench_wheel(tmp_path: Path) -> Path:
+    """The folder holding the airbench 0.1.8 wheel the GPU job carries: .device/wheels when built there, else
+    built now into tmp_path (skip when no package index can be reached)."""
+    built = BENCHMARKS.parent / ".device" / "wheels"
+    if (built / "airbench-0.1.8-py3-none-any.whl").is_file():
+        return built
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--wheel-dir", str(tmp_path),
+                           "airbench==0.1.8"], capture_output=True, text=True, timeout=300)
+    if proc.returncode:
+        pytest.skip("no airbench wheel in .device/wheels and none could be built (no package index)")
+    return tmp_path
+
+
+def test_the_gpu_machines_command_runs_every_stage_of_the_smoke_job(tmp_path):
+    """benchmarks/gpu_job.sh --smoke as the GPU machine runs it: the wheel installed with --no-index into a target
+    folder, budgetnet from PYTHONPATH=src, under the outer timeout."""
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(BENCHMARKS / "gpu_check.py"), "--smoke", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(out), "JOB_SITE": str(tmp_path / "site"),
+           "JOB_WHEELS": str(airbench_wheel(tmp_path / "wheels"))}
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run([shutil.which("bash"), str(BENCHMARKS / "gpu_job.sh"), "--smoke"], capture_output=True,
+                          text=True, timeout=600, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "site" / "airbench" / "utils.py").is_file()  # what the job ran was the wheel's airbench
     result = json.loads((out / "results.json").read_text())
     stages = {r["stage"]: r for r in result["stages"]}
-    assert list(stages) == list(gpu_check.STAGES)
+    assert list(stages) == [name for name in gpu_check.STAGES if name not in gpu_check.ONLY_ALONE]  # best: --stage
     assert all(r["status"] == "done" and r["rows"] for r in stages.values()), [r["status"] for r in stages.values()]
     assert "SMOKE" in result["device"]
     tiny = flops_per_image(load_recipe("seed", gpu_check.TINY_SEED).model)["forward_backward"]
@@ -41,10 +63,11 @@ def test_smoke_job_runs_every_stage_and_writes_its_tables(tmp_path):
     assert jsd["gflop_per_image"] == pytest.approx(3 * tiny / 1e9)
     assert jsd["cost_vs_crop_flip"] == pytest.approx(crop_flip["images_per_s"] / jsd["images_per_s"])
     assert stages["seed-steps"]["rows"][0]["weights_and_momentum_finite"] is True
-    assert [r["system"] for r in stages["airbench"]["rows"]] == ["small", "fast"]
-    assert sum("airbench.CifarLoader" in n for n in stages["airbench"]["notes"]) == 2
+    assert [r["system"] for r in stages["airbench"]["rows"]] == ["airbench94", "small", "airbench95", "fast"]
+    assert sum("airbench.CifarLoader" in n for n in stages["airbench"]["notes"]) == 1
+    assert [r["epoch"] for r in stages["seed-fast"]["rows"]] == [1, "run"]
     markdown = (out / "results.md").read_text()
-    assert all(f"## {name}: done" in markdown for name in gpu_check.STAGES) and "## Targets" in markdown
+    assert all(f"## {name}: done" in markdown for name in stages) and "## Targets" in markdown
 
 
 def test_a_stage_out_of_time_keeps_its_rows_and_the_job_goes_on(tmp_path, monkeypatch):
@@ -66,6 +89,32 @@ def test_a_stage_out_of_time_keeps_its_rows_and_the_job_goes_on(tmp_path, monkey
     assert records[0]["checks"] == [{"target": "rows measured", "measured": "1", "met": True}]  # judged all the same
     assert records[1]["status"] == "done" and records[1]["cap_s"] > 1  # the rest of the deadline went to it
     assert "## slow: out of time" in (tmp_path / "results.md").read_text()
+
+
+def test_a_training_stage_cut_by_its_deadline_keeps_its_epochs(tiny_data, monkeypatch):
+    stage = gpu_check.Stage("long", 1, lambda ctx, record: gpu_check.train_seeds(ctx, stage, record, "demo"),
+                            smoke=[*TINY_MODEL, "epochs=100000", "batch_size=64"])
+    monkeypatch.setitem(gpu_check.STAGES, "long", stage)
+    ctx = gpu_check.Check(torch.device("cpu"), tiny_data, True, None, False)
+    records = gpu_check.run_stages(["long"], ctx, time.monotonic() + 4, lambda recs: None)
+    record = records[0]
+    assert record["status"].startswith("out of time")
+    epochs = [r["epoch"] for r in record["rows"]]
+    assert epochs and epochs == list(range(1, len(epochs) + 1))  # every finished epoch, no "run" row
+    assert all(r["seconds"] > 0 and r["images_per_s"] > 0 and r["recipe"] == "demo" for r in record["rows"])
+
+
+def test_the_deadline_stops_a_stage_through_code_that_rewraps_exceptions(tmp_path, monkeypatch):
+    def rewrapping(ctx, record):  # what torch.compile does with an exception raised inside it
+        try:
+            time.sleep(30)
+        except Exception as e:
+            raise RuntimeError("wrapped") from e
+
+    monkeypatch.setitem(gpu_check.STAGES, "wrapped", gpu_check.Stage("wrapped", 1, rewrapping))
+    ctx = gpu_check.Check(torch.device("cpu"), None, True, None, False)
+    records = gpu_check.run_stages(["wrapped"], ctx, time.monotonic() + 2, lambda recs: None)
+    assert records[0]["status"].startswith("out of time")
 
 
 def test_airbench_data_files_hold_our_images(tmp_path):

@@ -111,6 +111,7 @@ class Recipe:
     tta: str = "none"                 # test-time augmentation at evaluation: none | flip | flip_translate
     grad_clip: float | None = None    # max gradient norm
     eval_every: int = 1               # evaluate every k epochs (and always after the last)
+    checkpoint_every: int | None = None  # checkpoint every k epochs and after the last (0: the last only; None: auto)
     device: str = "auto"              # auto | cpu | cuda | cuda:1 ...
     precision: str = "auto"           # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     channels_last: bool = True

@@ -125,12 +125,24 @@ def git_commit() -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def provenance(device: torch.device) -> dict:
+def device_name(device: torch.device) -> str:
+    """The device's model: the GPU's name, or the CPU's (/proc/cpuinfo's model name on Linux, else
+    platform.processor(), else the architecture) with the number of threads torch uses."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = ""
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    return f"{model or platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def provenance(device: torch.device, commit: bool = True) -> dict:
     """What a figure was measured with: the device and its model, torch and CUDA versions, budgetnet version and
-    commit (figures are compared across machines)."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
-    return {"device": str(device), "device_name": name, "torch": torch.__version__, "cuda": torch.version.cuda,
-            "budgetnet_version": __version__, "budgetnet_commit": git_commit()}
+    commit (figures are compared across machines); with `commit` false the commit is not looked up (None)."""
+    return {"device": str(device), "device_name": device_name(device), "torch": torch.__version__,
+            "cuda": torch.version.cuda, "budgetnet_version": __version__,
+            "budgetnet_commit": git_commit() if commit else None}
 
 
 class Interrupted(KeyboardInterrupt):

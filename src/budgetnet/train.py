@@ -63,6 +63,9 @@ def check_recipe(recipe: Recipe) -> int:
     for key in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
         if getattr(recipe, key) < 1:
             raise RecipeError(f"{key}={getattr(recipe, key)} must be 1 or more")
+    if recipe.checkpoint_every is not None and recipe.checkpoint_every < 0:
+        raise RecipeError(f"checkpoint_every={recipe.checkpoint_every} must be 0 or more (0: only after the last "
+                          "epoch), or null for the default interval")
     if not 0 <= recipe.label_smoothing < 1:
         raise RecipeError(f"label_smoothing={recipe.label_smoothing} must be in [0, 1)")
     if recipe.grad_clip is not None and recipe.grad_clip <= 0:
@@ -85,6 +88,20 @@ def check_recipe(recipe: Recipe) -> int:
     return params
 
 
+AUTO_CHECKPOINTS = 50  # checkpoint_every=null: at most this many checkpoints a run (every epoch up to 50 epochs)
+
+
+def checkpoint_due(recipe: Recipe, epoch: int) -> bool:
+    """Whether finished `epoch` writes last.pt (and best.pt when it improved): every `checkpoint_every` epochs and
+    always the last; 0 only the last; null (the default) every epoch for runs of up to 50 epochs, else every
+    ceil(epochs / 50), so that a crash costs at most 2% of a long run and a 1,200-epoch run writes 50 checkpoints.
+    A resume continues from the last one written and trains the epochs since again (exactly: see TrainState)."""
+    every = recipe.checkpoint_every
+    if every is None:
+        every = math.ceil(recipe.epochs / AUTO_CHECKPOINTS)
+    return epoch == recipe.epochs or (every > 0 and epoch % every == 0)
+
+
 @dataclass
 class TrainState:
     """Everything training changes: the weights, the optimizer and its schedule, the averages, and the progress."""
@@ -97,7 +114,7 @@ class TrainState:
     steps_per_epoch: int
     epoch: int = 0       # epochs finished
     step: int = 0        # optimizer steps taken
-    best: float = -1.0   # best validation (else test) accuracy so far
+    best: float = -1.0   # best validation (else test) accuracy of the checkpointed epochs so far (best.pt's)
 
     @property
     def eval_model(self) -> nn.Module:
@@ -151,25 +168,33 @@ def build_state(recipe: Recipe, data: Data, device: torch.device, ddp: Dist) -> 
 
 class RunWriter:
     """Rank 0's writes to the run directory (other ranks write nothing): recipe, overrides, checkpoints, metrics,
-    summary. An epoch's checkpoint is written before its metric row, so a row always has its checkpoint."""
+    summary. A checkpointed epoch's checkpoint is written before its metric row; the rows after the last checkpoint
+    are dropped on resume, which trains those epochs again. With `is_main` false (other ranks, or no run
+    directory) it writes nothing."""
 
-    def __init__(self, files: RunFiles, recipe: Recipe, params: int, device: torch.device, classes: list[str],
+    def __init__(self, files: RunFiles | None, recipe: Recipe, params: int, device: torch.device, classes: list[str],
                  is_main: bool):
-        self.files, self.recipe, self.params, self.classes, self.is_main = files, recipe, params, classes, is_main
-        self.provenance = provenance(device)
+        self.files, self.recipe, self.params, self.classes = files, recipe, params, classes
+        self.is_main = is_main and files is not None
+        self.provenance = provenance(device, commit=files is not None)
         self.history: list[dict] = []
+        self.saved_epoch = 0  # the epoch of the last checkpoint written (or resumed from)
 
-    def start(self) -> None:
-        """Create the run directory (or clean a killed writer's partial files) and record the recipe."""
+    def start(self, fresh: bool = False) -> None:
+        """Create the run directory (or clean a killed writer's partial files) and record the recipe; `fresh`
+        (not a resume) also drops the metric rows of a run killed before its first checkpoint."""
         if self.is_main:
             self.files.checkpoints.mkdir(parents=True, exist_ok=True)
             self.files.remove_partial_writes()
+            if fresh and self.files.metrics.is_file():
+                write_jsonl(self.files.metrics, [])
             write_atomic(self.files.recipe, yaml.safe_dump(self.recipe.to_dict(), sort_keys=False).encode())
 
     def resume(self, epoch: int, changes: dict[str, tuple]) -> None:
         """Keep the metric rows up to the checkpoint's `epoch` (later rows belong to lost work) and record the
         recipe changes that take effect from the next epoch."""
         self.history = read_jsonl(self.files.metrics)[:epoch]
+        self.saved_epoch = epoch
         if not self.is_main:
             return
         write_jsonl(self.files.metrics, self.history)
@@ -179,15 +204,18 @@ class RunWriter:
         print(f"resuming {self.files.root} after epoch {epoch}/{self.recipe.epochs}"
               + "".join(f"; {k}: {old!r} -> {new!r}" for k, (old, new) in sorted(changes.items())), file=sys.stderr)
 
-    def epoch_done(self, row: dict, state: TrainState, improved: bool) -> None:
-        """Checkpoint (last, and best when `improved`), then the metric row, then the summary."""
-        if self.is_main:
+    def epoch_done(self, row: dict, state: TrainState, improved: bool, save: bool = True) -> None:
+        """Checkpoint when `save` (last, and best when `improved`), then the metric row, then the summary."""
+        if self.is_main and save:
             ckpt = {**state.state_dict(), "recipe": self.recipe.to_dict(), "params": self.params,
                     "classes": self.classes, "budgetnet_version": __version__, "budgetnet_commit": git_commit()}
             checkpoint.save(ckpt, self.files.last)
             if improved:
                 checkpoint.save(ckpt, self.files.best)
+        if self.is_main:
             append_jsonl(self.files.metrics, row)
+        if save:
+            self.saved_epoch = row["epoch"]
         self.history.append(row)
         self.write_summary("finished" if row["epoch"] == self.recipe.epochs else "running")
 
@@ -203,12 +231,14 @@ class RunWriter:
 
     def kept(self) -> str:
         """Which checkpoint a stopped run keeps, in words."""
-        done = len(self.history)
+        done = self.saved_epoch
+        if self.files is None:
+            return "nothing (it trained without a run directory)"
         return (f"its last good checkpoint, after epoch {done} ({self.files.last})" if done
                 else "no checkpoint (no epoch finished, so none was written)")
 
 
-def train(recipe: Recipe | None, out_dir: str | Path, data_dir: str | Path | None = None, resume: bool = False,
+def train(recipe: Recipe | None, out_dir: str | Path | None, data_dir: str | Path | None = None, resume: bool = False,
           progress: bool = True, on_epoch: EpochCallback | None = None, data: Data | None = None,
           overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """Train `recipe` into run directory `out_dir`, or continue the run there (`resume`, with `overrides`:
@@ -217,9 +247,10 @@ def train(recipe: Recipe | None, out_dir: str | Path, data_dir: str | Path | Non
     Everything that can be checked is checked before any work (`check_recipe`, then the run directory and the
     data), so a bad value leaves no run directory behind. `on_epoch(row)` sees each epoch's metrics (a search can
     raise to prune). Ctrl-C and SIGTERM stop with TrainingInterrupted, a full disk with rundir.DiskFullError, a
-    NaN loss with TrainingDiverged; each keeps the last finished epoch's checkpoint and says so in summary.json.
+    NaN loss with TrainingDiverged; each keeps the last checkpoint written and says so in summary.json. With
+    `out_dir` None it trains with no run directory at all (see `train_without_rundir`).
     """
-    files = RunFiles(Path(out_dir))
+    files = RunFiles(Path(out_dir)) if out_dir is not None else None
     # every rank reads the run's recipe before the process group forms, so before rank 0 can rewrite it
     recipe, changes = _run_recipe(files, recipe, resume, overrides)
     params = check_recipe(recipe)
@@ -231,7 +262,7 @@ def train(recipe: Recipe | None, out_dir: str | Path, data_dir: str | Path | Non
     data = data or load_data(recipe.data, data_dir, device, note=ddp.is_main)
 
     writer = RunWriter(files, recipe, params, device, data.classes, ddp.is_main)
-    writer.start()
+    writer.start(fresh=not resume)
     state = build_state(recipe, data, device, ddp)
     if resume:
         if files.last.is_file():
@@ -247,14 +278,17 @@ def train(recipe: Recipe | None, out_dir: str | Path, data_dir: str | Path | Non
                 _check_finite(row, writer, recipe)
                 row.update(_evaluate(state, data, recipe, device, ddp))
                 key = "val_acc" if data.val is not None else "test_acc"
-                improved = row.get(key, -1.0) > state.best
-                state.best = max(state.best, row.get(key, -1.0))
-                writer.epoch_done(row, state, improved)
+                save = checkpoint_due(recipe, state.epoch)
+                improved = save and row.get(key, -1.0) > state.best
+                state.best = max(state.best, row.get(key, -1.0)) if save else state.best
+                writer.epoch_done(row, state, improved, save)
                 if progress and ddp.is_main:
                     print(_epoch_line(row, recipe.epochs), file=sys.stderr)
                 if on_epoch is not None:
                     on_epoch(row)
         except KeyboardInterrupt as e:
+            if files is None:
+                raise
             writer.write_summary("interrupted")
             raise TrainingInterrupted(f"interrupted: the run keeps {writer.kept()}; continue with --resume "
                                       f"{files.root}", getattr(e, "signum", signal.SIGINT)) from None
@@ -274,10 +308,21 @@ def train(recipe: Recipe | None, out_dir: str | Path, data_dir: str | Path | Non
     return writer.summary("finished")
 
 
+def train_without_rundir(recipe: Recipe, data: Data | None = None, data_dir: str | Path | None = None,
+                         progress: bool = False, on_epoch: EpochCallback | None = None) -> dict:
+    """Train `recipe` and return its summary (final_test_acc, train_seconds, epochs_done, params, device_name...)
+    with no run directory at all: no recipe, metrics, summary or checkpoint is written and no git commit is looked
+    up (budgetnet_commit is None), so that a benchmark's clock times training and evaluation alone."""
+    return train(recipe, None, data_dir, progress=progress, on_epoch=on_epoch, data=data)
+
+
 def _check_finite(row: dict, writer: RunWriter, recipe: Recipe) -> None:
     """Stop with TrainingDiverged (recorded in summary.json) when the epoch's training loss is NaN or infinite."""
     if not math.isfinite(row["train_loss"]):
         writer.write_summary("diverged")
+        if writer.files is None:
+            raise TrainingDiverged(f"epoch {row['epoch']}: the training loss is {row['train_loss']}; lower the "
+                                   "learning rate or set grad_clip")
         raise TrainingDiverged(
             f"epoch {row['epoch']}: the training loss is {row['train_loss']}; the run stopped with {writer.kept()}. "
             f"Lower the learning rate or set grad_clip and continue: budgetnet train --resume {writer.files.root} "
@@ -295,9 +340,13 @@ def _check_world(recipe: Recipe, ddp: Dist, device: torch.device) -> None:
         raise RecipeError("sync_bn=true needs CUDA devices (torch's SyncBatchNorm); on the CPU use sync_bn=false")
 
 
-def _run_recipe(files: RunFiles, recipe: Recipe | None, resume: bool,
+def _run_recipe(files: RunFiles | None, recipe: Recipe | None, resume: bool,
                 overrides: list[str] | tuple[str, ...]) -> tuple[Recipe, dict[str, tuple]]:
     """The recipe to train and, on resume, its changes {key: (old, new)} from the run's recorded recipe."""
+    if files is None:  # train_without_rundir
+        if resume:
+            raise RecipeError("resume needs a run directory: pass the run's out_dir")
+        return recipe, {}
     if not resume:
         if files.last.is_file():
             raise RecipeError(f"{files.root} already holds a run: continue it with --resume {files.root}, "

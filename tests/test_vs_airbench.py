@@ -1,0 +1,56 @@
+"""benchmarks/vs_airbench.py on the CPU: airbench's own code beside budgetnet for a few steps, its FLOPs, and the
+run-time changes that let airbench run here undone afterwards."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+airbench = pytest.importorskip("airbench")
+import vs_airbench  # noqa: E402
+
+
+def test_smoke_trains_both_sides_on_the_cpu_and_restores_what_it_changed(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    saved = (nn.Module.cuda, nn.Module.half, torch.cuda.Event, torch.cuda.synchronize, airbench.utils.CifarLoader)
+    assert vs_airbench.main(["--smoke", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (nn.Module.cuda, nn.Module.half, torch.cuda.Event, torch.cuda.synchronize,
+            airbench.utils.CifarLoader) == saved
+    assert list(tmp_path.iterdir()) == []  # neither side wrote anything where it ran
+    runs = {(r["system"], r["run"]): r for r in out["runs"]}
+    assert runs[("data files", "smoke")]["checked_images"] == 256
+    for system in ("airbench94", "small", "cpu"):
+        cold, warm = runs[(system, "cold")], runs[(system, "warm")]
+        assert cold["seed"] != warm["seed"]  # the cold run is no warm run's repeat
+        assert 0 <= warm["accuracy"] <= 1 and warm["seconds"] > 0 and warm["pflop"] > 0
+    assert runs[("airbench94", "warm")]["params"] == 1_971_352  # airbench's full network ran, 2 steps
+    assert runs[("small", "warm")]["train_seconds"] <= runs[("small", "warm")]["seconds"]
+    rows = {r["system"]: r for r in out["rows"]}
+    assert rows["small"]["vs"] == rows["cpu"]["vs"] == "airbench94"
+    assert rows["small"]["flop_ratio"] == pytest.approx(rows["small"]["pflop"] / rows["airbench94"]["pflop"])
+    assert "threads" in out["device_name"]
+
+
+def test_airbench_flops_match_its_readme():
+    """0.36 PFLOP for airbench94 and 1.4 for airbench95 (its README): training images seen plus 6-view TTA."""
+    for name, readme in (("94", 0.36), ("95", 1.4)):
+        module = getattr(airbench, f"lib_airbench{name}")
+        flops = vs_airbench.airbench_flops(getattr(module, f"make_net{name}"))
+        seen = math.ceil(50_000 // 1024 * module.hyp["opt"]["train_epochs"]) * 1024
+        total = (flops["forward_backward"] * seen + flops["forward"] * 10_000 * 6) / 1e15
+        assert total == pytest.approx(readme, rel=0.05)
+
+
+def test_the_cpu_network_keeps_fp32_weights_and_returns_fp32_logits():
+    net = vs_airbench.cpu_net(airbench.make_net94, "bf16")
+    assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in net.parameters())
+    assert net(torch.zeros(2, 3, 32, 32)).dtype == torch.float32
