@@ -230,12 +230,14 @@ def summarize(runs: list[dict], pairs: list[tuple[str, str]]) -> list[dict]:
     seconds), with each budgetnet recipe's ratios to its airbench partner."""
     rows = {}
     for system in dict.fromkeys(r["system"] for r in runs):
-        warm = [r for r in runs if r["system"] == system and r["run"] == "warm"]
-        cold = [r["seconds"] for r in runs if r["system"] == system and r["run"] == "cold"]
+        cold_runs = [r for r in runs if r["system"] == system and r["run"] == "cold"]
+        # with --seeds 0 the cold run is the only one: its figures stand in, and `seeds` says 0 warm runs
+        warm = [r for r in runs if r["system"] == system and r["run"] == "warm"] or cold_runs
+        cold = [r["seconds"] for r in cold_runs]
         accs, secs = [r["accuracy"] for r in warm], [r["seconds"] for r in warm]
         rows[system] = {"system": system, "params": next((r["params"] for r in runs
                                                           if r["system"] == system and "params" in r), None),
-                        "seeds": len(warm),
+                        "seeds": sum(r["run"] == "warm" for r in runs if r["system"] == system),
                         "accuracy": statistics.mean(accs) if accs else None,
                         "accuracy_spread": statistics.stdev(accs) if len(accs) > 1 else None,
                         "seconds": statistics.mean(secs) if secs else None,
@@ -290,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--airbench-precision", choices=["bf16", "fp32"], default="bf16",
                    help="airbench's arithmetic on the CPU: bf16 autocast with fp32 weights, or fp32 "
                         "(default: %(default)s)")
-    p.add_argument("--seeds", type=int, default=3, help="warm runs of each system (default: %(default)s)")
+    p.add_argument("--seeds", type=int, default=3, help="warm runs of each system; 0: the cold run alone, whose "
+                                                        "figures then fill the row (default: %(default)s)")
     p.add_argument("--data", help="folder holding cifar-10-batches-py/ (default: $BUDGETNET_DATA)")
     p.add_argument("--smoke", action="store_true", help="CPU check: a few steps of both sides on random images")
     p.add_argument("--json", action="store_true", help="print the rows and runs as JSON instead of the table")

@@ -54,3 +54,14 @@ def test_the_cpu_network_keeps_fp32_weights_and_returns_fp32_logits():
     net = vs_airbench.cpu_net(airbench.make_net94, "bf16")
     assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in net.parameters())
     assert net(torch.zeros(2, 3, 32, 32)).dtype == torch.float32
+
+
+def test_a_cold_run_alone_fills_its_row():
+    """--seeds 0: one run a system; its figures fill the row, which says that no warm run was made."""
+    runs = [{"system": "airbench94", "run": "cold", "seed": 0, "accuracy": 0.9, "seconds": 100.0,
+             "train_seconds": None, "params": 1, "pflop": 0.36, "precision": "bf16"},
+            {"system": "cpu", "run": "cold", "seed": 0, "accuracy": 0.91, "seconds": 80.0, "train_seconds": 70.0,
+             "params": 2, "pflop": 0.3, "precision": "bf16"}]
+    rows = {r["system"]: r for r in vs_airbench.summarize(runs, [("airbench94", "cpu")])}
+    assert rows["cpu"]["seeds"] == 0 and rows["cpu"]["accuracy"] == 0.91 and rows["cpu"]["cold_seconds"] == 80.0
+    assert rows["cpu"]["time_ratio"] == pytest.approx(0.8) and rows["cpu"]["target_met"] is True
