@@ -59,6 +59,7 @@ def check_recipe(recipe: Recipe) -> int:
 
     Raises one ValueError/RuntimeError subclass with a one-line message naming the key and the fix.
     """
+    recipe.validate()  # every value's range, NaN anywhere
     for key in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
         if getattr(recipe, key) < 1:
             raise RecipeError(f"{key}={getattr(recipe, key)} must be 1 or more")
