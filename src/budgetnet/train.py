@@ -20,14 +20,14 @@ from tqdm import tqdm
 from . import __version__, checkpoint
 from .augment import Augment, build_augment
 from .averaging import Lookahead, build_ema, check_ema, check_lookahead
-from .config import Recipe, RecipeError, diff_recipes, from_dict, load_recipe
+from .config import Recipe, RecipeError, diff_recipes, from_dict, load_recipe, read_yaml
 from .data import Data, batch_indices, check_data_config, load_data, steps_per_epoch as epoch_steps
 from .evaluate import TTA, evaluate_split
 from .losses import training_loss
 from .model import ResNet, init_whitening
 from .optim import OPTIMIZERS, build_optimizer, build_scheduler, check_schedule, decay_weights
-from .rundir import (DiskFullError, RunFiles, append_jsonl, read_jsonl, summarize, write_atomic, write_jsonl,
-                     write_summary)
+from .rundir import (DiskFullError, RunFiles, append_jsonl, locked, read_jsonl, summarize, write_atomic,
+                     write_jsonl, write_summary)
 from .runtime import (COMPILE_MODES, Dist, Interrupted, autocast, broadcast_buffers, check_precision,
                       compile_model, configure_backend, git_commit, init_distributed, provenance, resolve_device,
                       sigterm_interrupts)
@@ -163,12 +163,18 @@ class RunWriter:
         self.provenance = provenance(device)
         self.history: list[dict] = []
 
-    def start(self) -> None:
-        """Create the run directory (or clean a killed writer's partial files) and record the recipe."""
+    def start(self, resume: bool = False) -> None:
+        """Create the run directory (or clean a killed writer's partial files) and, for a new run, record the
+        recipe (a resumed run records it in `resume`, once its checkpoint is loaded and the run continues)."""
         if self.is_main:
             self.files.checkpoints.mkdir(parents=True, exist_ok=True)
             self.files.remove_partial_writes()
-            write_atomic(self.files.recipe, yaml.safe_dump(self.recipe.to_dict(), sort_keys=False).encode())
+            if not resume:
+                self.write_recipe()
+
+    def write_recipe(self) -> None:
+        """Replace recipe.yaml with this run's recipe."""
+        write_atomic(self.files.recipe, yaml.safe_dump(self.recipe.to_dict(), sort_keys=False).encode())
 
     def resume(self, epoch: int, changes: dict[str, tuple]) -> None:
         """Keep the metric rows up to the checkpoint's `epoch` (later rows belong to lost work) and record the
@@ -176,6 +182,7 @@ class RunWriter:
         self.history = read_jsonl(self.files.metrics)[:epoch]
         if not self.is_main:
             return
+        self.write_recipe()
         write_jsonl(self.files.metrics, self.history)
         if changes:
             append_jsonl(self.files.overrides, {"from_epoch": epoch + 1, "changes": {
@@ -235,21 +242,24 @@ def train(recipe: Recipe | None, out_dir: str | Path, data_dir: str | Path | Non
     data = data or load_data(recipe.data, data_dir, device, note=ddp.is_main)
 
     writer = RunWriter(files, recipe, params, device, data.classes, ddp.is_main)
-    writer.start()
-    state = build_state(recipe, data, device, ddp)
-    if resume:
-        if files.last.is_file():
+    # one writer per run directory: rank 0 holds its lock for the whole run (other ranks write nothing)
+    with sigterm_interrupts(), (locked(files) if ddp.is_main else contextlib.nullcontext()):
+        _check_run_dir(files, resume)  # again under the lock: another process may have started a run there
+        state = build_state(recipe, data, device, ddp)
+        if resume and files.last.is_file():
             state.load_state_dict(checkpoint.load(files.last, device), new_hyperparameters=bool(changes))
-        writer.resume(state.epoch, changes)
-    net = DistributedDataParallel(state.model) if ddp.world_size > 1 else state.model
-    step_fn = compile_model(net, recipe.compile, recipe.compile_mode)
-    writer.write_summary("finished" if state.epoch >= recipe.epochs else "running")
-    with sigterm_interrupts():
+        writer.start(resume)
+        if resume:
+            writer.resume(state.epoch, changes)
+        net = DistributedDataParallel(state.model) if ddp.world_size > 1 else state.model
+        step_fn = compile_model(net, recipe.compile, recipe.compile_mode)
+        writer.write_summary("finished" if state.epoch >= recipe.epochs else "running")
         try:
             while state.epoch < recipe.epochs:
                 row = _train_epoch(state, step_fn, augment, data, recipe, device, ddp, progress)
                 _check_finite(row, writer, recipe)
                 row.update(_evaluate(state, data, recipe, device, ddp))
+                _check_finite(row, writer, recipe)  # a NaN evaluation is a divergence too, never a result
                 key = "val_acc" if data.val is not None else "test_acc"
                 improved = row.get(key, -1.0) > state.best
                 state.best = max(state.best, row.get(key, -1.0))
@@ -278,14 +288,20 @@ def train(recipe: Recipe | None, out_dir: str | Path, data_dir: str | Path | Non
     return writer.summary("finished")
 
 
+FINITE = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")  # a NaN in one is a divergence
+
+
 def _check_finite(row: dict, writer: RunWriter, recipe: Recipe) -> None:
-    """Stop with TrainingDiverged (recorded in summary.json) when the epoch's training loss is NaN or infinite."""
-    if not math.isfinite(row["train_loss"]):
-        writer.write_summary("diverged")
-        raise TrainingDiverged(
-            f"epoch {row['epoch']}: the training loss is {row['train_loss']}; the run stopped with {writer.kept()}. "
-            f"Lower the learning rate or set grad_clip and continue: budgetnet train --resume {writer.files.root} "
-            f"--set optimizer.lr={recipe.optimizer.lr / 2:g}")
+    """Stop with TrainingDiverged (recorded in summary.json, with why) when one of the epoch's losses or
+    accuracies is NaN or infinite; the epoch's checkpoint and metric row are not written."""
+    bad = next((k for k in FINITE if k in row and not math.isfinite(row[k])), None)
+    if bad is None:
+        return
+    message = (f"epoch {row['epoch']}: the {bad.replace('_', ' ')} is {row[bad]}; the run stopped with "
+               f"{writer.kept()}. Lower the learning rate or set grad_clip and continue: budgetnet train --resume "
+               f"{writer.files.root} --set optimizer.lr={recipe.optimizer.lr / 2:g}")
+    writer.write_summary("diverged", error=message)
+    raise TrainingDiverged(message)
 
 
 def _check_world(recipe: Recipe, ddp: Dist, device: torch.device) -> None:
@@ -299,14 +315,10 @@ def _check_world(recipe: Recipe, ddp: Dist, device: torch.device) -> None:
 def _run_recipe(files: RunFiles, recipe: Recipe | None, resume: bool,
                 overrides: list[str] | tuple[str, ...]) -> tuple[Recipe, dict[str, tuple]]:
     """The recipe to train and, on resume, its changes {key: (old, new)} from the run's recorded recipe."""
+    _check_run_dir(files, resume)
     if not resume:
-        if files.last.is_file():
-            raise RecipeError(f"{files.root} already holds a run: continue it with --resume {files.root}, "
-                              "or choose another --out")
         return recipe, {}
-    if not files.recipe.is_file():
-        raise RecipeError(f"--resume {files.root}: no recipe.yaml there, so it is not a budgetnet run directory")
-    recorded = from_dict(Recipe, yaml.safe_load(files.recipe.read_text())).to_dict()
+    recorded = from_dict(Recipe, read_yaml(files.recipe)[0]).to_dict()
     recipe = load_recipe(recorded, overrides)
     changes = diff_recipes(recorded, yaml.safe_load(yaml.safe_dump(recipe.to_dict())))
     fixed = [k for k in sorted(changes) if any(k == f or k.startswith(f + ".") for f in FIXED_ON_RESUME)]
@@ -314,6 +326,26 @@ def _run_recipe(files: RunFiles, recipe: Recipe | None, resume: bool,
         raise RecipeError(f"--resume --set {fixed[0]}: a run in progress cannot change its architecture, data or "
                           f"checkpointed state ({', '.join(FIXED_ON_RESUME)}); start a new run with --out instead")
     return recipe, changes
+
+
+def _check_run_dir(files: RunFiles, resume: bool) -> None:
+    """Refuse a run directory that a new run would mix into (`resume` false) or that cannot be continued where
+    it stopped (`resume`): metric rows without the checkpoint they belong to."""
+    rows = len(read_jsonl(files.metrics))
+    if not resume:
+        if files.last.is_file():
+            raise RecipeError(f"{files.root} already holds a run: continue it with --resume {files.root}, "
+                              "or choose another --out")
+        if rows:
+            raise RecipeError(f"{files.root} holds metrics.jsonl ({rows} epoch rows) but no checkpoint: a new run "
+                              "there would mix its rows with those; choose another --out, or delete that folder")
+        return
+    if not files.recipe.is_file():
+        raise RecipeError(f"--resume {files.root}: no recipe.yaml there, so it is not a budgetnet run directory")
+    if rows and not files.last.is_file():
+        raise RecipeError(f"--resume {files.root}: metrics.jsonl holds {rows} epoch rows but {files.last} is gone, "
+                          "so the run cannot continue where it stopped; restore the checkpoint, or start a new run "
+                          "with another --out")
 
 
 def _train_epoch(state: TrainState, step_fn: Callable, augment: Augment, data: Data, recipe: Recipe,
