@@ -228,7 +228,9 @@ def train(recipe: Recipe | None, out_dir: str | Path, data_dir: str | Path | Non
     Everything that can be checked is checked before any work (`check_recipe`, then the run directory and the
     data), so a bad value leaves no run directory behind. `on_epoch(row)` sees each epoch's metrics (a search can
     raise to prune). Ctrl-C and SIGTERM stop with TrainingInterrupted, a full disk with rundir.DiskFullError, a
-    NaN loss with TrainingDiverged; each keeps the last finished epoch's checkpoint and says so in summary.json.
+    NaN or infinite loss or accuracy (training or evaluation) with TrainingDiverged; each keeps the last finished
+    epoch's checkpoint and says so in summary.json. Rank 0 holds the run directory's lock (`rundir.locked`) for
+    the whole run: a second writer gets rundir.RunBusyError.
     """
     files = RunFiles(Path(out_dir))
     # every rank reads the run's recipe before the process group forms, so before rank 0 can rewrite it
