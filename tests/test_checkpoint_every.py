@@ -113,5 +113,8 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again_with_one_row_per_
     with pytest.raises(Crash):
         train(recipe, files.root, data=tiny_data, progress=False, on_epoch=crash_after_2)
     assert not files.last.is_file() and [r["epoch"] for r in read_metrics(files.root)] == [1, 2]
-    train(recipe, files.root, data=tiny_data, progress=False)  # no checkpoint: a new run (as `experiment` does)
+    with pytest.raises(RecipeError, match="2 epoch rows"):  # a new run there would mix its rows with those
+        train(recipe, files.root, data=tiny_data, progress=False)
+    # no checkpoint was due yet: a resume (what `experiment` does for such a folder) trains from the start
+    train(None, files.root, resume=True, data=tiny_data, progress=False)
     assert [r["epoch"] for r in read_metrics(files.root)] == [1, 2, 3, 4]

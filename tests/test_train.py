@@ -106,7 +106,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
 
 def test_a_nan_in_the_first_epoch_names_no_checkpoint_that_does_not_exist(tiny_data, tmp_path):
     with pytest.raises(TrainingDiverged) as info:
-        train(tiny_recipe("epochs=2", "optimizer.lr=.nan"), tmp_path / "run", data=tiny_data, progress=False)
+        train(tiny_recipe("epochs=2", "optimizer.lr=1e30"), tmp_path / "run", data=tiny_data, progress=False)
     assert "no checkpoint (no epoch finished" in str(info.value) and "last.pt" not in str(info.value)
     assert f"--resume {tmp_path / 'run'} --set optimizer.lr=" in str(info.value)
     assert not RunFiles(tmp_path / "run").last.exists()
@@ -235,8 +235,28 @@ def test_unknown_augmentation_fails_before_any_work(tiny_data, tmp_path):
     ("label_smoothing=1.5", "label_smoothing=1.5 must be in"),
     ("grad_clip=0", "grad_clip=0.0 must be > 0"),
     ("ema.enabled=true", None),  # valid: the table's control row
-    ("ema.decay=1.5", "ema.decay must be in"),
-    ("lookahead.k=0", "lookahead.k must be >= 1"),
+    ("ema.decay=1.5", "ema.decay=1.5 must be in (0, 1)"),
+    ("ema.decay=0", "ema.decay=0.0 must be in (0, 1)"),
+    ("lookahead.k=0", "lookahead.k=0 must be 1 or more"),
+    ("lookahead.alpha=0", "lookahead.alpha=0.0 must be in (0, 1]"),
+    ("optimizer.lr=-1", "optimizer.lr=-1.0 must be > 0"),
+    ("optimizer.lr=0", "optimizer.lr=0.0 must be > 0"),
+    ("optimizer.lr=.nan", "optimizer.lr=nan is not a finite number"),
+    ("optimizer.lr=.inf", "optimizer.lr=inf is not a finite number"),
+    ("optimizer.momentum=2", "optimizer.momentum=2.0 must be in [0, 1)"),
+    ("optimizer.momentum=-0.1", "optimizer.momentum=-0.1 must be in [0, 1)"),
+    ("optimizer.weight_decay=-1e-4", "optimizer.weight_decay=-0.0001 must be >= 0"),
+    ("optimizer.betas=[0.9, 1.0]", "optimizer.betas.1=1.0 must be in [0, 1)"),
+    ("optimizer.betas=[0.9]", "optimizer.betas=[0.9] must be two numbers"),
+    ("optimizer.norm_weight_decay=-1", "optimizer.norm_weight_decay=-1.0 must be >= 0"),
+    ("label_smoothing=.nan", "label_smoothing=nan is not a finite number"),
+    ("grad_clip=-1", "grad_clip=-1.0 must be > 0"),
+    ("schedule.gamma=0", "schedule.gamma=0.0 must be > 0"),
+    ("schedule.eta_min=-1", "schedule.eta_min=-1.0 must be >= 0"),
+    ("schedule.warmup_epochs=.nan", "schedule.warmup_epochs=nan is not a finite number"),
+    ("schedule.pct_start=1", "schedule.pct_start=1.0 must be in (0, 1)"),
+    ("schedule.milestones=[0.5, 2]", "schedule.milestones.1=2.0 must be a fraction of the run"),
+    ("augment=[{name: crop, padding: .nan}]", "augment.0.padding=nan is not a finite number"),
     ("schedule.name=cosin", "schedule.name='cosin' is unknown"),
     ("data.dataset=cifar100", "data.dataset=cifar100 has 100 classes but model.num_classes=10: "
                               "add --set model.num_classes=100"),

@@ -136,9 +136,9 @@ def _train_grid(run, dry_run: bool, wrote) -> int:
     """Run an experiment or the study (run() -> (path, failed runs)) and say what came of it."""
     try:
         path, failed = run()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("interrupted: runs keep their last checkpoints; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return 128 + getattr(e, "signum", signal.SIGINT)
     if not dry_run:
         print(wrote(path))
     for r in failed:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -55,6 +56,20 @@ class OptimizerConfig:
     muon_weight_decay: float = 0.0    # muon: decoupled, on the filters (airbench none)
     muon_normalize: bool = True       # muon: rescale each filter bank to norm sqrt(C_out) before each step (airbench)
 
+    def validate(self) -> None:
+        """Raise RecipeError naming the first value outside its range."""
+        _check(self.lr > 0, "optimizer.lr", self.lr, "must be > 0")
+        _check(0 <= self.momentum < 1, "optimizer.momentum", self.momentum, "must be in [0, 1)")
+        _check(not self.nesterov or self.momentum > 0, "optimizer.momentum", self.momentum,
+               "must be > 0 with optimizer.nesterov=true")
+        _check(self.weight_decay >= 0, "optimizer.weight_decay", self.weight_decay, "must be >= 0")
+        _check(len(self.betas) == 2, "optimizer.betas", self.betas, "must be two numbers, e.g. [0.9, 0.999]")
+        for i, beta in enumerate(self.betas):
+            _check(0 <= beta < 1, f"optimizer.betas.{i}", beta, "must be in [0, 1)")
+        _check(self.norm_lr_scale >= 0, "optimizer.norm_lr_scale", self.norm_lr_scale, "must be >= 0")
+        _check(self.norm_weight_decay is None or self.norm_weight_decay >= 0, "optimizer.norm_weight_decay",
+               self.norm_weight_decay, "must be >= 0 (or null: optimizer.weight_decay)")
+
 
 @dataclass
 class EmaConfig:
@@ -62,6 +77,11 @@ class EmaConfig:
     enabled: bool = False
     decay: float = 0.99               # per update: ema = decay * ema + (1 - decay) * weights
     every: int = 5                    # optimizer steps between updates (each update costs one tiny host sync)
+
+    def validate(self) -> None:
+        """Raise RecipeError naming the first value outside its range."""
+        _check(0 < self.decay < 1, "ema.decay", self.decay, "must be in (0, 1)")
+        _check(self.every >= 1, "ema.every", self.every, "must be 1 or more")
 
 
 @dataclass
@@ -72,6 +92,11 @@ class LookaheadConfig:
     k: int = 5
     alpha: float = 0.5
     anneal: bool = False              # alpha falls from 1 (no averaging) to `alpha` as (t/T)^3 over the run (airbench)
+
+    def validate(self) -> None:
+        """Raise RecipeError naming the first value outside its range."""
+        _check(self.k >= 1, "lookahead.k", self.k, "must be 1 or more")
+        _check(0 < self.alpha <= 1, "lookahead.alpha", self.alpha, "must be in (0, 1]")
 
 
 @dataclass
@@ -88,6 +113,18 @@ class ScheduleConfig:
     end_factor: float = 0.0           # triangle: lr at the end, times the peak (airbench94: 0.07)
     warmup_epochs: float = 0.0        # the schedule's lr times t / warmup_epochs until then (a ramp from 0 into it)
     per_step: bool = True             # update every step (True) or once per epoch
+
+    def validate(self) -> None:
+        """Raise RecipeError naming the first value outside its range."""
+        _check(self.eta_min >= 0, "schedule.eta_min", self.eta_min, "must be >= 0")
+        _check(self.T_0 > 0, "schedule.T_0", self.T_0, "must be > 0 (epochs of the first cycle)")
+        _check(self.T_mult >= 1, "schedule.T_mult", self.T_mult, "must be 1 or more")
+        for i, m in enumerate(self.milestones):
+            _check(0 < m < 1, f"schedule.milestones.{i}", m, "must be a fraction of the run in (0, 1): for epoch "
+                   "60 of 200 write 0.3")
+        _check(self.gamma > 0, "schedule.gamma", self.gamma, "must be > 0")
+        _check(0 < self.pct_start < 1, "schedule.pct_start", self.pct_start, "must be in (0, 1)")
+        _check(self.warmup_epochs >= 0, "schedule.warmup_epochs", self.warmup_epochs, "must be >= 0")
 
 
 @dataclass
@@ -122,6 +159,35 @@ class Recipe:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def validate(self) -> None:
+        """Raise RecipeError naming the first value outside its range: NaN or infinity anywhere, then each
+        section's ranges and the run's own (model and data are checked by their own code)."""
+        _check_finite(self.to_dict())
+        _check(self.label_smoothing >= 0 and self.label_smoothing < 1, "label_smoothing", self.label_smoothing,
+               "must be in [0, 1)")
+        _check(self.grad_clip is None or self.grad_clip > 0, "grad_clip", self.grad_clip,
+               "must be > 0 (or null for no clipping)")
+        _check(self.budget >= 1, "budget", self.budget, "must be a positive parameter count, e.g. 5M")
+        for key in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
+            _check(getattr(self, key) >= 1, key, getattr(self, key), "must be 1 or more")
+        for section in (self.optimizer, self.schedule, self.ema, self.lookahead):
+            section.validate()
+
+
+def _check(ok: bool, key: str, value: Any, rule: str) -> None:
+    """Raise RecipeError "key=value rule" unless `ok`."""
+    if not ok:
+        raise RecipeError(f"{key}={value} {rule}")
+
+
+def _check_finite(value: Any, key: str = "") -> None:
+    """Raise RecipeError naming the first NaN or infinite number in a recipe mapping (lists index by position)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RecipeError(f"{key}={value} is not a finite number: give a number")
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        _check_finite(v, f"{key}.{k}" if key else str(k))
+
 
 # ---- loading ----------------------------------------------------------------------------------
 
@@ -142,9 +208,15 @@ def read_yaml(name_or_path: str | Path, kind: str = "recipes") -> tuple[dict, Pa
                               f"{_suggest(str(name_or_path), names)}; shipped: {', '.join(names)}")
         path = Path(str(shipped))
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise RecipeError(f"{path} is not valid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise RecipeError(f"{path} is not valid YAML: {getattr(e, 'problem', None) or ' '.join(str(e).split())}"
+                          f"{where}; fix that line") from None
+    if raw is None or raw == {}:
+        raise RecipeError(f"{path} is empty: a {kind[:-1]} file must set something; copy a shipped "
+                          f"{kind[:-1]} and change what differs")
     if not isinstance(raw, dict):
         raise RecipeError(f"{path} must hold a mapping of keys, not {type(raw).__name__}")
     return raw, path

@@ -68,7 +68,10 @@ def export_text(result: dict) -> str:
 
 
 def predictions_text(predictions: list[dict]) -> str:
-    """`budgetnet predict`: one line per image, its top-k classes with probabilities."""
+    """`budgetnet predict`: one line per image, its top-k classes with probabilities (ValueError for a
+    probability that is not a number: never "nan%")."""
+    if any(not 0 <= t["probability"] <= 1 for p in predictions for t in p["top_k"]):
+        raise ValueError("a probability is not a number in [0, 1]: the model's outputs are not finite")
     return "\n".join(f"{p['file']}: " + ", ".join(f"{t['label']} {t['probability']:.1%}" for t in p["top_k"])
                      for p in predictions)
 

@@ -1,7 +1,6 @@
 """Evaluation of a model or a run: accuracy and loss, per-class accuracy, confusion matrix."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -12,10 +11,24 @@ from torch import Tensor, nn
 from .checkpoint import load_model
 from .data import Data, from_arrays, load_split
 from .model import count_trainable
+from .rundir import dumps
 from .runtime import Dist, autocast, resolve_device
 
 
 TTA = ("none", "flip", "flip_translate")
+
+
+class NonFiniteOutput(RuntimeError):
+    """A model whose outputs are NaN or infinite (a diverged run's weights): it has no accuracy or loss to report."""
+
+
+def check_finite_logits(logits: Tensor, source: str) -> None:
+    """Raise NonFiniteOutput when any logit is NaN or infinite, naming how many images and `source`."""
+    bad = int((~torch.isfinite(logits)).any(1).sum())
+    if bad:
+        raise NonFiniteOutput(f"{source}: its outputs are not finite (NaN or infinite) for {bad:,} of {len(logits):,} "
+                              "images, so it has no accuracy or loss to report: its weights diverged; use a "
+                              "checkpoint of an epoch that trained (--checkpoint best or last)")
 
 
 def tta_views(x: Tensor, tta: str = "none") -> list[tuple[float, Tensor]]:
@@ -111,7 +124,7 @@ def plot_confusion(cm: list[list[int]], classes: list[str], out: Path, title: st
 
 def write_json(obj: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2))
+    path.write_text(dumps(obj, indent=2))
 
 
 def evaluate_run(run: str | Path, data_dir: str | Path | None = None, device: str = "auto", which: str = "best",
@@ -124,6 +137,7 @@ def evaluate_run(run: str | Path, data_dir: str | Path | None = None, device: st
     data = from_arrays((x[:0], y[:0]), None, (x, y), classes, recipe.data.dataset, dev)
     logits = predict_logits(model, data.test[0], data, batch_size or recipe.eval_batch_size, dev, recipe.precision,
                             recipe.tta)
+    check_finite_logits(logits, f"{run} (checkpoint of epoch {state['epoch']})")
     result = {"run": str(run), "checkpoint_epoch": state["epoch"], "params": count_trainable(model),
               **classification_report(logits, data.test[1], classes)}
     out = Path(out_dir) if out_dir else (Path(run) if Path(run).is_dir() else Path(run).parent)

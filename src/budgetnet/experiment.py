@@ -26,7 +26,9 @@ import json
 import os
 import re
 import subprocess
+import signal
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -45,7 +47,7 @@ from .losses import training_loss
 from .model import ResNet
 from .optim import build_optimizer
 from .rundir import RunFiles
-from .runtime import autocast, git_commit, resolve_device
+from .runtime import autocast, git_commit, resolve_device, sigterm_interrupts
 from .train import check_recipe
 
 KEYS = ("description", "base", "axes", "seeds", "scales", "plots")
@@ -99,7 +101,7 @@ class PlannedRun:
     @property
     def status(self) -> str:
         """finished (skipped), diverged (skipped: it diverged under this budgetnet), retrain (it diverged under
-        other or unrecorded code, which may have been fixed since), resume (has a checkpoint), or new."""
+        other or unrecorded code, which may have been fixed since), resume (has a checkpoint or metric rows), or new."""
         files = RunFiles(self.path)
         if files.summary.is_file():
             summary = json.loads(files.summary.read_text())
@@ -107,7 +109,9 @@ class PlannedRun:
                 return "finished"
             if summary.get("status") == "diverged":
                 return "diverged" if made_by(summary) == code_version() else "retrain"
-        return "resume" if files.last.is_file() else "new"
+        # metric rows without a checkpoint: a run stopped before its first checkpoint was due, which --resume
+        # trains again from the start (a new --out there is refused, so as not to mix rows)
+        return "resume" if files.last.is_file() or files.metrics.is_file() else "new"
 
 
 def code_version() -> str:
@@ -344,7 +348,37 @@ def _hours(seconds: float) -> str:
 
 # ---- running ------------------------------------------------------------------------------------
 
-def _launch(run: PlannedRun, data_dir: str | Path | None, env: dict[str, str]) -> int:
+class _Children:
+    """The child train processes in flight, so that a stopped experiment stops them and waits for them: none is
+    left an orphan writing its run. Each child has its own session, so a signal reaches it once, from here."""
+
+    def __init__(self) -> None:
+        self.lock, self.running, self.stopping = threading.Lock(), set(), False
+
+    def run(self, cmd: list[str], **kwargs: Any) -> int | None:
+        """Run `cmd` to its end and return its exit status (None, and nothing started, once stopping)."""
+        with self.lock:
+            if self.stopping:
+                return None
+            child = subprocess.Popen(cmd, start_new_session=True, **kwargs)
+            self.running.add(child)
+        try:
+            return child.wait()
+        finally:
+            with self.lock:
+                self.running.discard(child)
+
+    def stop(self, signum: int) -> None:
+        """Send `signum` to every child (each keeps its last checkpoint and exits) and wait for them all."""
+        with self.lock:
+            self.stopping, children = True, list(self.running)
+        for child in children:
+            child.send_signal(signum)
+        for child in children:
+            child.wait()
+
+
+def _launch(run: PlannedRun, data_dir: str | Path | None, env: dict[str, str], children: _Children) -> int | None:
     """Train (or continue) one run in a child process, its output appended to <run>/train.log."""
     files = RunFiles(run.path)
     files.root.mkdir(parents=True, exist_ok=True)
@@ -356,7 +390,7 @@ def _launch(run: PlannedRun, data_dir: str | Path | None, env: dict[str, str]) -
     with (run.path / "train.log").open("a") as log:
         log.write(f"$ {' '.join(cmd)}\n")
         log.flush()
-        return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}).returncode
+        return children.run(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
 
 
 def _worker_envs(jobs: int) -> list[dict[str, str]]:
@@ -402,7 +436,7 @@ def train_runs(runs: list[PlannedRun], jobs: int, data_dir: str | Path | None = 
     slots: Queue = Queue()
     for env in _worker_envs(jobs):
         slots.put(env)
-    failed = []
+    failed, children = [], _Children()
 
     def work(i: int, run: PlannedRun) -> None:
         env = slots.get()
@@ -410,7 +444,9 @@ def train_runs(runs: list[PlannedRun], jobs: int, data_dir: str | Path | None = 
             start = time.perf_counter()
             print(f"[{i}/{len(todo)}] {'resume' if run.status == 'resume' else 'train'} {run.name} "
                   f"(log: {run.path / 'train.log'})", file=sys.stderr)
-            code = _launch(run, data_dir, env)
+            code = _launch(run, data_dir, env, children)
+            if children.stopping:  # stopped with the experiment: neither a result nor a failure
+                return
             summary = report.load_run(run.path).summary
             if code and summary.get("status") != "diverged":  # a diverged run is a result, not a failure
                 failed.append(run)
@@ -424,9 +460,13 @@ def train_runs(runs: list[PlannedRun], jobs: int, data_dir: str | Path | None = 
 
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
-        for future in [pool.submit(work, i, r) for i, r in enumerate(todo, 1)]:
-            future.result()
-    finally:  # on Ctrl-C start nothing new; the runs in flight keep their last checkpoints
+        with sigterm_interrupts():
+            for future in [pool.submit(work, i, r) for i, r in enumerate(todo, 1)]:
+                future.result()
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the runs in flight stop too and keep their last checkpoints
+        children.stop(getattr(e, "signum", signal.SIGINT))
+        raise
+    finally:  # start nothing new
         pool.shutdown(cancel_futures=True)
     return failed
 

@@ -106,7 +106,7 @@ class Net(ResNet):
 
 def _check(name: str, expected: Tensor, got: Tensor) -> float:
     diff = (expected - torch.as_tensor(got)).abs().max().item()
-    if diff > TOLERANCE:
+    if not diff <= TOLERANCE:  # a NaN difference is a mismatch too
         raise ExportError(f"the {name} export's logits differ from budgetnet's by {diff:.2e} (> {TOLERANCE})")
     return diff
 
@@ -137,6 +137,9 @@ def export_run(run: str | Path, fmt: str, out_dir: str | Path, which: str = "bes
     x = torch.rand(4, recipe.model.in_channels, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = model(x)
+    if not torch.isfinite(expected).all():
+        raise ExportError(f"{run}: the checkpoint's own logits are not finite (NaN or infinite weights: a diverged "
+                          "run), so no export can match them; export a checkpoint of an epoch that trained")
     batch = {0: torch.export.Dim("batch", min=1)}  # any batch size, not only the example's
 
     if fmt == "onnx":

@@ -10,6 +10,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .checkpoint import class_names, load_model, written_by
 from .data import DATASETS, load_split
+from .evaluate import check_finite_logits
 from .export import Normalized
 
 
@@ -74,7 +75,9 @@ def predict_files(run: str | Path, files: list[str], top_k: int = 3, which: str 
             continue
         if note:
             notes.append(note)
-        probs = model(torch.from_numpy(image)[None].float() / 255).softmax(1)[0]
+        logits = model(torch.from_numpy(image)[None].float() / 255)
+        check_finite_logits(logits, f"{run} on {f}")
+        probs = logits.softmax(1)[0]
         p, idx = probs.topk(min(top_k, len(classes)))
         top = [{"label": classes[i], "probability": round(q, 6)} for q, i in zip(p.tolist(), idx.tolist())]
         predictions.append({"file": str(f), **top[0], "top_k": top})

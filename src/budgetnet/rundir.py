@@ -1,13 +1,16 @@
 """The run directory's files (recipe, metrics, overrides, summary, checkpoints): what every reader of runs imports."""
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import json
+import math
 import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .config import Recipe
 
@@ -46,6 +49,10 @@ class RunFiles:
     def best(self) -> Path:
         return self.checkpoints / "best.pt"
 
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
     def remove_partial_writes(self) -> None:
         """Delete the `.tmp` files a killed writer left behind (the files they were replacing are intact)."""
         for folder in (self.root, self.checkpoints):
@@ -55,6 +62,33 @@ class RunFiles:
 
 class DiskFullError(RuntimeError):
     """The disk filled while writing a run-directory file; the partial file was removed, earlier files are intact."""
+
+
+class RunBusyError(ValueError):
+    """Another process is writing the run directory (it holds its lock)."""
+
+
+@contextlib.contextmanager
+def locked(files: RunFiles) -> Iterator[None]:
+    """Create the run directory and hold its lock for the block: one writer per run directory.
+
+    The lock is an flock on `.lock`, which holds the writer's PID; the kernel drops it when the process ends
+    however it ends, so a killed writer leaves nothing stuck. A second writer is refused with RunBusyError.
+    """
+    files.root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(files.lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            raise RunBusyError(f"{files.root} is being written by another budgetnet process (PID {pid}): wait for it "
+                               "to end or stop it, then rerun; one run directory takes one writer") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -89,16 +123,32 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return read_jsonl(RunFiles(Path(run_dir)).metrics)
 
 
+def finite(obj: Any) -> Any:
+    """`obj` with every NaN or infinite float replaced by None, so that it is standard JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any, **kwargs: Any) -> str:
+    """Standard JSON of `obj` (NaN and infinities as null: JavaScript and jq reject bare NaN)."""
+    return json.dumps(finite(obj), allow_nan=False, **kwargs)
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     """Replace a JSON-lines file atomically with `rows`."""
-    write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+    write_atomic(path, "".join(dumps(r) + "\n" for r in rows).encode())
 
 
 def append_jsonl(path: Path, row: dict) -> None:
     """Add one row to a JSON-lines file (a full disk raises DiskFullError)."""
     try:
         with path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(dumps(row) + "\n")
     except OSError as e:
         if e.errno == errno.ENOSPC:
             raise DiskFullError(f"no space left on device while writing {path}") from None
@@ -107,7 +157,7 @@ def append_jsonl(path: Path, row: dict) -> None:
 
 def write_summary(files: RunFiles, summary: dict) -> None:
     """Replace summary.json atomically, so that a reader or a kill never sees half of it."""
-    write_atomic(files.summary, json.dumps(summary, indent=2).encode())
+    write_atomic(files.summary, dumps(summary, indent=2).encode())
 
 
 def summarize(recipe: Recipe, params: int, history: list[dict], status: str, **extra: Any) -> dict:

@@ -20,14 +20,14 @@ from tqdm import tqdm
 from . import __version__, checkpoint
 from .augment import Augment, build_augment
 from .averaging import Lookahead, build_ema, check_ema, check_lookahead
-from .config import Recipe, RecipeError, diff_recipes, from_dict, load_recipe
+from .config import Recipe, RecipeError, diff_recipes, from_dict, load_recipe, read_yaml
 from .data import Data, batch_indices, check_data_config, load_data, steps_per_epoch as epoch_steps
 from .evaluate import TTA, evaluate_split
 from .losses import training_loss
 from .model import ResNet, freeze_for_epoch, init_whitening
 from .optim import (OPTIMIZERS, ConvMuon, Schedule, build_optimizer, build_scheduler, check_optimizer, check_schedule,
                     decay_weights)
-from .rundir import (DiskFullError, RunFiles, append_jsonl, read_jsonl, summarize, write_atomic, write_jsonl,
+from .rundir import (DiskFullError, RunFiles, append_jsonl, locked, read_jsonl, summarize, write_atomic, write_jsonl,
                      write_summary)
 from .runtime import (COMPILE_MODES, Dist, Interrupted, autocast, broadcast_buffers, check_precision,
                       compile_model, configure_backend, git_commit, init_distributed, provenance, resolve_device,
@@ -60,6 +60,7 @@ def check_recipe(recipe: Recipe) -> int:
 
     Raises one ValueError/RuntimeError subclass with a one-line message naming the key and the fix.
     """
+    recipe.validate()  # every value's range, NaN anywhere
     for key in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
         if getattr(recipe, key) < 1:
             raise RecipeError(f"{key}={getattr(recipe, key)} must be 1 or more")
@@ -180,15 +181,18 @@ class RunWriter:
         self.history: list[dict] = []
         self.saved_epoch = 0  # the epoch of the last checkpoint written (or resumed from)
 
-    def start(self, fresh: bool = False) -> None:
-        """Create the run directory (or clean a killed writer's partial files) and record the recipe; `fresh`
-        (not a resume) also drops the metric rows of a run killed before its first checkpoint."""
+    def start(self, resume: bool = False) -> None:
+        """Create the run directory (or clean a killed writer's partial files) and, for a new run, record the
+        recipe (a resumed run records it in `resume`, once its checkpoint is loaded and the run continues)."""
         if self.is_main:
             self.files.checkpoints.mkdir(parents=True, exist_ok=True)
             self.files.remove_partial_writes()
-            if fresh and self.files.metrics.is_file():
-                write_jsonl(self.files.metrics, [])
-            write_atomic(self.files.recipe, yaml.safe_dump(self.recipe.to_dict(), sort_keys=False).encode())
+            if not resume:
+                self.write_recipe()
+
+    def write_recipe(self) -> None:
+        """Replace recipe.yaml with this run's recipe."""
+        write_atomic(self.files.recipe, yaml.safe_dump(self.recipe.to_dict(), sort_keys=False).encode())
 
     def resume(self, epoch: int, changes: dict[str, tuple]) -> None:
         """Keep the metric rows up to the checkpoint's `epoch` (later rows belong to lost work) and record the
@@ -197,6 +201,7 @@ class RunWriter:
         self.saved_epoch = epoch
         if not self.is_main:
             return
+        self.write_recipe()
         write_jsonl(self.files.metrics, self.history)
         if changes:
             append_jsonl(self.files.overrides, {"from_epoch": epoch + 1, "changes": {
@@ -247,8 +252,10 @@ def train(recipe: Recipe | None, out_dir: str | Path | None, data_dir: str | Pat
     Everything that can be checked is checked before any work (`check_recipe`, then the run directory and the
     data), so a bad value leaves no run directory behind. `on_epoch(row)` sees each epoch's metrics (a search can
     raise to prune). Ctrl-C and SIGTERM stop with TrainingInterrupted, a full disk with rundir.DiskFullError, a
-    NaN loss with TrainingDiverged; each keeps the last checkpoint written and says so in summary.json. With
-    `out_dir` None it trains with no run directory at all (see `train_without_rundir`).
+    NaN or infinite loss or accuracy (training or evaluation) with TrainingDiverged; each keeps the last
+    checkpoint written and says so in summary.json. Rank 0 holds the run directory's lock (`rundir.locked`) for
+    the whole run: a second writer gets rundir.RunBusyError. With `out_dir` None it trains with no run directory
+    at all (see `train_without_rundir`).
     """
     files = RunFiles(Path(out_dir)) if out_dir is not None else None
     # every rank reads the run's recipe before the process group forms, so before rank 0 can rewrite it
@@ -262,21 +269,25 @@ def train(recipe: Recipe | None, out_dir: str | Path | None, data_dir: str | Pat
     data = data or load_data(recipe.data, data_dir, device, note=ddp.is_main)
 
     writer = RunWriter(files, recipe, params, device, data.classes, ddp.is_main)
-    writer.start(fresh=not resume)
-    state = build_state(recipe, data, device, ddp)
-    if resume:
-        if files.last.is_file():
+    # one writer per run directory: rank 0 holds its lock for the whole run (other ranks write nothing)
+    with sigterm_interrupts(), (locked(files) if ddp.is_main and files is not None else contextlib.nullcontext()):
+        if files is not None:
+            _check_run_dir(files, resume, recipe)  # again under the lock: another process may have started a run
+        state = build_state(recipe, data, device, ddp)
+        if resume and files.last.is_file():
             state.load_state_dict(checkpoint.load(files.last, device), new_hyperparameters=bool(changes))
-        writer.resume(state.epoch, changes)
-    net = DistributedDataParallel(state.model) if ddp.world_size > 1 else state.model
-    step_fn = compile_model(net, recipe.compile, recipe.compile_mode)
-    writer.write_summary("finished" if state.epoch >= recipe.epochs else "running")
-    with sigterm_interrupts():
+        writer.start(resume)
+        if resume:
+            writer.resume(state.epoch, changes)
+        net = DistributedDataParallel(state.model) if ddp.world_size > 1 else state.model
+        step_fn = compile_model(net, recipe.compile, recipe.compile_mode)
+        writer.write_summary("finished" if state.epoch >= recipe.epochs else "running")
         try:
             while state.epoch < recipe.epochs:
                 row = _train_epoch(state, step_fn, augment, data, recipe, device, ddp, progress)
                 _check_finite(row, writer, recipe)
                 row.update(_evaluate(state, data, recipe, device, ddp))
+                _check_finite(row, writer, recipe)  # a NaN evaluation is a divergence too, never a result
                 key = "val_acc" if data.val is not None else "test_acc"
                 save = checkpoint_due(recipe, state.epoch)
                 improved = save and row.get(key, -1.0) > state.best
@@ -316,17 +327,22 @@ def train_without_rundir(recipe: Recipe, data: Data | None = None, data_dir: str
     return train(recipe, None, data_dir, progress=progress, on_epoch=on_epoch, data=data)
 
 
+FINITE = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")  # a NaN in one is a divergence
+
+
 def _check_finite(row: dict, writer: RunWriter, recipe: Recipe) -> None:
-    """Stop with TrainingDiverged (recorded in summary.json) when the epoch's training loss is NaN or infinite."""
-    if not math.isfinite(row["train_loss"]):
-        writer.write_summary("diverged")
-        if writer.files is None:
-            raise TrainingDiverged(f"epoch {row['epoch']}: the training loss is {row['train_loss']}; lower the "
-                                   "learning rate or set grad_clip")
-        raise TrainingDiverged(
-            f"epoch {row['epoch']}: the training loss is {row['train_loss']}; the run stopped with {writer.kept()}. "
-            f"Lower the learning rate or set grad_clip and continue: budgetnet train --resume {writer.files.root} "
-            f"--set optimizer.lr={recipe.optimizer.lr / 2:g}")
+    """Stop with TrainingDiverged (recorded in summary.json, with why) when one of the epoch's losses or
+    accuracies is NaN or infinite; the epoch's checkpoint and metric row are not written."""
+    bad = next((k for k in FINITE if k in row and not math.isfinite(row[k])), None)
+    if bad is None:
+        return
+    fix = "Lower the learning rate or set grad_clip"
+    message = f"epoch {row['epoch']}: the {bad.replace('_', ' ')} is {row[bad]}; "
+    message += (f"{fix}." if writer.files is None else
+                f"the run stopped with {writer.kept()}. {fix} and continue: budgetnet train --resume "
+                f"{writer.files.root} --set optimizer.lr={recipe.optimizer.lr / 2:g}")
+    writer.write_summary("diverged", error=message)
+    raise TrainingDiverged(message)
 
 
 def _check_world(recipe: Recipe, ddp: Dist, device: torch.device) -> None:
@@ -347,14 +363,10 @@ def _run_recipe(files: RunFiles | None, recipe: Recipe | None, resume: bool,
         if resume:
             raise RecipeError("resume needs a run directory: pass the run's out_dir")
         return recipe, {}
+    _check_run_dir(files, resume)
     if not resume:
-        if files.last.is_file():
-            raise RecipeError(f"{files.root} already holds a run: continue it with --resume {files.root}, "
-                              "or choose another --out")
         return recipe, {}
-    if not files.recipe.is_file():
-        raise RecipeError(f"--resume {files.root}: no recipe.yaml there, so it is not a budgetnet run directory")
-    recorded = from_dict(Recipe, yaml.safe_load(files.recipe.read_text())).to_dict()
+    recorded = from_dict(Recipe, read_yaml(files.recipe)[0]).to_dict()
     recipe = load_recipe(recorded, overrides)
     changes = diff_recipes(recorded, yaml.safe_load(yaml.safe_dump(recipe.to_dict())))
     fixed = [k for k in sorted(changes) if any(k == f or k.startswith(f + ".") for f in FIXED_ON_RESUME)]
@@ -362,6 +374,29 @@ def _run_recipe(files: RunFiles | None, recipe: Recipe | None, resume: bool,
         raise RecipeError(f"--resume --set {fixed[0]}: a run in progress cannot change its architecture, data or "
                           f"checkpointed state ({', '.join(FIXED_ON_RESUME)}); start a new run with --out instead")
     return recipe, changes
+
+
+def _check_run_dir(files: RunFiles, resume: bool, recipe: Recipe | None = None) -> None:
+    """Refuse a run directory that a new run would mix into (`resume` false) or that cannot be continued where
+    it stopped (`resume`, once the run's `recipe` is known): metric rows of an epoch that wrote a checkpoint
+    (`checkpoint_due`) while last.pt is gone. Rows of a run stopped before its first checkpoint was due are
+    lost work, which a resume trains again."""
+    rows = len(read_jsonl(files.metrics))
+    if not resume:
+        if files.last.is_file():
+            raise RecipeError(f"{files.root} already holds a run: continue it with --resume {files.root}, "
+                              "or choose another --out")
+        if rows:
+            raise RecipeError(f"{files.root} holds metrics.jsonl ({rows} epoch rows) but no checkpoint: a new run "
+                              "there would mix its rows with those; choose another --out, or delete that folder")
+        return
+    if not files.recipe.is_file():
+        raise RecipeError(f"--resume {files.root}: no recipe.yaml there, so it is not a budgetnet run directory")
+    due = recipe is not None and any(checkpoint_due(recipe, r["epoch"]) for r in read_jsonl(files.metrics))
+    if due and not files.last.is_file():
+        raise RecipeError(f"--resume {files.root}: metrics.jsonl holds {rows} epoch rows but {files.last} is gone, "
+                          "so the run cannot continue where it stopped; restore the checkpoint, or start a new run "
+                          "with another --out")
 
 
 def _train_epoch(state: TrainState, step_fn: Callable, augment: Augment, data: Data, recipe: Recipe,
