@@ -307,8 +307,14 @@ def main(argv: list[str] | None = None) -> int:
     data = smoke_data(256, 64) if args.smoke else load_data(DataConfig(), args.data, device)
     configure_backend(device)  # the settings budgetnet's train() uses, from the first run of either side
     runs: list[dict] = []
+
+    def on_run(run: dict) -> None:
+        """Keep a finished run and say so at once on stderr (a long CPU run that is cut keeps what finished)."""
+        runs.append(run)
+        print(json.dumps(run), file=sys.stderr, flush=True)
+
     with tempfile.TemporaryDirectory() as tmp:
-        compare(pairs, data, device, 1 if args.smoke else args.seeds, Path(tmp) / "cifar10", runs.append, args.smoke,
+        compare(pairs, data, device, 1 if args.smoke else args.seeds, Path(tmp) / "cifar10", on_run, args.smoke,
                 args.airbench_precision)
     rows = summarize([r for r in runs if "accuracy" in r], pairs)
     if args.json:
