@@ -14,6 +14,7 @@ import torchvision
 from torch import Tensor
 
 from .config import DataConfig
+from .errors import UsageError
 
 ENV_VAR = "BUDGETNET_DATA"
 
@@ -42,7 +43,7 @@ DATASETS = {
 SPLIT_SIZES = {"train": 50_000, "test": 10_000}
 
 
-class DataError(RuntimeError):
+class DataError(UsageError):
     """The data set is missing, truncated or malformed: the message says where to put a good copy."""
 
 

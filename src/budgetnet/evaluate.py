@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from .checkpoint import load_model
 from .data import Data, from_arrays, load_split
+from .errors import UsageError
 from .model import count_trainable
 from .runtime import Dist, autocast, resolve_device
 
@@ -25,7 +26,7 @@ def tta_views(x: Tensor, tta: str = "none") -> list[tuple[float, Tensor]]:
     image shifted by one pixel up-left and down-right (reflect padding) weigh 1/4 each.
     """
     if tta not in TTA:
-        raise ValueError(f"tta={tta!r} is unknown: use one of {', '.join(TTA)}")
+        raise UsageError(f"tta={tta!r} is unknown: use one of {', '.join(TTA)}")
     if tta == "none":
         return [(1.0, x)]
     pair = lambda v, w: [(w / 2, v), (w / 2, v.flip(-1))]  # noqa: E731

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Recipe
+from .errors import RunFailed
 
 
 @dataclass
@@ -53,7 +54,7 @@ class RunFiles:
                 tmp.unlink(missing_ok=True)
 
 
-class DiskFullError(RuntimeError):
+class DiskFullError(RunFailed):
     """The disk filled while writing a run-directory file; the partial file was removed, earlier files are intact."""
 
 

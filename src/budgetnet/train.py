@@ -22,6 +22,7 @@ from .augment import Augment, build_augment
 from .averaging import Lookahead, build_ema, check_ema, check_lookahead
 from .config import Recipe, RecipeError, diff_recipes, from_dict, load_recipe
 from .data import Data, batch_indices, check_data_config, load_data, steps_per_epoch as epoch_steps
+from .errors import RunFailed
 from .evaluate import TTA, evaluate_split
 from .losses import training_loss
 from .model import ResNet, freeze_for_epoch, init_whitening
@@ -44,7 +45,7 @@ PROGRESS_EVERY = 20  # steps between progress-bar updates, the only host synchro
 FIXED_ON_RESUME = ("model", "data", "augment", "batch_size", "seed", "ema.enabled", "lookahead.enabled")
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(RunFailed):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
