@@ -40,7 +40,7 @@ from .spec import check_budget
 # primes, so that neighbouring seeds and epochs never share a stream.
 AUGMENT_SEED_STRIDE, AUGMENT_EPOCH_STRIDE = 100_003, 1_009  # augment seed = seed*100003 + epoch*1009 + rank
 ORDER_SEED_STRIDE = 7_919                                    # batch-order seed = seed*7919 + epoch
-PROGRESS_EVERY = 20  # steps between progress-bar updates, the only host synchronisations inside an epoch
+PROGRESS_EVERY = 20  # steps between progress-bar updates, each a host synchronisation (so is each EMA update)
 # what --resume --set may not change: the architecture, the data and its order, and the state a checkpoint holds
 FIXED_ON_RESUME = ("model", "data", "augment", "batch_size", "seed", "ema.enabled", "lookahead.enabled")
 
