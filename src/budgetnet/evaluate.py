@@ -29,7 +29,7 @@ def tta_views(x: Tensor, tta: str = "none") -> list[tuple[float, Tensor]]:
         raise UsageError(f"tta={tta!r} is unknown: use one of {', '.join(TTA)}")
     if tta == "none":
         return [(1.0, x)]
-    pair = lambda v, w: [(w / 2, v), (w / 2, v.flip(-1))]  # noqa: E731
+    pair = lambda v, w: [(w / 2, v), (w / 2, v.flip(-1))]
     if tta == "flip":
         return pair(x, 1.0)
     h, w = x.shape[-2:]
