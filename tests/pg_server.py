@@ -47,7 +47,7 @@ def postgres_url():
     root = Path(tempfile.mkdtemp(prefix="budgetnet-pg-"))
     if user:
         shutil.chown(root, user)
-    run = lambda *cmd: subprocess.run([str(bin_dir / cmd[0]), *cmd[1:]], user=user, check=True,  # noqa: E731
+    run = lambda *cmd: subprocess.run([str(bin_dir / cmd[0]), *cmd[1:]], user=user, check=True,
                                       capture_output=True, text=True, cwd=root)
     run("initdb", "-D", str(root / "data"), "-U", "budgetnet", "--auth=trust", "-E", "UTF8", "--no-sync")
     port = _free_port()

@@ -9,9 +9,12 @@ import torch
 
 from budgetnet.cli import main
 from budgetnet.checkpoint import CheckpointError
-from budgetnet.config import load_recipe
+from budgetnet.config import RecipeError, load_recipe
 from budgetnet.data import DataError
+from budgetnet.errors import RunFailed, UsageError
+from budgetnet.export import ExportError
 from budgetnet.rundir import DiskFullError
+from budgetnet.spec import BudgetError
 from budgetnet.train import TrainingDiverged
 from conftest import CLASSES, TINY_MODEL
 from test_robustness_cli import fake_test_split, probabilities
@@ -98,7 +101,11 @@ def test_params_refuses_a_budget_that_is_not_a_positive_count(capsys, budget):
     (OSError(28, "No space left on device"), 1, "failed"),
     (DiskFullError("no space left on device while writing runs/x/checkpoints/last.pt"), 1, "failed"),
     (TrainingDiverged("the loss is nan in epoch 1"), 1, "failed"),
-    (ValueError("--set epochs=0: give at least 1"), 2, "error"),
+    (ExportError("the onnx export's logits differ from budgetnet's by 1e-2"), 1, "failed"),
+    (RunFailed("a stated failure"), 1, "failed"),
+    (RecipeError("epochs=0 must be 1 or more"), 2, "error"),
+    (BudgetError("5,000,001 parameters are over the budget of 5,000,000"), 2, "error"),
+    (UsageError("--top-k 0: give at least 1"), 2, "error"),
     (CheckpointError("runs/x holds no checkpoints/"), 2, "error"),
     (DataError("no cifar-10-batches-py/ in /nowhere"), 2, "error"),
     (FileNotFoundError("no such recipe"), 2, "error"),
@@ -111,12 +118,32 @@ def test_usage_errors_exit_2_failures_exit_1(capsys, monkeypatch, error, code, w
     assert capsys.readouterr().err == f"budgetnet recipes: {word}: {error}\n"
 
 
-def test_a_bug_keeps_its_traceback(monkeypatch):
+@pytest.mark.parametrize("error", [
+    KeyError("bug"),
+    RuntimeError("mat1 and mat2 shapes cannot be multiplied (64x512 and 256x10)"),  # what torch raises for a bug
+    ValueError("too many values to unpack (expected 2)"),
+])
+def test_a_bug_keeps_its_traceback(monkeypatch, error):
     def fail(args):
-        raise KeyError("bug")
+        raise error
     monkeypatch.setattr("budgetnet.cli.cmd_recipes", fail)
-    with pytest.raises(KeyError):
+    with pytest.raises(type(error)) as raised:
         main(["recipes"])
+    assert raised.value is error
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("schedule.name=linear", "schedule.name='linear' is unknown"),
+    ("device=cuda:x", "device='cuda:x' is not a device"),
+    ("ema.decay=2", "ema.decay must be in [0, 1)"),
+    ("augment=[{name: flipp}]", "unknown augment policy 'flipp'"),
+])
+def test_bad_recipe_values_exit_2_in_one_line(capsys, tmp_path, setting, message):
+    assert main(["train", "--recipe", "demo", "--set", setting, "--out", str(tmp_path / "r"),
+                 "--data", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("budgetnet train: error: ") and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
 
 
 class Exploit:

@@ -335,7 +335,7 @@ def test_generated_corruptions_are_cached_in_the_release_layout_and_read_back(tm
 def test_a_cache_that_cannot_be_written_falls_back_to_generating(tmp_path, capsys):
     images, labels = realish(4), np.arange(4)
     (tmp_path / "file").write_text("not a folder")
-    evaluate = lambda corrupted, targets: float(corrupted.mean()) / 255  # noqa: E731
+    evaluate = lambda corrupted, targets: float(corrupted.mean()) / 255
     plain = corruption_suite(images, labels, evaluate, names=("fog", "snow"), severities=(1,), progress=False)
     assert corruption_suite(images, labels, evaluate, names=("fog", "snow"), severities=(1,), progress=False,
                             cache_dir=tmp_path / "file") == plain

@@ -98,7 +98,7 @@ def test_bad_split_sizes(fake_cifar):
 
 def test_batches_cover_the_epoch_and_shard_across_ranks():
     import torch
-    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    g = lambda: torch.Generator().manual_seed(0)
     full = batch_indices(10, 4, "cpu", g())
     assert sorted(torch.cat(full).tolist()) == list(range(10)) and [len(b) for b in full] == [4, 4, 2]
     ranks = [batch_indices(10, 4, "cpu", g(), drop_last=True, rank=r, world_size=2) for r in (0, 1)]

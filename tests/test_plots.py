@@ -1,11 +1,14 @@
-"""plots: one save-and-close, shared curves."""
+"""plots: one save, shared curves, no backend switched."""
+import subprocess
+import sys
+
 import matplotlib.pyplot as plt
 from PIL import Image
 
 from budgetnet import plots
 
 
-def test_save_creates_the_folder_writes_a_png_and_frees_the_figure(tmp_path):
+def test_save_creates_the_folder_writes_a_png_and_leaves_no_pyplot_figure(tmp_path):
     fig, ax = plots.subplots(figsize=(2, 1))
     ax.plot([0, 1], [0, 1])
     out = plots.save(fig, tmp_path / "a" / "b.png", dpi=50)
@@ -27,9 +30,17 @@ def test_plot_curves_draws_runs_their_mean_and_names_missing_metrics(tmp_path, m
     assert lines["a (mean of 2)"] == [40.0, 50.0] and lines["b"] == [30.0, 40.0]  # accuracies in percent
     assert [t.get_text() for t in val.texts] == ["no validation loss recorded"]
     assert not spare.axison
-    plots.plt.close(drawn["fig"])
 
 
 def test_colours_are_distinct_per_label():
     palette = plots.colours([f"run{i}" for i in range(12)])
     assert len(set(palette.values())) == 12
+
+
+def test_importing_and_saving_leaves_the_backend_as_it_was(tmp_path):
+    """A notebook's backend (here svg, chosen before budgetnet is imported) is not switched to Agg."""
+    script = ("import matplotlib; matplotlib.use('svg'); from budgetnet import plots; "
+              "fig, ax = plots.subplots(figsize=(2, 1)); ax.plot([0, 1]); "
+              f"plots.save(fig, {str(tmp_path / 'x.png')!r}); print(matplotlib.get_backend())")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "svg" and (tmp_path / "x.png").is_file()

@@ -10,18 +10,19 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .config import EmaConfig, LookaheadConfig
+from .errors import UsageError
 
 
 def check_ema(cfg: EmaConfig) -> None:
     """Raise ValueError for EMA settings that cannot run."""
     if not 0 <= cfg.decay < 1 or cfg.every < 1:
-        raise ValueError(f"ema.decay must be in [0, 1) and ema.every >= 1, got {cfg.decay} and {cfg.every}")
+        raise UsageError(f"ema.decay must be in [0, 1) and ema.every >= 1, got {cfg.decay} and {cfg.every}")
 
 
 def check_lookahead(cfg: LookaheadConfig) -> None:
     """Raise ValueError for lookahead settings that cannot run."""
     if cfg.k < 1 or not 0 < cfg.alpha <= 1:
-        raise ValueError(f"lookahead.k must be >= 1 and lookahead.alpha in (0, 1], got {cfg.k} and {cfg.alpha}")
+        raise UsageError(f"lookahead.k must be >= 1 and lookahead.alpha in (0, 1], got {cfg.k} and {cfg.alpha}")
 
 
 def build_ema(model: nn.Module, cfg: EmaConfig) -> AveragedModel | None:

@@ -11,13 +11,14 @@ from torch import nn
 
 from . import __version__
 from .config import Recipe, from_dict
+from .errors import UsageError
 from .model import ResNet
 from .rundir import write_atomic
 
 FORMAT = "budgetnet-checkpoint-1"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UsageError):
     """A checkpoint that is missing, unreadable, or does not fit the model it is loaded into."""
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from . import __version__, console
 from .config import apply_overrides, load_recipe, parse_count, recipe_names
+from .errors import BudgetnetError, UsageError
 
-USAGE_ERRORS = (ValueError, FileNotFoundError)  # and CheckpointError, DataError: see exit_code
 
 
 # ---- params ---------------------------------------------------------------------------------------
@@ -325,14 +325,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def exit_code(error: Exception) -> int | None:
-    """2 when the input was wrong (fix the command and rerun), 1 when the work failed (out of memory, a full disk,
-    a diverged run), None for anything else: a bug, whose traceback should show."""
-    from .checkpoint import CheckpointError
-    from .data import DataError
+    """2 when the input was wrong (fix the command and rerun), 1 when the work failed for a stated reason (out of
+    memory, a full disk, a diverged run), None for anything else: a bug, whose traceback should show.
 
-    if isinstance(error, (*USAGE_ERRORS, CheckpointError, DataError)):
+    Besides budgetnet's own errors, an OSError is the file system's answer (a missing file: exit 2, a full disk or
+    a refused write: exit 1, its message names the path) and torch's OutOfMemoryError a failed run; torch's
+    other errors (a shape mismatch, a compile failure) are RuntimeErrors and keep their tracebacks."""
+    import torch
+
+    if isinstance(error, (UsageError, FileNotFoundError)):
         return 2
-    if isinstance(error, (RuntimeError, OSError)):
+    if isinstance(error, (BudgetnetError, torch.OutOfMemoryError, OSError)):
         return 1
     return None
 

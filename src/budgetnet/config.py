@@ -17,10 +17,11 @@ from typing import Any
 
 import yaml
 
+from .errors import UsageError
 from .spec import ModelSpec
 
 
-class RecipeError(ValueError):
+class RecipeError(UsageError):
     """A recipe that cannot be used: the message names the key and how to fix it."""
 
 

@@ -47,6 +47,8 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
+from .errors import UsageError
+
 SEVERITIES = (1, 2, 3, 4, 5)
 CIFAR10C_URL = "https://zenodo.org/record/2535967"
 GENERATOR_VERSION = 1  # bump whenever a corruption's output changes: it keys the cache of generated corruptions
@@ -403,13 +405,13 @@ def load_cifar10c(directory: str | Path, name: str, severity: int) -> tuple[np.n
         try:
             arrays[key] = np.load(path, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError, EOFError) as err:
-            raise ValueError(f"{path} is not a readable .npy file ({err}); download it again from {CIFAR10C_URL}") from err
+            raise UsageError(f"{path} is not a readable .npy file ({err}); download it again from {CIFAR10C_URL}") from err
     images, labels = arrays["images"], arrays["labels"]
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (32, 32, 3) or len(images) % 5:
-        raise ValueError(f"{paths['images']} should hold uint8 [5 * N, 32, 32, 3] images (five severities), "
+        raise UsageError(f"{paths['images']} should hold uint8 [5 * N, 32, 32, 3] images (five severities), "
                          f"got {images.dtype} {list(images.shape)}; download it again from {CIFAR10C_URL}")
     if labels.shape != (len(images),):
-        raise ValueError(f"{paths['labels']} has shape {list(labels.shape)}, expected [{len(images)}] "
+        raise UsageError(f"{paths['labels']} has shape {list(labels.shape)}, expected [{len(images)}] "
                          f"to match {paths['images'].name}")
     per_severity = len(images) // 5
     rows = slice((severity - 1) * per_severity, severity * per_severity)

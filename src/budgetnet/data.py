@@ -14,6 +14,7 @@ import torchvision
 from torch import Tensor
 
 from .config import DataConfig
+from .errors import UsageError
 
 ENV_VAR = "BUDGETNET_DATA"
 
@@ -42,7 +43,7 @@ DATASETS = {
 SPLIT_SIZES = {"train": 50_000, "test": 10_000}
 
 
-class DataError(RuntimeError):
+class DataError(UsageError):
     """The data set is missing, truncated or malformed: the message says where to put a good copy."""
 
 
@@ -232,10 +233,10 @@ def load_data(cfg: DataConfig, data_dir: str | Path | None = None, device: str |
 def from_arrays(train: tuple, val: tuple | None, test: tuple, classes: list[str], dataset: str = "cifar10",
                 device: str | torch.device = "cpu") -> Data:
     """Data from numpy/tensor arrays (uint8 NCHW images, integer labels): the loader, tests and tools share it."""
-    to = lambda a, dtype: torch.as_tensor(np.asarray(a), dtype=dtype).to(device)  # noqa: E731
-    split = lambda s: (to(s[0], torch.uint8), to(s[1], torch.int64)) if s is not None else None  # noqa: E731
+    to = lambda a, dtype: torch.as_tensor(np.asarray(a), dtype=dtype).to(device)
+    split = lambda s: (to(s[0], torch.uint8), to(s[1], torch.int64)) if s is not None else None
     info = DATASETS[dataset]
-    stats = lambda v: torch.tensor(v, device=device).view(1, 3, 1, 1)  # noqa: E731
+    stats = lambda v: torch.tensor(v, device=device).view(1, 3, 1, 1)
     return Data(split(train), split(val), split(test), classes, stats(info.mean), stats(info.std))
 
 

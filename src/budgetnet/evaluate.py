@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from .checkpoint import load_model
 from .data import Data, from_arrays, load_split
+from .errors import RunFailed, UsageError
 from .model import count_trainable
 from .rundir import dumps
 from .runtime import Dist, autocast, resolve_device
@@ -18,7 +19,7 @@ from .runtime import Dist, autocast, resolve_device
 TTA = ("none", "flip", "flip_translate")
 
 
-class NonFiniteOutput(RuntimeError):
+class NonFiniteOutput(RunFailed):
     """A model whose outputs are NaN or infinite (a diverged run's weights): it has no accuracy or loss to report."""
 
 
@@ -38,10 +39,10 @@ def tta_views(x: Tensor, tta: str = "none") -> list[tuple[float, Tensor]]:
     image shifted by one pixel up-left and down-right (reflect padding) weigh 1/4 each.
     """
     if tta not in TTA:
-        raise ValueError(f"tta={tta!r} is unknown: use one of {', '.join(TTA)}")
+        raise UsageError(f"tta={tta!r} is unknown: use one of {', '.join(TTA)}")
     if tta == "none":
         return [(1.0, x)]
-    pair = lambda v, w: [(w / 2, v), (w / 2, v.flip(-1))]  # noqa: E731
+    pair = lambda v, w: [(w / 2, v), (w / 2, v.flip(-1))]
     if tta == "flip":
         return pair(x, 1.0)
     h, w = x.shape[-2:]

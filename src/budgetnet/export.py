@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from . import model as model_module
 from .checkpoint import class_names, load_model
 from .data import DATASETS
+from .errors import RunFailed, UsageError
 from .spec import EXPANSION, WHITEN_KERNEL, ModelSpec
 
 FORMATS = ("onnx", "pt2", "standalone")
@@ -29,7 +30,7 @@ _NETWORK = ("norm", "activation", "conv_bn", "conv_pool_bn", "WhiteningStem", "B
 _SPEC_METHODS = ("stage_channels", "stage_kernels", "stage_shortcut_kernels", "stem_channels", "final_size")
 
 
-class ExportError(RuntimeError):
+class ExportError(RunFailed):
     """An export whose logits differ from budgetnet's."""
 
 
@@ -114,20 +115,20 @@ def _check(name: str, expected: Tensor, got: Tensor) -> float:
 def _output_dir(out: Path) -> Path:
     """Create the export folder, or say in one line why it cannot be used, before any work."""
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file: give a folder to write the export into (created if missing)")
+        raise UsageError(f"--out {out} is a file: give a folder to write the export into (created if missing)")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a path under a file, a read-only parent
-        raise ValueError(f"--out {out}: cannot create this folder ({e.strerror}); give a folder you can write") from None
+        raise UsageError(f"--out {out}: cannot create this folder ({e.strerror}); give a folder you can write") from None
     if not os.access(out, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {out} is not writable: give a folder you can write")
+        raise UsageError(f"--out {out} is not writable: give a folder you can write")
     return out
 
 
 def export_run(run: str | Path, fmt: str, out_dir: str | Path, which: str = "best") -> dict:
     """Write the export of a run into out_dir, check its logits against budgetnet's; return {"files", "max_abs_diff"}."""
     if fmt not in FORMATS:
-        raise ValueError(f"format {fmt!r} is unknown: use one of {', '.join(FORMATS)}")
+        raise UsageError(f"format {fmt!r} is unknown: use one of {', '.join(FORMATS)}")
     out = _output_dir(Path(out_dir))
     net, recipe, state = load_model(run, which, "cpu")
     classes = class_names(state)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import OptimizerConfig, ScheduleConfig
+from .errors import UsageError
 from .model import WhiteningStem
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "radam", "muon")
@@ -19,15 +20,15 @@ UNITS = ("torch", "per_1024")  # optimizer.units: torch's lr and weight decay, o
 def check_optimizer(cfg: OptimizerConfig) -> None:
     """Raise ValueError for optimizer settings that cannot run, before any training."""
     if cfg.name not in OPTIMIZERS:
-        raise ValueError(f"optimizer.name={cfg.name!r} is unknown: use one of {', '.join(OPTIMIZERS)}")
+        raise UsageError(f"optimizer.name={cfg.name!r} is unknown: use one of {', '.join(OPTIMIZERS)}")
     if cfg.units not in UNITS:
-        raise ValueError(f"optimizer.units={cfg.units!r} is unknown: use one of {', '.join(UNITS)}")
+        raise UsageError(f"optimizer.units={cfg.units!r} is unknown: use one of {', '.join(UNITS)}")
     if cfg.units == "per_1024" and (cfg.name not in ("sgd", "muon") or cfg.decoupled_weight_decay
                                     or not 0 <= cfg.momentum < 1):
-        raise ValueError("optimizer.units=per_1024 is airbench's convention for SGD with coupled weight decay: "
+        raise UsageError("optimizer.units=per_1024 is airbench's convention for SGD with coupled weight decay: "
                          "use optimizer.name=sgd (or muon), decoupled_weight_decay=false and momentum in [0, 1)")
     if cfg.name == "muon" and (cfg.muon_lr <= 0 or not 0 <= cfg.muon_momentum < 1 or cfg.muon_ns_steps < 1):
-        raise ValueError(f"optimizer.muon_lr={cfg.muon_lr} must be > 0, muon_momentum={cfg.muon_momentum} in "
+        raise UsageError(f"optimizer.muon_lr={cfg.muon_lr} must be > 0, muon_momentum={cfg.muon_momentum} in "
                          f"[0, 1) and muon_ns_steps={cfg.muon_ns_steps} >= 1")
 
 
@@ -60,7 +61,7 @@ def param_groups(model: nn.Module, cfg: OptimizerConfig, batch_size: int | None 
             g["weight_decay"] = g["weight_decay"] / (cfg.lr * scale)
     if cfg.decoupled_weight_decay:
         if cfg.name not in ("sgd", "muon"):
-            raise ValueError("optimizer.decoupled_weight_decay is for sgd (and muon's SGD part); adamw decouples "
+            raise UsageError("optimizer.decoupled_weight_decay is for sgd (and muon's SGD part); adamw decouples "
                              "weight decay already")
         for g in groups:
             g["decoupled_wd"], g["weight_decay"] = g["weight_decay"], 0.0
@@ -114,7 +115,7 @@ class ConvMuon:
     def __init__(self, model: nn.Module, cfg: OptimizerConfig, batch_size: int | None = None):
         self.filters = [p for p in model.parameters() if p.requires_grad and p.ndim == 4]
         if not self.filters:
-            raise ValueError("optimizer.name=muon orthogonalises conv filters, and this model trains none: use sgd")
+            raise UsageError("optimizer.name=muon orthogonalises conv filters, and this model trains none: use sgd")
         self.normalize = cfg.muon_normalize
         views = [_matrix_view(p) for p in self.filters]
         self.views, self.dims = [v for v, _ in views], [d for _, d in views]
@@ -196,7 +197,7 @@ def lr_at(cfg: ScheduleConfig, base_lr: float, t: float, epochs: float) -> float
     elif name == "constant":
         lr = base_lr
     else:
-        raise ValueError(f"schedule.name={cfg.name!r} is unknown: use one of {', '.join(SCHEDULES)}")
+        raise UsageError(f"schedule.name={cfg.name!r} is unknown: use one of {', '.join(SCHEDULES)}")
     if cfg.warmup_epochs > 0 and t < cfg.warmup_epochs:
         lr *= t / cfg.warmup_epochs
     return lr
@@ -206,19 +207,19 @@ def check_schedule(cfg: ScheduleConfig) -> None:
     """Raise ValueError for a schedule that cannot run, before any training."""
     name = SCHEDULE_ALIASES.get(cfg.name, cfg.name)
     if name not in SCHEDULES:
-        raise ValueError(f"schedule.name={cfg.name!r} is unknown: use one of {', '.join(SCHEDULES)}")
+        raise UsageError(f"schedule.name={cfg.name!r} is unknown: use one of {', '.join(SCHEDULES)}")
     if name == "warm_restarts" and (cfg.T_0 <= 0 or cfg.T_mult < 1):
-        raise ValueError("schedule.T_0 must be > 0 and schedule.T_mult >= 1")
+        raise UsageError("schedule.T_0 must be > 0 and schedule.T_mult >= 1")
     if name == "triangle" and not 0 < cfg.pct_start < 1:
-        raise ValueError("schedule.pct_start must be between 0 and 1")
+        raise UsageError("schedule.pct_start must be between 0 and 1")
     if name == "triangle" and not (0 <= cfg.start_factor <= 1 and 0 <= cfg.end_factor <= 1):
-        raise ValueError(f"schedule.start_factor={cfg.start_factor} and schedule.end_factor={cfg.end_factor} are "
+        raise UsageError(f"schedule.start_factor={cfg.start_factor} and schedule.end_factor={cfg.end_factor} are "
                          "fractions of the peak learning rate: each must be in [0, 1]")
     if name == "step" and not all(0 < m < 1 for m in cfg.milestones):
-        raise ValueError(f"schedule.milestones={cfg.milestones} are fractions of the run, each between 0 and 1 "
+        raise UsageError(f"schedule.milestones={cfg.milestones} are fractions of the run, each between 0 and 1 "
                          "(a milestone >= 1 is never reached): for epoch 60 of 200 write 0.3")
     if cfg.warmup_epochs < 0:
-        raise ValueError(f"schedule.warmup_epochs={cfg.warmup_epochs} must be >= 0")
+        raise UsageError(f"schedule.warmup_epochs={cfg.warmup_epochs} must be >= 0")
 
 
 class Schedule:

@@ -1,21 +1,21 @@
-"""Every figure's style and saving: the Agg backend, one colour scheme, one save-and-close, and the per-epoch
-curves that reports and model cards share.
+"""Every figure's style and saving: one colour scheme, one save, and the per-epoch curves that reports and model
+cards share. Figures are `matplotlib.figure.Figure`s drawn without pyplot, so no backend is chosen or switched (a
+notebook's stays as it is) and no figure stays open in pyplot's global registry.
 
     fig, ax = plots.subplots(figsize=(8, 5))
     ax.plot(...)
-    plots.save(fig, out / "figure.png")        # creates the folder, lays out, writes the PNG, frees the figure
+    plots.save(fig, out / "figure.png")        # creates the folder, lays out, writes the PNG
 """
 from __future__ import annotations
 
 import math
 import statistics
 from pathlib import Path
+from typing import Any
 
 import matplotlib
-
-matplotlib.use("Agg")  # files only, never a window: set once, before pyplot is imported anywhere
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 DPI = 120
 GRID_ALPHA = 0.3
@@ -23,24 +23,26 @@ CURVE_METRICS = {"train_loss": "train loss", "test_loss": "test loss", "train_ac
                  "test_acc": "test accuracy (%)", "val_loss": "validation loss", "val_acc": "validation accuracy (%)"}
 
 
-def subplots(*args, **kwargs):
-    """`plt.subplots` (Agg backend); hand the figure to `save` when drawn."""
-    return plt.subplots(*args, **kwargs)
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] | None = None,
+             **kwargs: Any) -> tuple[Figure, Any]:
+    """(figure, axes) as pyplot's `subplots` returns them, on a pyplot-free `Figure`; hand the figure to `save`
+    when drawn. `kwargs` go to `Figure.subplots` (sharex, squeeze, gridspec_kw, ...)."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
-def save(fig, path: str | Path, dpi: int = DPI) -> Path:
-    """Write `fig` to `path` as PNG (creating its folder), tightly laid out, and free it; return the path."""
+def save(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
+    """Write `fig` to `path` as PNG (creating its folder), tightly laid out; return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
     return path
 
 
 def colours(labels: list[str]) -> dict[str, tuple]:
     """One distinct colour per label, in order (tab10, or tab20 beyond ten labels)."""
-    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    cmap = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"]
     return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
 
 
@@ -76,7 +78,7 @@ def plot_curves(groups: dict[str, list[list[dict]]], metrics: list[str], path: s
     names = {**CURVE_METRICS, **(names or {})}
     cols = 2 if len(metrics) > 1 else 1
     rows = math.ceil(len(metrics) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.2 * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(6.5 * cols, 4.2 * rows), squeeze=False)
     palette = colours(list(groups))
     for ax, metric in zip(axes.flat, metrics):
         name = names[metric]

@@ -10,6 +10,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .checkpoint import class_names, load_model, written_by
 from .data import DATASETS, load_split
+from .errors import UsageError
 from .evaluate import check_finite_logits
 from .export import Normalized
 
@@ -37,10 +38,10 @@ def read_image(path: str | Path, size: int) -> tuple[np.ndarray, str | None]:
                 im.load()
                 image = to_rgb(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ValueError(f"{path}: more than {Image.MAX_IMAGE_PIXELS:,} pixels, too large to decode safely; "
+        raise UsageError(f"{path}: more than {Image.MAX_IMAGE_PIXELS:,} pixels, too large to decode safely; "
                          f"resize it first (the model sees {size}x{size})") from None
     except (OSError, UnidentifiedImageError) as e:
-        raise ValueError(f"{path}: not a readable image ({e}); give a PNG or JPEG file") from None
+        raise UsageError(f"{path}: not a readable image ({e}); give a PNG or JPEG file") from None
     note = None
     if image.size != (size, size):
         note = f"{path}: resized from {image.size[0]}x{image.size[1]} to {size}x{size}"
@@ -56,7 +57,7 @@ def predict_files(run: str | Path, files: list[str], top_k: int = 3, which: str 
     The class names travel with the checkpoint; one written before budgetnet 0.2.0 holds none, and they are read
     from the data set's files in data_dir instead."""
     if top_k < 1:
-        raise ValueError(f"--top-k {top_k}: give at least 1")
+        raise UsageError(f"--top-k {top_k}: give at least 1")
     net, recipe, state = load_model(run, which, "cpu")
     stats = DATASETS[recipe.data.dataset]
     model = Normalized(net, stats.mean, stats.std).eval()
@@ -82,7 +83,7 @@ def predict_files(run: str | Path, files: list[str], top_k: int = 3, which: str 
         top = [{"label": classes[i], "probability": round(q, 6)} for q, i in zip(p.tolist(), idx.tolist())]
         predictions.append({"file": str(f), **top[0], "top_k": top})
     if not predictions:  # nothing to show: the error is the whole answer
-        raise ValueError(errors[0] if len(errors) == 1 else
+        raise UsageError(errors[0] if len(errors) == 1 else
                          f"none of the {len(files)} files is a readable image (first: {errors[0]})")
     return predictions, notes, errors
 

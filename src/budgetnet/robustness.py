@@ -10,6 +10,7 @@ from .calibration import expected_calibration_error, reliability_diagram
 from .checkpoint import load_model
 from .corruptions import CORRUPTIONS, corruption_suite, plot_corruption_heatmap
 from .data import default_cache, from_arrays, load_split
+from .errors import UsageError
 from .evaluate import evaluate_run, predict_logits, write_json
 from .runtime import resolve_device
 
@@ -78,6 +79,6 @@ def compare_robustness(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
     for run in map(Path, run_dirs):
         evaluation = json.loads((run / "eval.json").read_text()) if (run / "eval.json").is_file() else {}
         if "per_corruption" not in evaluation:
-            raise ValueError(f"{run}: no corruption results; run `budgetnet eval {run} --corruptions` first")
+            raise UsageError(f"{run}: no corruption results; run `budgetnet eval {run} --corruptions` first")
         measured.append((run.name, evaluation))
     return plot_corruption_heatmap(measured, Path(out_dir) / "robustness.png", "corruption error by run")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .config import Recipe
+from .errors import RunFailed, UsageError
 
 
 @dataclass
@@ -60,11 +61,11 @@ class RunFiles:
                 tmp.unlink(missing_ok=True)
 
 
-class DiskFullError(RuntimeError):
+class DiskFullError(RunFailed):
     """The disk filled while writing a run-directory file; the partial file was removed, earlier files are intact."""
 
 
-class RunBusyError(ValueError):
+class RunBusyError(UsageError):
     """Another process is writing the run directory (it holds its lock)."""
 
 

@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch import nn
 
 from . import __version__
+from .errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -61,9 +62,9 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"device={name!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+        raise UsageError(f"device={name!r} is not a device: use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} but no CUDA device is available: use device=cpu or auto")
+        raise UsageError(f"device={name!r} but no CUDA device is available: use device=cpu or auto")
     return device
 
 
@@ -73,7 +74,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 def check_precision(precision: str) -> None:
     """Raise ValueError for a precision that autocast does not know."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r} is unknown: use one of {', '.join(PRECISIONS)}")
+        raise UsageError(f"precision={precision!r} is unknown: use one of {', '.join(PRECISIONS)}")
 
 
 def configure_backend(device: torch.device) -> None:
@@ -93,7 +94,7 @@ def compile_model(model: torch.nn.Module, enabled: bool, mode: str = "default") 
     """`model` under torch.compile in `mode` when enabled (reduce-overhead and max-autotune add CUDA graphs),
     else `model` itself. Compilation happens in the first steps, which take the compile time."""
     if mode not in COMPILE_MODES:
-        raise ValueError(f"compile_mode={mode!r} is unknown: use one of {', '.join(COMPILE_MODES)}")
+        raise UsageError(f"compile_mode={mode!r} is unknown: use one of {', '.join(COMPILE_MODES)}")
     return torch.compile(model, mode=mode) if enabled else model
 
 

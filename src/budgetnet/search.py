@@ -37,6 +37,8 @@ import torch
 import yaml
 from matplotlib.ticker import EngFormatter
 
+from .errors import UsageError
+
 try:
     import optuna
     from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,  # noqa: E402
@@ -46,7 +48,7 @@ try:
     from optuna.trial import FrozenTrial, TrialState
     import sqlalchemy
 except ImportError as e:  # the search is an optional extra
-    raise RuntimeError(f"the search needs Optuna ({e}): pip install 'budgetnet[search]'") from None
+    raise UsageError(f"the search needs Optuna ({e}): pip install 'budgetnet[search]'") from None
 
 from . import plots  # noqa: E402
 from .config import DataConfig, Recipe, RecipeError, apply_overrides, load_recipe, parse_count, read_yaml  # noqa: E402
@@ -67,7 +69,7 @@ SPACE_KEYS = ("description", "base", "params")
 RANGE_KEYS = ("low", "high", "step", "log")
 
 
-class SearchError(ValueError):
+class SearchError(UsageError):
     """A study, storage or device that cannot be used: the message says what to pass instead."""
 
 

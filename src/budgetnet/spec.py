@@ -5,6 +5,8 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .errors import UsageError
+
 BLOCK_TYPES = ("basic", "bottleneck")
 EXPANSION = {"basic": 1, "bottleneck": 4}
 STEMS = ("conv", "whiten")
@@ -13,7 +15,7 @@ ACTIVATIONS = ("relu", "gelu")
 WHITEN_KERNEL = 2  # the whitening stem sees 2x2 patches: 2 * in_channels * 2 * 2 output channels (+/- eigenvectors)
 
 
-class SpecError(ValueError):
+class SpecError(UsageError):
     """A design that cannot be built: the message names the field and how to fix it."""
 
 

@@ -22,6 +22,7 @@ from .augment import Augment, build_augment
 from .averaging import Lookahead, build_ema, check_ema, check_lookahead
 from .config import Recipe, RecipeError, diff_recipes, from_dict, load_recipe, read_yaml
 from .data import Data, batch_indices, check_data_config, load_data, steps_per_epoch as epoch_steps
+from .errors import RunFailed
 from .evaluate import TTA, evaluate_split
 from .losses import training_loss
 from .model import ResNet, freeze_for_epoch, init_whitening
@@ -39,12 +40,12 @@ from .spec import check_budget
 # primes, so that neighbouring seeds and epochs never share a stream.
 AUGMENT_SEED_STRIDE, AUGMENT_EPOCH_STRIDE = 100_003, 1_009  # augment seed = seed*100003 + epoch*1009 + rank
 ORDER_SEED_STRIDE = 7_919                                    # batch-order seed = seed*7919 + epoch
-PROGRESS_EVERY = 20  # steps between progress-bar updates, the only host synchronisations inside an epoch
+PROGRESS_EVERY = 20  # steps between progress-bar updates, each a host synchronisation (so is each EMA update)
 # what --resume --set may not change: the architecture, the data and its order, and the state a checkpoint holds
 FIXED_ON_RESUME = ("model", "data", "augment", "batch_size", "seed", "ema.enabled", "lookahead.enabled")
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(RunFailed):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
@@ -58,7 +59,7 @@ EpochCallback = Callable[[dict], None]
 def check_recipe(recipe: Recipe) -> int:
     """Check everything about a recipe that can be checked before any work and return its parameter count.
 
-    Raises one ValueError/RuntimeError subclass with a one-line message naming the key and the fix.
+    Raises a UsageError (RecipeError, SpecError, ...) with a one-line message naming the key and the fix.
     """
     recipe.validate()  # every value's range, NaN anywhere
     for key in ("epochs", "batch_size", "eval_batch_size", "eval_every"):

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import UsageError
 from ..losses import JSD_LAMBDA
 from . import auto, basic, mix  # noqa: F401  (register the policies)
 from .registry import POLICIES, Policy, build_policy
@@ -45,12 +46,12 @@ class Augment:
         self.num_classes = num_classes
         jsd = [p for p in policies if isinstance(p, auto.AugMix) and p.jsd]
         if len(jsd) > 1:
-            raise ValueError("at most one augmix policy may have jsd: true (each would multiply the views by 3)")
+            raise UsageError("at most one augmix policy may have jsd: true (each would multiply the views by 3)")
         self.num_views = 3 if jsd else 1
         self.jsd_lambda = float(jsd[0].jsd_lambda) if jsd else JSD_LAMBDA
         self.soft_targets = any(p.mixes_labels for p in policies)
         if any(getattr(p, "mode", None) == "alternate" for p in policies[1:]):
-            raise ValueError("augment policy 'flip' with mode: alternate must come first (it keys each image by "
+            raise UsageError("augment policy 'flip' with mode: alternate must come first (it keys each image by "
                              "its own pixels, which the policies before it would change)")
 
     def set_epoch(self, epoch: int) -> None:

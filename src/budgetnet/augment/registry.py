@@ -7,6 +7,8 @@ from typing import Callable
 
 from torch import Tensor
 
+from ..errors import UsageError
+
 POLICIES: dict[str, type] = {}
 
 
@@ -33,25 +35,25 @@ class Policy:
 def check(condition: bool, policy: str, message: str) -> None:
     """Raise ValueError(f"augment policy {policy!r}: {message}") unless `condition`."""
     if not condition:
-        raise ValueError(f"augment policy {policy!r}: {message}")
+        raise UsageError(f"augment policy {policy!r}: {message}")
 
 
 def build_policy(spec: dict) -> Policy:
     """Build one policy from its recipe entry, e.g. {"name": "crop", "padding": 4}, validating names and keys."""
     if not isinstance(spec, dict) or "name" not in spec:
-        raise ValueError(f"augment entry {spec!r} must be a mapping with a 'name' key")
+        raise UsageError(f"augment entry {spec!r} must be a mapping with a 'name' key")
     params = {k: v for k, v in spec.items() if k != "name"}
     name = spec["name"]
     if name not in POLICIES:
         close = difflib.get_close_matches(str(name), POLICIES, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown augment policy {name!r}: valid names are {', '.join(sorted(POLICIES))}{hint}")
+        raise UsageError(f"unknown augment policy {name!r}: valid names are {', '.join(sorted(POLICIES))}{hint}")
     cls = POLICIES[name]
     valid = [f.name for f in dataclasses.fields(cls)]
     for key in params:
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"augment policy {name!r} has no parameter {key!r}: valid keys are "
+            raise UsageError(f"augment policy {name!r} has no parameter {key!r}: valid keys are "
                              f"{', '.join(valid) or '(none)'}{hint}")
     return cls(**params)
