@@ -205,9 +205,11 @@ class AugMix(OpPolicy):
         All views' chains run as one batch. torchvision truncates the mix to uint8; we keep it in float.
         """
         n = images.shape[0]
-        alpha = lambda k: torch.full((views * n, k), float(self.alpha))  # noqa: E731  (drawn on the CPU, as the ops)
-        m = torch._sample_dirichlet(alpha(2))  # Beta(alpha, alpha): weight of the original vs the chains
-        weights = to_device(torch._sample_dirichlet(alpha(self.mixture_width)) * m[:, 1:], images.device)
+        def dirichlet(k: int) -> Tensor:  # drawn on the CPU, as the ops: no device sync
+            return torch.distributions.Dirichlet(torch.full((views * n, k), float(self.alpha))).sample()
+
+        m = dirichlet(2)  # Beta(alpha, alpha): weight of the original vs the chains
+        weights = to_device(dirichlet(self.mixture_width) * m[:, 1:], images.device)
         m = to_device(m, images.device)  # weights: [views * n, width]
         chains, _ = super().__call__(images.repeat(views * self.mixture_width, 1, 1, 1), None)
         chains = chains.view(self.mixture_width, views * n, -1)  # chain-major, like images.repeat
