@@ -5,6 +5,7 @@ import torchvision.transforms.v2 as T
 
 from budgetnet.augment.auto import op_space
 from budgetnet.augment.ops import GEOMETRIC, PIXEL, apply_ops
+from budgetnet.augment.spaces import AUTOAUGMENT_POLICIES, SPACES
 
 REFERENCE = T.AutoAugment()._apply_image_or_video_transform  # what all of torchvision's policies call
 MAGNITUDES = {  # the bin edges of the four policies' spaces, both signs, and some values in between
@@ -76,3 +77,31 @@ def test_apply_ops_mixes_ops_in_one_batch_and_returns_the_order():
     for j, i in enumerate(order.tolist()):
         expected = x[i] if op[i] < 0 else reference(x[i:i + 1], names[op[i]], magnitude[i:i + 1], "nearest")[0]
         assert torch.equal(out[j], expected), (names[op[i]], float(magnitude[i]))
+
+
+@pytest.mark.parametrize("space_name, attribute", [
+    ("AutoAugment", "_AUGMENTATION_SPACE"), ("RandAugment", "_AUGMENTATION_SPACE"),
+    ("TrivialAugmentWide", "_AUGMENTATION_SPACE"), ("AugMix", "_AUGMENTATION_SPACE"),
+    ("AugMix-partial", "_PARTIAL_AUGMENTATION_SPACE")])
+def test_the_copied_spaces_equal_torchvisions(space_name, attribute):
+    """budgetnet copies the spaces (torchvision's are private); the copy must still be torchvision's."""
+    theirs = getattr(getattr(T, space_name.split("-")[0]), attribute, None)
+    if theirs is None:
+        pytest.skip(f"this torchvision has no {space_name}.{attribute} to compare with")
+    ours = SPACES[space_name]
+    assert list(ours) == list(theirs)
+    for name, (fn, signed) in theirs.items():
+        assert ours[name][1] == signed, name
+        for num_bins, h, w in ((10, 32, 32), (31, 16, 24)):
+            mine, reference_bins = ours[name][0](num_bins, h, w), fn(num_bins, h, w)
+            assert (mine is None) == (reference_bins is None), name
+            if mine is not None:
+                assert torch.equal(mine, reference_bins), name
+
+
+@pytest.mark.parametrize("policy", ["cifar10", "imagenet", "svhn"])
+def test_the_copied_autoaugment_policies_equal_torchvisions(policy):
+    theirs = getattr(T.AutoAugment(T.AutoAugmentPolicy(policy)), "_policies", None)
+    if theirs is None:
+        pytest.skip("this torchvision keeps no AutoAugment._policies to compare with")
+    assert AUTOAUGMENT_POLICIES[policy] == theirs
