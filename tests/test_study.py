@@ -120,3 +120,22 @@ def test_cli_study_dry_run_and_an_unknown_scale(tmp_path, capsys, monkeypatch):
     # per seed: 7 controlled settings of 3 epochs (1200 / 400) and 5 of the study's runs of 1 epoch (160-500 / 400)
     assert "24 distinct runs" in err and "too small to judge" in err and "total 52 s" in err
     assert not (tmp_path / "s").exists()
+
+
+def test_the_jpeg_offset_applies_only_to_a_re_encoded_copy(tmp_path):
+    """On the official files the final model's target is the study's own 95.6%: 92.5 no longer holds."""
+    planned = plan_study("hour", tmp_path)
+    fake_study(planned)
+    md = write_study("hour", tmp_path, planned, official=True).read_text()
+    rows = {(r["row"], r["reading"]): r for r in csv.DictReader((tmp_path / "study.csv").open())}
+    assert rows[("final model", "controlled")]["verdict"] == "inconclusive: 3.10 short of 95.6"
+    assert "3.2 points" not in md and "JPEG" not in md and "official CIFAR-10 release" in md
+    write_study("hour", tmp_path, planned, official=False)
+    rows = {(r["row"], r["reading"]): r for r in csv.DictReader((tmp_path / "study.csv").open())}
+    assert rows[("final model", "controlled")]["verdict"] == "holds"
+
+
+def test_official_copy_is_the_md5_verdict(fake_cifar, tmp_path):
+    from budgetnet.data import official_copy
+    assert official_copy("cifar10", fake_cifar) is False  # the test's synthetic files are not the release
+    assert official_copy("cifar10", tmp_path / "nothing") is None

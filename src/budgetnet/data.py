@@ -133,6 +133,24 @@ def _check_checksums(info: DatasetInfo, folder: Path, note: bool = True) -> None
             return
 
 
+_OFFICIAL: dict[Path, bool] = {}  # per folder: whether every file has the official md5 sum (hashed once)
+
+
+def official_copy(dataset: str, data_dir: str | Path | None = None) -> bool | None:
+    """The data check's verdict: True when the folder holds the official release (every md5 sum as published),
+    False for a re-encoded copy, None when there is no such folder (nothing is downloaded)."""
+    info = DATASETS[dataset]
+    folder = resolve_data_dir(data_dir)[0] / info.folder
+    if not folder.is_dir():
+        return None
+    if folder not in _OFFICIAL:
+        sums = dict(info.torchvision_class.train_list + info.torchvision_class.test_list)
+        sums[info.meta_file] = info.torchvision_class.meta["md5"]
+        _OFFICIAL[folder] = all((folder / name).is_file() and hashlib.md5((folder / name).read_bytes()).hexdigest()
+                                == md5 for name, md5 in sums.items())
+    return _OFFICIAL[folder]
+
+
 class _SafeUnpickler(pickle.Unpickler):
     """Unpickles only numpy arrays and plain containers, so a data file cannot run code."""
 

@@ -1,10 +1,8 @@
 """Learned and random augmentation policies: AutoAugment, RandAugment, TrivialAugmentWide, AugMix.
 
-Each policy samples, per image, a sequence of stages (op index, signed magnitude) from torchvision's own
-augmentation spaces and policy tables (torchvision.transforms.v2 is the reference), then applies every
-stage to the whole batch with ops.apply_ops: one batched call per op, per-sample magnitudes.
-The spaces and tables are torchvision's private class attributes, read rather than copied so that the
-reference stays the reference; tests/test_augment_ops.py fails if they change shape.
+Each policy samples, per image, a sequence of stages (op index, signed magnitude) from torchvision's
+augmentation spaces and policy tables (torchvision.transforms.v2 is the reference; spaces.py holds the copies),
+then applies every stage to the whole batch with ops.apply_ops: one batched call per op, per-sample magnitudes.
 """
 from __future__ import annotations
 
@@ -12,12 +10,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
-import torchvision.transforms.v2 as T
 from torch import Tensor
 
 from ..losses import JSD_LAMBDA
 from .ops import apply_ops, to_device
 from .registry import Policy, check, register
+from .spaces import AUTOAUGMENT, AUTOAUGMENT_POLICIES, SPACES
 
 Stage = tuple[Tensor, Tensor]  # op index [n] (-1: no op) and magnitude [n] float64
 
@@ -43,9 +41,7 @@ class OpSpace:
 @lru_cache(maxsize=None)
 def op_space(space_name: str, num_bins: int, height: int, width: int) -> OpSpace:
     """The op space of a torchvision transform class ("AutoAugment", ..., "AugMix-partial")."""
-    if space_name == "AugMix-partial":
-        return OpSpace(T.AugMix._PARTIAL_AUGMENTATION_SPACE, num_bins, height, width)
-    return OpSpace(getattr(T, space_name)._AUGMENTATION_SPACE, num_bins, height, width)
+    return OpSpace(SPACES[space_name], num_bins, height, width)
 
 
 def as_uint8(images: Tensor) -> Tensor:
@@ -90,8 +86,8 @@ class AutoAugment(OpPolicy):
         check(self.policy in ("cifar10", "imagenet", "svhn"), "autoaugment",
               f"policy must be 'cifar10', 'imagenet' or 'svhn', got {self.policy!r}")
         check_interpolation("autoaugment", self.interpolation)
-        names = list(T.AutoAugment._AUGMENTATION_SPACE)
-        table = T.AutoAugment(T.AutoAugmentPolicy(self.policy))._policies
+        names = list(AUTOAUGMENT)
+        table = AUTOAUGMENT_POLICIES[self.policy]
         self.table_op = torch.tensor([[names.index(name) for name, _, _ in sub] for sub in table])
         self.table_p = torch.tensor([[p for _, p, _ in sub] for sub in table])
         self.table_bin = torch.tensor([[b or 0 for _, _, b in sub] for sub in table])
@@ -205,9 +201,11 @@ class AugMix(OpPolicy):
         All views' chains run as one batch. torchvision truncates the mix to uint8; we keep it in float.
         """
         n = images.shape[0]
-        alpha = lambda k: torch.full((views * n, k), float(self.alpha))  # noqa: E731  (drawn on the CPU, as the ops)
-        m = torch._sample_dirichlet(alpha(2))  # Beta(alpha, alpha): weight of the original vs the chains
-        weights = to_device(torch._sample_dirichlet(alpha(self.mixture_width)) * m[:, 1:], images.device)
+        def dirichlet(k: int) -> Tensor:  # drawn on the CPU, as the ops: no device sync
+            return torch.distributions.Dirichlet(torch.full((views * n, k), float(self.alpha))).sample()
+
+        m = dirichlet(2)  # Beta(alpha, alpha): weight of the original vs the chains
+        weights = to_device(dirichlet(self.mixture_width) * m[:, 1:], images.device)
         m = to_device(m, images.device)  # weights: [views * n, width]
         chains, _ = super().__call__(images.repeat(views * self.mixture_width, 1, 1, 1), None)
         chains = chains.view(self.mixture_width, views * n, -1)  # chain-major, like images.repeat

@@ -21,7 +21,8 @@ def _check_alpha_p(policy: str, alpha: float, p: float) -> None:
 
 def _beta(alpha: float) -> float:
     """One draw of Beta(alpha, alpha) from the global torch RNG (the CPU's: reading it back costs no device sync)."""
-    return float(torch._sample_dirichlet(torch.full((2,), float(alpha)))[0])
+    concentration = torch.tensor(float(alpha))
+    return float(torch.distributions.Beta(concentration, concentration).sample())
 
 
 def _neighbours(images: Tensor, targets: Tensor) -> Tensor:
