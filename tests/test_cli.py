@@ -135,7 +135,7 @@ def test_a_bug_keeps_its_traceback(monkeypatch, error):
 @pytest.mark.parametrize("setting, message", [
     ("schedule.name=linear", "schedule.name='linear' is unknown"),
     ("device=cuda:x", "device='cuda:x' is not a device"),
-    ("ema.decay=2", "ema.decay must be in [0, 1)"),
+    ("ema.decay=2", "ema.decay=2.0 must be in (0, 1)"),
     ("augment=[{name: flipp}]", "unknown augment policy 'flipp'"),
 ])
 def test_bad_recipe_values_exit_2_in_one_line(capsys, tmp_path, setting, message):
