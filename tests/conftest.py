@@ -43,6 +43,19 @@ def tiny_recipe(*overrides: str):
                                 "data.train_size=null", *overrides])
 
 
+class Crash(Exception):
+    """A stand-in for a crash mid-run, raised by `crash_after`."""
+
+
+def crash_after(epoch: int):
+    """An on_epoch callback that raises Crash once `epoch` has finished (its checkpoint and row are written)."""
+    def on_epoch(row: dict) -> None:
+        if row["epoch"] == epoch:
+            raise Crash
+
+    return on_epoch
+
+
 def write_fake_cifar10(root: Path) -> Path:
     """A structurally valid cifar-10-batches-py/ (50,000 + 10,000 learnable synthetic images) under root."""
     folder = root / "cifar-10-batches-py"

@@ -7,18 +7,7 @@ import torch
 
 from budgetnet import checkpoint
 from budgetnet.train import train
-from conftest import tiny_recipe
-
-
-class Crash(Exception):
-    pass
-
-
-def _crash_after(epoch):
-    def on_epoch(row):
-        if row["epoch"] == epoch:
-            raise Crash
-    return on_epoch
+from conftest import Crash, crash_after, tiny_recipe
 
 
 def test_whitening_bias_trains_its_epochs_then_stays_and_resume_is_exact(tiny_data, tmp_path):
@@ -28,7 +17,7 @@ def test_whitening_bias_trains_its_epochs_then_stays_and_resume_is_exact(tiny_da
                          "augment=[{name: flip, mode: alternate}, {name: crop, padding: 4}]")
     train(recipe, tmp_path / "full", data=tiny_data, progress=False)
     with pytest.raises(Crash):
-        train(recipe, tmp_path / "killed", data=tiny_data, progress=False, on_epoch=_crash_after(1))
+        train(recipe, tmp_path / "killed", data=tiny_data, progress=False, on_epoch=crash_after(1))
     after_one = checkpoint.load(tmp_path / "killed" / "checkpoints" / "last.pt")["model"]["stem.bias"]
     assert after_one.abs().sum() > 0  # it trained (from zero) during epoch 1
     train(None, tmp_path / "killed", data=tiny_data, progress=False, resume=True)
@@ -45,7 +34,7 @@ def test_muon_trains_and_resumes_exactly(tiny_data, tmp_path):
     summary = train(recipe, tmp_path / "full", data=tiny_data, progress=False)
     assert summary["final_test_acc"] > 0.3  # chance is 0.1
     with pytest.raises(Crash):
-        train(recipe, tmp_path / "killed", data=tiny_data, progress=False, on_epoch=_crash_after(1))
+        train(recipe, tmp_path / "killed", data=tiny_data, progress=False, on_epoch=crash_after(1))
     train(None, tmp_path / "killed", data=tiny_data, progress=False, resume=True)
     full = checkpoint.load(tmp_path / "full" / "checkpoints" / "last.pt")["model"]
     resumed = checkpoint.load(tmp_path / "killed" / "checkpoints" / "last.pt")["model"]

@@ -6,11 +6,7 @@ from budgetnet import checkpoint, runtime
 from budgetnet.config import RecipeError
 from budgetnet.rundir import RunFiles, read_metrics
 from budgetnet.train import checkpoint_due, train, train_without_rundir
-from conftest import tiny_recipe
-
-
-class Crash(Exception):
-    pass
+from conftest import Crash, crash_after, tiny_recipe
 
 
 def saved_epochs(monkeypatch) -> list[tuple[str, int]]:
@@ -34,13 +30,9 @@ def test_a_run_killed_between_checkpoints_resumes_bit_identically_with_one_row_p
     assert [epoch for name, epoch in saved if name == "last.pt"] == [2, 4, 5]  # every 2 epochs and the last
     assert {epoch for name, epoch in saved if name == "best.pt"} <= {2, 4, 5}  # best.pt on the same interval
 
-    def crash_after_3(row):
-        if row["epoch"] == 3:
-            raise Crash
-
     killed = RunFiles(tmp_path / "killed")
     with pytest.raises(Crash):
-        train(recipe, killed.root, data=tiny_data, progress=False, on_epoch=crash_after_3)
+        train(recipe, killed.root, data=tiny_data, progress=False, on_epoch=crash_after(3))
     assert checkpoint.load(killed.last)["epoch"] == 2 and [r["epoch"] for r in read_metrics(killed.root)] == [1, 2, 3]
     summary = train(None, killed.root, data=tiny_data, progress=False, resume=True)  # redoes epoch 3, then 4 and 5
     assert summary["epochs_done"] == 5
@@ -105,13 +97,9 @@ def test_resume_needs_a_run_directory(tiny_data):
 def test_a_run_killed_before_its_first_checkpoint_starts_again_with_one_row_per_epoch(tiny_data, tmp_path):
     recipe = tiny_recipe("epochs=4", "checkpoint_every=3")
 
-    def crash_after_2(row):
-        if row["epoch"] == 2:
-            raise Crash
-
     files = RunFiles(tmp_path / "run")
     with pytest.raises(Crash):
-        train(recipe, files.root, data=tiny_data, progress=False, on_epoch=crash_after_2)
+        train(recipe, files.root, data=tiny_data, progress=False, on_epoch=crash_after(2))
     assert not files.last.is_file() and [r["epoch"] for r in read_metrics(files.root)] == [1, 2]
     with pytest.raises(RecipeError, match="2 epoch rows"):  # a new run there would mix its rows with those
         train(recipe, files.root, data=tiny_data, progress=False)

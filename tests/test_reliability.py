@@ -18,19 +18,7 @@ from budgetnet.config import RecipeError
 from budgetnet.console import predictions_text
 from budgetnet.rundir import RunBusyError, RunFiles, append_jsonl, dumps, locked, read_metrics
 from budgetnet.train import TrainingDiverged, train
-from conftest import TINY_MODEL, tiny_recipe
-
-
-class Crash(Exception):
-    pass
-
-
-def crash_after(epoch):
-    def on_epoch(row):
-        if row["epoch"] == epoch:
-            raise Crash
-
-    return on_epoch
+from conftest import TINY_MODEL, Crash, crash_after, tiny_recipe
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from budgetnet.optim import lr_at_step
 from budgetnet.rundir import DiskFullError, RunFiles, read_jsonl, read_metrics
 from budgetnet.runtime import Dist
 from budgetnet.train import TrainingDiverged, TrainingInterrupted, build_state, check_recipe, train
-from conftest import CLASSES, TINY_MODEL, tiny_recipe
+from conftest import CLASSES, TINY_MODEL, Crash, crash_after, tiny_recipe
 
 
 def test_trains_above_chance_and_writes_the_run(tiny_data, tmp_path):
@@ -58,18 +58,6 @@ def test_sync_bn_converts_batchnorm_under_ddp_and_is_refused_on_the_cpu(tiny_dat
     with pytest.raises(RecipeError, match="sync_bn=true needs CUDA devices"):
         train(recipe, tmp_path / "run", data=tiny_data, progress=False)
     assert not (tmp_path / "run").exists()
-
-
-class Crash(Exception):
-    pass
-
-
-def crash_after(epoch):
-    def on_epoch(row):
-        if row["epoch"] == epoch:
-            raise Crash
-
-    return on_epoch
 
 
 def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tiny_data, tmp_path):
