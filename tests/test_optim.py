@@ -178,8 +178,11 @@ def test_muon_steps_a_conv_filter_as_airbench94_muon_and_the_rest_with_sgd(chann
         bias_buf = 0.85 * bias_buf + model[1].bias.grad  # SGD, nesterov
         bias = bias - 0.1 * (model[1].bias.grad + 0.85 * bias_buf)
         opt.step()
-        # torch and airbench both orthogonalise in bfloat16, which is good to about 1/32 of an entry (<= 0.5)
-        torch.testing.assert_close(filters.detach(), w, atol=0.24 / 32, rtol=0)
+        # torch and airbench both orthogonalise in bfloat16, good to about 1/32 of an entry (<= 0.5) a step; the
+        # matmuls' summation order follows the thread count (CI: 2 threads gave 0.0076 after 3 steps, 1 thread
+        # less), so the bound is twice that: still below what a missing nesterov or rescaling, or a momentum of
+        # 0.3 for 0.6, gives (checked; the normalised step hides a small change of momentum)
+        torch.testing.assert_close(filters.detach(), w, atol=0.24 / 16, rtol=0)
         torch.testing.assert_close(model[1].bias.detach(), bias)
     assert filters.is_contiguous(memory_format=torch.channels_last) is channels_last
     state = opt.state_dict()
