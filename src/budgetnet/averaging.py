@@ -10,26 +10,13 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .config import EmaConfig, LookaheadConfig
-from .errors import UsageError
-
-
-def check_ema(cfg: EmaConfig) -> None:
-    """Raise ValueError for EMA settings that cannot run."""
-    if not 0 <= cfg.decay < 1 or cfg.every < 1:
-        raise UsageError(f"ema.decay must be in [0, 1) and ema.every >= 1, got {cfg.decay} and {cfg.every}")
-
-
-def check_lookahead(cfg: LookaheadConfig) -> None:
-    """Raise ValueError for lookahead settings that cannot run."""
-    if cfg.k < 1 or not 0 < cfg.alpha <= 1:
-        raise UsageError(f"lookahead.k must be >= 1 and lookahead.alpha in (0, 1], got {cfg.k} and {cfg.alpha}")
 
 
 def build_ema(model: nn.Module, cfg: EmaConfig) -> AveragedModel | None:
     """torch's AveragedModel with an EMA of the parameters and BN buffers, or None when disabled."""
     if not cfg.enabled:
         return None
-    check_ema(cfg)
+    cfg.validate()
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.decay), use_buffers=True)
 
 
@@ -41,7 +28,7 @@ class Lookahead:
     """Slow weights that every k steps move alpha of the way to the model's (fast) weights, which restart there."""
 
     def __init__(self, model: nn.Module, cfg: LookaheadConfig, total_steps: int):
-        check_lookahead(cfg)
+        cfg.validate()
         self.cfg, self.total_steps = cfg, total_steps
         self.fast = _float_state(model)
         self.slow = [t.detach().clone() for t in self.fast]

@@ -171,6 +171,8 @@ class Recipe:
         _check(self.budget >= 1, "budget", self.budget, "must be a positive parameter count, e.g. 5M")
         for key in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
             _check(getattr(self, key) >= 1, key, getattr(self, key), "must be 1 or more")
+        _check(self.checkpoint_every is None or self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every,
+               "must be 0 or more (0: only after the last epoch), or null for the default interval")
         for section in (self.optimizer, self.schedule, self.ema, self.lookahead):
             section.validate()
 

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from . import __version__, checkpoint
 from .augment import Augment, build_augment
-from .averaging import Lookahead, build_ema, check_ema, check_lookahead
+from .averaging import Lookahead, build_ema
 from .config import Recipe, RecipeError, diff_recipes, from_dict, load_recipe, read_yaml
 from .data import Data, batch_indices, check_data_config, load_data, steps_per_epoch as epoch_steps
 from .errors import RunFailed
@@ -62,16 +62,6 @@ def check_recipe(recipe: Recipe) -> int:
     Raises a UsageError (RecipeError, SpecError, ...) with a one-line message naming the key and the fix.
     """
     recipe.validate()  # every value's range, NaN anywhere
-    for key in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
-        if getattr(recipe, key) < 1:
-            raise RecipeError(f"{key}={getattr(recipe, key)} must be 1 or more")
-    if recipe.checkpoint_every is not None and recipe.checkpoint_every < 0:
-        raise RecipeError(f"checkpoint_every={recipe.checkpoint_every} must be 0 or more (0: only after the last "
-                          "epoch), or null for the default interval")
-    if not 0 <= recipe.label_smoothing < 1:
-        raise RecipeError(f"label_smoothing={recipe.label_smoothing} must be in [0, 1)")
-    if recipe.grad_clip is not None and recipe.grad_clip <= 0:
-        raise RecipeError(f"grad_clip={recipe.grad_clip} must be > 0 (or null for no clipping)")
     if recipe.tta not in TTA:
         raise RecipeError(f"tta={recipe.tta!r} is unknown: use one of {', '.join(TTA)}")
     if recipe.optimizer.name not in OPTIMIZERS:
@@ -85,8 +75,6 @@ def check_recipe(recipe: Recipe) -> int:
     params = check_budget(recipe.model, recipe.budget)
     build_augment(recipe.augment, recipe.model.num_classes)
     check_schedule(recipe.schedule)
-    check_ema(recipe.ema)
-    check_lookahead(recipe.lookahead)
     return params
 
 
@@ -382,7 +370,8 @@ def _check_run_dir(files: RunFiles, resume: bool, recipe: Recipe | None = None) 
     it stopped (`resume`, once the run's `recipe` is known): metric rows of an epoch that wrote a checkpoint
     (`checkpoint_due`) while last.pt is gone. Rows of a run stopped before its first checkpoint was due are
     lost work, which a resume trains again."""
-    rows = len(read_jsonl(files.metrics))
+    history = read_jsonl(files.metrics)
+    rows = len(history)
     if not resume:
         if files.last.is_file():
             raise RecipeError(f"{files.root} already holds a run: continue it with --resume {files.root}, "
@@ -393,7 +382,7 @@ def _check_run_dir(files: RunFiles, resume: bool, recipe: Recipe | None = None) 
         return
     if not files.recipe.is_file():
         raise RecipeError(f"--resume {files.root}: no recipe.yaml there, so it is not a budgetnet run directory")
-    due = recipe is not None and any(checkpoint_due(recipe, r["epoch"]) for r in read_jsonl(files.metrics))
+    due = recipe is not None and any(checkpoint_due(recipe, r["epoch"]) for r in history)
     if due and not files.last.is_file():
         raise RecipeError(f"--resume {files.root}: metrics.jsonl holds {rows} epoch rows but {files.last} is gone, "
                           "so the run cannot continue where it stopped; restore the checkpoint, or start a new run "
