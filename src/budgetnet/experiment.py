@@ -101,7 +101,8 @@ class PlannedRun:
     @property
     def status(self) -> str:
         """finished (skipped), diverged (skipped: it diverged under this budgetnet), retrain (it diverged under
-        other or unrecorded code, which may have been fixed since), resume (has a checkpoint or metric rows), or new."""
+        other or unrecorded code, which may have been fixed since), resume (has a checkpoint or metric rows), or
+        new."""
         files = RunFiles(self.path)
         if files.summary.is_file():
             summary = json.loads(files.summary.read_text())
