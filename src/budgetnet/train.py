@@ -26,7 +26,7 @@ from .errors import RunFailed
 from .evaluate import TTA, evaluate_split
 from .losses import training_loss
 from .model import ResNet, freeze_for_epoch, init_whitening
-from .optim import (OPTIMIZERS, ConvMuon, Schedule, build_optimizer, build_scheduler, check_optimizer, check_schedule,
+from .optim import (ConvMuon, Schedule, build_optimizer, build_scheduler, check_optimizer, check_schedule,
                     decay_weights)
 from .rundir import (DiskFullError, RunFiles, append_jsonl, locked, read_jsonl, summarize, write_atomic, write_jsonl,
                      write_summary)
@@ -64,8 +64,6 @@ def check_recipe(recipe: Recipe) -> int:
     recipe.validate()  # every value's range, NaN anywhere
     if recipe.tta not in TTA:
         raise RecipeError(f"tta={recipe.tta!r} is unknown: use one of {', '.join(TTA)}")
-    if recipe.optimizer.name not in OPTIMIZERS:
-        raise RecipeError(f"optimizer.name={recipe.optimizer.name!r} is unknown: use one of {', '.join(OPTIMIZERS)}")
     check_optimizer(recipe.optimizer)
     check_precision(recipe.precision)
     if recipe.compile_mode not in COMPILE_MODES:
