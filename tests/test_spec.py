@@ -37,7 +37,7 @@ def test_closed_form_matches_module_and_forward_shape(kw):
 def test_stage_table_rows_sum_to_total():
     spec = ModelSpec(channels=42)
     rows = spec.stage_table()
-    assert [r["layer"] for r in rows] == ["stem", "stage 1", "stage 2", "stage 3", "stage 4", "pool 4 + fc"]
+    assert [r["layer"] for r in rows] == ["stem", "stage 1", "stage 2", "stage 3", "stage 4", "avg pool 4 + fc"]
     assert [r["output"] for r in rows[1:5]] == ["42x32x32", "84x16x16", "168x8x8", "336x4x4"]
     assert sum(r["params"] for r in rows) == 4_815_940
 

@@ -25,7 +25,8 @@ from .spec import EXPANSION, WHITEN_KERNEL, ModelSpec
 FORMATS = ("onnx", "pt2", "standalone")
 TOLERANCE = 1e-4  # max absolute logit difference accepted between budgetnet and an export
 # the parts of model.py that make up the network, copied into the standalone file (in model.py's order)
-_NETWORK = ("norm", "activation", "conv_bn", "conv_pool_bn", "WhiteningStem", "BasicBlock", "Bottleneck", "ResNet")
+_NETWORK = ("norm", "activation", "conv_bn", "conv_pool_bn", "WhiteningStem", "BasicBlock", "Bottleneck", "SingleBlock",
+            "ResNet")
 # zero-argument ModelSpec methods that ResNet calls; their results are baked into the standalone file
 _SPEC_METHODS = ("stage_channels", "stage_kernels", "stage_shortcut_kernels", "stem_channels", "final_size")
 

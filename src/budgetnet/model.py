@@ -40,12 +40,14 @@ class WhiteningStem(nn.Module):
 
     The filters are the eigenvectors of the training patches' second-moment matrix scaled by
     1/sqrt(eigenvalue + eps), and their negatives, so that the ReLU keeps both signs (Keller Jordan's airbench).
-    They are a buffer: saved in checkpoints, never trained, not counted as trainable parameters. With `bias` a
+    With padding 'valid' the output is kernel - 1 pixels smaller (airbench's stem). They are a buffer: saved in checkpoints, never trained, not counted as trainable parameters. With `bias` a
     zero-initialised bias follows the filters (airbench94 trains it for its first epochs: see `freeze_for_epoch`).
     """
 
-    def __init__(self, c_in: int, kernel: int = WHITEN_KERNEL, bias: bool = False, act: nn.Module | None = None):
+    def __init__(self, c_in: int, kernel: int = WHITEN_KERNEL, bias: bool = False, act: nn.Module | None = None,
+                 padding: str = "same"):
         super().__init__()
+        self.padding = padding
         self.register_buffer("weight", torch.zeros(2 * c_in * kernel * kernel, c_in, kernel, kernel))
         self.bias = nn.Parameter(torch.zeros(2 * c_in * kernel * kernel)) if bias else None
         self.act = act if act is not None else nn.ReLU()
@@ -53,7 +55,9 @@ class WhiteningStem(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         k = self.weight.shape[-1]  # 'same' padding for an even kernel: the extra row and column go last
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        return self.act(F.conv2d(F.pad(x, ((k - 1) // 2, k // 2) * 2), self.weight.to(x.dtype), bias))
+        if self.padding == "same":
+            x = F.pad(x, ((k - 1) // 2, k // 2) * 2)
+        return self.act(F.conv2d(x, self.weight.to(x.dtype), bias))
 
 
 class BasicBlock(nn.Module):
@@ -89,19 +93,34 @@ class Bottleneck(nn.Module):
         return self.act(self.conv3(out) + self.shortcut(x))
 
 
-BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+class SingleBlock(nn.Module):
+    """One FxF convolution and BatchNorm; a KxK projection shortcut where the shape changes. After a 'pool' stage
+    opening it is airbench's conv group (conv, pool, BN, act, conv, BN, act) with a residual connection."""
+
+    def __init__(self, c_in: int, c: int, f: int, k: int, stride: int, spec: ModelSpec):
+        super().__init__()
+        self.conv1 = conv_bn(c_in, c, f, stride, spec=spec)
+        self.shortcut = conv_bn(c_in, c, k, stride, spec=spec) if stride != 1 or c_in != c else nn.Identity()
+        self.act = activation(spec)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.conv1(x) + self.shortcut(x))
+
+
+BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck, "single": SingleBlock}
 
 
 class ResNet(nn.Module):
     """stem (F_1 conv, BN, ReLU, or frozen whitening) -> N stages of B_i blocks (stride 2 from stage 2, or each
-    stage opened by conv + max-pool) -> PxP avg pool -> fc."""
+    stage opened by conv + max-pool) -> PxP average (or max) pool -> fc."""
 
     def __init__(self, spec: ModelSpec):
         super().__init__()
         spec.validate()
         self.spec = spec
         chans, kernels, shortcuts = spec.stage_channels(), spec.stage_kernels(), spec.stage_shortcut_kernels()
-        self.stem = (WhiteningStem(spec.in_channels, bias=spec.whiten_bias_epochs > 0, act=activation(spec))
+        self.stem = (WhiteningStem(spec.in_channels, bias=spec.whiten_bias_epochs > 0, act=activation(spec),
+                                   padding=spec.whiten_padding)
                      if spec.stem == "whiten" else
                      nn.Sequential(*conv_bn(spec.in_channels, chans[0], kernels[0], spec=spec),
                                    activation(spec, inplace=True)))
@@ -117,7 +136,7 @@ class ResNet(nn.Module):
                 c_in = c * EXPANSION[spec.block]
             stages.append(nn.Sequential(*layers))
         self.stages = nn.Sequential(*stages)
-        self.pool = nn.AvgPool2d(spec.pool_size)
+        self.pool = (nn.MaxPool2d if spec.pool_type == "max" else nn.AvgPool2d)(spec.pool_size)
         self.fc = nn.Linear(c_in * spec.final_size() ** 2, spec.num_classes)
         self.output_scale = spec.output_scale
         if spec.dirac_init:  # airbench's Conv: the first C_in filters pass their input through unchanged

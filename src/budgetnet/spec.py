@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 
 from .errors import UsageError
 
-BLOCK_TYPES = ("basic", "bottleneck")
-EXPANSION = {"basic": 1, "bottleneck": 4}
+BLOCK_TYPES = ("basic", "bottleneck", "single")
+EXPANSION = {"basic": 1, "bottleneck": 4, "single": 1}
 STEMS = ("conv", "whiten")
+WHITEN_PADDINGS = ("same", "valid")
+POOL_TYPES = ("avg", "max")
 DOWNSAMPLES = ("stride", "pool")
 ACTIVATIONS = ("relu", "gelu")
 WHITEN_KERNEL = 2  # the whitening stem sees 2x2 patches: 2 * in_channels * 2 * 2 output channels (+/- eigenvectors)
@@ -31,9 +33,14 @@ class ModelSpec:
     channels: C_1 (then C_i = 2^(i-1) C_1) or the list of C_i.
     kernel_size: F_i, conv kernel size (scalar for every stage, or one per stage); the stem uses F_1.
     shortcut_kernel_size: K_i, kernel of the projection shortcut where a stage changes shape.
-    pool_size: P, average-pool size before the classifier.
+    pool_size: P, pool size before the classifier (average pooling unless pool_type says max).
+    block: 'basic' (two F_i convs), 'bottleneck' (1x1, F_i, 1x1 x4) or 'single' (one F_i conv + BN; with the
+        'pool' downsample, a stage of one 'single' block is airbench's conv group with a residual connection).
     stem: 'conv' (F_1 conv, BN, ReLU to C_1) or 'whiten' (a frozen 2x2 patch-whitening conv initialised from the
         data's patch covariance, then ReLU; no trainable parameters, airbench style).
+    whiten_padding: 'same' (the whitening stem keeps the image size) or 'valid' (no padding: a 2x2 stem turns
+        32x32 into 31x31, as airbench's does; every later size is floor-halved by the max-pools).
+    pool_type: 'avg' or 'max' (airbench) for the pool before the classifier.
     downsample: 'stride' (stage 1 keeps the size, later stages open with a stride-2 block) or 'pool' (every stage
         opens with an F_i conv, 2x2 max-pool, BN, ReLU to C_i, then B_i stride-1 blocks; airbench style).
     bn_scale: BatchNorm has a learnable scale (False: the scale is fixed at 1, not trained and not counted; airbench).
@@ -55,7 +62,9 @@ class ModelSpec:
     pool_size: int = 4
     block: str = "basic"
     stem: str = "conv"
+    whiten_padding: str = "same"
     downsample: str = "stride"
+    pool_type: str = "avg"
     num_classes: int = 10
     in_channels: int = 3
     image_size: int = 32
@@ -94,10 +103,20 @@ class ModelSpec:
     def stage_shortcut_kernels(self) -> list[int]:
         return self._per_stage("shortcut_kernel_size")
 
+    def stem_size(self) -> int:
+        """Side of the stem's output feature map (a 'valid' whitening stem loses WHITEN_KERNEL - 1 pixels)."""
+        valid = self.stem == "whiten" and self.whiten_padding == "valid"
+        return self.image_size - (WHITEN_KERNEL - 1) * valid
+
     def stage_sizes(self) -> list[int]:
-        """Output feature-map side of every stage: each halves it, except the first under stride downsampling."""
-        first = 1 if self.downsample == "pool" else 0
-        return [self.image_size // 2**(i + first) for i in range(self.num_stages)]
+        """Output feature-map side of every stage: each halves it (floor, as a 2x2 max-pool does), except the
+        first under stride downsampling."""
+        sizes, side = [], self.stem_size()
+        for i in range(self.num_stages):
+            if self.downsample == "pool" or i > 0:
+                side //= 2
+            sizes.append(side)
+        return sizes
 
     def stem_channels(self) -> int:
         """Channels the stem hands to stage 1."""
@@ -116,6 +135,14 @@ class ModelSpec:
             raise SpecError(f"model.stem={self.stem!r} is unknown: use one of {', '.join(STEMS)}")
         if self.downsample not in DOWNSAMPLES:
             raise SpecError(f"model.downsample={self.downsample!r} is unknown: use one of {', '.join(DOWNSAMPLES)}")
+        if self.whiten_padding not in WHITEN_PADDINGS:
+            raise SpecError(f"model.whiten_padding={self.whiten_padding!r} is unknown: use one of "
+                            f"{', '.join(WHITEN_PADDINGS)}")
+        if self.whiten_padding == "valid" and (self.stem != "whiten" or self.downsample != "pool"):
+            raise SpecError("model.whiten_padding=valid is for model.stem=whiten with model.downsample=pool (the "
+                            "max-pools floor the odd sizes it makes): set it to same or use that stem and downsample")
+        if self.pool_type not in POOL_TYPES:
+            raise SpecError(f"model.pool_type={self.pool_type!r} is unknown: use one of {', '.join(POOL_TYPES)}")
         if self.activation not in ACTIVATIONS:
             raise SpecError(f"model.activation={self.activation!r} is unknown: use one of {', '.join(ACTIVATIONS)}")
         if not 0 <= self.bn_momentum <= 1 or self.bn_eps <= 0:
@@ -146,11 +173,14 @@ class ModelSpec:
             if getattr(self, name) <= 0:
                 raise SpecError(f"model.{name} is {getattr(self, name)}: it must be a positive integer")
         halvings = self.num_stages - (self.downsample == "stride")
-        if self.image_size % 2 ** halvings:
+        if self.stem_size() % 2 ** halvings and self.whiten_padding == "same":
             raise SpecError(
                 f"N={self.num_stages} stages halve the {self.image_size}x{self.image_size} input "
                 f"{halvings} times, which does not divide evenly: use fewer stages")
         side = self.stage_sizes()[-1]
+        if side < 1:
+            raise SpecError(f"N={self.num_stages} stages halve the {self.stem_size()}x{self.stem_size()} stem "
+                            f"output below 1x1: use fewer stages")
         if self.pool_size > side or side % self.pool_size:
             divisors = [d for d in range(1, side + 1) if side % d == 0]
             raise SpecError(
@@ -186,7 +216,7 @@ class ModelSpec:
         stem_name = (f"stem (whitening, frozen; bias trained {self.whiten_bias_epochs} epochs)"
                      if self.whiten_bias_params() else "stem (whitening, frozen)")
         rows = [{"layer": stem_name if whiten else "stem",
-                 "output": f"{c_in}x{self.image_size}x{self.image_size}", "channels": c_in,
+                 "output": f"{c_in}x{self.stem_size()}x{self.stem_size()}", "channels": c_in,
                  "kernel": WHITEN_KERNEL if whiten else kernels[0], "shortcut": "-", "blocks": 1,
                  "params": self.whiten_bias_params() if whiten else conv_bn(self.in_channels, c_in, kernels[0])}]
         for i, (n, c, f, k, s) in enumerate(zip(self.blocks, chans, kernels, shortcuts, sizes)):
@@ -201,7 +231,7 @@ class ModelSpec:
             rows.append({"layer": f"stage {i + 1}", "output": f"{c * exp}x{s}x{s}", "channels": c * exp,
                          "kernel": f, "shortcut": k, "blocks": n, "params": params})
         features = c_in * self.final_size() ** 2
-        rows.append({"layer": f"pool {self.pool_size} + fc", "output": str(self.num_classes),
+        rows.append({"layer": f"{self.pool_type} pool {self.pool_size} + fc", "output": str(self.num_classes),
                      "channels": features, "kernel": "-", "shortcut": "-", "blocks": "-",
                      "params": features * self.num_classes + self.num_classes})
         return rows
@@ -216,6 +246,8 @@ def _block_params(block: str, c_in: int, c: int, f: int, k: int, stride: int,
     c_out = c * EXPANSION[block]
     if block == "basic":
         params = conv_bn(c_in, c, f) + conv_bn(c, c, f)
+    elif block == "single":
+        params = conv_bn(c_in, c, f)
     else:
         params = conv_bn(c_in, c, 1) + conv_bn(c, c, f) + conv_bn(c, c_out, 1)
     if stride != 1 or c_in != c_out:
