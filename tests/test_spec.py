@@ -96,6 +96,8 @@ AIRBENCH_LIKE = dict(blocks=[1, 1, 0], channels=[8, 16, 16], stem="whiten", down
     dict(AIRBENCH_LIKE, bn_scale=False),
     dict(blocks=[1, 1], channels=8, bn_scale=False),
     dict(blocks=[1, 1], channels=4, block="bottleneck", bn_scale=False, activation="gelu"),
+    dict(AIRBENCH_LIKE, block="single", whiten_padding="valid", pool_size=3, pool_type="max"),
+    dict(blocks=[2, 1, 1], channels=[8, 8, 16], block="single", pool_type="max", pool_size=2),
 ])
 def test_new_options_are_counted_exactly_in_closed_form_and_module(kw):
     spec = ModelSpec(**kw)
@@ -154,7 +156,53 @@ def test_gelu_dirac_and_output_scale_change_the_network_as_airbench():
     (dict(bn_eps=0.0), "model.bn_eps"),
     (dict(whiten_bias_epochs=3), "model.whiten_bias_epochs"),  # the conv stem has no whitening bias
     (dict(stem="whiten", whiten_bias_epochs=-1), "model.whiten_bias_epochs"),
+    (dict(whiten_padding="valid"), "model.whiten_padding=valid is for model.stem=whiten"),
+    (dict(stem="whiten", whiten_padding="valid"), "model.downsample=pool"),
+    (dict(whiten_padding="none"), "model.whiten_padding='none' is unknown"),
+    (dict(pool_type="sum"), "model.pool_type='sum' is unknown"),
+    (dict(stem="whiten", whiten_padding="valid", downsample="pool", blocks=[1] * 5, pool_size=1), "below 1x1"),
 ])
 def test_bad_new_options_name_the_key(kw, words):
     with pytest.raises(SpecError, match=words):
         ModelSpec(**kw).validate()
+
+
+def test_valid_whitening_floors_every_size_as_airbench():
+    spec = ModelSpec(**AIRBENCH_LIKE, whiten_padding="valid", pool_size=3, pool_type="max")
+    assert (spec.stem_size(), spec.stage_sizes()) == (31, [15, 7, 3])
+    model = ResNet(spec)
+    assert model.stem(torch.randn(2, 3, 32, 32)).shape == (2, 24, 31, 31)
+    assert isinstance(model.pool, torch.nn.MaxPool2d)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_single_block_is_one_conv_bn_and_the_identity():
+    spec = ModelSpec(blocks=[1], channels=8, block="single", pool_size=32)
+    block = ResNet(spec).stages[0][0]
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in block.modules()) == 1
+    x = torch.randn(2, 8, 6, 6)
+    block.eval()
+    torch.testing.assert_close(block(x), torch.relu(block.conv1(x) + x))
+
+
+def test_small_is_airbench94s_network(monkeypatch):
+    """The small recipe's design is airbench94's make_net94: the same layers, FLOPs per image and trainable
+    parameters (budgetnet's classifier adds a 10-value bias), and a residual add per stage."""
+    airbench = pytest.importorskip("airbench.lib_airbench94")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from budgetnet.config import load_recipe
+    from budgetnet.model import flops_per_image
+    monkeypatch.setattr(torch.nn.Module, "cuda", lambda self, *a, **k: self)  # build airbench's net on the CPU
+    monkeypatch.setattr(torch.nn.Module, "half", lambda self: self)
+    theirs = airbench.make_net94()
+    spec = load_recipe("small").model
+    ours = ResNet(spec)
+    with FlopCounterMode(display=False) as counter:
+        theirs(torch.randn(1, 3, 32, 32)).sum().backward()
+    assert flops_per_image(spec)["forward_backward"] == counter.get_total_flops()
+    assert count_trainable(ours) == count_trainable(theirs) + 10
+    def shapes(m):
+        return [tuple(c.weight.shape) for c in m.modules() if isinstance(c, torch.nn.Conv2d)]
+    assert shapes(ours) == shapes(theirs)[1:]  # airbench's whitening is a Conv2d; ours keeps it in a buffer
+    assert tuple(ours.stem.weight.shape) == shapes(theirs)[0]
