@@ -159,6 +159,21 @@ def test_augmix_paper_chains(all_ops, ops):
     assert AugMix(chain_depth=2).sample(10, 32, 32, torch.device("cpu"))[1][1][0].ge(0).all()
 
 
+def paper_image(image, severity=3, width=3):
+    """cifar.py's `aug` (severity 3, width 3, depth 1-3, all ops) with augmentations.py's ops on a PIL image,
+    numpy's RNG, without the normalisation (which commutes with the convex mix): float32 [32, 32, 3] in [0, 1]."""
+    ws, m = np.float32(np.random.dirichlet([1] * width)), np.float32(np.random.beta(1, 1))
+    mix = np.zeros((SIZE, SIZE, 3), np.float32)
+    for i in range(width):
+        image_aug = image.copy()
+        for _ in range(np.random.randint(1, 4)):
+            name = ALL_OPS[np.random.randint(len(ALL_OPS))]
+            level = np.random.uniform(0.1, severity) * (-1 if np.random.uniform() > 0.5 else 1)
+            image_aug = reference(name, image_aug, level)
+        mix += ws[i] * np.asarray(image_aug, np.float32) / 255
+    return (1 - m) * np.asarray(image, np.float32) / 255 + m * mix
+
+
 def test_augmix_changes_images_as_much_as_the_papers():
     """End to end: the mean absolute pixel change per view agrees with the paper's aug on PIL (within 4 standard
     errors), and is larger than torchvision's magnitudes give."""
@@ -180,21 +195,6 @@ def test_augmix_changes_images_as_much_as_the_papers():
     assert abs(paper.mean() - theirs.mean()) < 4 * standard_error
     assert standard_error < 0.1 * theirs.mean()  # the check has teeth
     assert torchvision.mean() < paper.mean() - 4 * standard_error
-
-
-def paper_image(image, severity=3, width=3):
-    """cifar.py's `aug` (severity 3, width 3, depth 1-3, all ops) with augmentations.py's ops on a PIL image,
-    numpy's RNG, without the normalisation (which commutes with the convex mix): float32 [32, 32, 3] in [0, 1]."""
-    ws, m = np.float32(np.random.dirichlet([1] * width)), np.float32(np.random.beta(1, 1))
-    mix = np.zeros((SIZE, SIZE, 3), np.float32)
-    for i in range(width):
-        image_aug = image.copy()
-        for _ in range(np.random.randint(1, 4)):
-            name = ALL_OPS[np.random.randint(len(ALL_OPS))]
-            level = np.random.uniform(0.1, severity) * (-1 if np.random.uniform() > 0.5 else 1)
-            image_aug = reference(name, image_aug, level)
-        mix += ws[i] * np.asarray(image_aug, np.float32) / 255
-    return (1 - m) * np.asarray(image, np.float32) / 255 + m * mix
 
 
 @pytest.mark.parametrize("spec, words", [
