@@ -78,7 +78,7 @@ def test_trivialaugment_draws_one_uniform_op_at_a_uniform_bin():
 @pytest.mark.parametrize("all_ops, num_ops", [(True, 13), (False, 9)])
 def test_augmix_chains_have_depth_1_to_3_uniform_ops_and_bins_below_severity(all_ops, num_ops):
     torch.manual_seed(0)
-    space, stages = AugMix(severity=2, all_ops=all_ops).sample(N, 32, 32, torch.device("cpu"))
+    space, stages = AugMix(severity=2, all_ops=all_ops, magnitudes="torchvision").sample(N, 32, 32, torch.device("cpu"))
     assert len(space.names) == num_ops and len(stages) == 3
     depth = sum((op >= 0).long() for op, _ in stages)
     assert_close({d: (depth == d).float().mean().item() for d in (1, 2, 3)}, {1: 1 / 3, 2: 1 / 3, 3: 1 / 3})
@@ -88,15 +88,16 @@ def test_augmix_chains_have_depth_1_to_3_uniform_ops_and_bins_below_severity(all
     for k in range(num_ops):
         allowed = {round(v, 4) for v in space.bins[k, :2].tolist()}  # severity 2: bins 0 and 1
         assert {round(abs(v), 4) for v in magnitude[op == k].tolist()} <= allowed
-    assert AugMix(chain_depth=2).sample(10, 32, 32, torch.device("cpu"))[1][1][0].ge(0).all()
+    assert AugMix(chain_depth=2, magnitudes="torchvision").sample(10, 32, 32, torch.device("cpu"))[1][1][0].ge(0).all()
 
 
 @pytest.mark.parametrize("recipe, reference", [
     ({"name": "autoaugment"}, T.AutoAugment(T.AutoAugmentPolicy.CIFAR10)),
     ({"name": "randaugment"}, T.RandAugment()),
     ({"name": "trivialaugment"}, T.TrivialAugmentWide()),
-    ({"name": "augmix"}, T.AugMix()),
-    ({"name": "augmix", "severity": 8, "mixture_width": 2, "chain_depth": 2}, T.AugMix(8, 2, 2)),
+    ({"name": "augmix", "magnitudes": "torchvision"}, T.AugMix()),
+    ({"name": "augmix", "magnitudes": "torchvision", "severity": 8, "mixture_width": 2, "chain_depth": 2},
+     T.AugMix(8, 2, 2)),
 ])
 def test_policy_changes_images_as_much_as_torchvision(recipe, reference):
     """End to end: the mean absolute pixel change per image agrees with torchvision's (within 4 standard errors)."""

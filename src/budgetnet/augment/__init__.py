@@ -17,12 +17,13 @@ drawn on the CPU, so the host never waits for the GPU. A recipe names them:
     autoaugment     policy=cifar10|imagenet|svhn, interpolation=nearest
     randaugment     num_ops=2, magnitude=9, num_magnitude_bins=31, interpolation=nearest
     trivialaugment  num_magnitude_bins=31, interpolation=nearest  (TrivialAugmentWide)
-    augmix          severity=3, mixture_width=3, chain_depth=-1, alpha=1.0, all_ops=true, jsd=false,
-                    jsd_lambda=12.0, interpolation=bilinear     (jsd: clean view + 2 AugMix views)
+    augmix          severity=3, mixture_width=3, chain_depth=-1, alpha=1.0, all_ops=true, magnitudes=paper|torchvision,
+                    jsd=false, jsd_lambda=12.0, interpolation=bilinear  (jsd: clean view + 2 AugMix views)
     mixup           alpha=1.0, p=1.0                             soft targets [B, num_classes]
     cutmix          alpha=1.0, p=1.0                             soft targets [B, num_classes]
 
-The auto-augment ops and magnitudes are torchvision.transforms.v2's (each op equals torchvision's on uint8 images).
+The auto-augment ops and magnitudes are torchvision.transforms.v2's (each op equals torchvision's on uint8 images),
+except AugMix's with magnitudes: paper (the default): the AugMix paper's augmentations.py, each op equal to PIL's.
 """
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 Each policy samples, per image, a sequence of stages (op index, signed magnitude) from torchvision's
 augmentation spaces and policy tables (torchvision.transforms.v2 is the reference; spaces.py holds the copies),
-then applies every stage to the whole batch with ops.apply_ops: one batched call per op, per-sample magnitudes.
+or for AugMix with magnitudes: paper (the default) from the AugMix paper's op list and levels (paper.py), then
+applies every stage to the whole batch with ops.apply_ops: one batched call per op, per-sample magnitudes.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import torch
 from torch import Tensor
 
 from ..losses import JSD_LAMBDA
-from .ops import apply_ops, to_device
+from .ops import TORCHVISION, OpSet, apply_ops, to_device
+from .paper import PaperSpace
 from .registry import Policy, check, register
 from .spaces import AUTOAUGMENT, AUTOAUGMENT_POLICIES, SPACES
 
@@ -22,6 +24,7 @@ Stage = tuple[Tensor, Tensor]  # op index [n] (-1: no op) and magnitude [n] floa
 
 class OpSpace:
     """A torchvision augmentation space at one image size: op names, magnitude bins [ops, bins], signed flags."""
+    ops: OpSet = TORCHVISION
 
     def __init__(self, space: dict, num_bins: int, height: int, width: int) -> None:
         self.names = list(space)
@@ -58,7 +61,8 @@ class OpPolicy(Policy):
     """A policy that samples stages of ops and applies them in turn."""
     interpolation: str
 
-    def sample(self, n: int, height: int, width: int, device: torch.device) -> tuple[OpSpace, list[Stage]]:
+    def sample(self, n: int, height: int, width: int, device: torch.device
+               ) -> tuple[OpSpace | PaperSpace, list[Stage]]:
         raise NotImplementedError
 
     def __call__(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -67,7 +71,7 @@ class OpPolicy(Policy):
         space, stages = self.sample(images.shape[0], *images.shape[-2:], torch.device("cpu"))
         rows = torch.arange(images.shape[0])  # images[j] is input image rows[j]
         for op, magnitude in stages:
-            images, order = apply_ops(images, space.names, op[rows], magnitude[rows], self.interpolation)
+            images, order = apply_ops(images, space.names, op[rows], magnitude[rows], self.interpolation, space.ops)
             rows = rows[order]
         inverse = torch.empty_like(rows)
         inverse[rows] = torch.arange(len(rows))
@@ -153,6 +157,10 @@ class TrivialAugmentWide(OpPolicy):
 class AugMix(OpPolicy):
     """AugMix: a convex mix of the image and `mixture_width` chains of 1-3 (or `chain_depth`) random ops.
 
+    magnitudes: paper runs the AugMix paper's augmentations.py (paper.py: PIL's ops, each op's level drawn
+    uniformly from [0.1, severity) at every application); torchvision runs torchvision's AugMix (its space, one of
+    the first `severity` of 10 magnitude bins). Both draw each chain's depth and ops, and mix as the paper does.
+
     With jsd: true the output holds three views of each image, view-major: the image as it came in
     (the clean view) and two independent AugMix views; the loss adds jsd_lambda * JSD of their predictions.
     """
@@ -161,6 +169,7 @@ class AugMix(OpPolicy):
     chain_depth: int = -1
     alpha: float = 1.0
     all_ops: bool = True
+    magnitudes: str = "paper"
     jsd: bool = False
     jsd_lambda: float = JSD_LAMBDA
     interpolation: str = "bilinear"
@@ -174,25 +183,39 @@ class AugMix(OpPolicy):
               f"chain_depth must be -1 (random in [1, 3]) or an int >= 1, got {self.chain_depth!r}")
         check(isinstance(self.alpha, (int, float)) and self.alpha > 0, "augmix", f"alpha must be > 0, got {self.alpha!r}")
         check(isinstance(self.all_ops, bool), "augmix", f"all_ops must be true or false, got {self.all_ops!r}")
+        check(self.magnitudes in ("paper", "torchvision"), "augmix",
+              f"magnitudes must be 'paper' (the AugMix paper's augmentations.py) or 'torchvision', "
+              f"got {self.magnitudes!r}")
         check(isinstance(self.jsd, bool), "augmix", f"jsd must be true or false, got {self.jsd!r}")
         check(isinstance(self.jsd_lambda, (int, float)) and self.jsd_lambda >= 0, "augmix",
               f"jsd_lambda must be >= 0, got {self.jsd_lambda!r}")
         check_interpolation("augmix", self.interpolation)
+        check(self.magnitudes == "torchvision" or self.interpolation == "bilinear", "augmix",
+              f"interpolation {self.interpolation!r} needs magnitudes: torchvision (the paper's ops resample "
+              "bilinearly, as PIL)")
 
     @property
     def num_views(self) -> int:
         return 3 if self.jsd else 1
 
-    def sample(self, n: int, height: int, width: int, device: torch.device) -> tuple[OpSpace, list[Stage]]:
-        """The stages of one chain per image: depth 1-3 (or chain_depth), ops uniform, bins below severity."""
-        space = op_space("AugMix" if self.all_ops else "AugMix-partial", 10, height, width)
+    def sample(self, n: int, height: int, width: int, device: torch.device
+               ) -> tuple[OpSpace | PaperSpace, list[Stage]]:
+        """The stages of one chain per image: depth 1-3 (or chain_depth), ops uniform; levels uniform on
+        [0.1, severity) (paper) or bins below severity (torchvision)."""
+        if self.magnitudes == "paper":
+            space = PaperSpace(self.all_ops)
+        else:
+            space = op_space("AugMix" if self.all_ops else "AugMix-partial", 10, height, width)
         depth = torch.randint(1, 4, (n,), device=device) if self.chain_depth < 0 else None
         stages = []
         for step in range(3 if depth is not None else self.chain_depth):
             op = torch.randint(len(space.names), (n,), device=device)
             if depth is not None:
                 op = torch.where(step < depth, op, -1)
-            stages.append((op, space.magnitude(op, torch.randint(self.severity, (n,), device=device))))
+            if self.magnitudes == "paper":
+                stages.append((op, space.level(op, self.severity)))
+            else:
+                stages.append((op, space.magnitude(op, torch.randint(self.severity, (n,), device=device))))
         return space, stages
 
     def augmix(self, images: Tensor, views: int) -> Tensor:

@@ -1,4 +1,5 @@
-"""The image operations of AutoAugment, RandAugment, TrivialAugmentWide and AugMix, with per-sample magnitudes.
+"""torchvision's image operations of AutoAugment, RandAugment, TrivialAugmentWide and AugMix, with per-sample
+magnitudes, and apply_ops, which runs a batch through a family of ops (these, or paper.py's) one op at a time.
 
 Each op maps uint8 images [n, 3, H, W] and magnitudes [n] (float64, as torchvision's auto-augment transforms
 sample them) to uint8 images, and equals what torchvision.transforms.v2 does to each image with its magnitude
@@ -8,7 +9,7 @@ Geometric ops also take the interpolation ('nearest' or 'bilinear') and fill wit
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -103,18 +104,24 @@ def contrast(images: Tensor, magnitude: Tensor) -> Tensor:
     return _blend(images, _grayscale(images).mean(dim=(-3, -2, -1), keepdim=True), 1.0 + magnitude)
 
 
-def sharpness(images: Tensor, magnitude: Tensor) -> Tensor:
-    """Blend the interior pixels with a 3x3 smoothed image (PIL's SMOOTH kernel, 1s around a 5); keep the border.
+def smooth(images: Tensor) -> Tensor:
+    """The interior [n, 3, H-2, W-2] of PIL's SMOOTH filter (3x3: 1s around a 5), float32 of integer levels.
 
     The smoothed value is (box sum + 4 * centre) / 13, computed from integers: rounding it gives the same
-    result as torchvision's float conv (a ratio of integers over 13 is never within float error of .5).
+    result as torchvision's float conv and PIL's float kernel (a ratio of integers over 13 is never within float
+    error of .5).
     """
+    x = images.float()
+    rows = x[..., :-2] + x[..., 1:-1] + x[..., 2:]  # separable 3x3 box sum: faster than pooling on CPU
+    box = rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]
+    return box.add_(x[..., 1:-1, 1:-1], alpha=4).div_(13).round_()
+
+
+def sharpness(images: Tensor, magnitude: Tensor) -> Tensor:
+    """Blend the interior pixels with the smoothed image (`smooth`); keep the border."""
     out = images.float()
     interior = out[..., 1:-1, 1:-1]
-    rows = out[..., :-2] + out[..., 1:-1] + out[..., 2:]  # separable 3x3 box sum: faster than pooling on CPU
-    box = rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]
-    blurred = box.add_(interior, alpha=4).div_(13).round_()
-    interior.addcmul_(blurred - interior, _per_sample(1.0 - (1.0 + magnitude)))
+    interior.addcmul_(smooth(images) - interior, _per_sample(1.0 - (1.0 + magnitude)))
     return out.clamp_(0, 255).to(torch.uint8)
 
 
@@ -157,14 +164,25 @@ PIXEL: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 }
 
 
-def _warp(images: Tensor, op: Tensor, magnitude: Tensor, names: list[str], interpolation: str) -> Tensor:
-    """Apply the geometric op `names[op[i]]` to each image i: each its own matrix, one grid_sample for all."""
+class OpSet(NamedTuple):
+    """A family of ops by name: pixel ops (images, magnitudes) -> images, and geometric ops
+    (magnitudes, height, width) -> matrices [n, 2, 3] that `warp` (images, matrices, interpolation) applies."""
+    pixel: dict[str, Callable[[Tensor, Tensor], Tensor]]
+    geometric: dict[str, Callable[[Tensor, int, int], Tensor]]
+    warp: Callable[[Tensor, Tensor, str], Tensor]
+
+
+TORCHVISION = OpSet(PIXEL, GEOMETRIC, _affine)
+
+
+def _warp(images: Tensor, op: Tensor, magnitude: Tensor, names: list[str], interpolation: str, ops: OpSet) -> Tensor:
+    """Apply the geometric op `names[op[i]]` to each image i: each its own matrix, one warp for all."""
     h, w = images.shape[-2:]
     theta = magnitude.new_zeros(len(op), 2, 3)
     for k, name in enumerate(names):
-        if name in GEOMETRIC:
-            theta = torch.where((op == k).view(-1, 1, 1), GEOMETRIC[name](magnitude, h, w), theta)
-    return _affine(images, theta, interpolation)
+        if name in ops.geometric:
+            theta = torch.where((op == k).view(-1, 1, 1), ops.geometric[name](magnitude, h, w), theta)
+    return ops.warp(images, theta, interpolation)
 
 
 def to_device(tensor: Tensor, device: torch.device) -> Tensor:
@@ -174,16 +192,16 @@ def to_device(tensor: Tensor, device: torch.device) -> Tensor:
     return tensor.pin_memory().to(device, non_blocking=True)
 
 
-def apply_ops(images: Tensor, names: list[str], op: Tensor, magnitude: Tensor, interpolation: str
-              ) -> tuple[Tensor, Tensor]:
-    """Apply op `names[op[i]]` (-1: none) with `magnitude[i]` to image i: one batched call per op.
+def apply_ops(images: Tensor, names: list[str], op: Tensor, magnitude: Tensor, interpolation: str,
+              ops: OpSet = TORCHVISION) -> tuple[Tensor, Tensor]:
+    """Apply op `names[op[i]]` of `ops` (-1: none) with `magnitude[i]` to image i: one batched call per op.
 
     The images are sorted by op so that each group is a contiguous slice (all geometric ops form one group,
     warped together). They come back in that order, with it: `result[j]` is image `order[j]` transformed.
     `op`, `magnitude` and the returned `order` live on the CPU, where the policies draw them, so that the
     group sizes are known without waiting for the device the images are on.
     """
-    geometric = torch.tensor([name in GEOMETRIC for name in names] + [False])  # [-1]: no op
+    geometric = torch.tensor([name in ops.geometric for name in names] + [False])  # [-1]: no op
     group = torch.where(geometric[op], len(names), op)
     order = torch.argsort(group, stable=True)
     images = images.index_select(0, to_device(order, images.device))  # much faster than images[order] on CPU
@@ -195,7 +213,7 @@ def apply_ops(images: Tensor, names: list[str], op: Tensor, magnitude: Tensor, i
         if count == 0 or g == 0:
             pieces.append(images[segment])
         elif g == len(names) + 1:
-            pieces.append(_warp(images[segment], op[segment], magnitude[segment], names, interpolation))
+            pieces.append(_warp(images[segment], op[segment], magnitude[segment], names, interpolation, ops))
         else:
-            pieces.append(PIXEL[names[g - 1]](images[segment], magnitude[segment]))
+            pieces.append(ops.pixel[names[g - 1]](images[segment], magnitude[segment]))
     return torch.cat(pieces), order
