@@ -155,9 +155,12 @@ def test_shipped_experiments_plan_at_every_scale(tmp_path, name):
 def test_each_setting_trains_what_its_label_says(tmp_path):
     seed = load_recipe("seed").to_dict()
 
-    def changes(recipe):  # the keys where a setting's recipe differs from the seed recipe
+    def changes(recipe):
+        """The keys where a setting's recipe differs from the seed recipe, test_every aside: every scale of the
+        study's experiments tests every 10 epochs, as the study's scripts did."""
         got = recipe.to_dict()
-        return {k for k in got if k not in ("description", "seed") and got[k] != seed[k]}
+        assert got["test_every"] == 10
+        return {k for k in got if k not in ("description", "seed", "test_every") and got[k] != seed[k]}
 
     aug = {r.setting.label: r.recipe for r in plan(load_experiment("augmentation"), "full", tmp_path / "a")}
     assert list(aug) == ["augment=flip", "augment=autoaugment", "augment=augmix", "augment=study-flip",
