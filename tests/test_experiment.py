@@ -155,9 +155,12 @@ def test_shipped_experiments_plan_at_every_scale(tmp_path, name):
 def test_each_setting_trains_what_its_label_says(tmp_path):
     seed = load_recipe("seed").to_dict()
 
-    def changes(recipe):  # the keys where a setting's recipe differs from the seed recipe
+    def changes(recipe):
+        """The keys where a setting's recipe differs from the seed recipe, test_every aside: every scale of the
+        study's experiments tests every 10 epochs, as the study's scripts did."""
         got = recipe.to_dict()
-        return {k for k in got if k not in ("description", "seed") and got[k] != seed[k]}
+        assert got["test_every"] == 10
+        return {k for k in got if k not in ("description", "seed", "test_every") and got[k] != seed[k]}
 
     aug = {r.setting.label: r.recipe for r in plan(load_experiment("augmentation"), "full", tmp_path / "a")}
     assert list(aug) == ["augment=flip", "augment=autoaugment", "augment=augmix", "augment=study-flip",
@@ -198,9 +201,11 @@ def test_worker_slots_share_the_cores(monkeypatch):
     assert all("OMP_NUM_THREADS" not in e for e in _worker_envs(2))
 
 
-def fake_results(exp, runs, accs):
-    """Run directories as training leaves them, with chosen final accuracies (no training)."""
-    for run, acc in zip(runs, accs):
+def fake_results(exp, runs, accs, seen=()):
+    """Run directories as training leaves them, with chosen final accuracies and best seen every test_every epochs
+    (`seen`, one per run; none recorded without) (no training)."""
+    for i, (run, acc) in enumerate(zip(runs, accs)):
+        best_seen = seen[i] if i < len(seen) else None
         files = RunFiles(run.path)
         run.path.mkdir(parents=True)
         files.recipe.write_text(yaml.safe_dump(run.recipe.to_dict()))
@@ -209,7 +214,8 @@ def fake_results(exp, runs, accs):
         files.metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
         files.summary.write_text(json.dumps({
             "status": "finished", "params": 1234, "epochs": 2, "epochs_done": 2, "final_test_acc": acc,
-            "final_test_loss": 1.0, "best_test_acc": acc, "best_acc": acc, "train_seconds": 10 * acc}))
+            "final_test_loss": 1.0, "best_test_acc": acc, "best_acc": acc, "train_seconds": 10 * acc,
+            **({"best_seen_test_acc": best_seen} if best_seen is not None else {})}))
 
 
 def test_results_average_seeds_per_setting_and_record_the_scale(tmp_path):
@@ -227,6 +233,20 @@ def test_results_average_seeds_per_setting_and_record_the_scale(tmp_path):
     md = (tmp_path / "out" / "results.md").read_text()
     assert "full scale" in md.splitlines()[0] and "60.00 ± 14.14" in md and "20.00 ± 0.00" in md
     assert (tmp_path / "out" / "test_curves.png").stat().st_size > 10_000
+
+
+def test_results_show_the_best_seen_beside_the_final_and_a_dash_where_runs_lack_it(tmp_path):
+    exp = load_experiment(write_experiment(tmp_path, axes={"batch_size": [32, 64]},
+                                           scales={"full": {"test_every": 10}}))
+    runs = plan(exp, "full", tmp_path / "out")
+    fake_results(exp, runs, [0.5, 0.7, 0.2, 0.2], seen=[0.6, 0.8])  # batch 64's runs predate test_every
+    write_results(exp, "full", runs, tmp_path / "out")
+    rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
+    assert [(r["best_seen_test_acc_pct_mean"], r["test_every"]) for r in rows] == [("70.0", "10"), ("", "10")]
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "| final test acc (%) | best test acc seen every 10 epochs (%) |" in md
+    assert "| 60.00 ± 14.14 | 70.00 ± 14.14 |" in md and "| 20.00 ± 0.00 | - |" in md
+    assert "chosen on the test set, as the study did" in md
 
 
 def test_smoke_results_say_so_in_the_title_and_list_what_changed(tmp_path):

@@ -15,9 +15,10 @@ from conftest import tiny_recipe
 TINY = ["model.blocks=[1, 1]", "model.pool_size=16", "epochs=3"]
 
 
-def fake_run(path, accs, channels=8, status="finished"):
-    """A run directory as training leaves it, with chosen test accuracies per epoch (no training)."""
-    recipe = load_recipe("demo", [*TINY, f"model.channels={channels}"])
+def fake_run(path, accs, channels=8, status="finished", seen=None):
+    """A run directory as training leaves it, with chosen test accuracies per epoch (no training) and, with `seen`,
+    a best test accuracy seen every 10 epochs (test_every 10); without, a run from before test_every."""
+    recipe = load_recipe("demo", [*TINY, f"model.channels={channels}", f"test_every={10 if seen else 0}"])
     files = RunFiles(path)
     path.mkdir(parents=True)
     files.recipe.write_text(yaml.safe_dump(recipe.to_dict()))
@@ -27,7 +28,8 @@ def fake_run(path, accs, channels=8, status="finished"):
     files.summary.write_text(json.dumps({
         "status": status, "params": recipe.model.count_params(), "epochs": 3, "epochs_done": len(accs),
         "final_test_acc": accs[-1], "final_test_loss": 2.2 - accs[-1], "best_test_acc": max(accs),
-        "best_acc": max(accs), "train_seconds": 2.0 * len(accs)}))
+        "best_acc": max(accs), "train_seconds": 2.0 * len(accs),
+        **({"best_seen_test_acc": seen, "best_seen_test_epoch": 3} if seen else {})}))
     return path
 
 
@@ -58,6 +60,21 @@ def test_summary_rows_average_seeds_and_count_unfinished(tmp_path):
     assert (rows[0]["runs"], rows[0]["finished"], rows[1]["finished"], rows[1]["status"]) == (2, 2, 0, "running")
     table = markdown_table(rows)
     assert "| setting | 2/2 | 50.00 ± 14.14 |" in table and "| partial | 0/1 (running) | 10.00 |" in table
+
+
+def test_the_best_seen_every_10_epochs_stands_beside_the_final_and_old_runs_show_a_dash(tmp_path):
+    runs = [load_run(fake_run(tmp_path / f"s{i}", [0.2, acc], seen=acc + 0.1)) for i, acc in enumerate([0.4, 0.6])]
+    old = load_run(fake_run(tmp_path / "old", [0.3]))
+    rows = summarize({"new": runs, "old": [old]})
+    assert rows[0]["best_seen_test_acc_pct_mean"] == pytest.approx(60.0) and rows[0]["test_every"] == 10
+    assert rows[1]["best_seen_test_acc_pct_mean"] is None and rows[1]["test_every"] == 0
+    table = markdown_table(rows)
+    assert "| final test acc (%) | best test acc seen every 10 epochs (%) | best test acc (%) |" in table
+    assert "| new | 2/2 | 50.00 ± 14.14 | 60.00 ± 14.14 | 50.00 ± 14.14 |" in table
+    assert "| old | 1/1 | 30.00 | - | 30.00 |" in table
+    md = report(find_runs([tmp_path / "s0", tmp_path / "old"]), tmp_path / "out").read_text()
+    assert "chosen on the test set, as the study did" in md
+    assert "| s0 | 1/1 | 40.00 | 50.00 | 40.00 |" in md and "| old | 1/1 | 30.00 | - | 30.00 |" in md
 
 
 def test_experiment_directories_expand_to_their_runs_and_bad_paths_are_named(tmp_path):

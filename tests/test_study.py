@@ -1,4 +1,5 @@
-"""The study by one command: shared runs, STUDY.md rows against independently computed means, verdicts."""
+"""The study by one command: shared runs, STUDY.md rows against independently computed means, verdicts judged on
+the best test accuracy seen every 10 epochs (the study's own figure), runs that lack it."""
 import csv
 import json
 import math
@@ -8,7 +9,7 @@ import yaml
 
 from budgetnet.cli import main
 from budgetnet.rundir import RunFiles
-from budgetnet.study import ROWS, distinct_runs, judgeable, plan_study, write_study
+from budgetnet.study import ROWS, distinct_runs, plan_study, why_too_small, write_study
 
 # final test accuracies (fractions, as summary.json holds them) per setting label and seed
 ACCS = {
@@ -20,9 +21,13 @@ ACCS = {
 }
 
 
-def fake_study(planned):
-    """Run directories as training leaves them, with the accuracies of ACCS (no training). Runs shared by several
-    experiments get the accuracy of the first setting that names them."""
+SEEN = 0.01  # fake_study's best seen every 10 epochs: the final accuracy plus this
+
+
+def fake_study(planned, seen=SEEN):
+    """Run directories as training leaves them, with the final accuracies of ACCS and a best seen `seen` above each
+    (None: none recorded, as a run from before test_every) (no training). Runs shared by several experiments get
+    the accuracy of the first setting that names them."""
     written = {}
     for run in distinct_runs(planned):
         label = run.setting.label if run.setting.label in ACCS else "seed recipe"
@@ -33,10 +38,12 @@ def fake_study(planned):
         rows = [{"epoch": e, "lr": 0.1, "train_loss": 1.0 / e, "train_acc": acc * e / 2, "test_loss": 1.0 / e,
                  "test_acc": acc * e / 2, "seconds": 3.4, "images_per_s": 100.0} for e in (1, 2)]
         files.metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        files.summary.write_text(json.dumps({
-            "status": "finished", "params": run.recipe.model.count_params(), "epochs": 2, "epochs_done": 2,
-            "final_test_acc": acc, "final_test_loss": 1.0, "best_test_acc": acc, "best_acc": acc,
-            "train_seconds": 6.8, "device": "cpu"}))
+        summary = {"status": "finished", "params": run.recipe.model.count_params(), "epochs": 2, "epochs_done": 2,
+                   "final_test_acc": acc, "final_test_loss": 1.0, "best_test_acc": acc, "best_acc": acc,
+                   "train_seconds": 6.8, "device": "cpu"}
+        if seen is not None:
+            summary.update(best_seen_test_acc=acc + seen, best_seen_test_epoch=2)
+        files.summary.write_text(json.dumps(summary))
         written[run.path] = acc
     return written
 
@@ -60,7 +67,7 @@ def test_runs_of_the_same_recipe_are_trained_once(tmp_path):
 
 def test_study_md_rows_are_the_means_of_the_runs(tmp_path):
     planned = plan_study("hour", tmp_path)
-    assert judgeable(planned) is None  # the study's design, all the images, two seeds
+    assert why_too_small(planned) is None  # the study's design, all the images, two seeds
     fake_study(planned)
     md = write_study("hour", tmp_path, planned).read_text()
     rows = {(r["row"], r["reading"]): r for r in csv.DictReader((tmp_path / "study.csv").open())}
@@ -72,14 +79,20 @@ def test_study_md_rows_are_the_means_of_the_runs(tmp_path):
               ("final model", "controlled"): "seed recipe"}
     for (row, reading), label in expect.items():
         got = rows[(row, reading)]
-        mean, std = by_hand(ACCS[label])
+        final, std = by_hand(ACCS[label])
+        seen, seen_std = by_hand([a + SEEN for a in ACCS[label]])
         published = next(r.published for r in ROWS if r.name == row)
-        assert float(got["ours_pct_mean"]) == pytest.approx(mean, abs=0.005)
-        assert float(got["ours_pct_std"]) == pytest.approx(std, abs=0.005)
-        assert float(got["difference_pct"]) == pytest.approx(mean - published, abs=0.01)
-        assert (got["seeds"], float(got["published_pct"])) == ("2", published)
+        assert float(got["final_pct_mean"]) == pytest.approx(final, abs=0.005)
+        assert float(got["final_pct_std"]) == pytest.approx(std, abs=0.005)
+        assert float(got["best_seen_pct_mean"]) == pytest.approx(seen, abs=0.005)
+        assert float(got["best_seen_pct_std"]) == pytest.approx(seen_std, abs=0.005)
+        # the published numbers are the study's highest: judged against the best seen, not the final
+        assert float(got["best_seen_minus_published_pct"]) == pytest.approx(seen - published, abs=0.01)
+        assert (got["seeds"], got["best_seen_seeds"], got["best_seen_every"], float(got["published_pct"])) == (
+            "2", "2", "every 10 epochs", published)
         line = next(line for line in md.splitlines() if line.startswith(f"| {row} |"))
-        assert f"{mean:.2f} ± {std:.2f} (2 seeds)" in line and f"{mean - published:+.2f}" in line
+        cells = f"{final:.2f} ± {std:.2f} (2 seeds) | {seen:.2f} ± {seen_std:.2f} (2 seeds) | {seen - published:+.2f}"
+        assert cells in line
 
     # controlled augmentation: 80.5 < 85.5 < 92.5, every gap beyond the spread -> holds
     assert {rows[(r, "controlled")]["verdict"] for r in ("random flip", "AutoAugment", "AugMix + JSD")} == {"holds"}
@@ -87,11 +100,13 @@ def test_study_md_rows_are_the_means_of_the_runs(tmp_path):
     assert rows[("random flip", "as trained")]["verdict"].startswith("inconclusive: AutoAugment above random flip")
     # the study: SGD = Adam < RAdam < SGDR; controlled SGD (the seed recipe, 92.5) is above RAdam (91.25)
     assert rows[("SGD", "controlled")]["verdict"] == "inconclusive: RAdam below SGD by 1.25"
-    assert rows[("final model", "controlled")]["verdict"] == "holds"  # 92.5 >= 95.6 - 3.2
+    assert rows[("final model", "controlled")]["verdict"] == "holds"  # best seen 93.5 >= 95.6 - 3.2
     assert rows[("batch 64", "controlled")]["verdict"] == "no number published (Figure 1 shows curves)"
     for published in ("87.08", "89.34", "95.56", "89.00", "95.60", "91.00"):
         assert f"| {published} |" in md
-    assert "3.2 points" in md and "too small" not in md
+    assert "3.2 points" in md and "too small" not in md and "shorter than 10 epochs" not in md
+    assert "| as the study trained it: final (%) | best seen every 10 epochs (%) | best seen − published |" in md
+    assert "best test accuracy seen every 10 epochs (chosen on the test set, as the study did" in md
     assert "| augmentation | AugMix + JSD > AutoAugment > random flip | controlled | holds |" in md
     assert "| augmentation | AugMix + JSD > AutoAugment > random flip | as trained | inconclusive |" in md
     assert "| optimizer | SGDR > RAdam > SGD = Adam | controlled | inconclusive |" in md
@@ -102,10 +117,11 @@ def test_study_md_rows_are_the_means_of_the_runs(tmp_path):
 
 def test_a_scale_too_small_says_so_and_judges_nothing(tmp_path):
     planned = plan_study("smoke", tmp_path)
-    assert "3-stage ResNet" in judgeable(planned) and "2000 training" in judgeable(planned)
+    assert "3-stage ResNet" in why_too_small(planned) and "2000 training" in why_too_small(planned)
     fake_study(planned)
     md = write_study("smoke", tmp_path, planned).read_text()
     assert "The smoke scale is too small to judge the study's conclusions" in md
+    assert "every run is shorter than 10 epochs, so its best seen is its last epoch's" in md
     rows = list(csv.DictReader((tmp_path / "study.csv").open()))
     assert {r["verdict"] for r in rows if r["published_pct"]} == {"not judged: scale too small"}
 
@@ -128,11 +144,34 @@ def test_the_jpeg_offset_applies_only_to_a_re_encoded_copy(tmp_path):
     fake_study(planned)
     md = write_study("hour", tmp_path, planned, official=True).read_text()
     rows = {(r["row"], r["reading"]): r for r in csv.DictReader((tmp_path / "study.csv").open())}
-    assert rows[("final model", "controlled")]["verdict"] == "inconclusive: 3.10 short of 95.6"
+    assert rows[("final model", "controlled")]["verdict"] == "inconclusive: 2.10 short of 95.6"  # best seen 93.5
     assert "3.2 points" not in md and "JPEG" not in md and "official CIFAR-10 release" in md
     write_study("hour", tmp_path, planned, official=False)
     rows = {(r["row"], r["reading"]): r for r in csv.DictReader((tmp_path / "study.csv").open())}
     assert rows[("final model", "controlled")]["verdict"] == "holds"
+
+
+def test_every_experiment_of_the_study_tests_every_10_epochs_at_every_scale(tmp_path):
+    for scale in ("smoke", "hour", "full"):
+        runs = [r for _, rs in plan_study(scale, tmp_path / scale).values() for r in rs]
+        assert {r.recipe.test_every for r in runs} == {10}, scale
+
+
+def test_runs_without_the_best_seen_show_a_dash_and_are_not_judged_on_the_final(tmp_path):
+    """Runs from before test_every: their final figures are shown, the best seen is '-', and no verdict holds."""
+    planned = plan_study("hour", tmp_path)
+    fake_study(planned, seen=None)
+    md = write_study("hour", tmp_path, planned).read_text()
+    rows = {(r["row"], r["reading"]): r for r in csv.DictReader((tmp_path / "study.csv").open())}
+    got = rows[("random flip", "controlled")]
+    assert float(got["final_pct_mean"]) == pytest.approx(by_hand(ACCS["augment=flip"])[0], abs=0.005)
+    assert (got["best_seen_pct_mean"], got["best_seen_seeds"], got["best_seen_minus_published_pct"]) == ("", "0", "")
+    missing = "inconclusive: no best seen test accuracy recorded (runs without test_every)"
+    assert got["verdict"] == missing and rows[("final model", "controlled")]["verdict"] == missing
+    line = next(line for line in md.splitlines() if line.startswith("| random flip |"))
+    assert f"| {by_hand(ACCS['augment=flip'])[0]:.2f} ± 0.71 (2 seeds) | - | - | {missing} |" in line
+    assert "| augmentation | AugMix + JSD > AutoAugment > random flip | controlled | inconclusive |" in md
+    assert "| - |" in (tmp_path / "augmentation" / "results.md").read_text()
 
 
 def test_official_copy_is_the_md5_verdict(fake_cifar, tmp_path):

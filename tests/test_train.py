@@ -75,6 +75,36 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tiny_data, tm
     assert read_metrics(tmp_path / "full")[-1]["test_acc"] == read_metrics(tmp_path / "killed")[-1]["test_acc"]
 
 
+def test_test_every_records_the_plain_test_accuracy_and_the_best_seen(tiny_data, tmp_path):
+    """Every test_every epochs and after the last: the test accuracy without TTA (the study's every-10-epoch
+    figure), whatever eval_every and tta say; the summary's best seen is the highest of those, chosen on test."""
+    recipe = tiny_recipe("epochs=3", "test_every=2", "eval_every=2", "tta=flip")
+    summary = train(recipe, tmp_path / "run", data=tiny_data, progress=False)
+    rows = read_metrics(tmp_path / "run")
+    assert [("plain_test_acc" in r, "test_acc" in r) for r in rows] == [(False, False), (True, True), (True, True)]
+    model = ResNet(recipe.model)
+    model.load_state_dict(checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")["model"])
+    model.eval()
+    images, labels = tiny_data.test
+    with torch.no_grad():
+        x = tiny_data.normalize(images.float() / 255)
+        plain, flipped = model(x), model(x.flip(-1))
+    assert rows[-1]["plain_test_acc"] == pytest.approx((plain.argmax(1) == labels).float().mean().item())
+    assert rows[-1]["test_acc"] == pytest.approx(((plain + flipped).argmax(1) == labels).float().mean().item())
+    best = max(rows[1:], key=lambda r: r["plain_test_acc"])
+    assert (summary["best_seen_test_acc"], summary["best_seen_test_epoch"]) == (best["plain_test_acc"], best["epoch"])
+    assert summary["train_seconds"] == pytest.approx(sum(r["seconds"] for r in rows))  # training epochs alone
+
+
+def test_without_tta_the_plain_test_accuracy_is_the_epochs_own_and_off_records_none(tiny_data, tmp_path):
+    train(tiny_recipe("epochs=3", "test_every=2"), tmp_path / "on", data=tiny_data, progress=False)
+    rows = read_metrics(tmp_path / "on")
+    assert [r.get("plain_test_acc") for r in rows] == [None, rows[1]["test_acc"], rows[2]["test_acc"]]
+    summary = train(tiny_recipe("epochs=2"), tmp_path / "off", data=tiny_data, progress=False)
+    assert not any("plain_test_acc" in r for r in read_metrics(tmp_path / "off"))
+    assert (summary["best_seen_test_acc"], summary["best_seen_test_epoch"]) == (None, None)
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
     recipe = tiny_recipe("epochs=3")
     with pytest.raises(Crash):
@@ -215,6 +245,7 @@ def test_unknown_augmentation_fails_before_any_work(tiny_data, tmp_path):
     ("batch_size=-5", "batch_size=-5 must be 1 or more"),
     ("eval_batch_size=0", "eval_batch_size=0 must be 1 or more"),
     ("eval_every=0", "eval_every=0 must be 1 or more"),
+    ("test_every=-1", "test_every=-1 must be 0 (off) or more"),
     ("tta=foo", "tta='foo' is unknown: use one of none, flip, flip_translate"),
     ("precision=fp8", "precision='fp8' is unknown: use one of auto, fp32, bf16"),
     ("compile_mode=fastest", "compile_mode='fastest' is unknown"),

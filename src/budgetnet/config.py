@@ -149,6 +149,8 @@ class Recipe:
     tta: str = "none"                 # test-time augmentation at evaluation: none | flip | flip_translate
     grad_clip: float | None = None    # max gradient norm
     eval_every: int = 1               # evaluate every k epochs (and always after the last)
+    test_every: int = 0               # also the plain test accuracy (no TTA) every k epochs and after the last, for
+                                      # the best seen (the study's figure: every 10 epochs, chosen on test); 0: off
     checkpoint_every: int | None = None  # checkpoint every k epochs and after the last (0: the last only; None: auto)
     device: str = "auto"              # auto | cpu | cuda | cuda:1 ...
     precision: str = "auto"           # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
@@ -173,6 +175,7 @@ class Recipe:
             _check(getattr(self, key) >= 1, key, getattr(self, key), "must be 1 or more")
         _check(self.checkpoint_every is None or self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every,
                "must be 0 or more (0: only after the last epoch), or null for the default interval")
+        _check(self.test_every >= 0, "test_every", self.test_every, "must be 0 (off) or more")
         for section in (self.optimizer, self.schedule, self.ema, self.lookahead):
             section.validate()
 

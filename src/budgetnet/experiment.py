@@ -504,9 +504,8 @@ def write_results(exp: Experiment, scale: str, runs: list[PlannedRun], out: Path
              f"seeds; reproduce with `{command or f'budgetnet experiment {exp.source} --scale {scale} --out {out}'}`.",
              "",
              report.markdown_table(rows, axis_columns if len(axis_columns) > 1 else []), "",
-             "mean ± std over seeds. Final: the last epoch's test accuracy. Best: the test accuracy at the epoch "
-             "chosen on validation when there is a validation split, else on test (as the study did). "
-             "Train time: seconds in training epochs, evaluation excluded.", "",
+             f"mean ± std over seeds. {report.TABLE_NOTE} Train time: seconds in training epochs, evaluation "
+             "excluded.", "",
              *(f"![{f.stem}]({f.name})" for f in figures), ""]
     (out / "results.md").write_text("\n".join(lines))
     return out / "results.md"

@@ -89,20 +89,29 @@ def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
 
 
 # summary key -> (row key, factor, digits): accuracies in percent, losses to 4 digits, seconds whole
-SUMMARY_COLUMNS = {"final_test_acc": ("final_test_acc_pct", 100, 2), "best_test_acc": ("best_test_acc_pct", 100, 2),
+SUMMARY_COLUMNS = {"final_test_acc": ("final_test_acc_pct", 100, 2),
+                   "best_seen_test_acc": ("best_seen_test_acc_pct", 100, 2),
+                   "best_test_acc": ("best_test_acc_pct", 100, 2),
                    "final_test_loss": ("final_test_loss", 1, 4), "train_seconds": ("train_seconds", 1, 0)}
+# what the columns of markdown_table mean, for the text below a table
+TABLE_NOTE = ("Final: the last epoch's test accuracy. Best seen: the best plain test accuracy (no TTA) seen every "
+              "`test_every` epochs and after the last, chosen on the test set, as the study did (its scripts test "
+              "every 10 epochs and its text reports the highest); - where a run did not record it (test_every 0, "
+              "or a run from before test_every). Best: the test accuracy at the epoch chosen on validation when "
+              "there is a validation split, else on test, among the epochs evaluated every `eval_every`.")
 
 
 def summarize(groups: dict[str, list[Run]]) -> list[dict]:
     """One row per setting: mean and std over its finished runs (seeds; over the unfinished ones while none has
-    finished) of final and best test accuracy (percent), final test loss and training time (whole seconds), std
-    only with two runs or more; parameters and epochs; how many runs finished."""
+    finished) of final, best-seen and best test accuracy (percent), final test loss and training time (whole
+    seconds), std only with two runs or more; parameters, epochs and test_every; how many runs finished."""
     rows = []
     for label, runs in groups.items():
         done = [r for r in runs if r.status == "finished"] or [r for r in runs if r.summary]
         row = {"setting": label, "runs": len(runs), "finished": sum(r.status == "finished" for r in runs),
                "params": done[0].summary["params"] if done else None,
-               "epochs": max((r.summary["epochs_done"] for r in done), default=0)}
+               "epochs": max((r.summary["epochs_done"] for r in done), default=0),
+               "test_every": runs[0].recipe.test_every}
         for key, (name, factor, digits) in SUMMARY_COLUMNS.items():
             mean, std = mean_std([None if r.summary.get(key) is None else factor * r.summary[key] for r in done])
             row[f"{name}_mean"], row[f"{name}_std"] = (None if v is None else round(v, digits) if digits else round(v)
@@ -118,15 +127,23 @@ def _pm(mean: float | None, std: float | None, digits: int = 2) -> str:
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
+def seen_every(test_every: set[int]) -> str:
+    """'every 10 epochs' for the test_every values of some runs (0, off, aside), or 'every test_every epochs'."""
+    values = test_every - {0}
+    return f"every {next(iter(values))} epochs" if len(values) == 1 else "every test_every epochs"
+
+
 def markdown_table(rows: list[dict], columns: list[str] = (), first: str = "setting") -> str:
     """The summary rows as a Markdown table headed `first`; `columns` are extra row keys shown after it."""
-    head = [first, *columns, "runs", "final test acc (%)", "best test acc (%)", "final test loss", "params",
+    seen = f"best test acc seen {seen_every({r['test_every'] for r in rows})} (%)"
+    head = [first, *columns, "runs", "final test acc (%)", seen, "best test acc (%)", "final test loss", "params",
             "epochs", "train time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         runs = f"{r['finished']}/{r['runs']}" + ("" if r["finished"] == r["runs"] else f" ({r['status']})")
         cells = [r["setting"], *(str(r.get(c, "")) for c in columns), runs,
                  _pm(r["final_test_acc_pct_mean"], r["final_test_acc_pct_std"]),
+                 _pm(r["best_seen_test_acc_pct_mean"], r["best_seen_test_acc_pct_std"]),
                  _pm(r["best_test_acc_pct_mean"], r["best_test_acc_pct_std"]),
                  _pm(r["final_test_loss_mean"], r["final_test_loss_std"], digits=3),
                  f"{r['params']:,}" if r["params"] else "-", str(r["epochs"]),
@@ -301,8 +318,7 @@ def report(runs: list[Run], out: str | Path, title: str = "run comparison") -> P
         figures.append(compare_robustness(robust, out))
     write_csv(rows, out / "report.csv")
     lines = [f"# {title}", "", markdown_table(rows, first="run"), "",
-             "Final: the last epoch's test accuracy. Best: the test accuracy at the epoch chosen on validation "
-             "when the run holds a validation split, else on test (as the study did).", "",
+             TABLE_NOTE, "",
              "| run | path | description |", "|---|---|---|",
              *(f"| {label} | {r.path} | {r.recipe.description} |" for label, r in zip(groups, runs)), "",
              *(f"![{f.stem}]({f.name})" for f in figures), ""]

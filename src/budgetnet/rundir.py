@@ -163,14 +163,18 @@ def write_summary(files: RunFiles, summary: dict) -> None:
 
 def summarize(recipe: Recipe, params: int, history: list[dict], status: str, **extra: Any) -> dict:
     """What a run reached so far; `final_test_acc` is the honest figure, `best_*` is chosen on validation
-    when there is a validation split (on test otherwise, as the study did). `extra` adds keys (provenance)."""
+    when there is a validation split (on test otherwise) among the epochs evaluated every eval_every, and
+    `best_seen_*` is the best plain test accuracy (no TTA) recorded every test_every epochs, chosen on the test
+    set as the study did (None without test_every). `extra` adds keys (provenance)."""
     last = history[-1] if history else {}
     key = "val_acc" if any("val_acc" in r for r in history) else "test_acc"
     best_row = max((r for r in history if key in r), key=lambda r: r[key], default={})
+    seen_row = max((r for r in history if "plain_test_acc" in r), key=lambda r: r["plain_test_acc"], default={})
     return {"status": status, "params": params, "epochs": recipe.epochs,
             "epochs_done": len(history), "final_test_acc": last.get("test_acc"),
             "final_test_loss": last.get("test_loss"), "best_by": key, "best_epoch": best_row.get("epoch"),
             "best_acc": best_row.get(key), "best_test_acc": best_row.get("test_acc"),
+            "best_seen_test_acc": seen_row.get("plain_test_acc"), "best_seen_test_epoch": seen_row.get("epoch"),
             "train_seconds": sum(r["seconds"] for r in history),
             "images_per_s": (sum(r["images_per_s"] for r in history) / len(history)) if history else None,
             "description": recipe.description, **extra}

@@ -452,19 +452,27 @@ def _optimizer_step(state: TrainState, loss: torch.Tensor, recipe: Recipe) -> No
 
 
 def _evaluate(state: TrainState, data: Data, recipe: Recipe, device: torch.device, ddp: Dist) -> dict:
-    """Loss and accuracy on the val and test splits when this epoch is evaluated ({} otherwise). Every rank first
-    takes rank 0's BatchNorm statistics, so the figures are those of the checkpoint rank 0 writes."""
-    if state.epoch % recipe.eval_every and state.epoch != recipe.epochs:
+    """Loss and accuracy on the val and test splits when this epoch is evaluated (every eval_every epochs), and
+    plain_test_acc, the test accuracy without TTA, every test_every epochs (the epoch's test_acc when that is
+    already without TTA); both after the last epoch, {} on other epochs. Every rank first takes rank 0's BatchNorm
+    statistics, so the figures are those of the checkpoint rank 0 writes."""
+    last = state.epoch == recipe.epochs
+    evaluated = last or state.epoch % recipe.eval_every == 0
+    plain = recipe.test_every > 0 and (last or state.epoch % recipe.test_every == 0)
+    if not (evaluated or plain):
         return {}
     broadcast_buffers(state.model, ddp)
     broadcast_buffers(state.eval_model, ddp)
     row = {}
-    for split in ("val", "test"):
+    for split in ("val", "test") if evaluated else ():
         images = getattr(data, split)
         if images is not None:
             loss, acc = evaluate_split(state.eval_model, images, data, recipe.eval_batch_size, device,
                                        recipe.precision, ddp, recipe.tta)
             row.update({f"{split}_loss": loss, f"{split}_acc": acc})
+    if plain:
+        row["plain_test_acc"] = row["test_acc"] if evaluated and recipe.tta == "none" else evaluate_split(
+            state.eval_model, data.test, data, recipe.eval_batch_size, device, recipe.precision, ddp)[1]
     return row
 
 
