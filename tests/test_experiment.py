@@ -9,7 +9,7 @@ from budgetnet.cli import main
 from budgetnet.config import RecipeError, load_recipe
 from budgetnet.experiment import (_worker_envs, code_version, cost_plan, load_experiment, made_by, plan,
                                   write_results)
-from budgetnet.rundir import RunFiles, read_metrics
+from budgetnet.rundir import RunFiles
 from budgetnet.train import train
 
 TINY = {"epochs": 2, "batch_size": 64, "eval_batch_size": 256, "data.train_size": 256, "data.test_size": 128,
@@ -253,14 +253,14 @@ def test_finished_runs_are_skipped_and_killed_runs_resume(tmp_path, fake_cifar):
 
     with pytest.raises(KeyboardInterrupt):
         train(killed.recipe, killed.path, data_dir=fake_cifar, progress=False, on_epoch=kill_after_first_epoch)
-    first_epoch = read_metrics(killed.path)
+    first_epoch = RunFiles(killed.path).read_metrics()
     assert [done.status, killed.status] == ["finished", "resume"]
     done_mtime = RunFiles(done.path).metrics.stat().st_mtime_ns
 
     assert main(["experiment", str(exp_file), "--scale", "smoke", "--out", str(out), "--data", str(fake_cifar),
                  "--jobs", "2"]) == 0
     assert RunFiles(done.path).metrics.stat().st_mtime_ns == done_mtime and not (done.path / "train.log").exists()
-    resumed = read_metrics(killed.path)
+    resumed = RunFiles(killed.path).read_metrics()
     assert [r["epoch"] for r in resumed] == [1, 2] and resumed[0] == first_epoch[0]
     assert "resuming" in (killed.path / "train.log").read_text()
     assert json.loads(RunFiles(killed.path).summary.read_text())["status"] == "finished"

@@ -41,12 +41,12 @@ import yaml
 
 from . import __version__, report
 from .augment import build_augment
-from .config import Recipe, RecipeError, _suggest, diff_recipes, from_dict, load_recipe, read_yaml
+from .config import Recipe, RecipeError, _suggest, load_recipe, read_yaml
 from .data import SPLIT_SIZES, load_split, steps_per_epoch
 from .losses import training_loss
 from .model import ResNet
 from .optim import build_optimizer
-from .rundir import RunFiles
+from .rundir import RunFiles, recipe_changes
 from .runtime import autocast, git_commit, resolve_device, sigterm_interrupts
 from .train import check_recipe
 
@@ -104,12 +104,11 @@ class PlannedRun:
         other or unrecorded code, which may have been fixed since), resume (has a checkpoint or metric rows), or
         new."""
         files = RunFiles(self.path)
-        if files.summary.is_file():
-            summary = json.loads(files.summary.read_text())
-            if summary.get("status") == "finished":
-                return "finished"
-            if summary.get("status") == "diverged":
-                return "diverged" if made_by(summary) == code_version() else "retrain"
+        summary = files.read_summary()
+        if summary.get("status") == "finished":
+            return "finished"
+        if summary.get("status") == "diverged":
+            return "diverged" if made_by(summary) == code_version() else "retrain"
         # metric rows without a checkpoint: a run stopped before its first checkpoint was due, which --resume
         # trains again from the start (a new --out there is refused, so as not to mix rows)
         return "resume" if files.last.is_file() or files.metrics.is_file() else "new"
@@ -249,9 +248,8 @@ def check_same_recipe(run: PlannedRun) -> None:
     files = RunFiles(run.path)
     if not files.recipe.is_file():
         return
-    old = from_dict(Recipe, yaml.safe_load(files.recipe.read_text())).to_dict()
-    new = yaml.safe_load(yaml.safe_dump(run.recipe.to_dict()))
-    diffs = [f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff_recipes(old, new).items()
+    changes = recipe_changes(files.read_recipe(), run.recipe)
+    diffs = [f"{k}: {a!r} there, {b!r} now" for k, (a, b) in changes.items()
              if k != "description"]  # a label, not training
     if diffs:
         raise RecipeError(f"{run.path} was trained with a different recipe ({'; '.join(diffs[:4])}): "
@@ -339,8 +337,7 @@ def cost_plan(runs: list[PlannedRun], jobs: int = 1, steps: int = 3) -> str:
 
 
 def _epochs_done(run: PlannedRun) -> int:
-    summary = RunFiles(run.path).summary
-    return json.loads(summary.read_text()).get("epochs_done", 0) if summary.is_file() else 0
+    return RunFiles(run.path).read_summary().get("epochs_done", 0)
 
 
 def _hours(seconds: float) -> str:
@@ -384,11 +381,11 @@ def _launch(run: PlannedRun, data_dir: str | Path | None, env: dict[str, str], c
     files = RunFiles(run.path)
     files.root.mkdir(parents=True, exist_ok=True)
     if not files.recipe.is_file():
-        files.recipe.write_text(yaml.safe_dump(run.recipe.to_dict(), sort_keys=False))
+        files.write_recipe(run.recipe)
     cmd = [sys.executable, "-m", "budgetnet", "train", "--resume", str(run.path)]
     if data_dir:
         cmd += ["--data", str(data_dir)]
-    with (run.path / "train.log").open("a") as log:
+    with files.train_log.open("a") as log:
         log.write(f"$ {' '.join(cmd)}\n")
         log.flush()
         return children.run(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
@@ -444,14 +441,14 @@ def train_runs(runs: list[PlannedRun], jobs: int, data_dir: str | Path | None = 
         try:
             start = time.perf_counter()
             print(f"[{i}/{len(todo)}] {'resume' if run.status == 'resume' else 'train'} {run.name} "
-                  f"(log: {run.path / 'train.log'})", file=sys.stderr)
+                  f"(log: {RunFiles(run.path).train_log})", file=sys.stderr)
             code = _launch(run, data_dir, env, children)
             if children.stopping:  # stopped with the experiment: neither a result nor a failure
                 return
             summary = report.load_run(run.path).summary
             if code and summary.get("status") != "diverged":  # a diverged run is a result, not a failure
                 failed.append(run)
-                print(f"[{i}/{len(todo)}] {run.name} FAILED (exit {code}): see {run.path / 'train.log'}",
+                print(f"[{i}/{len(todo)}] {run.name} FAILED (exit {code}): see {RunFiles(run.path).train_log}",
                       file=sys.stderr)
             else:
                 print(f"[{i}/{len(todo)}] {run.name} {summary.get('status')}: final test accuracy "
