@@ -21,6 +21,8 @@ T_0, warm-up) by the same ratio, so a shorter run keeps the schedule's shape: it
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import itertools
 import json
 import os
@@ -40,15 +42,11 @@ import torch
 import yaml
 
 from . import __version__, report
-from .augment import build_augment
 from .config import Recipe, RecipeError, _suggest, load_recipe, read_yaml
-from .data import SPLIT_SIZES, load_split, steps_per_epoch
-from .losses import training_loss
-from .model import ResNet
-from .optim import build_optimizer
+from .data import SPLIT_SIZES, from_arrays, load_split, steps_per_epoch
 from .rundir import RunFiles, recipe_changes
-from .runtime import autocast, git_commit, resolve_device, sigterm_interrupts
-from .train import check_recipe
+from .runtime import git_commit, resolve_device, sigterm_interrupts
+from .train import check_recipe, train_without_rundir
 
 KEYS = ("description", "base", "axes", "seeds", "scales", "plots")
 TO_TRAIN = ("new", "resume", "retrain")  # the PlannedRun statuses that still need training
@@ -265,48 +263,46 @@ def _cost_key(recipe: Recipe) -> str:
     return json.dumps(key, sort_keys=True)
 
 
+class _Measured(Exception):
+    """Raised by measure_epoch_seconds's epoch callback once its timed epoch is done, to stop the loop there."""
+
+
 def measure_epoch_seconds(recipe: Recipe, steps: int = 3) -> float:
-    """Seconds one epoch of `recipe` (training steps, then evaluating its validation and test images) takes on
-    its device, from `steps` timed training steps and one forward pass on random images, after one untimed step."""
+    """Seconds one epoch of `recipe` (its training steps, then its evaluation every `eval_every` epochs) takes on
+    its device, timed on the training loop itself: `train_without_rundir` trains `recipe` (at least 2 epochs,
+    evaluating each) on `steps` batches of random images and one evaluation batch, nothing written; the first
+    epoch warms up (compilation, cudnn's kernel choice), the second is timed, its training steps and its
+    evaluation apart, and both are scaled to the recipe's data sizes."""
     device = resolve_device(recipe.device)
-    model = ResNet(recipe.model).to(device, memory_format=torch.channels_last if recipe.channels_last
-                                         else torch.contiguous_format)
-    augment = build_augment(recipe.augment, recipe.model.num_classes)
-    optimizer = build_optimizer(model, recipe.optimizer)
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (recipe.batch_size, 3, 32, 32), dtype=torch.uint8, generator=gen).to(device)
-    labels = torch.randint(0, recipe.model.num_classes, (recipe.batch_size,), generator=gen).to(device)
-
-    def step() -> None:
-        views, targets = augment(images, labels)
-        with autocast(device, recipe.precision):
-            logits = model(views.sub(0.5).div(0.25))
-        loss = training_loss(logits, targets, augment.num_views, augment.jsd_lambda, recipe.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    def timed(fn, n: int) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return (time.perf_counter() - start) / n
-
-    model.train()
-    step()
-    step_seconds = timed(step, steps)
-    model.eval()
-    with torch.no_grad():
-        forward_seconds = timed(lambda: model(images.float().sub(127.5).div(64.0)), 1)
+    probe = copy.deepcopy(recipe)
+    probe.epochs, probe.eval_every = max(2, recipe.epochs), 1
     n_train = recipe.data.train_size or SPLIT_SIZES["train"] - recipe.data.val_size
     n_eval = (recipe.data.test_size or SPLIT_SIZES["test"]) + recipe.data.val_size
-    evals_per_epoch = 1 / recipe.eval_every
+    n_probe_eval = min(recipe.eval_batch_size, n_eval)
+    gen = torch.Generator().manual_seed(0)
+    classes = recipe.model.num_classes
+
+    def random_split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (n, recipe.model.in_channels, recipe.model.image_size, recipe.model.image_size)
+        return (torch.randint(0, 256, shape, dtype=torch.uint8, generator=gen),
+                torch.randint(0, classes, (n,), generator=gen))
+
+    data = from_arrays(random_split(steps * recipe.batch_size), None, random_split(n_probe_eval),
+                       [str(c) for c in range(classes)], recipe.data.dataset, device)
+    ends: list[tuple[float, dict]] = []  # (when, row) at the end of each epoch, its evaluation included
+
+    def on_epoch(row: dict) -> None:
+        ends.append((time.perf_counter(), row))
+        if len(ends) == 2:
+            raise _Measured
+
+    with contextlib.suppress(_Measured):
+        train_without_rundir(probe, data=data, on_epoch=on_epoch)
+    (warm_end, _), (timed_end, row) = ends
+    step_seconds = row["seconds"] / steps
+    eval_seconds = timed_end - warm_end - row["seconds"]
     return (steps_per_epoch(n_train, recipe.batch_size) * step_seconds
-            + evals_per_epoch * n_eval / recipe.batch_size * forward_seconds)
+            + n_eval / n_probe_eval * eval_seconds / recipe.eval_every)
 
 
 def cost_plan(runs: list[PlannedRun], jobs: int = 1, steps: int = 3) -> str:
@@ -332,7 +328,8 @@ def cost_plan(runs: list[PlannedRun], jobs: int = 1, steps: int = 3) -> str:
         else f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads"
     lines.append(f"total {total:.0f} s = {_hours(total)} of training on {device} ({name}), "
                  f"about {_hours(total / jobs)} with {jobs} at a time; seconds per epoch measured with {steps} "
-                 "steps on random images (data loading, compilation and checkpoints not included)")
+                 "steps of the training loop on random images after as many to warm up (data loading, compilation "
+                 "and checkpoints not included)")
     return "\n".join(lines)
 
 
