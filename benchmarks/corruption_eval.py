@@ -27,6 +27,7 @@ from budgetnet.data import DATASETS
 from budgetnet.evaluate import evaluate_run
 from budgetnet.model import ResNet, count_trainable
 from budgetnet.robustness import robustness
+from budgetnet.rundir import RunFiles
 
 
 def fake_cifar10(root: Path) -> Path:
@@ -70,7 +71,7 @@ def main() -> None:
         run = tmp / "run"
         checkpoint.save({"model": model.state_dict(), "epoch": 1, "recipe": recipe.to_dict(),
                          "classes": [f"class {i}" for i in range(10)], "budgetnet_version": "0.2.0"},
-                        run / "checkpoints" / "best.pt")
+                        RunFiles(run).best)
         common = dict(data_dir=data, device=args.device, out_dir=tmp / "eval", corruptions=True, calibration=False,
                       limit=args.limit, progress=False, corruption_cache=tmp / "cache")
         clean = timed(evaluate_run, run, data, args.device, out_dir=tmp / "eval")

@@ -4,7 +4,7 @@ import torch
 
 from budgetnet import checkpoint, runtime
 from budgetnet.config import RecipeError
-from budgetnet.rundir import RunFiles, read_metrics
+from budgetnet.rundir import RunFiles
 from budgetnet.train import checkpoint_due, train, train_without_rundir
 from conftest import Crash, crash_after, tiny_recipe
 
@@ -33,15 +33,15 @@ def test_a_run_killed_between_checkpoints_resumes_bit_identically_with_one_row_p
     killed = RunFiles(tmp_path / "killed")
     with pytest.raises(Crash):
         train(recipe, killed.root, data=tiny_data, progress=False, on_epoch=crash_after(3))
-    assert checkpoint.load(killed.last)["epoch"] == 2 and [r["epoch"] for r in read_metrics(killed.root)] == [1, 2, 3]
+    assert checkpoint.load(killed.last)["epoch"] == 2 and [r["epoch"] for r in killed.read_metrics()] == [1, 2, 3]
     summary = train(None, killed.root, data=tiny_data, progress=False, resume=True)  # redoes epoch 3, then 4 and 5
     assert summary["epochs_done"] == 5
-    assert [r["epoch"] for r in read_metrics(killed.root)] == [1, 2, 3, 4, 5]  # epoch 3's first row was dropped
+    assert [r["epoch"] for r in killed.read_metrics()] == [1, 2, 3, 4, 5]  # epoch 3's first row was dropped
     full, resumed = checkpoint.load(tmp_path / "full" / "checkpoints" / "last.pt"), checkpoint.load(killed.last)
     for key, value in full["model"].items():
         assert torch.equal(value, resumed["model"][key]), key
     untimed = lambda root: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")}  # noqa: E731
-                            for r in read_metrics(root)]
+                            for r in RunFiles(root).read_metrics()]
     assert untimed(killed.root) == untimed(tmp_path / "full")  # losses and accuracies of every epoch, bit for bit
 
 
@@ -100,9 +100,9 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again_with_one_row_per_
     files = RunFiles(tmp_path / "run")
     with pytest.raises(Crash):
         train(recipe, files.root, data=tiny_data, progress=False, on_epoch=crash_after(2))
-    assert not files.last.is_file() and [r["epoch"] for r in read_metrics(files.root)] == [1, 2]
+    assert not files.last.is_file() and [r["epoch"] for r in files.read_metrics()] == [1, 2]
     with pytest.raises(RecipeError, match="2 epoch rows"):  # a new run there would mix its rows with those
         train(recipe, files.root, data=tiny_data, progress=False)
     # no checkpoint was due yet: a resume (what `experiment` does for such a folder) trains from the start
     train(None, files.root, resume=True, data=tiny_data, progress=False)
-    assert [r["epoch"] for r in read_metrics(files.root)] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in files.read_metrics()] == [1, 2, 3, 4]

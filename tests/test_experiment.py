@@ -7,9 +7,9 @@ import yaml
 
 from budgetnet.cli import main
 from budgetnet.config import RecipeError, load_recipe
-from budgetnet.experiment import (_worker_envs, code_version, cost_plan, load_experiment, made_by, plan,
-                                  write_results)
-from budgetnet.rundir import RunFiles, read_metrics
+from budgetnet.experiment import (_worker_envs, code_version, cost_plan, load_experiment, made_by,
+                                  measure_epoch_seconds, plan, write_results)
+from budgetnet.rundir import RunFiles
 from budgetnet.train import train
 
 TINY = {"epochs": 2, "batch_size": 64, "eval_batch_size": 256, "data.train_size": 256, "data.test_size": 128,
@@ -113,6 +113,34 @@ def test_dry_run_prints_the_cost_measured_on_this_device(tmp_path, fake_cifar):
     assert (status, epochs) == ("new", "2") and float(per_epoch) > 0
     assert float(seconds) == pytest.approx(2 * float(per_epoch), abs=1)
     assert table[-1].startswith(f"total {seconds} s") and "with 3 steps" in table[-1]
+
+
+def test_the_cost_is_timed_on_the_training_loops_own_step(tmp_path, monkeypatch):
+    """measure_epoch_seconds trains with the loop itself (its step: schedule, decay, EMA; its evaluation), a warm-up
+    epoch and a timed one of `steps` steps each, and writes nothing."""
+    import budgetnet.train
+
+    calls = {"step": 0, "schedule": 0, "evaluate": 0}
+    step, evaluate = budgetnet.train._optimizer_step, budgetnet.train._evaluate
+
+    def counted_step(state, loss, recipe):
+        calls["step"] += 1
+        before = state.scheduler.last_epoch
+        step(state, loss, recipe)
+        calls["schedule"] += state.scheduler.last_epoch - before
+
+    def counted_evaluate(*args):
+        calls["evaluate"] += 1
+        return evaluate(*args)
+
+    monkeypatch.setattr(budgetnet.train, "_optimizer_step", counted_step)
+    monkeypatch.setattr(budgetnet.train, "_evaluate", counted_evaluate)
+    monkeypatch.chdir(tmp_path)
+    recipe = load_recipe("demo", [f"{k}={json.dumps(v)}" for k, v in TINY.items()] + ["ema.enabled=true",
+                                                                                         "eval_every=4"])
+    seconds = measure_epoch_seconds(recipe, steps=2)
+    assert calls == {"step": 4, "schedule": 4, "evaluate": 2} and 0 < seconds < 60
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_run_that_diverged_under_other_code_is_retrained(tmp_path, fake_cifar):
@@ -273,14 +301,14 @@ def test_finished_runs_are_skipped_and_killed_runs_resume(tmp_path, fake_cifar):
 
     with pytest.raises(KeyboardInterrupt):
         train(killed.recipe, killed.path, data_dir=fake_cifar, progress=False, on_epoch=kill_after_first_epoch)
-    first_epoch = read_metrics(killed.path)
+    first_epoch = RunFiles(killed.path).read_metrics()
     assert [done.status, killed.status] == ["finished", "resume"]
     done_mtime = RunFiles(done.path).metrics.stat().st_mtime_ns
 
     assert main(["experiment", str(exp_file), "--scale", "smoke", "--out", str(out), "--data", str(fake_cifar),
                  "--jobs", "2"]) == 0
     assert RunFiles(done.path).metrics.stat().st_mtime_ns == done_mtime and not (done.path / "train.log").exists()
-    resumed = read_metrics(killed.path)
+    resumed = RunFiles(killed.path).read_metrics()
     assert [r["epoch"] for r in resumed] == [1, 2] and resumed[0] == first_epoch[0]
     assert "resuming" in (killed.path / "train.log").read_text()
     assert json.loads(RunFiles(killed.path).summary.read_text())["status"] == "finished"

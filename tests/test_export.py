@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import budgetnet
 from budgetnet import checkpoint
 from budgetnet.checkpoint import load_model
 from budgetnet.data import DATASETS
@@ -56,6 +57,8 @@ def test_standalone_runs_without_budgetnet(tmp_path, overrides):
     export_run(run, "standalone", out)
     assert "budgetnet" not in "\n".join(l for l in (out / "model.py").read_text().splitlines()
                                         if l.startswith(("import", "from")))
+    for name in ("model.py", "spec.py", "errors.py"):  # Net is built from budgetnet's own network code, unchanged
+        assert (out / "network" / name).read_text() == (Path(budgetnet.__file__).parent / name).read_text()
     x = torch.rand(3, 3, 32, 32)
     torch.save(x, tmp_path / "x.pt")
     script = ("import sys; sys.modules['budgetnet'] = None; sys.path.insert(0, sys.argv[1]); import torch, json\n"

@@ -14,7 +14,7 @@ from budgetnet.data import from_arrays
 from budgetnet.evaluate import predict_logits, tta_views
 from budgetnet.model import ResNet, count_trainable, init_whitening
 from budgetnet.optim import build_optimizer, build_scheduler, decay_weights
-from budgetnet.rundir import read_metrics
+from budgetnet.rundir import RunFiles
 from budgetnet.spec import ModelSpec, SpecError
 from budgetnet.train import train
 
@@ -154,7 +154,7 @@ def test_resume_is_exact_with_ema_and_lookahead(tiny_data, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(recipe, tmp_path / "b", progress=False, data=tiny_data, on_epoch=stop_after_one)
     assert [r["epoch"] for r in rows] == [1]  # stopped after its first epoch, as a kill would
-    first_straight = read_metrics(tmp_path / "a")[0]
+    first_straight = RunFiles(tmp_path / "a").read_metrics()[0]
     assert {k: rows[0][k] for k in ("train_loss", "test_loss", "test_acc")} == \
         {k: first_straight[k] for k in ("train_loss", "test_loss", "test_acc")}
     resumed = train(recipe, tmp_path / "b", resume=True, progress=False, data=tiny_data)

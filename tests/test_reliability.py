@@ -16,7 +16,7 @@ from budgetnet import checkpoint
 from budgetnet.cli import main
 from budgetnet.config import RecipeError
 from budgetnet.console import predictions_text
-from budgetnet.rundir import RunBusyError, RunFiles, append_jsonl, dumps, locked, read_metrics
+from budgetnet.rundir import RunBusyError, RunFiles, dumps
 from budgetnet.train import TrainingDiverged, train
 from conftest import TINY_MODEL, Crash, crash_after, tiny_recipe
 
@@ -58,8 +58,8 @@ def test_a_second_writer_is_refused_naming_the_pid_holding_the_run(tiny_data, tm
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from budgetnet.rundir import RunFiles, locked
-        with locked(RunFiles(Path({str(files.root)!r}))):
+        from budgetnet.rundir import RunFiles
+        with RunFiles(Path({str(files.root)!r})).locked():
             print("locked", flush=True)
             time.sleep(60)
         """)], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
@@ -72,15 +72,15 @@ def test_a_second_writer_is_refused_naming_the_pid_holding_the_run(tiny_data, tm
         holder.kill()  # a killed holder leaves nothing stuck: the kernel drops its lock
         holder.wait()
     assert train(tiny_recipe("epochs=1"), files.root, data=tiny_data, progress=False)["status"] == "finished"
-    assert [r["epoch"] for r in read_metrics(files.root)] == [1]
+    assert [r["epoch"] for r in files.read_metrics()] == [1]
 
 
 def test_the_lock_is_released_when_the_run_ends_however_it_ends(stopped_run, tmp_path):
-    with locked(stopped_run):  # the stopped run released it
+    with stopped_run.locked():  # the stopped run released it
         with pytest.raises(RunBusyError, match=f"PID {os.getpid()}"):
-            with locked(stopped_run):
+            with stopped_run.locked():
                 pass
-    with locked(stopped_run):
+    with stopped_run.locked():
         pass
 
 
@@ -96,10 +96,10 @@ def test_resume_refuses_metric_rows_whose_checkpoints_are_gone(stopped_run, tiny
 def test_a_new_run_refuses_a_folder_holding_metrics_without_a_checkpoint(tiny_data, tmp_path):
     files = RunFiles(tmp_path / "run")
     files.root.mkdir()
-    append_jsonl(files.metrics, {"epoch": 1, "test_acc": 0.5})
+    files.append_metrics({"epoch": 1, "test_acc": 0.5})
     with pytest.raises(RecipeError, match=r"holds metrics.jsonl \(1 epoch rows\) but no checkpoint"):
         train(tiny_recipe("epochs=1"), files.root, data=tiny_data, progress=False)
-    assert read_metrics(files.root) == [{"epoch": 1, "test_acc": 0.5}] and not files.checkpoints.exists()
+    assert files.read_metrics() == [{"epoch": 1, "test_acc": 0.5}] and not files.checkpoints.exists()
 
 
 def test_a_broken_recipe_yaml_read_by_resume_is_one_line(stopped_run, capsys):
@@ -126,12 +126,12 @@ def test_a_nan_evaluation_is_a_divergence_and_the_json_stays_standard(tiny_data,
     text = files.summary.read_text()
     summary = json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in summary.json"))
     assert summary["status"] == "diverged" and "test loss is nan" in summary["error"]
-    assert not files.last.exists() and read_metrics(files.root) == []
+    assert not files.last.exists() and files.read_metrics() == []
 
 
 def test_json_files_write_null_for_non_finite_numbers(tmp_path):
     files = RunFiles(tmp_path)
-    append_jsonl(files.metrics, {"epoch": 1, "test_loss": math.nan, "test_acc": math.inf, "x": [-math.inf]})
+    files.append_metrics({"epoch": 1, "test_loss": math.nan, "test_acc": math.inf, "x": [-math.inf]})
     assert files.metrics.read_text() == '{"epoch": 1, "test_loss": null, "test_acc": null, "x": [null]}\n'
     assert dumps({"a": 1.5}) == '{"a": 1.5}'
 

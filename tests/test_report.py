@@ -8,7 +8,7 @@ from budgetnet.cli import main
 from budgetnet.config import RecipeError, load_recipe
 from budgetnet.report import (find_runs, load_run, markdown_table, plot_lr, report, run_labels, schedule_curve,
                               summarize)
-from budgetnet.rundir import RunFiles, read_metrics
+from budgetnet.rundir import RunFiles
 from budgetnet.train import train
 from conftest import tiny_recipe
 
@@ -100,7 +100,7 @@ def test_schedule_curve_is_the_lr_training_logs(tmp_path, tiny_data, schedule):
     train(recipe, tmp_path / "run", data=tiny_data, progress=False)
     epochs, lrs = schedule_curve(recipe)
     curve = dict(zip(epochs, lrs))
-    for row in read_metrics(tmp_path / "run"):
+    for row in RunFiles(tmp_path / "run").read_metrics():
         assert row["lr"] == pytest.approx(curve[float(row["epoch"])], abs=1e-9)
 
 

@@ -20,7 +20,7 @@ from budgetnet.model import ResNet
 from budgetnet.spec import BudgetError, ModelSpec
 from budgetnet import rundir
 from budgetnet.optim import lr_at_step
-from budgetnet.rundir import DiskFullError, RunFiles, read_jsonl, read_metrics
+from budgetnet.rundir import DiskFullError, RunFiles
 from budgetnet.runtime import Dist
 from budgetnet.train import TrainingDiverged, TrainingInterrupted, build_state, check_recipe, train
 from conftest import CLASSES, TINY_MODEL, Crash, crash_after, tiny_recipe
@@ -28,7 +28,7 @@ from conftest import CLASSES, TINY_MODEL, Crash, crash_after, tiny_recipe
 
 def test_trains_above_chance_and_writes_the_run(tiny_data, tmp_path):
     summary = train(tiny_recipe("epochs=3"), tmp_path / "run", data=tiny_data, progress=False)
-    rows = read_metrics(tmp_path / "run")
+    rows = RunFiles(tmp_path / "run").read_metrics()
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert {"lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds", "images_per_s"} <= set(rows[0])
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
@@ -72,7 +72,8 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tiny_data, tm
     resumed = checkpoint.load(tmp_path / "killed" / "checkpoints" / "last.pt")
     for key, value in full["model"].items():
         assert torch.equal(value, resumed["model"][key]), key
-    assert read_metrics(tmp_path / "full")[-1]["test_acc"] == read_metrics(tmp_path / "killed")[-1]["test_acc"]
+    full, killed = RunFiles(tmp_path / "full").read_metrics(), RunFiles(tmp_path / "killed").read_metrics()
+    assert full[-1]["test_acc"] == killed[-1]["test_acc"]
 
 
 def test_test_every_records_the_plain_test_accuracy_and_the_best_seen(tiny_data, tmp_path):
@@ -182,7 +183,7 @@ def test_a_full_disk_keeps_the_last_good_checkpoint_and_says_where(tiny_data, tm
     assert str(info.value).startswith(f"no space left on device while writing {files.last}; the partial file was "
                                       f"removed and the run keeps its last good checkpoint, after epoch 1")
     assert not list(files.root.rglob("*.tmp"))
-    assert checkpoint.load(files.last)["epoch"] == 1 and [r["epoch"] for r in read_metrics(files.root)] == [1]
+    assert checkpoint.load(files.last)["epoch"] == 1 and [r["epoch"] for r in files.read_metrics()] == [1]
     summary = json.loads(files.summary.read_text())
     assert (summary["status"], summary["epochs_done"]) == ("disk_full", 1) and "no space left" in summary["error"]
     monkeypatch.undo()
@@ -215,9 +216,9 @@ def test_resume_honours_set_and_records_when_it_took_effect(tiny_data, tmp_path)
                                           "architecture"):
         train(None, files.root, data=tiny_data, progress=False, resume=True, overrides=["model.channels=16"])
     train(None, files.root, data=tiny_data, progress=False, resume=True, overrides=["optimizer.lr=0.01"])
-    assert read_jsonl(files.overrides) == [{"from_epoch": 3, "changes": {"optimizer.lr": {"from": 0.2, "to": 0.01}}}]
+    assert files.read_overrides() == [{"from_epoch": 3, "changes": {"optimizer.lr": {"from": 0.2, "to": 0.01}}}]
     assert "lr: 0.01" in files.recipe.read_text()
-    rows, steps = read_metrics(files.root), 512 // 64
+    rows, steps = files.read_metrics(), 512 // 64
     for row in rows:  # epochs 1-2 follow the schedule from 0.2, epochs 3-4 the same schedule from 0.01
         base = 0.2 if row["epoch"] <= 2 else 0.01
         assert row["lr"] == pytest.approx(lr_at_step(recipe.schedule, base, row["epoch"] * steps, 4, steps), abs=1e-12)

@@ -1,7 +1,6 @@
 """A markdown model card of a run: design, parameters, recipe, curves, accuracy, robustness, use and limits."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import yaml
@@ -11,7 +10,7 @@ from .augment import build_augment
 from .checkpoint import CheckpointError, class_names, load_model, written_by
 from .config import Recipe
 from .data import SPLIT_SIZES
-from .rundir import read_metrics
+from .rundir import RunFiles
 
 
 def training_loss(recipe: Recipe) -> str:
@@ -26,21 +25,17 @@ def training_loss(recipe: Recipe) -> str:
     return loss
 
 
-def _json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def model_card(run: str | Path, out: str | Path | None = None) -> Path:
     """Write RUN/MODEL_CARD.md (or `out`) and its curves PNG beside it; return the card's path."""
     run = Path(run)
+    files = RunFiles(run)
     if not run.is_dir():
         raise CheckpointError(f"{run} is not a run directory (give the folder `budgetnet train --out` wrote)")
     _, recipe, state = load_model(run, "best")
     classes = class_names(state)
-    out = Path(out) if out else run / "MODEL_CARD.md"
+    out = Path(out) if out else files.card
     out.parent.mkdir(parents=True, exist_ok=True)
-    summary, evaluation = _json(run / "summary.json"), _json(run / "eval.json")
-    rows = read_metrics(run)
+    summary, evaluation, rows = files.read_summary(), files.read_eval(), files.read_metrics()
     spec = recipe.model
 
     table = ["| layer | output | channels | kernel | shortcut | blocks | params |", "|---|---|---|---|---|---|---|"]

@@ -13,7 +13,7 @@ from . import __version__
 from .config import Recipe, from_dict
 from .errors import UsageError
 from .model import ResNet
-from .rundir import write_atomic
+from .rundir import RunFiles, write_atomic
 
 FORMAT = "budgetnet-checkpoint-1"
 
@@ -83,9 +83,13 @@ def resolve(run_or_checkpoint: str | Path, which: str = "best") -> Path:
     """The checkpoint file of a run directory (best, else last) or the file itself."""
     path = Path(run_or_checkpoint)
     if path.is_dir():
+        files = RunFiles(path)
+        named = {"best": files.best, "last": files.last}
+        if which not in named:
+            raise CheckpointError(f"checkpoint {which!r} is unknown: use best or last")
         for name in (which, "last", "best"):
-            if (path / "checkpoints" / f"{name}.pt").is_file():
-                return path / "checkpoints" / f"{name}.pt"
+            if named[name].is_file():
+                return named[name]
         raise CheckpointError(f"{path} holds no checkpoints/ (is it a budgetnet run directory that has "
                               "finished at least one epoch?)")
     return path

@@ -134,6 +134,8 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def _train_grid(run, dry_run: bool, wrote) -> int:
     """Run an experiment or the study (run() -> (path, failed runs)) and say what came of it."""
+    from .rundir import RunFiles
+
     try:
         path, failed = run()
     except KeyboardInterrupt as e:
@@ -142,7 +144,7 @@ def _train_grid(run, dry_run: bool, wrote) -> int:
     if not dry_run:
         print(wrote(path))
     for r in failed:
-        print(f"run {r.name} failed: see {r.path / 'train.log'}; rerun the same command to continue",
+        print(f"run {r.name} failed: see {RunFiles(r.path).train_log}; rerun the same command to continue",
               file=sys.stderr)
     return 1 if failed else 0
 

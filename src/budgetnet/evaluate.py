@@ -12,7 +12,7 @@ from .checkpoint import load_model
 from .data import Data, from_arrays, load_split
 from .errors import RunFailed, UsageError
 from .model import count_trainable
-from .rundir import dumps
+from .rundir import RunFiles
 from .runtime import Dist, autocast, resolve_device
 
 
@@ -123,9 +123,10 @@ def plot_confusion(cm: list[list[int]], classes: list[str], out: Path, title: st
     return plots.save(fig, out)
 
 
-def write_json(obj: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(dumps(obj, indent=2))
+def eval_files(run: str | Path, out_dir: str | Path | None = None) -> RunFiles:
+    """Where `budgetnet eval` writes eval.json and its figures: `out_dir`, else the run directory (beside the
+    file, for a checkpoint file)."""
+    return RunFiles(Path(out_dir) if out_dir else (Path(run) if Path(run).is_dir() else Path(run).parent))
 
 
 def evaluate_run(run: str | Path, data_dir: str | Path | None = None, device: str = "auto", which: str = "best",
@@ -141,8 +142,8 @@ def evaluate_run(run: str | Path, data_dir: str | Path | None = None, device: st
     check_finite_logits(logits, f"{run} (checkpoint of epoch {state['epoch']})")
     result = {"run": str(run), "checkpoint_epoch": state["epoch"], "params": count_trainable(model),
               **classification_report(logits, data.test[1], classes)}
-    out = Path(out_dir) if out_dir else (Path(run) if Path(run).is_dir() else Path(run).parent)
-    write_json(result, out / "eval.json")
-    plot_confusion(result["confusion_matrix"], classes, out / "confusion.png",
+    files = eval_files(run, out_dir)
+    files.write_eval(result)
+    plot_confusion(result["confusion_matrix"], classes, files.confusion_plot,
                    f"confusion matrix, test accuracy {result['accuracy']:.2%}")
     return result

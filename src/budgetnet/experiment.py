@@ -21,6 +21,8 @@ T_0, warm-up) by the same ratio, so a shorter run keeps the schedule's shape: it
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import itertools
 import json
 import os
@@ -40,15 +42,11 @@ import torch
 import yaml
 
 from . import __version__, report
-from .augment import build_augment
-from .config import Recipe, RecipeError, _suggest, diff_recipes, from_dict, load_recipe, read_yaml
-from .data import SPLIT_SIZES, load_split, steps_per_epoch
-from .losses import training_loss
-from .model import ResNet
-from .optim import build_optimizer
-from .rundir import RunFiles
-from .runtime import autocast, git_commit, resolve_device, sigterm_interrupts
-from .train import check_recipe
+from .config import Recipe, RecipeError, _suggest, load_recipe, read_yaml
+from .data import SPLIT_SIZES, from_arrays, load_split, steps_per_epoch
+from .rundir import RunFiles, recipe_changes
+from .runtime import git_commit, resolve_device, sigterm_interrupts
+from .train import check_recipe, train_without_rundir
 
 KEYS = ("description", "base", "axes", "seeds", "scales", "plots")
 TO_TRAIN = ("new", "resume", "retrain")  # the PlannedRun statuses that still need training
@@ -104,12 +102,11 @@ class PlannedRun:
         other or unrecorded code, which may have been fixed since), resume (has a checkpoint or metric rows), or
         new."""
         files = RunFiles(self.path)
-        if files.summary.is_file():
-            summary = json.loads(files.summary.read_text())
-            if summary.get("status") == "finished":
-                return "finished"
-            if summary.get("status") == "diverged":
-                return "diverged" if made_by(summary) == code_version() else "retrain"
+        summary = files.read_summary()
+        if summary.get("status") == "finished":
+            return "finished"
+        if summary.get("status") == "diverged":
+            return "diverged" if made_by(summary) == code_version() else "retrain"
         # metric rows without a checkpoint: a run stopped before its first checkpoint was due, which --resume
         # trains again from the start (a new --out there is refused, so as not to mix rows)
         return "resume" if files.last.is_file() or files.metrics.is_file() else "new"
@@ -249,9 +246,8 @@ def check_same_recipe(run: PlannedRun) -> None:
     files = RunFiles(run.path)
     if not files.recipe.is_file():
         return
-    old = from_dict(Recipe, yaml.safe_load(files.recipe.read_text())).to_dict()
-    new = yaml.safe_load(yaml.safe_dump(run.recipe.to_dict()))
-    diffs = [f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff_recipes(old, new).items()
+    changes = recipe_changes(files.read_recipe(), run.recipe)
+    diffs = [f"{k}: {a!r} there, {b!r} now" for k, (a, b) in changes.items()
              if k != "description"]  # a label, not training
     if diffs:
         raise RecipeError(f"{run.path} was trained with a different recipe ({'; '.join(diffs[:4])}): "
@@ -267,48 +263,46 @@ def _cost_key(recipe: Recipe) -> str:
     return json.dumps(key, sort_keys=True)
 
 
+class _Measured(Exception):
+    """Raised by measure_epoch_seconds's epoch callback once its timed epoch is done, to stop the loop there."""
+
+
 def measure_epoch_seconds(recipe: Recipe, steps: int = 3) -> float:
-    """Seconds one epoch of `recipe` (training steps, then evaluating its validation and test images) takes on
-    its device, from `steps` timed training steps and one forward pass on random images, after one untimed step."""
+    """Seconds one epoch of `recipe` (its training steps, then its evaluation every `eval_every` epochs) takes on
+    its device, timed on the training loop itself: `train_without_rundir` trains `recipe` (at least 2 epochs,
+    evaluating each) on `steps` batches of random images and one evaluation batch, nothing written; the first
+    epoch warms up (compilation, cudnn's kernel choice), the second is timed, its training steps and its
+    evaluation apart, and both are scaled to the recipe's data sizes."""
     device = resolve_device(recipe.device)
-    model = ResNet(recipe.model).to(device, memory_format=torch.channels_last if recipe.channels_last
-                                         else torch.contiguous_format)
-    augment = build_augment(recipe.augment, recipe.model.num_classes)
-    optimizer = build_optimizer(model, recipe.optimizer)
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (recipe.batch_size, 3, 32, 32), dtype=torch.uint8, generator=gen).to(device)
-    labels = torch.randint(0, recipe.model.num_classes, (recipe.batch_size,), generator=gen).to(device)
-
-    def step() -> None:
-        views, targets = augment(images, labels)
-        with autocast(device, recipe.precision):
-            logits = model(views.sub(0.5).div(0.25))
-        loss = training_loss(logits, targets, augment.num_views, augment.jsd_lambda, recipe.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    def timed(fn, n: int) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return (time.perf_counter() - start) / n
-
-    model.train()
-    step()
-    step_seconds = timed(step, steps)
-    model.eval()
-    with torch.no_grad():
-        forward_seconds = timed(lambda: model(images.float().sub(127.5).div(64.0)), 1)
+    probe = copy.deepcopy(recipe)
+    probe.epochs, probe.eval_every = max(2, recipe.epochs), 1
     n_train = recipe.data.train_size or SPLIT_SIZES["train"] - recipe.data.val_size
     n_eval = (recipe.data.test_size or SPLIT_SIZES["test"]) + recipe.data.val_size
-    evals_per_epoch = 1 / recipe.eval_every
+    n_probe_eval = min(recipe.eval_batch_size, n_eval)
+    gen = torch.Generator().manual_seed(0)
+    classes = recipe.model.num_classes
+
+    def random_split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (n, recipe.model.in_channels, recipe.model.image_size, recipe.model.image_size)
+        return (torch.randint(0, 256, shape, dtype=torch.uint8, generator=gen),
+                torch.randint(0, classes, (n,), generator=gen))
+
+    data = from_arrays(random_split(steps * recipe.batch_size), None, random_split(n_probe_eval),
+                       [str(c) for c in range(classes)], recipe.data.dataset, device)
+    ends: list[tuple[float, dict]] = []  # (when, row) at the end of each epoch, its evaluation included
+
+    def on_epoch(row: dict) -> None:
+        ends.append((time.perf_counter(), row))
+        if len(ends) == 2:
+            raise _Measured
+
+    with contextlib.suppress(_Measured):
+        train_without_rundir(probe, data=data, on_epoch=on_epoch)
+    (warm_end, _), (timed_end, row) = ends
+    step_seconds = row["seconds"] / steps
+    eval_seconds = timed_end - warm_end - row["seconds"]
     return (steps_per_epoch(n_train, recipe.batch_size) * step_seconds
-            + evals_per_epoch * n_eval / recipe.batch_size * forward_seconds)
+            + n_eval / n_probe_eval * eval_seconds / recipe.eval_every)
 
 
 def cost_plan(runs: list[PlannedRun], jobs: int = 1, steps: int = 3) -> str:
@@ -334,13 +328,13 @@ def cost_plan(runs: list[PlannedRun], jobs: int = 1, steps: int = 3) -> str:
         else f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads"
     lines.append(f"total {total:.0f} s = {_hours(total)} of training on {device} ({name}), "
                  f"about {_hours(total / jobs)} with {jobs} at a time; seconds per epoch measured with {steps} "
-                 "steps on random images (data loading, compilation and checkpoints not included)")
+                 "steps of the training loop on random images after as many to warm up (data loading, compilation "
+                 "and checkpoints not included)")
     return "\n".join(lines)
 
 
 def _epochs_done(run: PlannedRun) -> int:
-    summary = RunFiles(run.path).summary
-    return json.loads(summary.read_text()).get("epochs_done", 0) if summary.is_file() else 0
+    return RunFiles(run.path).read_summary().get("epochs_done", 0)
 
 
 def _hours(seconds: float) -> str:
@@ -384,11 +378,11 @@ def _launch(run: PlannedRun, data_dir: str | Path | None, env: dict[str, str], c
     files = RunFiles(run.path)
     files.root.mkdir(parents=True, exist_ok=True)
     if not files.recipe.is_file():
-        files.recipe.write_text(yaml.safe_dump(run.recipe.to_dict(), sort_keys=False))
+        files.write_recipe(run.recipe)
     cmd = [sys.executable, "-m", "budgetnet", "train", "--resume", str(run.path)]
     if data_dir:
         cmd += ["--data", str(data_dir)]
-    with (run.path / "train.log").open("a") as log:
+    with files.train_log.open("a") as log:
         log.write(f"$ {' '.join(cmd)}\n")
         log.flush()
         return children.run(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
@@ -444,14 +438,14 @@ def train_runs(runs: list[PlannedRun], jobs: int, data_dir: str | Path | None = 
         try:
             start = time.perf_counter()
             print(f"[{i}/{len(todo)}] {'resume' if run.status == 'resume' else 'train'} {run.name} "
-                  f"(log: {run.path / 'train.log'})", file=sys.stderr)
+                  f"(log: {RunFiles(run.path).train_log})", file=sys.stderr)
             code = _launch(run, data_dir, env, children)
             if children.stopping:  # stopped with the experiment: neither a result nor a failure
                 return
             summary = report.load_run(run.path).summary
             if code and summary.get("status") != "diverged":  # a diverged run is a result, not a failure
                 failed.append(run)
-                print(f"[{i}/{len(todo)}] {run.name} FAILED (exit {code}): see {run.path / 'train.log'}",
+                print(f"[{i}/{len(todo)}] {run.name} FAILED (exit {code}): see {RunFiles(run.path).train_log}",
                       file=sys.stderr)
             else:
                 print(f"[{i}/{len(todo)}] {run.name} {summary.get('status')}: final test accuracy "

@@ -15,14 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import yaml
-
 from . import plots
-from .config import Recipe, RecipeError, from_dict
+from .config import Recipe, RecipeError
 from .data import SPLIT_SIZES, steps_per_epoch as epoch_steps
 from .optim import lr_at_step
-from .rundir import RunFiles, read_metrics
-
+from .rundir import RunFiles, recipe_yaml
 
 
 @dataclass
@@ -42,17 +39,7 @@ class Run:
 def load_run(path: str | Path) -> Run:
     """Read a run directory; RecipeError when it is not one."""
     files = RunFiles(Path(path))
-    if not files.recipe.is_file():
-        raise RecipeError(f"{path} is not a run directory (no recipe.yaml): pass folders written by "
-                          "`budgetnet train` or `budgetnet experiment`")
-    recipe = from_dict(Recipe, yaml.safe_load(files.recipe.read_text()))
-    summary = json.loads(files.summary.read_text()) if files.summary.is_file() else {}
-    return Run(files.root, recipe, summary, read_metrics(files.root))
-
-
-def _eval_json(run_dir: Path) -> dict:
-    path = run_dir / "eval.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return Run(files.root, files.read_recipe(), files.read_summary(), files.read_metrics())
 
 
 def find_runs(paths: list[str | Path]) -> list[Run]:
@@ -274,8 +261,7 @@ def export_tensorboard(runs: list[Run], log_dir: str | Path) -> Path:
                     if key != "epoch" and isinstance(value, (int, float)):
                         group = "loss" if key.endswith("_loss") else "accuracy" if key.endswith("_acc") else "train"
                         writer.add_scalar(f"{group}/{key}", value, row["epoch"])
-            writer.add_text("recipe", "    " + yaml.safe_dump(run.recipe.to_dict(), sort_keys=False)
-                            .replace("\n", "\n    "))
+            writer.add_text("recipe", "    " + recipe_yaml(run.recipe).replace("\n", "\n    "))
     return log_dir
 
 
@@ -312,7 +298,7 @@ def report(runs: list[Run], out: str | Path, title: str = "run comparison") -> P
     rows = summarize(groups)
     plots = ["curves", "lr"] + (["params_vs_acc"] if designs_differ(groups) else [])
     figures = draw(groups, rows, plots, out, title)
-    robust = [r.path for r in runs if "per_corruption" in _eval_json(r.path)]
+    robust = [r.path for r in runs if "per_corruption" in RunFiles(r.path).read_eval()]
     if robust:  # runs evaluated with `budgetnet eval --corruptions`: their corruption errors side by side
         from .robustness import compare_robustness
         figures.append(compare_robustness(robust, out))

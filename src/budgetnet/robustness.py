@@ -1,7 +1,6 @@
 """Robustness of a run: accuracy under the CIFAR-10-C corruptions, calibration, and a comparison across runs."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -11,7 +10,8 @@ from .checkpoint import load_model
 from .corruptions import CORRUPTIONS, corruption_suite, plot_corruption_heatmap
 from .data import default_cache, from_arrays, load_split
 from .errors import UsageError
-from .evaluate import evaluate_run, predict_logits, write_json
+from .evaluate import eval_files, evaluate_run, predict_logits
+from .rundir import RunFiles
 from .runtime import resolve_device
 
 
@@ -44,9 +44,8 @@ def robustness(run: str | Path, data_dir: str | Path | None = None, device: str 
     x, y, classes = load_split(recipe.data.dataset, "test", data_dir)
     x, y = x[:limit], y[:limit]
     data = from_arrays((x[:0], y[:0]), None, (x, y), classes, recipe.data.dataset, dev)
-    out = Path(out_dir) if out_dir else (Path(run) if Path(run).is_dir() else Path(run).parent)
-    path = out / "eval.json"
-    result = json.loads(path.read_text()) if path.is_file() else {"run": str(run)}
+    files = eval_files(run, out_dir)
+    result = files.read_eval() or {"run": str(run)}
 
     def logits_of(images_nhwc):
         images = torch.from_numpy(images_nhwc).permute(0, 3, 1, 2).contiguous()
@@ -57,7 +56,7 @@ def robustness(run: str | Path, data_dir: str | Path | None = None, device: str 
         probs = logits_of(x.transpose(0, 2, 3, 1)).softmax(1)
         result["ece"] = expected_calibration_error(probs, torch.from_numpy(y))
         result["ece_images"] = len(y)
-        reliability_diagram(probs, torch.from_numpy(y), out / "reliability.png",
+        reliability_diagram(probs, torch.from_numpy(y), files.reliability_plot,
                             title=f"reliability, {len(y):,} test images")
     if corruptions:
         suite = corruption_suite(x.transpose(0, 2, 3, 1), y,
@@ -67,9 +66,9 @@ def robustness(run: str | Path, data_dir: str | Path | None = None, device: str 
         result.update({"corruption_accuracy": suite["corruption_accuracy"],
                        "corruption_error": suite["corruption_error"], "per_corruption": suite["per_corruption"],
                        "corruption_source": suite["source"], "corruption_images": suite["num_images"]})
-        plot_corruption_heatmap(suite, out / "corruptions.png",
+        plot_corruption_heatmap(suite, files.corruptions_plot,
                                 f"corruption error, {suite['source']}, {suite['num_images']:,} images each")
-    write_json(result, path)
+    files.write_eval(result)
     return result
 
 
@@ -77,7 +76,7 @@ def compare_robustness(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
     """out_dir/robustness.png: the corruption-error heat maps of runs side by side, read from their eval.json."""
     measured = []
     for run in map(Path, run_dirs):
-        evaluation = json.loads((run / "eval.json").read_text()) if (run / "eval.json").is_file() else {}
+        evaluation = RunFiles(run).read_eval()
         if "per_corruption" not in evaluation:
             raise UsageError(f"{run}: no corruption results; run `budgetnet eval {run} --corruptions` first")
         measured.append((run.name, evaluation))

@@ -53,7 +53,7 @@ except ImportError as e:  # the search is an optional extra
 from . import plots  # noqa: E402
 from .config import DataConfig, Recipe, RecipeError, apply_overrides, load_recipe, parse_count, read_yaml  # noqa: E402
 from .data import Data, load_data  # noqa: E402
-from .rundir import read_metrics  # noqa: E402
+from .rundir import RunFiles  # noqa: E402
 from .runtime import Interrupted, resolve_device, sigterm_interrupts  # noqa: E402
 from .spec import BudgetError, SpecError, fit_channels  # noqa: E402
 from .train import TrainingDiverged, train  # noqa: E402
@@ -375,13 +375,14 @@ def run_search(space: Space, out: str | Path, trials: int | None = None, total_t
         if data is None and key not in datasets:
             datasets[key] = load_data(recipe.data, data_dir, resolve_device(device))
 
-        resume = resumed and (out / run_dir / "recipe.yaml").is_file()
+        files = RunFiles(out / run_dir)
+        resume = resumed and files.recipe.is_file()
         backfill = resume  # a resumed run reports its earlier epochs first, so the pruner sees the whole curve
 
         def on_epoch(row: dict) -> None:
             nonlocal backfill
             check_signal()
-            for r in read_metrics(out / run_dir) if backfill else [row]:
+            for r in files.read_metrics() if backfill else [row]:
                 if "val_acc" in r:
                     trial.report(r["val_acc"], r["epoch"])
             backfill = False

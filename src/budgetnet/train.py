@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
@@ -20,7 +19,7 @@ from tqdm import tqdm
 from . import __version__, checkpoint
 from .augment import Augment, build_augment
 from .averaging import Lookahead, build_ema
-from .config import Recipe, RecipeError, diff_recipes, from_dict, load_recipe, read_yaml
+from .config import Recipe, RecipeError, load_recipe
 from .data import Data, batch_indices, check_data_config, load_data, steps_per_epoch as epoch_steps
 from .errors import RunFailed
 from .evaluate import TTA, evaluate_split
@@ -28,8 +27,7 @@ from .losses import training_loss
 from .model import ResNet, freeze_for_epoch, init_whitening
 from .optim import (ConvMuon, Schedule, build_optimizer, build_scheduler, check_optimizer, check_schedule,
                     decay_weights)
-from .rundir import (DiskFullError, RunFiles, append_jsonl, locked, read_jsonl, summarize, write_atomic, write_jsonl,
-                     write_summary)
+from .rundir import DiskFullError, RunFiles, recipe_changes, summarize
 from .runtime import (COMPILE_MODES, Dist, Interrupted, autocast, broadcast_buffers, check_precision,
                       compile_model, configure_backend, git_commit, init_distributed, provenance, resolve_device,
                       sigterm_interrupts)
@@ -175,24 +173,19 @@ class RunWriter:
             self.files.checkpoints.mkdir(parents=True, exist_ok=True)
             self.files.remove_partial_writes()
             if not resume:
-                self.write_recipe()
-
-    def write_recipe(self) -> None:
-        """Replace recipe.yaml with this run's recipe."""
-        write_atomic(self.files.recipe, yaml.safe_dump(self.recipe.to_dict(), sort_keys=False).encode())
+                self.files.write_recipe(self.recipe)
 
     def resume(self, epoch: int, changes: dict[str, tuple]) -> None:
         """Keep the metric rows up to the checkpoint's `epoch` (later rows belong to lost work) and record the
         recipe changes that take effect from the next epoch."""
-        self.history = read_jsonl(self.files.metrics)[:epoch]
+        self.history = self.files.read_metrics()[:epoch]
         self.saved_epoch = epoch
         if not self.is_main:
             return
-        self.write_recipe()
-        write_jsonl(self.files.metrics, self.history)
+        self.files.write_recipe(self.recipe)
+        self.files.write_metrics(self.history)
         if changes:
-            append_jsonl(self.files.overrides, {"from_epoch": epoch + 1, "changes": {
-                k: {"from": old, "to": new} for k, (old, new) in sorted(changes.items())}})
+            self.files.append_override(epoch + 1, changes)
         print(f"resuming {self.files.root} after epoch {epoch}/{self.recipe.epochs}"
               + "".join(f"; {k}: {old!r} -> {new!r}" for k, (old, new) in sorted(changes.items())), file=sys.stderr)
 
@@ -205,7 +198,7 @@ class RunWriter:
             if improved:
                 checkpoint.save(ckpt, self.files.best)
         if self.is_main:
-            append_jsonl(self.files.metrics, row)
+            self.files.append_metrics(row)
         if save:
             self.saved_epoch = row["epoch"]
         self.history.append(row)
@@ -218,7 +211,7 @@ class RunWriter:
         """Write (on rank 0) and return the summary with `status`."""
         summary = self.summary(status, **extra)
         if self.is_main:
-            write_summary(self.files, summary)
+            self.files.write_summary(summary)
         return summary
 
     def kept(self) -> str:
@@ -240,7 +233,7 @@ def train(recipe: Recipe | None, out_dir: str | Path | None, data_dir: str | Pat
     data), so a bad value leaves no run directory behind. `on_epoch(row)` sees each epoch's metrics (a search can
     raise to prune). Ctrl-C and SIGTERM stop with TrainingInterrupted, a full disk with rundir.DiskFullError, a
     NaN or infinite loss or accuracy (training or evaluation) with TrainingDiverged; each keeps the last
-    checkpoint written and says so in summary.json. Rank 0 holds the run directory's lock (`rundir.locked`) for
+    checkpoint written and says so in summary.json. Rank 0 holds the run directory's lock (`RunFiles.locked`) for
     the whole run: a second writer gets rundir.RunBusyError. With `out_dir` None it trains with no run directory
     at all (see `train_without_rundir`).
     """
@@ -257,7 +250,7 @@ def train(recipe: Recipe | None, out_dir: str | Path | None, data_dir: str | Pat
 
     writer = RunWriter(files, recipe, params, device, data.classes, ddp.is_main)
     # one writer per run directory: rank 0 holds its lock for the whole run (other ranks write nothing)
-    with sigterm_interrupts(), (locked(files) if ddp.is_main and files is not None else contextlib.nullcontext()):
+    with sigterm_interrupts(), (files.locked() if ddp.is_main and files is not None else contextlib.nullcontext()):
         if files is not None:
             _check_run_dir(files, resume, recipe)  # again under the lock: another process may have started a run
         state = build_state(recipe, data, device, ddp)
@@ -353,9 +346,9 @@ def _run_recipe(files: RunFiles | None, recipe: Recipe | None, resume: bool,
     _check_run_dir(files, resume)
     if not resume:
         return recipe, {}
-    recorded = from_dict(Recipe, read_yaml(files.recipe)[0]).to_dict()
-    recipe = load_recipe(recorded, overrides)
-    changes = diff_recipes(recorded, yaml.safe_load(yaml.safe_dump(recipe.to_dict())))
+    recorded = files.read_recipe()
+    recipe = load_recipe(recorded.to_dict(), overrides)
+    changes = recipe_changes(recorded, recipe)
     fixed = [k for k in sorted(changes) if any(k == f or k.startswith(f + ".") for f in FIXED_ON_RESUME)]
     if fixed:
         raise RecipeError(f"--resume --set {fixed[0]}: a run in progress cannot change its architecture, data or "
@@ -368,7 +361,7 @@ def _check_run_dir(files: RunFiles, resume: bool, recipe: Recipe | None = None) 
     it stopped (`resume`, once the run's `recipe` is known): metric rows of an epoch that wrote a checkpoint
     (`checkpoint_due`) while last.pt is gone. Rows of a run stopped before its first checkpoint was due are
     lost work, which a resume trains again."""
-    history = read_jsonl(files.metrics)
+    history = files.read_metrics()
     rows = len(history)
     if not resume:
         if files.last.is_file():
