@@ -206,3 +206,31 @@ def test_small_is_airbench94s_network(monkeypatch):
         return [tuple(c.weight.shape) for c in m.modules() if isinstance(c, torch.nn.Conv2d)]
     assert shapes(ours) == shapes(theirs)[1:]  # airbench's whitening is a Conv2d; ours keeps it in a buffer
     assert tuple(ours.stem.weight.shape) == shapes(theirs)[0]
+
+
+def _every_design_option():
+    """One small design for every combination of the options that change the layer structure."""
+    for block in ("basic", "bottleneck", "single"):
+        for stem, downsample, padding in [("conv", "stride", "same"), ("conv", "pool", "same"),
+                                          ("whiten", "stride", "same"), ("whiten", "pool", "same"),
+                                          ("whiten", "pool", "valid")]:
+            for bn_scale in (True, False):
+                bias = 2 if stem == "whiten" else 0
+                pool = 1 if padding == "valid" else 2
+                yield dict(blocks=[2, 1, 0 if downsample == "pool" else 1], channels=[4, 8, 8], block=block,
+                           stem=stem, downsample=downsample, whiten_padding=padding, bn_scale=bn_scale,
+                           whiten_bias_epochs=bias, shortcut_kernel_size=[1, 3, 1], pool_size=pool,
+                           pool_type="max" if bn_scale else "avg")
+
+
+@pytest.mark.parametrize("kw", list(_every_design_option()))
+def test_closed_form_is_the_module_for_every_structural_option(kw):
+    """The closed-form count (spec.py, torch-free: the recipe check and the search use it) is the built module's,
+    stage by stage, for every block type, stem, downsample, padding and BatchNorm option."""
+    spec = ModelSpec(**kw)
+    model = ResNet(spec)
+    rows = spec.stage_table()
+    assert rows[0]["params"] == count_trainable(model.stem)
+    assert [r["params"] for r in rows[1:-1]] == [count_trainable(s) for s in model.stages]
+    assert rows[-1]["params"] == count_trainable(model.fc)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
