@@ -59,7 +59,10 @@ def test_schedule_sets_the_rates_torchs_lambdalr_would_and_resumes_from_its_step
     ours = build_optimizer(model, OptimizerConfig(lr=0.3, norm_lr_scale=4.0))
     theirs = build_optimizer(model, OptimizerConfig(lr=0.3, norm_lr_scale=4.0))
     sched = build_scheduler(ours, cfg, epochs=3, steps_per_epoch=5)
-    factor = lambda step: lr_at_step(cfg, 0.3, step, 3, 5) / 0.3  # noqa: E731  the old LambdaLR
+
+    def factor(step):  # the old LambdaLR's
+        return lr_at_step(cfg, 0.3, step, 3, 5) / 0.3
+
     reference = torch.optim.lr_scheduler.LambdaLR(theirs, factor)
     for _ in range(7):
         assert [g["lr"] for g in ours.param_groups] == [g["lr"] for g in theirs.param_groups]  # bit for bit
