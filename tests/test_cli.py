@@ -198,7 +198,7 @@ BAD_INPUTS = [  # argv ({root}: the fixture's folder), exit code, the one line's
     (["train", "--set", "schedule.name=linear", "--out", "{root}/r"], 2, "schedule.name='linear' is unknown"),
     (["train", "--set", "schedule.start_factor=2", "--out", "{root}/r"], 2, "schedule.start_factor=2.0 must be"),
     (["train", "--set", "model.activation=swish", "--out", "{root}/r"], 2, "model.activation='swish' is unknown"),
-    (["train", "--set", "augment=[{name: flipp}]", "--out", "{root}/r"], 2, "unknown augment policy 'flipp'"),
+    (["train", "--set", "augment=[{{name: flipp}}]", "--out", "{root}/r"], 2, "unknown augment policy 'flipp'"),
     (["train", "--resume", "{root}/file"], 2, "not a budgetnet run directory"),
     (["predict", "{root}/run", "{root}/huge.png"], 2, "huge.png: more than 89,478,485 pixels, too large"),
     (["predict", "{root}/run", "{root}/file"], 2, "file: not a readable image"),
