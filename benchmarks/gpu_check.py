@@ -73,7 +73,7 @@ class StopAfterEpoch(Exception):
 
 
 @dataclass
-class Check:
+class StageContext:
     """What every stage needs: the device, the data, the seed count and whether this is a CPU smoke run."""
     device: torch.device
     data: Data
@@ -86,8 +86,8 @@ class Check:
 class Stage:
     name: str
     planned_s: float                      # share of a 9-minute job on one H100/H200
-    run: Callable[[Check, dict], None]    # appends to record["rows"] as each measurement finishes
-    judge: Callable[[Check, dict], None] = lambda ctx, record: None  # record["checks"] from the rows there are
+    run: Callable[[StageContext, dict], None]  # appends to record["rows"] as each measurement finishes
+    judge: Callable[[StageContext, dict], None] = lambda ctx, record: None  # record["checks"] from the rows there are
     columns: list[tuple[str, str, str]] | None = None  # the rows' table (default: every key)
     seeds: int = 1                        # seeds in a whole-job run
     full_seeds: int = 1                   # seeds with --stage NAME
@@ -98,7 +98,7 @@ def check(record: dict, target: str, measured: str, met: bool) -> None:
     record["checks"].append({"target": target, "measured": measured, "met": bool(met)})
 
 
-def seeds_of(ctx: Check, stage: Stage) -> int:
+def seeds_of(ctx: StageContext, stage: Stage) -> int:
     return ctx.seeds or (1 if ctx.smoke else stage.full_seeds if ctx.full else stage.seeds)
 
 
@@ -107,11 +107,11 @@ def seeds_of(ctx: Check, stage: Stage) -> int:
 TINY_SEED = ["model.channels=4"]  # the study's ResNet-18 at C_1=4: the same code path in a second on the CPU
 
 
-def arrays(ctx: Check) -> tuple[np.ndarray, np.ndarray]:
+def arrays(ctx: StageContext) -> tuple[np.ndarray, np.ndarray]:
     return ctx.data.train[0].cpu().numpy(), ctx.data.train[1].cpu().numpy()
 
 
-def stage_throughput(ctx: Check, record: dict) -> None:
+def stage_throughput(ctx: StageContext, record: dict) -> None:
     images, labels = arrays(ctx)
     steps, warmup = (2, 1) if ctx.smoke else (100, 20)
     batches, modes = ([], []) if ctx.smoke else ([512, 1024], ["reduce-overhead"])
@@ -121,7 +121,7 @@ def stage_throughput(ctx: Check, record: dict) -> None:
                              TINY_SEED if ctx.smoke else [])
 
 
-def judge_throughput(ctx: Check, record: dict) -> None:
+def judge_throughput(ctx: StageContext, record: dict) -> None:
     rows = record["rows"]
     b128 = {r["loop"] + r["precision"]: r["images_per_s"] for r in rows if r["batch"] == 128}
     plain = b128.get("plain (DataLoader, 2 workers)fp32")
@@ -144,20 +144,20 @@ def judge_throughput(ctx: Check, record: dict) -> None:
                   f"{r['images_per_s'] / b128['budgetnetbf16']:.2f}x", r["images_per_s"] > b128["budgetnetbf16"])
 
 
-def stage_augmix(ctx: Check, record: dict) -> None:
+def stage_augmix(ctx: StageContext, record: dict) -> None:
     images, labels = arrays(ctx)
     train_throughput.augmix_cost(images, labels, ctx.device, 2 if ctx.smoke else 60, record["rows"].append,
                                  TINY_SEED if ctx.smoke else [])
 
 
-def judge_augmix(ctx: Check, record: dict) -> None:
+def judge_augmix(ctx: StageContext, record: dict) -> None:
     for r in record["rows"]:
         if "cost_vs_crop_flip" in r:
             check(record, "AugMix+JSD step <= 3.3x a crop+flip step per source image",
                   f"{r['cost_vs_crop_flip']:.2f}x", r["cost_vs_crop_flip"] <= 3.3)
 
 
-def stage_seed_steps(ctx: Check, record: dict) -> None:
+def stage_seed_steps(ctx: StageContext, record: dict) -> None:
     steps, batch = (2, 16) if ctx.smoke else (50, 128)
     n = steps * batch
     data = replace(ctx.data, train=(ctx.data.train[0][:n], ctx.data.train[1][:n]),
@@ -184,14 +184,14 @@ def stage_seed_steps(ctx: Check, record: dict) -> None:
                            "seconds": row["seconds"], "weights_and_momentum_finite": finite})
 
 
-def judge_seed_steps(ctx: Check, record: dict) -> None:
+def judge_seed_steps(ctx: StageContext, record: dict) -> None:
     for r in record["rows"]:
         check(record, f"the study's recipe: {r['steps']} steps of {r['batch']} images with finite losses and gradients",
               f"mean loss {r['train_loss']:.3f}, weights and momentum {'finite' if r['weights_and_momentum_finite'] else 'NOT finite'}",
               math.isfinite(r["train_loss"]) and r["weights_and_momentum_finite"])
 
 
-def train_seeds(ctx: Check, stage: Stage, record: dict, recipe_name: str, eval_every: int | None = None) -> list[dict]:
+def train_seeds(ctx: StageContext, stage: Stage, record: dict, recipe_name: str, eval_every: int | None = None) -> list[dict]:
     """Train a recipe for the stage's seeds with no run directory. Each epoch is a row as it finishes (seconds,
     images/s, test accuracy when evaluated, training seconds so far), so a deadline keeps them; each finished run
     adds a row with "epoch": "run" (accuracy, the loop's train_seconds, the one clock's seconds, time to 90% when
@@ -229,17 +229,17 @@ def accuracy_check(record: dict, rows: list[dict], target_acc: float, limit_s: f
           f"{acc:.2%} in {secs:.1f} s", acc >= target_acc and secs <= limit_s)
 
 
-def stage_seed_fast(ctx: Check, record: dict) -> None:
+def stage_seed_fast(ctx: StageContext, record: dict) -> None:
     if not ctx.full:
         record["notes"].append("time to 90% only with --stage seed-fast (a TTA evaluation after every epoch)")
     train_seeds(ctx, STAGES["seed-fast"], record, "seed-fast", eval_every=1 if ctx.full else None)
 
 
-def judge_seed_fast(ctx: Check, record: dict) -> None:
+def judge_seed_fast(ctx: StageContext, record: dict) -> None:
     accuracy_check(record, record["rows"], 0.924, 120)
 
 
-def stage_airbench(ctx: Check, record: dict) -> None:
+def stage_airbench(ctx: StageContext, record: dict) -> None:
     runs = record.setdefault("runs", [])
     pairs = list(vs_airbench.DEFAULT_PAIRS["cuda"])
 
@@ -255,7 +255,7 @@ def stage_airbench(ctx: Check, record: dict) -> None:
                             on_run, ctx.smoke)
 
 
-def judge_airbench(ctx: Check, record: dict) -> None:
+def judge_airbench(ctx: StageContext, record: dict) -> None:
     for row in record["rows"]:
         if "target_met" in row:
             check(record, f"{row['system']}: at least {row['vs']}'s accuracy in less time",
@@ -265,11 +265,11 @@ def judge_airbench(ctx: Check, record: dict) -> None:
                   row["cold_seconds"] <= 2 * row["seconds"])
 
 
-def stage_best(ctx: Check, record: dict) -> None:
+def stage_best(ctx: StageContext, record: dict) -> None:
     train_seeds(ctx, STAGES["best"], record, "best")
 
 
-def judge_best(ctx: Check, record: dict) -> None:
+def judge_best(ctx: StageContext, record: dict) -> None:
     accuracy_check(record, record["rows"], 0.935, 240)
 
 
@@ -294,7 +294,7 @@ def _on_alarm(signum, frame) -> None:
     raise StageTimeout
 
 
-def run_stages(names: list[str], ctx: Check, deadline: float, report: Callable[[list[dict]], None]) -> list[dict]:
+def run_stages(names: list[str], ctx: StageContext, deadline: float, report: Callable[[list[dict]], None]) -> list[dict]:
     """Run the stages in order, each capped at its share of the time left before `deadline` (time.monotonic);
     `report(records)` after each stage."""
     records: list[dict] = []
@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                   "deadline_s": args.deadline,
                   "backend": ("cudnn.benchmark and TF32 matmuls/convolutions in every loop: the fp32 rows are TF32"
                               if device.type == "cuda" else "CPU defaults in every loop")}
-        ctx = Check(device, data, args.smoke, args.seeds, args.stage is not None)
+        ctx = StageContext(device, data, args.smoke, args.seeds, args.stage is not None)
         records = run_stages(names, ctx, deadline, lambda records: write_results(out, header, records))
     print((out / "results.md").read_text())
     failed = [r["stage"] for r in records if r["status"].startswith("failed")]

@@ -40,8 +40,11 @@ def test_a_run_killed_between_checkpoints_resumes_bit_identically_with_one_row_p
     full, resumed = checkpoint.load(tmp_path / "full" / "checkpoints" / "last.pt"), checkpoint.load(killed.last)
     for key, value in full["model"].items():
         assert torch.equal(value, resumed["model"][key]), key
-    untimed = lambda root: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")}  # noqa: E731
-                            for r in RunFiles(root).read_metrics()]
+
+    def untimed(root):
+        return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")}
+                for r in RunFiles(root).read_metrics()]
+
     assert untimed(killed.root) == untimed(tmp_path / "full")  # losses and accuracies of every epoch, bit for bit
 
 
@@ -56,8 +59,9 @@ def test_an_interrupt_names_the_last_checkpoint_written_not_the_last_epoch(tiny_
 
 
 def test_the_interval_by_default_every_epoch_up_to_50_then_50_checkpoints_a_run():
-    due = lambda *overrides: [e for e in range(1, int(overrides[0][7:]) + 1)  # noqa: E731
-                              if checkpoint_due(tiny_recipe(*overrides), e)]
+    def due(*overrides):
+        return [e for e in range(1, int(overrides[0][7:]) + 1) if checkpoint_due(tiny_recipe(*overrides), e)]
+
     assert due("epochs=10") == list(range(1, 11))
     assert due("epochs=1200") == list(range(24, 1201, 24)) and len(due("epochs=1200")) == 50
     assert due("epochs=120") == list(range(3, 121, 3))

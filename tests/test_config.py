@@ -1,9 +1,12 @@
 """Recipes: shipped files load, dotted overrides, typed values, and unknown keys with suggestions."""
+import dataclasses
 import math
+import typing
 
 import pytest
 
-from budgetnet.config import RecipeError, apply_overrides, load_recipe, parse_count, recipe_names
+from budgetnet.config import Recipe, RecipeError, apply_overrides, load_recipe, parse_count, recipe_names
+from budgetnet.errors import UsageError
 from budgetnet.optim import lr_at_step
 
 
@@ -68,6 +71,43 @@ def test_bad_recipes_fail_with_a_clear_message(override, message):
     with pytest.raises(ValueError) as err:
         load_recipe("seed", [override])
     assert message in str(err.value)
+
+
+def _choice_fields(cls: type, prefix: str = "") -> list[tuple[str, tuple]]:
+    """(dotted key, allowed values) of every Literal-typed field of a recipe dataclass and its sections."""
+    hints, fields = typing.get_type_hints(cls), []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            fields += _choice_fields(hint, f"{prefix}{f.name}.")
+        elif typing.get_origin(hint) is typing.Literal:
+            fields.append((f"{prefix}{f.name}", typing.get_args(hint)))
+    return fields
+
+
+CHOICE_FIELDS = _choice_fields(Recipe)
+
+
+def test_every_choice_field_is_a_literal():
+    assert {key for key, _ in CHOICE_FIELDS} == {
+        "data.dataset", "optimizer.name", "optimizer.units", "schedule.name", "tta", "precision", "compile_mode",
+        "model.block", "model.stem", "model.whiten_padding", "model.downsample", "model.pool_type",
+        "model.activation"}
+    assert dict(CHOICE_FIELDS)["schedule.name"][-1] == "onecycle"  # the triangle's former name is still read
+
+
+@pytest.mark.parametrize("key, allowed", CHOICE_FIELDS, ids=[key for key, _ in CHOICE_FIELDS])
+def test_a_value_outside_its_literal_is_refused_with_the_literals_values(key, allowed):
+    with pytest.raises(UsageError) as err:
+        load_recipe("seed", [f"{key}=bogus"]).validate()
+    assert str(err.value) == f"{key}='bogus' is unknown: use one of {', '.join(allowed)}"
+    with pytest.raises(RecipeError, match=f"{key} must be one of {', '.join(allowed)}, got 3"):
+        load_recipe("seed", [f"{key}=3"])
+
+
+def test_recipe_validate_checks_the_augment_list():
+    with pytest.raises(UsageError, match="unknown augment policy 'flipp'"):
+        load_recipe("seed", ["augment=[{name: flipp}]"]).validate()
 
 
 def test_unknown_recipe_name_suggests_the_nearest():

@@ -1,12 +1,13 @@
 """Data loading: structure checks, clear errors for missing or damaged copies, splits, safe unpickling."""
 import pickle
 import shutil
+import typing
 
 import numpy as np
 import pytest
 
-from budgetnet.config import DataConfig
-from budgetnet.data import DataError, batch_indices, load_data, load_split
+from budgetnet.config import DataConfig, Dataset, RecipeError
+from budgetnet.data import DATASETS, DataError, batch_indices, load_data, load_split
 
 
 def copy_of(fake_cifar, tmp_path):
@@ -85,15 +86,25 @@ def test_a_data_file_cannot_run_code(fake_cifar, tmp_path):
         load_split("cifar10", "test", root)
 
 
-def test_bad_split_sizes(fake_cifar):
-    with pytest.raises(DataError, match="data.val_size=-1 must be between 0 and 49999"):
-        load_data(DataConfig(val_size=-1), fake_cifar)
-    with pytest.raises(DataError, match="data.train_size=49001 must be between 1 and 49000"):
-        load_data(DataConfig(train_size=49_001, val_size=1000), fake_cifar)
-    with pytest.raises(DataError, match="data.train_size=60000"):
-        load_data(DataConfig(train_size=60_000), fake_cifar)
+def test_the_recipes_datasets_are_the_loaders():
+    assert typing.get_args(Dataset) == tuple(DATASETS)
+
+
+def test_bad_data_sections_name_the_key():
+    with pytest.raises(RecipeError, match="data.val_size=-1 must be between 0 and 49999"):
+        DataConfig(val_size=-1).validate()
+    with pytest.raises(RecipeError, match="data.train_size=49001 must be between 1 and 49000"):
+        DataConfig(train_size=49_001, val_size=1000).validate()
+    with pytest.raises(RecipeError, match="data.train_size=60000"):
+        DataConfig(train_size=60_000).validate()
+    with pytest.raises(RecipeError, match="data.test_size=0 must be between 1 and 10000"):
+        DataConfig(test_size=0).validate()
+    with pytest.raises(RecipeError, match="data.dataset='mnist' is unknown: use one of cifar10, cifar100"):
+        DataConfig(dataset="mnist").validate()
+    with pytest.raises(RecipeError, match="data.dataset=cifar100 has 100 classes but model.num_classes=10"):
+        DataConfig(dataset="cifar100").validate(num_classes=10)
     with pytest.raises(DataError, match="data.dataset='mnist' is unknown"):
-        load_data(DataConfig(dataset="mnist"), fake_cifar)
+        load_split("mnist", "test")  # a tool's own dataset name, not a recipe's
 
 
 def test_batches_cover_the_epoch_and_shard_across_ranks():

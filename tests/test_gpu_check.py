@@ -22,8 +22,8 @@ from conftest import CLASSES, TINY_MODEL, synthetic_arrays
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-import gpu_check  # noqa: E402
-import vs_airbench  # noqa: E402
+import gpu_check
+import vs_airbench
 
 
 def airbench_wheel(tmp_path: Path) -> Path:
@@ -80,7 +80,7 @@ def test_a_stage_out_of_time_keeps_its_rows_and_the_job_goes_on(tmp_path, monkey
 
     monkeypatch.setitem(gpu_check.STAGES, "slow", gpu_check.Stage("slow", 1, slow, judge))
     monkeypatch.setitem(gpu_check.STAGES, "quick", gpu_check.Stage("quick", 1, lambda ctx, r: r["rows"].append({"x": 2})))
-    ctx = gpu_check.Check(torch.device("cpu"), None, True, None, False)
+    ctx = gpu_check.StageContext(torch.device("cpu"), None, True, None, False)
     start = time.monotonic()
     records = gpu_check.run_stages(["slow", "quick"], ctx, start + 4,
                                    lambda recs: gpu_check.write_results(tmp_path, {"device": "cpu"}, recs))
@@ -95,7 +95,7 @@ def test_a_training_stage_cut_by_its_deadline_keeps_its_epochs(tiny_data, monkey
     stage = gpu_check.Stage("long", 1, lambda ctx, record: gpu_check.train_seeds(ctx, stage, record, "demo"),
                             smoke=[*TINY_MODEL, "epochs=100000", "batch_size=64"])
     monkeypatch.setitem(gpu_check.STAGES, "long", stage)
-    ctx = gpu_check.Check(torch.device("cpu"), tiny_data, True, None, False)
+    ctx = gpu_check.StageContext(torch.device("cpu"), tiny_data, True, None, False)
     records = gpu_check.run_stages(["long"], ctx, time.monotonic() + 4, lambda recs: None)
     record = records[0]
     assert record["status"].startswith("out of time")
@@ -112,7 +112,7 @@ def test_the_deadline_stops_a_stage_through_code_that_rewraps_exceptions(tmp_pat
             raise RuntimeError("wrapped") from e
 
     monkeypatch.setitem(gpu_check.STAGES, "wrapped", gpu_check.Stage("wrapped", 1, rewrapping))
-    ctx = gpu_check.Check(torch.device("cpu"), None, True, None, False)
+    ctx = gpu_check.StageContext(torch.device("cpu"), None, True, None, False)
     records = gpu_check.run_stages(["wrapped"], ctx, time.monotonic() + 2, lambda recs: None)
     assert records[0]["status"].startswith("out of time")
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from budgetnet.config import OptimizerConfig, ScheduleConfig
-from budgetnet.optim import build_optimizer, build_scheduler, check_optimizer, check_schedule, lr_at, lr_at_step
+from budgetnet.errors import UsageError
+from budgetnet.optim import build_optimizer, build_scheduler, lr_at, lr_at_step
 
 
 def study_cosine(t_cur, t_i, eta_min, eta_max):
@@ -41,13 +42,15 @@ def test_step_triangle_constant_and_warmup():
 
 def test_onecycle_is_still_read_as_the_triangle_and_airbench_factors_set_its_ends():
     old, new = ScheduleConfig(name="onecycle", pct_start=0.2), ScheduleConfig(name="triangle", pct_start=0.2)
-    check_schedule(old)
+    old.validate()
     assert [lr_at(old, 0.4, t, 10) for t in (0, 1, 2, 6, 10)] == [lr_at(new, 0.4, t, 10) for t in (0, 1, 2, 6, 10)]
     airbench = ScheduleConfig(name="triangle", pct_start=0.23, start_factor=0.2, end_factor=0.07)
     assert [lr_at(airbench, 1.0, t, 100) for t in (0, 23, 100)] == pytest.approx([0.2, 1.0, 0.07])
     assert lr_at(airbench, 1.0, 61.5, 100) == pytest.approx((1 + 0.07) / 2)
-    with pytest.raises(ValueError, match="schedule.start_factor=1.5"):
-        check_schedule(ScheduleConfig(name="triangle", start_factor=1.5))
+    with pytest.raises(UsageError, match="schedule.start_factor=1.5"):
+        ScheduleConfig(name="triangle", start_factor=1.5).validate()
+    with pytest.raises(UsageError, match="schedule.end_factor=-0.1"):
+        ScheduleConfig(name="triangle", end_factor=-0.1).validate()
 
 
 def test_schedule_sets_the_rates_torchs_lambdalr_would_and_resumes_from_its_step():
@@ -56,7 +59,10 @@ def test_schedule_sets_the_rates_torchs_lambdalr_would_and_resumes_from_its_step
     ours = build_optimizer(model, OptimizerConfig(lr=0.3, norm_lr_scale=4.0))
     theirs = build_optimizer(model, OptimizerConfig(lr=0.3, norm_lr_scale=4.0))
     sched = build_scheduler(ours, cfg, epochs=3, steps_per_epoch=5)
-    factor = lambda step: lr_at_step(cfg, 0.3, step, 3, 5) / 0.3  # noqa: E731  the old LambdaLR
+
+    def factor(step):  # the old LambdaLR's
+        return lr_at_step(cfg, 0.3, step, 3, 5) / 0.3
+
     reference = torch.optim.lr_scheduler.LambdaLR(theirs, factor)
     for _ in range(7):
         assert [g["lr"] for g in ours.param_groups] == [g["lr"] for g in theirs.param_groups]  # bit for bit
@@ -97,8 +103,8 @@ def test_per_epoch_schedule_is_constant_within_an_epoch():
 
 @pytest.mark.parametrize("milestones", [[2], [0.5, 1.0], [0.0]])
 def test_a_milestone_outside_the_run_is_refused(milestones):
-    with pytest.raises(ValueError, match="fractions of the run"):
-        check_schedule(ScheduleConfig(name="step", milestones=milestones))
+    with pytest.raises(UsageError, match="must be a fraction of the run"):
+        ScheduleConfig(name="step", milestones=milestones).validate()
 
 
 def test_warmup_ramps_into_the_running_schedule():
@@ -116,10 +122,10 @@ def test_optimizer_factory(name, cls):
 
 
 def test_unknown_names_are_errors():
-    with pytest.raises(ValueError, match="use one of sgd, adam, adamw, radam"):
-        build_optimizer(torch.nn.Linear(2, 2), OptimizerConfig(name="lion"))
-    with pytest.raises(ValueError, match="schedule.name='linear' is unknown"):
-        lr_at(ScheduleConfig(name="linear"), 0.1, 0, 10)
+    with pytest.raises(UsageError, match="use one of sgd, adam, adamw, radam, muon"):
+        OptimizerConfig(name="lion").validate()
+    with pytest.raises(UsageError, match="schedule.name='linear' is unknown"):
+        ScheduleConfig(name="linear").validate()
 
 
 # ---- airbench's conventions: per-1,024 units and Muon on conv filters --------------------------------
@@ -136,8 +142,8 @@ def test_per_1024_units_are_airbenchs_sgd_settings_for_a_mean_loss():
     assert weights["lr"] == pytest.approx(sum_lr * 1024) and norms["lr"] == pytest.approx(sum_lr * 64 * 1024)
     assert weights["lr"] * weights["weight_decay"] == pytest.approx(sum_wd)
     assert norms["lr"] * norms["weight_decay"] == pytest.approx(sum_wd)
-    with pytest.raises(ValueError, match="units=per_1024 is airbench's convention"):
-        build_optimizer(model, OptimizerConfig(name="adam", units="per_1024"), batch_size=1024)
+    with pytest.raises(UsageError, match="units=per_1024 is airbench's convention"):
+        OptimizerConfig(name="adam", units="per_1024").validate()
 
 
 def _newton_schulz(g, steps):
@@ -197,10 +203,12 @@ def test_muon_steps_a_conv_filter_as_airbench94_muon_and_the_rest_with_sgd(chann
     (OptimizerConfig(units="per_1024", decoupled_weight_decay=True), "units=per_1024 is airbench's convention"),
     (OptimizerConfig(name="muon", muon_momentum=1.0), "muon_momentum=1.0 in"),
     (OptimizerConfig(name="muon", muon_ns_steps=0), "muon_ns_steps=0 >= 1"),
+    (OptimizerConfig(name="muon", muon_lr=0.0), "muon_lr=0.0 must be > 0"),
+    (OptimizerConfig(name="adamw", decoupled_weight_decay=True), "adamw decouples weight decay already"),
 ])
 def test_bad_optimizer_settings_name_the_key(cfg, message):
-    with pytest.raises(ValueError, match=message):
-        check_optimizer(cfg)
+    with pytest.raises(UsageError, match=message):
+        cfg.validate()
 
 
 def test_muon_needs_conv_filters():

@@ -20,7 +20,7 @@ import yaml
 from conftest import CLASSES, synthetic_arrays
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
-from pg_server import postgres_url  # noqa: F401  (fixture)
+from pg_server import postgres_url  # the fixture, for the tests that take it
 
 from budgetnet.cli import main
 from budgetnet.config import RecipeError, load_recipe
@@ -120,7 +120,10 @@ def test_tiny_search_trains_within_budget_and_optimizes_validation(tmp_path, val
         # drawn from ends at the widest multiple of 4 that fits (or at the space's 32)
         saved = yaml.safe_load((run_dir / "recipe.yaml").read_text())
         assert values["model.channels"] == saved["model"]["channels"] == t.user_attrs["design"]["channels"]
-        count = lambda c: space.recipe({**values, "model.channels": c}).model.count_params()  # noqa: E731
+
+        def count(c: int) -> int:
+            return space.recipe({**values, "model.channels": c}).model.count_params()
+
         assert count(values["model.channels"]) == t.user_attrs["params"] <= BUDGET
         high = t.distributions["model.channels"].high
         assert count(high) <= BUDGET and (high == 32 or count(high + 4) > BUDGET)
@@ -243,7 +246,10 @@ def test_parallel_tpe_workers_lie_about_running_trials():
 
 def test_total_trials_is_a_target_for_the_whole_study(tmp_path, val_data):
     space = load_space(write_space(tmp_path, {**TINY_PARAMS, "epochs": 1, "data.val_size": 200}))
-    run = lambda **kw: run_search(space, tmp_path / "out", budget=BUDGET, pruner="none", data=val_data, **kw)  # noqa: E731
+
+    def run(**kw):
+        return run_search(space, tmp_path / "out", budget=BUDGET, pruner="none", data=val_data, **kw)
+
     assert len(run(total_trials=3).trials) == 3
     assert len(run(total_trials=3).trials) == 3  # reached: a new worker runs nothing
     assert len(run(total_trials=5, trials=1).trials) == 4  # --trials caps this worker first
@@ -331,7 +337,7 @@ def test_sigterm_interrupts_like_ctrl_c_even_where_python_drops_the_exception():
     with sigterm_interrupts() as check:
         check()  # nothing received: no-op
         anchor = type("Anchor", (), {})()
-        ref = weakref.ref(anchor, lambda _: signal.raise_signal(signal.SIGTERM))  # noqa: F841
+        ref = weakref.ref(anchor, lambda _: signal.raise_signal(signal.SIGTERM))  # alive, so its callback runs
         del anchor  # the handler runs inside the weakref callback, where Python drops what it raises ...
         with sigterm_interrupts() as inner_check:  # (train's block inside a search's shares its handler)
             with pytest.raises(Interrupted):
@@ -417,7 +423,7 @@ def test_sigterm_fails_the_trial_at_once_and_a_rerun_resumes_it(tmp_path, fake_c
 
 @pytest.mark.slow
 def test_workers_on_postgres_share_a_total_target_and_record_every_trial_once(tmp_path, fake_cifar,
-                                                                              postgres_url):  # noqa: F811
+                                                                              postgres_url):
     space, total = disk_space(tmp_path, epochs=2, train_size=300), 8
     workers = [Worker(space, tmp_path / f"w{i}", fake_cifar, "--total-trials", str(total), "--study", "three",
                       "--quiet", storage=postgres_url) for i in range(3)]
@@ -440,7 +446,7 @@ def test_workers_on_postgres_share_a_total_target_and_record_every_trial_once(tm
 
 @pytest.mark.slow
 def test_killed_worker_trial_is_failed_and_resumed_by_the_next_worker(tmp_path, fake_cifar,
-                                                                      postgres_url):  # noqa: F811
+                                                                      postgres_url):
     space, out = disk_space(tmp_path, epochs=6, train_size=1000, **{"model.pool_size": 4}), tmp_path / "shared"
     tight = ["--study", "killed", "--storage", postgres_url, "--heartbeat", "1", "--pruner", "none"]
     worker = Worker(space, out, fake_cifar, "--trials", "5", *tight)

@@ -48,7 +48,10 @@ def test_trains_above_chance_and_writes_the_run(tiny_data, tmp_path):
 
 def test_sync_bn_converts_batchnorm_under_ddp_and_is_refused_on_the_cpu(tiny_data, tmp_path, monkeypatch):
     recipe = tiny_recipe("sync_bn=true")
-    norms = lambda model: [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]  # noqa: E731
+
+    def norms(model):
+        return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
     two_ranks = build_state(recipe, tiny_data, torch.device("cpu"), Dist(0, 2, 0)).model
     assert norms(two_ranks) and all(isinstance(m, nn.SyncBatchNorm) for m in norms(two_ranks))
     one_rank = build_state(recipe, tiny_data, torch.device("cpu"), Dist()).model

@@ -15,7 +15,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 airbench = pytest.importorskip("airbench")
-import vs_airbench  # noqa: E402
+import vs_airbench
 
 
 def test_smoke_trains_both_sides_on_the_cpu_and_restores_what_it_changed(capsys, tmp_path, monkeypatch):

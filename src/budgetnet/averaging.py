@@ -13,10 +13,10 @@ from .config import EmaConfig, LookaheadConfig
 
 
 def build_ema(model: nn.Module, cfg: EmaConfig) -> AveragedModel | None:
-    """torch's AveragedModel with an EMA of the parameters and BN buffers, or None when disabled."""
+    """torch's AveragedModel with an EMA of the parameters and BN buffers, or None when disabled (`cfg` is a
+    recipe's, which Recipe.validate checks)."""
     if not cfg.enabled:
         return None
-    cfg.validate()
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.decay), use_buffers=True)
 
 
@@ -25,10 +25,10 @@ def _float_state(model: nn.Module) -> list[Tensor]:
 
 
 class Lookahead:
-    """Slow weights that every k steps move alpha of the way to the model's (fast) weights, which restart there."""
+    """Slow weights that every k steps move alpha of the way to the model's (fast) weights, which restart there
+    (`cfg` is a recipe's, which Recipe.validate checks)."""
 
     def __init__(self, model: nn.Module, cfg: LookaheadConfig, total_steps: int):
-        cfg.validate()
         self.cfg, self.total_steps = cfg, total_steps
         self.fast = _float_state(model)
         self.slow = [t.detach().clone() for t in self.fast]
@@ -48,17 +48,20 @@ class Lookahead:
     @torch.no_grad()
     def sync(self, alpha: float) -> None:
         """slow <- slow + alpha (fast - slow); fast <- slow."""
-        torch._foreach_lerp_(self.slow, self.fast, alpha)
-        torch._foreach_copy_(self.fast, self.slow)
+        for slow, fast in zip(self.slow, self.fast):
+            slow.lerp_(fast, alpha)
+            fast.copy_(slow)
 
     @torch.no_grad()
     def finish(self) -> None:
         """End training on the slow weights."""
-        torch._foreach_copy_(self.fast, self.slow)
+        for slow, fast in zip(self.slow, self.fast):
+            fast.copy_(slow)
 
     def state_dict(self) -> dict:
         return {"slow": self.slow}
 
     @torch.no_grad()
     def load_state_dict(self, state: dict) -> None:
-        torch._foreach_copy_(self.slow, state["slow"])
+        for slow, saved in zip(self.slow, state["slow"], strict=True):
+            slow.copy_(saved)

@@ -1,6 +1,10 @@
 """Recipes: YAML files resolved into a typed Recipe, with dotted `--set` overrides and unknown-key suggestions.
 
-Every hyperparameter and its default is in the dataclasses below: this is the one place to read them.
+The recipe's schema: every key, its type and its default is in the dataclasses below (the `model` section's in
+spec.ModelSpec); a choice field is typed `Literal[...]`, which lists its values. Each section's validate() checks
+its values (its choices through choices.check_choices) and Recipe.validate() runs them all, the augment list's
+check included, so that the builders (optimizer, schedule, averages, autocast, compile, evaluation) trust a
+validated recipe. What depends on the machine (the device, the number of processes) is checked where it is known.
 """
 from __future__ import annotations
 
@@ -13,12 +17,22 @@ import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
+from .choices import check_choices
 from .errors import UsageError
 from .spec import ModelSpec
+
+Dataset = Literal["cifar10", "cifar100"]
+OptimizerName = Literal["sgd", "adam", "adamw", "radam", "muon"]
+Units = Literal["torch", "per_1024"]
+ScheduleName = Literal["cosine", "warm_restarts", "step", "triangle", "constant", "onecycle"]
+SCHEDULE_ALIASES = {"onecycle": "triangle"}  # the triangle's former name (it is not torch's OneCycleLR), still read
+Precision = Literal["auto", "fp32", "bf16"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+TTAMode = Literal["none", "flip", "flip_translate"]
 
 
 class RecipeError(UsageError):
@@ -27,17 +41,32 @@ class RecipeError(UsageError):
 
 @dataclass
 class DataConfig:
-    dataset: str = "cifar10"          # cifar10 | cifar100
+    dataset: Dataset = "cifar10"
     train_size: int | None = None     # use only the first N training images (quick runs)
     val_size: int = 0                 # hold the last N training images out for validation (tuning)
     test_size: int | None = None      # evaluate on the first N test images only (quick looks)
 
+    def validate(self, num_classes: int | None = None) -> None:
+        """Raise RecipeError for a data section that cannot load, or whose class count is not `num_classes`."""
+        from .data import DATASETS, SPLIT_SIZES  # the datasets' sizes live beside their files' format
+
+        check_choices(self, "data.", RecipeError)
+        n_train, n_test = SPLIT_SIZES["train"], SPLIT_SIZES["test"]
+        _check(0 <= self.val_size < n_train, "data.val_size", self.val_size, f"must be between 0 and {n_train - 1}")
+        _check(self.train_size is None or 0 < self.train_size <= n_train - self.val_size, "data.train_size",
+               self.train_size, f"must be between 1 and {n_train - self.val_size}")
+        _check(self.test_size is None or 0 < self.test_size <= n_test, "data.test_size", self.test_size,
+               f"must be between 1 and {n_test}")
+        classes = DATASETS[self.dataset].num_classes
+        _check(num_classes is None or num_classes == classes, "data.dataset", self.dataset,
+               f"has {classes} classes but model.num_classes={num_classes}: add --set model.num_classes={classes}")
+
 
 @dataclass
 class OptimizerConfig:
-    name: str = "sgd"                 # sgd | adam | adamw | radam | muon (airbench94_muon: torch's Muon on the conv
-                                      # filters, SGD with the settings below on everything else)
-    units: str = "torch"              # torch | per_1024: lr and weight decays per 1,024 examples of a summed loss,
+    name: OptimizerName = "sgd"       # muon (airbench94_muon): torch's Muon on the conv filters, SGD with the
+                                      # settings below on everything else
+    units: Units = "torch"            # per_1024: lr and weight decays per 1,024 examples of a summed loss,
                                       # airbench's (sgd/muon; torch lr = lr*batch/(1024(1+1/(1-momentum))), each
                                       # group's wd = its value/(lr*its lr scale)); airbench94: lr 11.5, wd 0.0153
     lr: float = 0.1
@@ -58,7 +87,8 @@ class OptimizerConfig:
     muon_normalize: bool = True       # muon: rescale each filter bank to norm sqrt(C_out) before each step (airbench)
 
     def validate(self) -> None:
-        """Raise RecipeError naming the first value outside its range."""
+        """Raise RecipeError naming the first value outside its range or a combination that cannot run."""
+        check_choices(self, "optimizer.", RecipeError)
         _check(self.lr > 0, "optimizer.lr", self.lr, "must be > 0")
         _check(0 <= self.momentum < 1, "optimizer.momentum", self.momentum, "must be in [0, 1)")
         _check(not self.nesterov or self.momentum > 0, "optimizer.momentum", self.momentum,
@@ -70,6 +100,15 @@ class OptimizerConfig:
         _check(self.norm_lr_scale >= 0, "optimizer.norm_lr_scale", self.norm_lr_scale, "must be >= 0")
         _check(self.norm_weight_decay is None or self.norm_weight_decay >= 0, "optimizer.norm_weight_decay",
                self.norm_weight_decay, "must be >= 0 (or null: optimizer.weight_decay)")
+        if self.units == "per_1024" and (self.name not in ("sgd", "muon") or self.decoupled_weight_decay):
+            raise RecipeError("optimizer.units=per_1024 is airbench's convention for SGD with coupled weight decay: "
+                              "use optimizer.name=sgd (or muon), decoupled_weight_decay=false and momentum in [0, 1)")
+        if self.decoupled_weight_decay and self.name not in ("sgd", "muon"):
+            raise RecipeError("optimizer.decoupled_weight_decay is for sgd (and muon's SGD part); adamw decouples "
+                              "weight decay already")
+        if self.name == "muon" and (self.muon_lr <= 0 or not 0 <= self.muon_momentum < 1 or self.muon_ns_steps < 1):
+            raise RecipeError(f"optimizer.muon_lr={self.muon_lr} must be > 0, muon_momentum={self.muon_momentum} in "
+                              f"[0, 1) and muon_ns_steps={self.muon_ns_steps} >= 1")
 
 
 @dataclass
@@ -102,8 +141,7 @@ class LookaheadConfig:
 
 @dataclass
 class ScheduleConfig:
-    name: str = "cosine"              # cosine | warm_restarts | step | triangle | constant (onecycle: triangle's
-                                      # former name, still read)
+    name: ScheduleName = "cosine"     # onecycle: triangle's former name, still read (SCHEDULE_ALIASES)
     eta_min: float = 0.0              # cosine, warm_restarts: lowest learning rate
     T_0: float = 10.0                 # warm_restarts: epochs of the first cycle
     T_mult: int = 1                   # warm_restarts: cycle length factor after each restart
@@ -117,6 +155,7 @@ class ScheduleConfig:
 
     def validate(self) -> None:
         """Raise RecipeError naming the first value outside its range."""
+        check_choices(self, "schedule.", RecipeError)
         _check(self.eta_min >= 0, "schedule.eta_min", self.eta_min, "must be >= 0")
         _check(self.T_0 > 0, "schedule.T_0", self.T_0, "must be > 0 (epochs of the first cycle)")
         _check(self.T_mult >= 1, "schedule.T_mult", self.T_mult, "must be 1 or more")
@@ -125,6 +164,9 @@ class ScheduleConfig:
                    "60 of 200 write 0.3")
         _check(self.gamma > 0, "schedule.gamma", self.gamma, "must be > 0")
         _check(0 < self.pct_start < 1, "schedule.pct_start", self.pct_start, "must be in (0, 1)")
+        for key in ("start_factor", "end_factor"):
+            _check(0 <= getattr(self, key) <= 1, f"schedule.{key}", getattr(self, key),
+                   "must be in [0, 1] (a fraction of the peak learning rate)")
         _check(self.warmup_epochs >= 0, "schedule.warmup_epochs", self.warmup_epochs, "must be >= 0")
 
 
@@ -146,26 +188,29 @@ class Recipe:
     label_smoothing: float = 0.0
     ema: EmaConfig = field(default_factory=EmaConfig)
     lookahead: LookaheadConfig = field(default_factory=LookaheadConfig)
-    tta: str = "none"                 # test-time augmentation at evaluation: none | flip | flip_translate
+    tta: TTAMode = "none"             # test-time augmentation at evaluation (evaluate.tta_views)
     grad_clip: float | None = None    # max gradient norm
     eval_every: int = 1               # evaluate every k epochs (and always after the last)
     test_every: int = 0               # also the plain test accuracy (no TTA) every k epochs and after the last, for
                                       # the best seen (the study's figure: every 10 epochs, chosen on test); 0: off
     checkpoint_every: int | None = None  # checkpoint every k epochs and after the last (0: the last only; None: auto)
     device: str = "auto"              # auto | cpu | cuda | cuda:1 ...
-    precision: str = "auto"           # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    precision: Precision = "auto"     # auto: bf16 autocast on CUDA, fp32 on CPU
     channels_last: bool = True
     compile: bool = False             # torch.compile the model (the first steps take the compile time)
-    compile_mode: str = "default"     # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
+    compile_mode: CompileMode = "default"  # torch.compile's mode
     sync_bn: bool = False             # DDP: SyncBatchNorm, batch statistics over all ranks (else each rank's own)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
-        """Raise RecipeError naming the first value outside its range: NaN or infinity anywhere, then each
-        section's ranges and the run's own (model and data are checked by their own code)."""
+        """Raise a UsageError (RecipeError; SpecError for the model) naming the first value that cannot run: NaN or
+        infinity anywhere, then the run's own ranges and choices, then each section's, then the augment list."""
+        from .augment import build_augment  # torch: only when a recipe is checked
+
         _check_finite(self.to_dict())
+        check_choices(self, "", RecipeError)
         _check(self.label_smoothing >= 0 and self.label_smoothing < 1, "label_smoothing", self.label_smoothing,
                "must be in [0, 1)")
         _check(self.grad_clip is None or self.grad_clip > 0, "grad_clip", self.grad_clip,
@@ -176,8 +221,11 @@ class Recipe:
         _check(self.checkpoint_every is None or self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every,
                "must be 0 or more (0: only after the last epoch), or null for the default interval")
         _check(self.test_every >= 0, "test_every", self.test_every, "must be 0 (off) or more")
+        self.model.validate()
+        self.data.validate(self.model.num_classes)
         for section in (self.optimizer, self.schedule, self.ema, self.lookahead):
             section.validate()
+        build_augment(self.augment, self.model.num_classes)  # the augment registry's check of every entry
 
 
 def _check(ok: bool, key: str, value: Any, rule: str) -> None:
@@ -331,9 +379,12 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return int(value)
     if hint is dict and isinstance(value, dict):
         return value
+    if origin is Literal and isinstance(value, str):
+        return value  # which of the choices: the section's validate() checks
     if hint in (int, float, str, bool) and (type(value) is hint):
         return value
-    raise RecipeError(f"{key} must be {getattr(hint, '__name__', hint)}, got {value!r}")
+    kind = f"one of {', '.join(args)}" if origin is Literal else getattr(hint, "__name__", hint)
+    raise RecipeError(f"{key} must be {kind}, got {value!r}")
 
 
 def diff_recipes(old: Any, new: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:

@@ -217,28 +217,11 @@ class Data:
         return (x - self.mean) / self.std
 
 
-def check_data_config(cfg: DataConfig, num_classes: int | None = None) -> None:
-    """Raise DataError for a data section that cannot load (or a class count that disagrees), before any work."""
-    if cfg.dataset not in DATASETS:
-        raise DataError(f"data.dataset={cfg.dataset!r} is unknown: use one of {', '.join(DATASETS)}")
-    n_train, n_test = SPLIT_SIZES["train"], SPLIT_SIZES["test"]
-    if not 0 <= cfg.val_size < n_train:
-        raise DataError(f"data.val_size={cfg.val_size} must be between 0 and {n_train - 1}")
-    if cfg.train_size is not None and not 0 < cfg.train_size <= n_train - cfg.val_size:
-        raise DataError(f"data.train_size={cfg.train_size} must be between 1 and {n_train - cfg.val_size}")
-    if cfg.test_size is not None and not 0 < cfg.test_size <= n_test:
-        raise DataError(f"data.test_size={cfg.test_size} must be between 1 and {n_test}")
-    classes = DATASETS[cfg.dataset].num_classes
-    if num_classes is not None and num_classes != classes:
-        raise DataError(f"data.dataset={cfg.dataset} has {classes} classes but model.num_classes={num_classes}: "
-                        f"add --set model.num_classes={classes}")
-
-
 def load_data(cfg: DataConfig, data_dir: str | Path | None = None, device: str | torch.device = "cpu",
               note: bool = True) -> Data:
     """The train/val/test splits of a recipe, on `device`; val is the last `val_size` training images. `note`:
-    say when the copy is not the official release (one rank of a distributed job says it)."""
-    check_data_config(cfg)
+    say when the copy is not the official release (one rank of a distributed job says it). `cfg` is a recipe's,
+    which Recipe.validate checks (DataConfig.validate)."""
     x, y, classes = load_split(cfg.dataset, "train", data_dir, note)
     xt, yt, _ = load_split(cfg.dataset, "test", data_dir, note)
     n_train = len(x) - cfg.val_size

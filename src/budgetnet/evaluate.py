@@ -9,14 +9,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .checkpoint import load_model
+from .config import Precision, TTAMode
 from .data import Data, from_arrays, load_split
-from .errors import RunFailed, UsageError
+from .errors import RunFailed
 from .model import count_trainable
 from .rundir import RunFiles
 from .runtime import Dist, autocast, resolve_device
-
-
-TTA = ("none", "flip", "flip_translate")
 
 
 class NonFiniteOutput(RunFailed):
@@ -32,14 +30,13 @@ def check_finite_logits(logits: Tensor, source: str) -> None:
                               "checkpoint of an epoch that trained (--checkpoint best or last)")
 
 
-def tta_views(x: Tensor, tta: str = "none") -> list[tuple[float, Tensor]]:
+def tta_views(x: Tensor, tta: TTAMode = "none") -> list[tuple[float, Tensor]]:
     """(weight, view) pairs whose weighted logits average to the test-time-augmented prediction.
 
     flip: the image and its mirror, 1/2 each. flip_translate (airbench): that pair weighs 1/2, and the pairs of the
-    image shifted by one pixel up-left and down-right (reflect padding) weigh 1/4 each.
+    image shifted by one pixel up-left and down-right (reflect padding) weigh 1/4 each. `tta` is a recipe's, which
+    Recipe.validate checks.
     """
-    if tta not in TTA:
-        raise UsageError(f"tta={tta!r} is unknown: use one of {', '.join(TTA)}")
     if tta == "none":
         return [(1.0, x)]
     pair = lambda v, w: [(w / 2, v), (w / 2, v.flip(-1))]
@@ -52,7 +49,7 @@ def tta_views(x: Tensor, tta: str = "none") -> list[tuple[float, Tensor]]:
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: Tensor, data: Data, batch_size: int, device: torch.device,
-                   precision: str = "auto", tta: str = "none") -> Tensor:
+                   precision: Precision = "auto", tta: TTAMode = "none") -> Tensor:
     """float32 logits [N, K] of uint8 images [N, 3, H, W], in eval mode, averaged over the `tta` views."""
     was_training = model.training
     model.eval()
@@ -69,8 +66,8 @@ def predict_logits(model: nn.Module, images: Tensor, data: Data, batch_size: int
 
 
 def evaluate_split(model: nn.Module, split: tuple[Tensor, Tensor], data: Data, batch_size: int,
-                   device: torch.device, precision: str = "auto", ddp: Dist = Dist(),
-                   tta: str = "none") -> tuple[float, float]:
+                   device: torch.device, precision: Precision = "auto", ddp: Dist = Dist(),
+                   tta: TTAMode = "none") -> tuple[float, float]:
     """(mean cross-entropy, accuracy) on a split; under DDP each rank scores its share and the sums are reduced."""
     images, labels = split[0][ddp.rank::ddp.world_size], split[1][ddp.rank::ddp.world_size]
     logits = predict_logits(model, images, data, batch_size, device, precision, tta)

@@ -7,29 +7,12 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from .config import OptimizerConfig, ScheduleConfig
+from .config import SCHEDULE_ALIASES, OptimizerConfig, ScheduleConfig
 from .errors import UsageError
 from .model import WhiteningStem
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "radam", "muon")
-SCHEDULES = ("cosine", "warm_restarts", "step", "triangle", "constant")
-SCHEDULE_ALIASES = {"onecycle": "triangle"}  # the triangle's former name (it is not torch's OneCycleLR), still read
-UNITS = ("torch", "per_1024")  # optimizer.units: torch's lr and weight decay, or airbench's per 1,024 examples
-
-
-def check_optimizer(cfg: OptimizerConfig) -> None:
-    """Raise ValueError for optimizer settings that cannot run, before any training."""
-    if cfg.name not in OPTIMIZERS:
-        raise UsageError(f"optimizer.name={cfg.name!r} is unknown: use one of {', '.join(OPTIMIZERS)}")
-    if cfg.units not in UNITS:
-        raise UsageError(f"optimizer.units={cfg.units!r} is unknown: use one of {', '.join(UNITS)}")
-    if cfg.units == "per_1024" and (cfg.name not in ("sgd", "muon") or cfg.decoupled_weight_decay
-                                    or not 0 <= cfg.momentum < 1):
-        raise UsageError("optimizer.units=per_1024 is airbench's convention for SGD with coupled weight decay: "
-                         "use optimizer.name=sgd (or muon), decoupled_weight_decay=false and momentum in [0, 1)")
-    if cfg.name == "muon" and (cfg.muon_lr <= 0 or not 0 <= cfg.muon_momentum < 1 or cfg.muon_ns_steps < 1):
-        raise UsageError(f"optimizer.muon_lr={cfg.muon_lr} must be > 0, muon_momentum={cfg.muon_momentum} in "
-                         f"[0, 1) and muon_ns_steps={cfg.muon_ns_steps} >= 1")
+# The factories trust a validated section (OptimizerConfig.validate and ScheduleConfig.validate, which
+# Recipe.validate runs); they check only what needs the model.
 
 
 def param_groups(model: nn.Module, cfg: OptimizerConfig, batch_size: int | None = None,
@@ -60,9 +43,6 @@ def param_groups(model: nn.Module, cfg: OptimizerConfig, batch_size: int | None 
         for g, scale in zip(groups, (1.0, cfg.norm_lr_scale)):
             g["weight_decay"] = g["weight_decay"] / (cfg.lr * scale)
     if cfg.decoupled_weight_decay:
-        if cfg.name not in ("sgd", "muon"):
-            raise UsageError("optimizer.decoupled_weight_decay is for sgd (and muon's SGD part); adamw decouples "
-                             "weight decay already")
         for g in groups:
             g["decoupled_wd"], g["weight_decay"] = g["weight_decay"], 0.0
     return [g for g in groups if g["params"]]
@@ -73,7 +53,6 @@ def build_optimizer(model: nn.Module, cfg: OptimizerConfig,
     """One of torch's optimizers over the model's trainable parameters (groups from `param_groups`); the fused
     CUDA implementation when the parameters are on CUDA (sgd, adam, adamw). `muon`: `ConvMuon`, torch's Muon on
     the conv filters and SGD on the rest. Build it once the model is on its device and in its memory format."""
-    check_optimizer(cfg)
     if cfg.name == "muon":
         return ConvMuon(model, cfg, batch_size)
     groups = param_groups(model, cfg, batch_size)
@@ -163,9 +142,11 @@ def decay_weights(optimizer: torch.optim.Optimizer) -> None:
     parameters that train now: a frozen whitening bias keeps its value, as the optimizer step leaves it)."""
     for group in optimizer.param_groups:
         wd = group.get("decoupled_wd", 0.0)
-        params = [p for p in group["params"] if p.requires_grad]  # not those frozen for now
-        if wd and params:
-            torch._foreach_mul_(params, 1.0 - group["lr"] * wd)
+        if not wd:
+            continue
+        for p in group["params"]:
+            if p.requires_grad:  # not those frozen for now
+                p.mul_(1.0 - group["lr"] * wd)
 
 
 def lr_at(cfg: ScheduleConfig, base_lr: float, t: float, epochs: float) -> float:
@@ -194,32 +175,11 @@ def lr_at(cfg: ScheduleConfig, base_lr: float, t: float, epochs: float) -> float
         peak, start, end = cfg.pct_start * epochs, cfg.start_factor, cfg.end_factor
         lr = (base_lr * (start + (1 - start) * t / peak) if t < peak
               else base_lr * (end + (1 - end) * max(0.0, (epochs - t) / (epochs - peak))))
-    elif name == "constant":
+    else:  # constant
         lr = base_lr
-    else:
-        raise UsageError(f"schedule.name={cfg.name!r} is unknown: use one of {', '.join(SCHEDULES)}")
     if cfg.warmup_epochs > 0 and t < cfg.warmup_epochs:
         lr *= t / cfg.warmup_epochs
     return lr
-
-
-def check_schedule(cfg: ScheduleConfig) -> None:
-    """Raise ValueError for a schedule that cannot run, before any training."""
-    name = SCHEDULE_ALIASES.get(cfg.name, cfg.name)
-    if name not in SCHEDULES:
-        raise UsageError(f"schedule.name={cfg.name!r} is unknown: use one of {', '.join(SCHEDULES)}")
-    if name == "warm_restarts" and (cfg.T_0 <= 0 or cfg.T_mult < 1):
-        raise UsageError("schedule.T_0 must be > 0 and schedule.T_mult >= 1")
-    if name == "triangle" and not 0 < cfg.pct_start < 1:
-        raise UsageError("schedule.pct_start must be between 0 and 1")
-    if name == "triangle" and not (0 <= cfg.start_factor <= 1 and 0 <= cfg.end_factor <= 1):
-        raise UsageError(f"schedule.start_factor={cfg.start_factor} and schedule.end_factor={cfg.end_factor} are "
-                         "fractions of the peak learning rate: each must be in [0, 1]")
-    if name == "step" and not all(0 < m < 1 for m in cfg.milestones):
-        raise UsageError(f"schedule.milestones={cfg.milestones} are fractions of the run, each between 0 and 1 "
-                         "(a milestone >= 1 is never reached): for epoch 60 of 200 write 0.3")
-    if cfg.warmup_epochs < 0:
-        raise UsageError(f"schedule.warmup_epochs={cfg.warmup_epochs} must be >= 0")
 
 
 class Schedule:
@@ -260,7 +220,6 @@ class Schedule:
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, epochs: int,
                     steps_per_epoch: int) -> Schedule:
     """A schedule stepped once per optimizer step."""
-    check_schedule(cfg)
     base_lr = optimizer.param_groups[0]["lr"]  # every group follows the schedule scaled by its own base lr
     return Schedule(optimizer, lambda step: lr_at_step(cfg, base_lr, step, epochs, steps_per_epoch) / base_lr)
 

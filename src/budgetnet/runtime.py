@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch import nn
 
 from . import __version__
+from .config import CompileMode, Precision
 from .errors import UsageError
 
 
@@ -56,7 +57,8 @@ def init_distributed(device: str = "auto") -> Dist:
 
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """'auto' is the local rank's CUDA device when there is one, else the CPU."""
+    """'auto' is the local rank's CUDA device when there is one, else the CPU. The device key is checked here, not
+    in Recipe.validate: whether it exists is a fact of this machine."""
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     try:
@@ -66,15 +68,6 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"device={name!r} but no CUDA device is available: use device=cpu or auto")
     return device
-
-
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def check_precision(precision: str) -> None:
-    """Raise ValueError for a precision that autocast does not know."""
-    if precision not in PRECISIONS:
-        raise UsageError(f"precision={precision!r} is unknown: use one of {', '.join(PRECISIONS)}")
 
 
 def configure_backend(device: torch.device) -> None:
@@ -87,24 +80,19 @@ def configure_backend(device: torch.device) -> None:
         torch.set_float32_matmul_precision("high")
 
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-def compile_model(model: torch.nn.Module, enabled: bool, mode: str = "default") -> torch.nn.Module:
-    """`model` under torch.compile in `mode` when enabled (reduce-overhead and max-autotune add CUDA graphs),
-    else `model` itself. Compilation happens in the first steps, which take the compile time."""
-    if mode not in COMPILE_MODES:
-        raise UsageError(f"compile_mode={mode!r} is unknown: use one of {', '.join(COMPILE_MODES)}")
+def compile_model(model: torch.nn.Module, enabled: bool, mode: CompileMode = "default") -> torch.nn.Module:
+    """`model` under torch.compile in `mode` (a recipe's compile_mode, which Recipe.validate checks) when enabled
+    (reduce-overhead and max-autotune add CUDA graphs), else `model` itself. Compilation happens in the first
+    steps, which take the compile time."""
     return torch.compile(model, mode=mode) if enabled else model
 
 
-def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA under 'auto' or 'bf16', bf16 on CPU only when asked, otherwise fp32."""
-    check_precision(precision)
+def autocast(device: torch.device, precision: Precision = "auto") -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA under 'auto' or 'bf16', bf16 on CPU only when asked, otherwise fp32 (`precision` is a
+    recipe's, which Recipe.validate checks)."""
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
 
 
 def broadcast_buffers(module: nn.Module, ddp: Dist) -> None:

@@ -4,16 +4,20 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
+from .choices import check_choices
 from .errors import UsageError
 
-BLOCK_TYPES = ("basic", "bottleneck", "single")
+# the choice fields' values (ModelSpec's docstring says what each means); validate() checks them
+BlockType = Literal["basic", "bottleneck", "single"]
+Stem = Literal["conv", "whiten"]
+WhitenPadding = Literal["same", "valid"]
+Downsample = Literal["stride", "pool"]
+PoolType = Literal["avg", "max"]
+Activation = Literal["relu", "gelu"]
+
 EXPANSION = {"basic": 1, "bottleneck": 4, "single": 1}
-STEMS = ("conv", "whiten")
-WHITEN_PADDINGS = ("same", "valid")
-POOL_TYPES = ("avg", "max")
-DOWNSAMPLES = ("stride", "pool")
-ACTIVATIONS = ("relu", "gelu")
 WHITEN_KERNEL = 2  # the whitening stem sees 2x2 patches: 2 * in_channels * 2 * 2 output channels (+/- eigenvectors)
 
 
@@ -60,18 +64,18 @@ class ModelSpec:
     kernel_size: int | list[int] = 3
     shortcut_kernel_size: int | list[int] = 1
     pool_size: int = 4
-    block: str = "basic"
-    stem: str = "conv"
-    whiten_padding: str = "same"
-    downsample: str = "stride"
-    pool_type: str = "avg"
+    block: BlockType = "basic"
+    stem: Stem = "conv"
+    whiten_padding: WhitenPadding = "same"
+    downsample: Downsample = "stride"
+    pool_type: PoolType = "avg"
     num_classes: int = 10
     in_channels: int = 3
     image_size: int = 32
     bn_scale: bool = True
     bn_momentum: float = 0.1
     bn_eps: float = 1e-5
-    activation: str = "relu"
+    activation: Activation = "relu"
     output_scale: float = 1.0
     dirac_init: bool = False
     whiten_bias_epochs: int = 0
@@ -129,22 +133,10 @@ class ModelSpec:
     # ---- validation -----------------------------------------------------------------------
     def validate(self) -> "ModelSpec":
         """Raise SpecError naming the first problem; return self when the design can be built."""
-        if self.block not in BLOCK_TYPES:
-            raise SpecError(f"model.block={self.block!r} is unknown: use one of {', '.join(BLOCK_TYPES)}")
-        if self.stem not in STEMS:
-            raise SpecError(f"model.stem={self.stem!r} is unknown: use one of {', '.join(STEMS)}")
-        if self.downsample not in DOWNSAMPLES:
-            raise SpecError(f"model.downsample={self.downsample!r} is unknown: use one of {', '.join(DOWNSAMPLES)}")
-        if self.whiten_padding not in WHITEN_PADDINGS:
-            raise SpecError(f"model.whiten_padding={self.whiten_padding!r} is unknown: use one of "
-                            f"{', '.join(WHITEN_PADDINGS)}")
+        check_choices(self, "model.", SpecError)
         if self.whiten_padding == "valid" and (self.stem != "whiten" or self.downsample != "pool"):
             raise SpecError("model.whiten_padding=valid is for model.stem=whiten with model.downsample=pool (the "
                             "max-pools floor the odd sizes it makes): set it to same or use that stem and downsample")
-        if self.pool_type not in POOL_TYPES:
-            raise SpecError(f"model.pool_type={self.pool_type!r} is unknown: use one of {', '.join(POOL_TYPES)}")
-        if self.activation not in ACTIVATIONS:
-            raise SpecError(f"model.activation={self.activation!r} is unknown: use one of {', '.join(ACTIVATIONS)}")
         if not 0 <= self.bn_momentum <= 1 or self.bn_eps <= 0:
             raise SpecError(f"model.bn_momentum={self.bn_momentum} must be in [0, 1] (torch's convention; "
                             f"airbench's 0.6 is 0.4) and model.bn_eps={self.bn_eps} > 0")
@@ -212,7 +204,10 @@ class ModelSpec:
         c_in = self.stem_channels()
         whiten = self.stem == "whiten"
         bn = 2 if self.bn_scale else 1  # BatchNorm parameters per channel
-        conv_bn = lambda c_in, c_out, k: k * k * c_in * c_out + bn * c_out  # noqa: E731
+
+        def conv_bn(c_in: int, c_out: int, k: int) -> int:
+            return k * k * c_in * c_out + bn * c_out
+
         stem_name = (f"stem (whitening, frozen; bias trained {self.whiten_bias_epochs} epochs)"
                      if self.whiten_bias_params() else "stem (whitening, frozen)")
         rows = [{"layer": stem_name if whiten else "stem",
@@ -278,7 +273,10 @@ def fit_channels(spec: ModelSpec, budget: int) -> int:
     """The widest C_1 whose design (everything else unchanged) stays within `budget`."""
     if not isinstance(spec.channels, int):
         raise SpecError("fitting C_1 needs model.channels to be a single number (C_i doubling from it), not a list")
-    count = lambda c: dataclasses.replace(spec, channels=c).count_params()  # noqa: E731
+
+    def count(c: int) -> int:
+        return dataclasses.replace(spec, channels=c).count_params()
+
     if count(1) > budget:
         raise BudgetError(f"even C_1=1 needs {count(1):,} parameters, over the budget of {budget:,}: "
                           "use fewer stages or blocks")

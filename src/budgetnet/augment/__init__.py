@@ -33,7 +33,7 @@ from torch import Tensor
 
 from ..errors import UsageError
 from ..losses import JSD_LAMBDA
-from . import auto, basic, mix  # noqa: F401  (register the policies)
+from . import auto, basic, mix  # importing them registers their policies
 from .registry import POLICIES, Policy, build_policy
 
 __all__ = ["Augment", "build_augment", "POLICIES"]
