@@ -84,7 +84,8 @@ def _worker_envs(jobs: int) -> list[dict[str, str]]:
 
 
 def _set_aside(run: PlannedRun) -> Path:
-    """Move a run directory to <experiment>/diverged/<name>.<n>, out of the results, and return where."""
+    """Move a run directory to <experiment>/diverged/<name>.<n>, out of the results, and return where: nothing is
+    left at run.path, so run_status(run) reads "new" from then on."""
     folder = run.path.parent.parent / "diverged"
     folder.mkdir(parents=True, exist_ok=True)
     n = 1
