@@ -7,8 +7,11 @@ import yaml
 
 from budgetnet.cli import main
 from budgetnet.config import RecipeError, load_recipe
-from budgetnet.experiment import (_worker_envs, code_version, cost_plan, load_experiment, made_by,
-                                  measure_epoch_seconds, plan, write_results)
+from budgetnet.experiment.cost import cost_plan, measure_epoch_seconds
+from budgetnet.experiment.plan import code_version, made_by, plan, run_status
+from budgetnet.experiment.results import write_results
+from budgetnet.experiment.runner import _worker_envs
+from budgetnet.experiment.schema import load_experiment
 from budgetnet.rundir import RunFiles
 from budgetnet.train import train
 
@@ -151,12 +154,12 @@ def test_a_run_that_diverged_under_other_code_is_retrained(tmp_path, fake_cifar)
     summary = json.loads(RunFiles(run.path).summary.read_text())
     assert made_by(summary) == code_version()  # train records the code that runs now
     RunFiles(run.path).summary.write_text(json.dumps({**summary, "status": "diverged"}))
-    assert run.status == "diverged"  # diverged under this code: a result, skipped
+    assert run_status(run) == "diverged"  # diverged under this code: a result, skipped
     unrecorded = {k: v for k, v in summary.items() if k not in ("budgetnet_version", "budgetnet_commit")}
     RunFiles(run.path).summary.write_text(json.dumps({**unrecorded, "status": "diverged"}))  # made before the record
-    assert run.status == "retrain"
+    assert run_status(run) == "retrain"
     assert main(["experiment", str(exp_file), "--scale", "smoke", "--out", str(out), "--data", str(fake_cifar)]) == 0
-    assert run.status == "finished" and (out / "diverged" / f"{run.name}.1" / "summary.json").is_file()
+    assert run_status(run) == "finished" and (out / "diverged" / f"{run.name}.1" / "summary.json").is_file()
 
 
 @pytest.mark.parametrize("name", ["batch-size", "lr-schedule", "augmentation", "optimizer", "final"])
@@ -302,7 +305,7 @@ def test_finished_runs_are_skipped_and_killed_runs_resume(tmp_path, fake_cifar):
     with pytest.raises(KeyboardInterrupt):
         train(killed.recipe, killed.path, data_dir=fake_cifar, progress=False, on_epoch=kill_after_first_epoch)
     first_epoch = RunFiles(killed.path).read_metrics()
-    assert [done.status, killed.status] == ["finished", "resume"]
+    assert [run_status(done), run_status(killed)] == ["finished", "resume"]
     done_mtime = RunFiles(done.path).metrics.stat().st_mtime_ns
 
     assert main(["experiment", str(exp_file), "--scale", "smoke", "--out", str(out), "--data", str(fake_cifar),

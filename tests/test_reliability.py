@@ -198,7 +198,7 @@ def test_a_stopped_experiment_stops_its_child_trainings(tmp_path):
     script = textwrap.dedent(f"""
         import subprocess, sys
         from pathlib import Path
-        from budgetnet import experiment
+        from budgetnet.experiment import runner as experiment
         from budgetnet.config import load_recipe
         real_run = subprocess.Popen
         def fake(cmd, **kwargs):  # the child is a stand-in for `budgetnet train`, which takes minutes

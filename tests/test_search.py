@@ -26,9 +26,12 @@ from budgetnet.cli import main
 from budgetnet.config import RecipeError, load_recipe
 from budgetnet.data import from_arrays
 from budgetnet.runtime import Interrupted, sigterm_interrupts
-from budgetnet.search import (SearchError, _importances, _sampler, check_budget, claim_gpu, load_space, load_study,
-                              pareto_front, run_search, search_report, shown_url, storage_url, worker_device,
-                              worker_summary)
+from budgetnet.search.errors import SearchError
+from budgetnet.search.gpu import claim_gpu, worker_device
+from budgetnet.search.report import _importances, pareto_front, search_report, worker_summary
+from budgetnet.search.space import check_budget, load_space
+from budgetnet.search.storage import load_study, shown_url, storage_url
+from budgetnet.search.worker import _sampler, run_search
 from budgetnet.spec import SpecError, fit_channels
 
 BUDGET = 20_000
@@ -192,7 +195,7 @@ def test_a_budget_that_no_design_fits_is_refused_before_the_first_trial(tmp_path
 
 def test_importing_the_search_changes_no_global_warning_or_log_filter():
     code = ("import logging, warnings, optuna, budgetnet.plots, budgetnet.train; "  # theirs: their own filters
-            "filters = list(warnings.filters); import budgetnet.search; "
+            "filters = list(warnings.filters); import budgetnet.search.worker, budgetnet.search.report; "
             "assert warnings.filters == filters, 'warning filters changed'; "
             "assert not any(logging.getLogger(n).filters for n in logging.root.manager.loggerDict "
             "if n.startswith('optuna')), 'log filters added'")
@@ -314,7 +317,7 @@ def test_each_worker_on_a_machine_claims_its_own_gpu(tmp_path, monkeypatch):
 
 
 def test_a_gpu_held_by_another_process_is_skipped(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys; from budgetnet.search import claim_gpu; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from budgetnet.search.gpu import claim_gpu; "
                                f"i, lock = claim_gpu(['GPU-a', 'GPU-b'], {str(tmp_path)!r}); print(i, flush=True); "
                                "sys.stdin.read()"], env=WORKER_ENV, text=True, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE)

@@ -130,7 +130,7 @@ def test_cli_study_dry_run_and_an_unknown_scale(tmp_path, capsys, monkeypatch):
     assert main(["study", "--scale", "smok", "--out", str(tmp_path / "s")]) == 2
     assert "did you mean 'smoke'" in capsys.readouterr().err
     # one second per epoch (measuring is test_experiment's): the total is the epochs of the distinct runs
-    monkeypatch.setattr("budgetnet.experiment.measure_epoch_seconds", lambda recipe, steps: 1.0)
+    monkeypatch.setattr("budgetnet.experiment.cost.measure_epoch_seconds", lambda recipe, steps: 1.0)
     assert main(["study", "--scale", "smoke", "--out", str(tmp_path / "s"), "--dry-run"]) == 0
     err = capsys.readouterr().err
     # per seed: 7 controlled settings of 3 epochs (1200 / 400) and 5 of the study's runs of 1 epoch (160-500 / 400)

@@ -91,7 +91,10 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 # ---- search ----------------------------------------------------------------------------------------
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .search import SearchInterrupted, load_space, run_search, worker_summary
+    from .search.errors import SearchInterrupted
+    from .search.report import worker_summary
+    from .search.space import load_space
+    from .search.worker import run_search
 
     space = load_space(args.space)
     out = args.out or Path("runs") / f"search-{space.name}"
@@ -107,7 +110,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_search_report(args: argparse.Namespace) -> int:
-    from .search import search_report, storage_url
+    from .search.report import search_report
+    from .search.storage import storage_url
 
     result = search_report(storage_url(args.out, args.storage), args.out, args.study, args.top)
     print(json.dumps(result, indent=2) if args.json else f"wrote {result['report']}: "

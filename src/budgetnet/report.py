@@ -3,7 +3,7 @@
     runs = find_runs(["runs/a", "runs/b"])
     report(runs, "out/")             # out/report.md, curves.png, lr.png, [params_vs_acc.png]
 
-`experiment.py` groups the runs of a grid by setting (seeds of one setting share a row and a colour) and calls
+`experiment/results.py` groups the runs of a grid by setting (seeds of one setting share a row and a colour) and calls
 the same functions; here every run is its own setting.
 """
 from __future__ import annotations

@@ -23,8 +23,11 @@ import yaml
 from . import report
 from .config import RecipeError, load_recipe
 from .data import official_copy
-from .experiment import (Experiment, PlannedRun, check_data, check_jobs, check_same_recipe, cost_plan, get_scale,
-                         load_experiment, plan, train_runs, write_results)
+from .experiment.cost import cost_plan
+from .experiment.plan import PlannedRun, check_same_recipe, plan
+from .experiment.results import write_results
+from .experiment.runner import check_data, check_jobs, train_runs
+from .experiment.schema import Experiment, get_scale, load_experiment
 from .rundir import RunFiles
 
 EXPERIMENTS = ("augmentation", "optimizer", "batch-size", "lr-schedule", "final")
