@@ -96,7 +96,8 @@ def test_a_training_stage_cut_by_its_deadline_keeps_its_epochs(tiny_data, monkey
                             smoke=[*TINY_MODEL, "epochs=100000", "batch_size=64"])
     monkeypatch.setitem(gpu_check.STAGES, "long", stage)
     ctx = gpu_check.StageContext(torch.device("cpu"), tiny_data, True, None, False)
-    records = gpu_check.run_stages(["long"], ctx, time.monotonic() + 4, lambda recs: None)
+    # 15 s: room for at least one tiny epoch on a loaded 2-core machine; 100,000 epochs cannot fit
+    records = gpu_check.run_stages(["long"], ctx, time.monotonic() + 15, lambda recs: None)
     record = records[0]
     assert record["status"].startswith("out of time")
     epochs = [r["epoch"] for r in record["rows"]]

@@ -84,7 +84,7 @@ def test_test_every_records_the_plain_test_accuracy_and_the_best_seen(tiny_data,
     figure), whatever eval_every and tta say; the summary's best seen is the highest of those, chosen on test."""
     recipe = tiny_recipe("epochs=3", "test_every=2", "eval_every=2", "tta=flip")
     summary = train(recipe, tmp_path / "run", data=tiny_data, progress=False)
-    rows = read_metrics(tmp_path / "run")
+    rows = RunFiles(tmp_path / "run").read_metrics()
     assert [("plain_test_acc" in r, "test_acc" in r) for r in rows] == [(False, False), (True, True), (True, True)]
     model = ResNet(recipe.model)
     model.load_state_dict(checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")["model"])
@@ -102,10 +102,10 @@ def test_test_every_records_the_plain_test_accuracy_and_the_best_seen(tiny_data,
 
 def test_without_tta_the_plain_test_accuracy_is_the_epochs_own_and_off_records_none(tiny_data, tmp_path):
     train(tiny_recipe("epochs=3", "test_every=2"), tmp_path / "on", data=tiny_data, progress=False)
-    rows = read_metrics(tmp_path / "on")
+    rows = RunFiles(tmp_path / "on").read_metrics()
     assert [r.get("plain_test_acc") for r in rows] == [None, rows[1]["test_acc"], rows[2]["test_acc"]]
     summary = train(tiny_recipe("epochs=2"), tmp_path / "off", data=tiny_data, progress=False)
-    assert not any("plain_test_acc" in r for r in read_metrics(tmp_path / "off"))
+    assert not any("plain_test_acc" in r for r in RunFiles(tmp_path / "off").read_metrics())
     assert (summary["best_seen_test_acc"], summary["best_seen_test_epoch"]) == (None, None)
 
 

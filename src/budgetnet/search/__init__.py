@@ -27,7 +27,7 @@ from __future__ import annotations
 from ..errors import UsageError
 
 try:  # the search is an optional extra: say how to get it before any module of the search imports it
-    import optuna  # noqa: F401
-    import sqlalchemy  # noqa: F401
+    import optuna
+    import sqlalchemy
 except ImportError as e:
     raise UsageError(f"the search needs Optuna ({e}): pip install 'budgetnet[search]'") from None
