@@ -27,8 +27,8 @@ from .spec import ModelSpec
 
 FORMATS = ("onnx", "pt2", "standalone")
 TOLERANCE = 1e-4  # max absolute logit difference accepted between budgetnet and an export
-# the standalone export's copy of budgetnet's network: model.py needs spec.py (ModelSpec), which needs errors.py
-NETWORK_PACKAGE, NETWORK_FILES = "network", ("model.py", "spec.py", "errors.py")
+# the standalone export's copy of budgetnet's network: model.py needs spec.py (ModelSpec), which needs choices.py and errors.py
+NETWORK_PACKAGE, NETWORK_FILES = "network", ("model.py", "spec.py", "choices.py", "errors.py")
 
 
 class ExportError(RunFailed):
