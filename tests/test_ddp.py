@@ -1,10 +1,13 @@
 """DistributedDataParallel under torchrun on the CPU (Gloo, 2 processes): accuracy equal to the saved checkpoint's,
 rank-0 files and notes, resume after a kill (waiting on the process's output, never polling)."""
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -72,6 +75,28 @@ def test_two_processes_match_one_with_the_same_global_batch(fake_cifar, tmp_path
     assert acc == two[-1]["test_acc"] and loss == pytest.approx(two[-1]["test_loss"], rel=1e-5)
 
 
+def descendants(pid: int) -> list[int]:
+    """The PIDs of a process's children, grandchildren and so on (Linux /proc)."""
+    children = (Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+                if Path(f"/proc/{pid}/task/{pid}/children").exists() else [])
+    return [d for c in map(int, children) for d in (c, *descendants(c))]
+
+
+def wait_for_unlock(lock, timeout: float = 60.0) -> None:
+    """Return once no process holds the run directory's lock (a killed process holds it until it has exited)."""
+    deadline = time.monotonic() + timeout
+    with open(lock) as f:
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(f, fcntl.LOCK_UN)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{lock} is still held {timeout:.0f} s after the job was killed") from None
+                time.sleep(0.1)
+
+
 def test_resume_under_torchrun(fake_cifar, tmp_path):
     recipe = recipe_file(tmp_path, epochs=4, data={"train_size": 4096, "test_size": 512})
     run = tmp_path / "run"
@@ -82,8 +107,13 @@ def test_resume_under_torchrun(fake_cifar, tmp_path):
             break
     else:
         raise AssertionError(f"the job ended (rc {proc.wait()}) before finishing epoch 1")
-    os.killpg(proc.pid, signal.SIGKILL)  # the whole job dies after its first epoch
+    # the whole job dies after its first epoch: torchrun starts each rank in a session of its own, so kill them
+    # by PID, then torchrun's group
+    for pid in descendants(proc.pid):
+        os.kill(pid, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    wait_for_unlock(run / ".lock")  # rank 0's lock goes with its exit, which may lag on a loaded machine
     before = rows(run)
     assert 1 <= len(before) < 4
 
