@@ -185,18 +185,20 @@ def test_single_block_is_one_conv_bn_and_the_identity():
     torch.testing.assert_close(block(x), torch.relu(block.conv1(x) + x))
 
 
-def test_small_is_airbench94s_network(monkeypatch):
-    """The small recipe's design is airbench94's make_net94: the same layers, FLOPs per image and trainable
-    parameters (budgetnet's classifier adds a 10-value bias), and a residual add per stage."""
-    airbench = pytest.importorskip("airbench.lib_airbench94")
+@pytest.mark.parametrize("recipe, module, make_net", [("small", "lib_airbench94", "make_net94"),
+                                                     ("fast", "lib_airbench95", "make_net95")])
+def test_recipe_is_airbenchs_network(recipe, module, make_net, monkeypatch):
+    """small's design is airbench94's make_net94 and fast's airbench95's make_net95: the same layers, FLOPs per
+    image and trainable parameters (budgetnet's classifier adds a 10-value bias), and a residual add per stage."""
+    airbench = pytest.importorskip(f"airbench.{module}")
     from torch.utils.flop_counter import FlopCounterMode
 
     from budgetnet.config import load_recipe
     from budgetnet.model import flops_per_image
     monkeypatch.setattr(torch.nn.Module, "cuda", lambda self, *a, **k: self)  # build airbench's net on the CPU
     monkeypatch.setattr(torch.nn.Module, "half", lambda self: self)
-    theirs = airbench.make_net94()
-    spec = load_recipe("small").model
+    theirs = getattr(airbench, make_net)()
+    spec = load_recipe(recipe).model
     ours = ResNet(spec)
     with FlopCounterMode(display=False) as counter:
         theirs(torch.randn(1, 3, 32, 32)).sum().backward()
