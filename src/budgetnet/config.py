@@ -259,7 +259,7 @@ def read_yaml(name_or_path: str | Path, kind: str = "recipes") -> tuple[dict, Pa
             names = sorted(p.name[:-5] for p in resources.files(f"budgetnet.{kind}").iterdir()
                            if p.name.endswith(".yaml"))
             raise RecipeError(f"{kind[:-1]} {str(name_or_path)!r} is neither a file nor a shipped name"
-                              f"{_suggest(str(name_or_path), names)}; shipped: {', '.join(names)}")
+                              f"{did_you_mean(str(name_or_path), names)}; shipped: {', '.join(names)}")
         path = Path(str(shipped))
     try:
         raw = yaml.safe_load(path.read_text())
@@ -339,7 +339,7 @@ def from_dict(cls: type, raw: dict, prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     for key in raw:
         if key not in fields:
-            raise RecipeError(f"unknown recipe key '{prefix}{key}'{_suggest(key, list(fields), prefix)}; "
+            raise RecipeError(f"unknown recipe key '{prefix}{key}'{did_you_mean(key, list(fields), prefix)}; "
                               f"valid keys here: {', '.join(fields)}")
     kwargs = {}
     for key, value in raw.items():
@@ -397,6 +397,8 @@ def diff_recipes(old: Any, new: Any, prefix: str = "") -> dict[str, tuple[Any, A
     return {} if old == new else {prefix.rstrip("."): (old, new)}
 
 
-def _suggest(word: str, choices: list[str], prefix: str = "") -> str:
+def did_you_mean(word: str, choices: list[str], prefix: str = "") -> str:
+    """The tail of an unknown-name message: "; did you mean '<prefix><closest choice>'?", or "" when no choice is
+    close (difflib's closest match)."""
     close = difflib.get_close_matches(word, choices, n=1)
     return f"; did you mean '{prefix}{close[0]}'?" if close else ""

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import report
-from ..config import RecipeError, _suggest, read_yaml
+from ..config import RecipeError, did_you_mean, read_yaml
 
 KEYS = ("description", "base", "axes", "seeds", "scales", "plots")
 
@@ -72,7 +72,8 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
     where = f"experiment {path}"
     for key in raw:
         if key not in KEYS:
-            raise RecipeError(f"{where}: unknown key {key!r}{_suggest(key, list(KEYS))}; valid keys: {', '.join(KEYS)}")
+            raise RecipeError(f"{where}: unknown key {key!r}{did_you_mean(key, list(KEYS))}; "
+                              f"valid keys: {', '.join(KEYS)}")
     if "base" not in raw:
         raise RecipeError(f"{where}: 'base' is missing: name the recipe every run starts from, e.g. base: seed")
     base = str(raw["base"])
@@ -98,7 +99,7 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
         raise RecipeError(f"{where}: plots must be a list, e.g. [curves, lr]; valid plots: {', '.join(report.PLOTS)}")
     for plot in plots:
         if plot not in report.PLOTS:
-            raise RecipeError(f"{where}: unknown plot {plot!r}{_suggest(str(plot), list(report.PLOTS))}; "
+            raise RecipeError(f"{where}: unknown plot {plot!r}{did_you_mean(str(plot), list(report.PLOTS))}; "
                               f"valid plots: {', '.join(report.PLOTS)}")
     name = Path(str(name_or_path)).stem
     return Experiment(name, str(name_or_path), base, str(raw.get("description", "")), axes, seeds, scales,
@@ -123,7 +124,7 @@ class Scale:
 def get_scale(exp: Experiment, scale: str) -> Scale:
     """The checked scale `scale` of `exp`."""
     if scale not in exp.scales:
-        raise RecipeError(f"experiment {exp.name} has no scale {scale!r}{_suggest(scale, list(exp.scales))}; "
+        raise RecipeError(f"experiment {exp.name} has no scale {scale!r}{did_you_mean(scale, list(exp.scales))}; "
                           f"its scales: {', '.join(exp.scales)}")
     overrides = dict(exp.scales[scale])
     seeds = overrides.pop("seeds", exp.seeds)

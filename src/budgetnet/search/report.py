@@ -13,7 +13,7 @@ from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from .. import plots
-from .storage import _optuna_quiet, load_study, shown_url
+from .storage import load_study, optuna_quiet, shown_url
 
 
 def trial_counts(trials: list[FrozenTrial]) -> dict[str, int]:
@@ -52,7 +52,7 @@ def pareto_front(points: list[tuple[int, float]]) -> list[int]:
     return front
 
 
-@_optuna_quiet()
+@optuna_quiet()
 def search_report(storage: str, out: str | Path, study_name: str | None = None, top: int = 10) -> dict:
     """Write OUT/search.md, pareto.png and importances.png for a study; return the counts, best trial and front."""
     study = load_study(storage, study_name)

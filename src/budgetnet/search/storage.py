@@ -24,7 +24,7 @@ MAX_RETRIES = 3  # times an interrupted or silent trial is queued again (each re
 
 
 @contextlib.contextmanager
-def _optuna_quiet() -> Iterator[None]:
+def optuna_quiet() -> Iterator[None]:
     """Within the block, Optuna's experimental-feature warnings (heartbeats, the constant liar, the stale-trial
     retry) are not shown and Optuna logs errors only: budgetnet says what each trial became in its own lines.
     Both are restored when the block ends."""
@@ -36,7 +36,6 @@ def _optuna_quiet() -> Iterator[None]:
             yield
     finally:
         optuna.logging.set_verbosity(verbosity)
-
 
 
 def storage_url(out: str | Path, storage: str | None = None) -> str:
@@ -80,19 +79,19 @@ def _reason(error: sqlalchemy.exc.SQLAlchemyError) -> str:
     return f"{type(cause).__name__}: {str(cause).strip().splitlines()[0]}"
 
 
-def _retry(study: optuna.Study, trial: FrozenTrial) -> None:
+def retry_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     """Queue a failed trial again with its user attrs (its run directory), at most MAX_RETRIES times."""
-    with _optuna_quiet():
+    with optuna_quiet():
         RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(study, trial)
 
 
 def _retry_stale(study: optuna.Study, trial: FrozenTrial) -> None:
     print(f"study {study.study_name}: trial {trial.number} stopped sending heartbeats (its worker died): "
           "marked FAIL and queued to resume from its last checkpoint", file=sys.stderr)
-    _retry(study, trial)
+    retry_trial(study, trial)
 
 
-@_optuna_quiet()
+@optuna_quiet()
 def load_study(storage: str, study_name: str | None = None) -> optuna.Study:
     """An existing study; the name may be left out when the storage holds exactly one."""
     store = open_storage(storage)

@@ -18,7 +18,7 @@ from .errors import SearchInterrupted
 from .gpu import worker_device
 from .objective import Objective
 from .space import Space, check_budget
-from .storage import _optuna_quiet, _retry, open_storage, storage_url
+from .storage import open_storage, optuna_quiet, retry_trial, storage_url
 
 SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
 PRUNERS = {"hyperband": optuna.pruners.HyperbandPruner, "halving": optuna.pruners.SuccessiveHalvingPruner,
@@ -27,7 +27,7 @@ REPAIRS = ("fit-channels", "reject")
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # what --total-trials counts
 
 
-@_optuna_quiet()
+@optuna_quiet()
 def run_search(space: Space, out: str | Path, trials: int | None = None, total_trials: int | None = None,
                storage: str | None = None, study_name: str | None = None, budget: int | str | None = None,
                sampler: str = "tpe", pruner: str = "hyperband", repair: str = "fit-channels", seed: int | None = None,
@@ -109,7 +109,7 @@ def _requeue(study: optuna.Study, running: int | None) -> str:
     failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number == running]
     if not failed:
         return "interrupted between trials; rerun the same command to continue the study"
-    _retry(study, failed[0])
+    retry_trial(study, failed[0])
     return (f"interrupted: trial {failed[0].number} is marked failed and queued again; the worker that takes it "
             f"resumes {failed[0].user_attrs.get('run_dir', 'its run directory')} from its last checkpoint "
             "(rerun the same command to continue the study)")
