@@ -55,7 +55,8 @@ import torch
 from budgetnet import checkpoint
 from budgetnet.config import DataConfig, load_recipe
 from budgetnet.data import Data, load_data
-from budgetnet.runtime import configure_backend, device_name
+from budgetnet.provenance import device_name
+from budgetnet.runtime import configure_backend
 from budgetnet.train import train
 
 import train_throughput

@@ -13,7 +13,8 @@ import json
 import sys
 
 from budgetnet.config import load_recipe
-from budgetnet.runtime import device_name, resolve_device
+from budgetnet.provenance import device_name
+from budgetnet.runtime import resolve_device
 from budgetnet.train import train_without_rundir
 
 

@@ -37,7 +37,7 @@ from torchvision import transforms
 from budgetnet.config import load_recipe
 from budgetnet.data import DATASETS, from_arrays, load_split
 from budgetnet.model import ResNet, flops_per_image
-from budgetnet.runtime import device_name
+from budgetnet.provenance import device_name
 from budgetnet.train import train_without_rundir
 
 from tables import markdown

@@ -45,7 +45,8 @@ from budgetnet.augment import build_augment
 from budgetnet.config import DataConfig, Recipe, load_recipe
 from budgetnet.data import Data, from_arrays, load_data, steps_per_epoch
 from budgetnet.model import flops_per_image
-from budgetnet.runtime import configure_backend, device_name
+from budgetnet.provenance import device_name
+from budgetnet.runtime import configure_backend
 from budgetnet.train import train_without_rundir
 
 from tables import markdown

@@ -25,7 +25,7 @@ from pg_server import postgres_url  # the fixture, for the tests that take it
 from budgetnet.cli import main
 from budgetnet.config import RecipeError, load_recipe
 from budgetnet.data import from_arrays
-from budgetnet.runtime import Interrupted, sigterm_interrupts
+from budgetnet.interrupts import Interrupted, sigterm_interrupts
 from budgetnet.search.errors import SearchError
 from budgetnet.search.gpu import claim_gpu, worker_device
 from budgetnet.search.report import _importances, pareto_front, search_report, worker_summary

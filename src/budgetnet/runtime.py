@@ -2,22 +2,13 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
-import platform
-import signal
-import subprocess
-import sys
-import threading
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from . import __version__
 from .config import CompileMode, Precision
 from .errors import UsageError
 
@@ -101,86 +92,3 @@ def broadcast_buffers(module: nn.Module, ddp: Dist) -> None:
     if ddp.world_size > 1:
         for buffer in module.buffers():
             dist.broadcast(buffer, 0)
-
-
-@functools.lru_cache(maxsize=1)
-def git_commit() -> str | None:
-    """The commit of the budgetnet checkout this code runs from (None when installed from a package)."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def device_name(device: torch.device) -> str:
-    """The device's model: the GPU's name, or the CPU's (/proc/cpuinfo's model name on Linux, else
-    platform.processor(), else the architecture) with the number of threads torch uses."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = ""
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    return f"{model or platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
-
-
-def provenance(device: torch.device, commit: bool = True) -> dict:
-    """What a figure was measured with: the device and its model, torch and CUDA versions, budgetnet version and
-    commit (figures are compared across machines); with `commit` false the commit is not looked up (None)."""
-    return {"device": str(device), "device_name": device_name(device), "torch": torch.__version__,
-            "cuda": torch.version.cuda, "budgetnet_version": __version__,
-            "budgetnet_commit": git_commit() if commit else None}
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM stopped the work; `signum` gives the conventional exit code 128 + signum."""
-
-    def __init__(self, message: str = "", signum: int = signal.SIGINT) -> None:
-        super().__init__(message)
-        self.signum = signum
-
-
-class _SigtermHandler:
-    """Raises Interrupted for SIGTERM, and keeps it: `check` raises it again where Python dropped the first."""
-
-    def __init__(self) -> None:
-        self.received: list[int] = []
-
-    def __call__(self, signum: int, frame: object) -> None:
-        self.received.append(signum)
-        raise Interrupted("SIGTERM", signum)
-
-    def check(self, *args: object) -> None:
-        if self.received:
-            raise Interrupted("SIGTERM", self.received[0])
-
-
-@contextlib.contextmanager
-def sigterm_interrupts() -> Iterator[Callable[..., None]]:
-    """Within the block, SIGTERM (SLURM preemption, docker stop, Kubernetes) raises Interrupted like Ctrl-C
-    (only the main thread may set signal handlers; elsewhere nothing changes).
-
-    Python drops an exception that a handler raises inside a garbage-collector callback (a search collects after
-    every trial), so the signal is also kept: the function the block gets raises it again when called at a safe
-    point. A nested block shares the outer one's handler.
-    """
-    main = threading.current_thread() is threading.main_thread()
-    outer = signal.getsignal(signal.SIGTERM) if main else None
-    if not main or isinstance(outer, _SigtermHandler):
-        yield outer.check if main else (lambda *args: None)
-        return
-    handler, hook = _SigtermHandler(), sys.unraisablehook
-
-    def unraisable(info: object) -> None:  # the dropped interrupt is kept by the handler: no traceback for it
-        if not isinstance(info.exc_value, Interrupted):
-            hook(info)
-
-    signal.signal(signal.SIGTERM, handler)
-    sys.unraisablehook = unraisable
-    try:
-        yield handler.check
-    finally:
-        signal.signal(signal.SIGTERM, outer)
-        sys.unraisablehook = hook

@@ -23,12 +23,14 @@ from .config import Recipe, RecipeError, load_recipe
 from .data import Data, batch_indices, load_data, steps_per_epoch as epoch_steps
 from .errors import RunFailed
 from .evaluate import evaluate_split
+from .interrupts import Interrupted, sigterm_interrupts
 from .losses import training_loss
 from .model import ResNet, freeze_for_epoch, init_whitening
 from .optim import ConvMuon, Schedule, build_optimizer, build_scheduler, decay_weights
+from .provenance import git_commit, provenance
 from .rundir import DiskFullError, RunFiles, recipe_changes, summarize
-from .runtime import (Dist, Interrupted, autocast, broadcast_buffers, compile_model, configure_backend, git_commit,
-                      init_distributed, provenance, resolve_device, sigterm_interrupts)
+from .runtime import (Dist, autocast, broadcast_buffers, compile_model, configure_backend, init_distributed,
+                      resolve_device)
 from .spec import check_budget
 
 # Randomness is a function of (seed, epoch, rank), so a resumed run draws what an uninterrupted one would: each

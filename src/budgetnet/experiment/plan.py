@@ -9,8 +9,8 @@ from pathlib import Path
 
 from .. import __version__
 from ..config import Recipe, RecipeError, load_recipe, read_yaml
+from ..provenance import git_commit
 from ..rundir import RunFiles, recipe_changes
-from ..runtime import git_commit
 from ..train import check_recipe
 from .schema import Experiment, Setting, get_scale
 

@@ -18,8 +18,8 @@ import torch
 from .. import report
 from ..config import RecipeError
 from ..data import load_split
+from ..interrupts import sigterm_interrupts
 from ..rundir import RunFiles
-from ..runtime import sigterm_interrupts
 from .plan import TO_TRAIN, PlannedRun, code_version, made_by, run_status
 
 

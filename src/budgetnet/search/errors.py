@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..errors import UsageError
-from ..runtime import Interrupted
+from ..interrupts import Interrupted
 
 
 class SearchError(UsageError):

@@ -25,7 +25,7 @@ class Objective:
     """What Optuna calls per trial: train the trial's design in OUT/trials/<number> (a queued retry resumes the
     run directory it inherits) and return its best validation accuracy.
 
-    `check_signal` raises a SIGTERM that Python dropped (runtime.sigterm_interrupts); it is called as a trial
+    `check_signal` raises a SIGTERM that Python dropped (interrupts.sigterm_interrupts); it is called as a trial
     starts and after each epoch. `data` replaces loading the data set (tests); otherwise each data configuration
     is loaded once and kept."""
 

@@ -12,7 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..config import Recipe, RecipeError, parse_count
 from ..data import Data
-from ..runtime import sigterm_interrupts
+from ..interrupts import sigterm_interrupts
 from ..train import TrainingDiverged
 from .errors import SearchInterrupted
 from .gpu import worker_device
