@@ -9,7 +9,7 @@ from budgetnet.cli import main
 from budgetnet.config import RecipeError, load_recipe
 from budgetnet.experiment.cost import cost_plan, measure_epoch_seconds
 from budgetnet.experiment.plan import code_version, made_by, plan, run_status
-from budgetnet.experiment.results import write_results
+from budgetnet.experiment.results import experiment_results, write_results
 from budgetnet.experiment.runner import _worker_envs
 from budgetnet.experiment.schema import load_experiment
 from budgetnet.rundir import RunFiles
@@ -264,6 +264,21 @@ def test_results_average_seeds_per_setting_and_record_the_scale(tmp_path):
     md = (tmp_path / "out" / "results.md").read_text()
     assert "full scale" in md.splitlines()[0] and "60.00 ± 14.14" in md and "20.00 ± 0.00" in md
     assert (tmp_path / "out" / "test_curves.png").stat().st_size > 10_000
+
+
+def test_results_are_computed_without_writing_and_rendered_from_that(tmp_path):
+    exp = load_experiment(write_experiment(tmp_path, axes={"batch_size": [32, 64]}))
+    runs = plan(exp, "full", tmp_path / "out")
+    fake_results(exp, runs[:2], [0.5, 0.7])  # batch 64's runs not trained yet: no row
+    before = sorted(tmp_path.rglob("*"))
+    results = experiment_results(runs)
+    assert sorted(tmp_path.rglob("*")) == before  # computing writes nothing
+    assert (results.settings, list(results.groups), results.axis_columns) == (2, ["batch_size=32"], ["batch_size"])
+    assert [(r["setting"], r["runs"], r["final_test_acc_pct_mean"]) for r in results.rows] == [
+        ("batch_size=32", 2, pytest.approx(60.0))]
+    write_results(exp, "full", runs, tmp_path / "out")
+    rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
+    assert [(r["setting"], float(r["final_test_acc_pct_mean"])) for r in rows] == [("batch_size=32", 60.0)]
 
 
 def test_results_show_the_best_seen_beside_the_final_and_a_dash_where_runs_lack_it(tmp_path):
