@@ -270,6 +270,22 @@ def test_a_space_without_a_validation_split_is_refused(tmp_path, val_size):
         load_space(write_space(tmp_path, params))
 
 
+@pytest.mark.parametrize("val_size", [60_000, {"low": 200, "high": 60_000}, {"choices": [200, 50_000]}])
+def test_a_validation_split_beyond_the_training_set_is_refused_with_the_space(tmp_path, val_size):
+    with pytest.raises(RecipeError, match=r"data.val_size=\d+ must be between 0 and 49999"):
+        load_space(write_space(tmp_path, {**TINY_PARAMS, "data.val_size": val_size}))
+
+
+def test_a_trial_whose_sampled_data_section_cannot_load_fails_before_loading_data(tmp_path):
+    # each value fits the base alone (val_size 0); together 49,500 training images leave too few for validation
+    space = load_space(write_space(tmp_path, {**TINY_PARAMS, "model.blocks": [1, 1], "model.pool_size": 4,
+                                              "data.val_size": {"low": 1000, "high": 5000},
+                                              "data.train_size": {"choices": [49_500]}}))  # a valid design
+    (tmp_path / "no-data").mkdir()  # loading data from here would fail with a DataError
+    with pytest.raises(RecipeError, match="data.train_size=49500 must be between 1 and"):
+        run_search(space, tmp_path / "out", trials=1, budget=BUDGET, data_dir=tmp_path / "no-data")
+
+
 def test_pareto_front():
     points = [(100, 0.5), (50, 0.4), (200, 0.45), (50, 0.3), (300, 0.7), (10, 0.1)]
     assert pareto_front(points) == [5, 1, 0, 4]

@@ -16,7 +16,7 @@ from ..data import Data, load_data
 from ..rundir import RunFiles
 from ..runtime import resolve_device
 from ..spec import BudgetError, SpecError, fit_channels
-from ..train import train
+from ..train import check_recipe, train
 from .space import Space
 
 
@@ -50,6 +50,7 @@ class Objective:
         trial.set_user_attr("run_dir", run_dir)
         trial.set_user_attr("recipe", recipe.to_dict())  # reproducible from the study alone, whatever disk OUT is on
         recipe.device = self.device
+        check_recipe(recipe)  # a combination of sampled values that cannot run fails before its data is loaded
         key = (self.device, *vars(recipe.data).values())
         if self.data is None and key not in self.datasets:
             self.datasets[key] = load_data(recipe.data, self.data_dir, resolve_device(self.device))

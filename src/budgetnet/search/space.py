@@ -110,17 +110,18 @@ def _distribution(key: str, spec: Any, path: Path) -> BaseDistribution | None:
 
 
 def _check_keys(space: Space, path: Path) -> None:
-    """Apply every bound and choice to the base once, so a misspelt key or a wrong type fails before any trial."""
-    for key, dist in space.params.items():
-        values = ([dist.low, dist.high] if isinstance(dist, (IntDistribution, FloatDistribution))
-                  else [_decode(c) for c in dist.choices])
-        for value in values:
-            try:
-                space.recipe({key: value})
-            except RecipeError as e:
-                raise RecipeError(f"{path}: params.{key}={value!r}: {e}") from None
-            except SpecError:
-                pass  # a design that only fails in combination with other values: rejected per trial
+    """Apply every bound and choice to the base once, so that a misspelt key, a wrong type or a data section that
+    cannot load (data.val_size beyond the training set) fails before any trial loads data or trains."""
+    points = [(None, None)] + [(key, value) for key, dist in space.params.items() for value in (
+        [dist.low, dist.high] if isinstance(dist, (IntDistribution, FloatDistribution))
+        else [_decode(c) for c in dist.choices])]
+    for key, value in points:
+        try:
+            space.recipe({} if key is None else {key: value}).data.validate()
+        except RecipeError as e:
+            raise RecipeError(f"{path}: {'' if key is None else f'params.{key}={value!r}: '}{e}") from None
+        except SpecError:
+            pass  # a design that only fails in combination with other values: rejected per trial
 
 
 def _encode(choice: Any) -> Any:
