@@ -29,6 +29,12 @@ def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1, *, spec: ModelS
     return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2, bias=False), norm(c_out, spec))
 
 
+def shortcut(c_in: int, c_out: int, kernel: int, stride: int, spec: ModelSpec) -> nn.Module:
+    """A block's shortcut: the identity, or a kernel x kernel projection (conv + BatchNorm) where the block changes
+    the shape (a stride or a new channel count)."""
+    return conv_bn(c_in, c_out, kernel, stride, spec=spec) if stride != 1 or c_in != c_out else nn.Identity()
+
+
 def conv_pool_bn(c_in: int, c_out: int, kernel: int, spec: ModelSpec) -> nn.Sequential:
     """A stage opening that halves the size: conv ('same'), 2x2 max-pool, BatchNorm, ReLU (airbench style)."""
     return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False), nn.MaxPool2d(2),
@@ -67,7 +73,7 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.conv1 = conv_bn(c_in, c, f, stride, spec=spec)
         self.conv2 = conv_bn(c, c, f, spec=spec)
-        self.shortcut = conv_bn(c_in, c, k, stride, spec=spec) if stride != 1 or c_in != c else nn.Identity()
+        self.shortcut = shortcut(c_in, c, k, stride, spec)
         self.act = activation(spec)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -84,7 +90,7 @@ class Bottleneck(nn.Module):
         self.conv1 = conv_bn(c_in, c, 1, spec=spec)
         self.conv2 = conv_bn(c, c, f, stride, spec=spec)
         self.conv3 = conv_bn(c, c_out, 1, spec=spec)
-        self.shortcut = conv_bn(c_in, c_out, k, stride, spec=spec) if stride != 1 or c_in != c_out else nn.Identity()
+        self.shortcut = shortcut(c_in, c_out, k, stride, spec)
         self.act = activation(spec)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -100,7 +106,7 @@ class SingleBlock(nn.Module):
     def __init__(self, c_in: int, c: int, f: int, k: int, stride: int, spec: ModelSpec):
         super().__init__()
         self.conv1 = conv_bn(c_in, c, f, stride, spec=spec)
-        self.shortcut = conv_bn(c_in, c, k, stride, spec=spec) if stride != 1 or c_in != c else nn.Identity()
+        self.shortcut = shortcut(c_in, c, k, stride, spec)
         self.act = activation(spec)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -164,6 +164,10 @@ class ModelSpec:
         for name in ("num_classes", "in_channels", "image_size", "pool_size"):
             if getattr(self, name) <= 0:
                 raise SpecError(f"model.{name} is {getattr(self, name)}: it must be a positive integer")
+        # The stages halve the stem's output, which under 'same' padding is the input image (stem_size() ==
+        # image_size, so the message's "input" is right): it must halve evenly, since a stride-2 conv ceil-halves
+        # an odd side where stage_sizes floors it. A 'valid' whitening stem's odd output is floor-halved by
+        # max-pools, as stage_sizes does, so it is not checked.
         halvings = self.num_stages - (self.downsample == "stride")
         if self.stem_size() % 2 ** halvings and self.whiten_padding == "same":
             raise SpecError(
