@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from budgetnet import checkpoint, provenance
 from budgetnet.config import RecipeError
-from budgetnet.rundir import RunFiles
-from budgetnet.train import checkpoint_due, train, train_without_rundir
+from budgetnet.training import checkpoint, provenance
+from budgetnet.training.loop import checkpoint_due, train, train_without_rundir
+from budgetnet.training.rundir import RunFiles
 from conftest import Crash, crash_after, tiny_recipe
 
 

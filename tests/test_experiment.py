@@ -7,13 +7,13 @@ import yaml
 
 from budgetnet.cli import main
 from budgetnet.config import RecipeError, load_recipe
-from budgetnet.experiment.cost import cost_plan, measure_epoch_seconds
-from budgetnet.experiment.plan import code_version, made_by, plan, run_status
-from budgetnet.experiment.results import experiment_results, write_results
-from budgetnet.experiment.runner import _worker_envs
-from budgetnet.experiment.schema import load_experiment
-from budgetnet.rundir import RunFiles
-from budgetnet.train import train
+from budgetnet.training.loop import train
+from budgetnet.training.rundir import RunFiles
+from budgetnet.workflows.experiment.cost import cost_plan, measure_epoch_seconds
+from budgetnet.workflows.experiment.plan import code_version, made_by, plan, run_status
+from budgetnet.workflows.experiment.results import experiment_results, write_results
+from budgetnet.workflows.experiment.runner import _worker_envs
+from budgetnet.workflows.experiment.schema import load_experiment
 
 TINY = {"epochs": 2, "batch_size": 64, "eval_batch_size": 256, "data.train_size": 256, "data.test_size": 128,
         "model.blocks": [1, 1], "model.channels": 8, "model.pool_size": 16}
@@ -121,10 +121,10 @@ def test_dry_run_prints_the_cost_measured_on_this_device(tmp_path, fake_cifar):
 def test_the_cost_is_timed_on_the_training_loops_own_step(tmp_path, monkeypatch):
     """measure_epoch_seconds trains with the loop itself (its step: schedule, decay, EMA; its evaluation), a warm-up
     epoch and a timed one of `steps` steps each, and writes nothing."""
-    import budgetnet.train
+    import budgetnet.training.loop
 
     calls = {"step": 0, "schedule": 0, "evaluate": 0}
-    step, evaluate = budgetnet.train._optimizer_step, budgetnet.train._evaluate
+    step, evaluate = budgetnet.training.loop._optimizer_step, budgetnet.training.loop._evaluate
 
     def counted_step(state, loss, recipe):
         calls["step"] += 1
@@ -136,8 +136,8 @@ def test_the_cost_is_timed_on_the_training_loops_own_step(tmp_path, monkeypatch)
         calls["evaluate"] += 1
         return evaluate(*args)
 
-    monkeypatch.setattr(budgetnet.train, "_optimizer_step", counted_step)
-    monkeypatch.setattr(budgetnet.train, "_evaluate", counted_evaluate)
+    monkeypatch.setattr(budgetnet.training.loop, "_optimizer_step", counted_step)
+    monkeypatch.setattr(budgetnet.training.loop, "_evaluate", counted_evaluate)
     monkeypatch.chdir(tmp_path)
     recipe = load_recipe("demo", [f"{k}={json.dumps(v)}" for k, v in TINY.items()] + ["ema.enabled=true",
                                                                                          "eval_every=4"])

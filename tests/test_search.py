@@ -24,15 +24,15 @@ from pg_server import postgres_url  # the fixture, for the tests that take it
 
 from budgetnet.cli import main
 from budgetnet.config import RecipeError, load_recipe
-from budgetnet.data import from_arrays
-from budgetnet.interrupts import Interrupted, sigterm_interrupts
-from budgetnet.search.errors import SearchError
-from budgetnet.search.gpu import claim_gpu, worker_device
-from budgetnet.search.report import _importances, pareto_front, search_report, worker_summary
-from budgetnet.search.space import check_budget, load_space
-from budgetnet.search.storage import load_study, shown_url, storage_url
-from budgetnet.search.worker import _sampler, run_search
-from budgetnet.spec import SpecError, fit_channels
+from budgetnet.data.cifar import from_arrays
+from budgetnet.design.spec import SpecError, fit_channels
+from budgetnet.training.interrupts import Interrupted, sigterm_interrupts
+from budgetnet.workflows.search.errors import SearchError
+from budgetnet.workflows.search.gpu import claim_gpu, worker_device
+from budgetnet.workflows.search.report import _importances, pareto_front, search_report, worker_summary
+from budgetnet.workflows.search.space import check_budget, load_space
+from budgetnet.workflows.search.storage import load_study, shown_url, storage_url
+from budgetnet.workflows.search.worker import _sampler, run_search
 
 BUDGET = 20_000
 WORKER_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -194,8 +194,8 @@ def test_a_budget_that_no_design_fits_is_refused_before_the_first_trial(tmp_path
 
 
 def test_importing_the_search_changes_no_global_warning_or_log_filter():
-    code = ("import logging, warnings, optuna, budgetnet.plots, budgetnet.train; "  # theirs: their own filters
-            "filters = list(warnings.filters); import budgetnet.search.worker, budgetnet.search.report; "
+    code = ("import logging, warnings, optuna, budgetnet.plots, budgetnet.training.loop; "  # theirs: their own filters
+            "filters = list(warnings.filters); import budgetnet.workflows.search.worker, budgetnet.workflows.search.report; "
             "assert warnings.filters == filters, 'warning filters changed'; "
             "assert not any(logging.getLogger(n).filters for n in logging.root.manager.loggerDict "
             "if n.startswith('optuna')), 'log filters added'")
@@ -333,7 +333,7 @@ def test_each_worker_on_a_machine_claims_its_own_gpu(tmp_path, monkeypatch):
 
 
 def test_a_gpu_held_by_another_process_is_skipped(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys; from budgetnet.search.gpu import claim_gpu; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from budgetnet.workflows.search.gpu import claim_gpu; "
                                f"i, lock = claim_gpu(['GPU-a', 'GPU-b'], {str(tmp_path)!r}); print(i, flush=True); "
                                "sys.stdin.read()"], env=WORKER_ENV, text=True, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE)
