@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-JSD_LAMBDA = 12.0  # weight of the JSD term: the AugMix paper's and the study's
+from ..data.augment.auto import JSD_LAMBDA
 
 
 def cross_entropy(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...errors import UsageError
-from ...training.losses import JSD_LAMBDA
 from . import auto, basic, mix  # importing them registers their policies
+from .auto import JSD_LAMBDA
 from .registry import POLICIES, Policy, build_policy
 
 __all__ = ["Augment", "build_augment", "POLICIES"]

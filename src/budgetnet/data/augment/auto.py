@@ -13,11 +13,12 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-from ...training.losses import JSD_LAMBDA
 from .ops import TORCHVISION, OpSet, apply_ops, to_device
 from .paper import PaperSpace
 from .registry import Policy, check, register
 from .spaces import AUTOAUGMENT, AUTOAUGMENT_POLICIES, SPACES
+
+JSD_LAMBDA = 12.0  # AugMix's weight of the JSD term in the training loss: the AugMix paper's and the study's
 
 Stage = tuple[Tensor, Tensor]  # op index [n] (-1: no op) and magnitude [n] float64
 
