@@ -7,14 +7,17 @@ import pickle
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torchvision
 from torch import Tensor
 
-from ..config import DataConfig
 from ..errors import UsageError
+
+if TYPE_CHECKING:  # load_data's argument only: the recipe's schema (config) checks data sections with these sizes
+    from ..config import DataConfig
 
 ENV_VAR = "BUDGETNET_DATA"
 
