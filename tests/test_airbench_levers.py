@@ -48,7 +48,7 @@ def test_flip_translate_tta_is_airbenchs_six_view_tta_level_2():
 
     from budgetnet.design.model import ResNet
     from budgetnet.design.spec import ModelSpec
-    from budgetnet.evaluation.evaluate import tta_views
+    from budgetnet.training.scoring import tta_views
     torch.manual_seed(0)
     model = ResNet(ModelSpec(blocks=[1], channels=4, pool_size=32)).eval()
     x = torch.randn(6, 3, 32, 32)

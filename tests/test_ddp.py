@@ -14,8 +14,8 @@ import torch
 import yaml
 
 from budgetnet.data.cifar import load_data
-from budgetnet.evaluation.evaluate import evaluate_split
 from budgetnet.training.checkpoint import load_model
+from budgetnet.training.scoring import evaluate_split
 
 pytestmark = pytest.mark.slow
 

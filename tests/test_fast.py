@@ -11,12 +11,12 @@ from budgetnet.config import EmaConfig, LookaheadConfig, OptimizerConfig, load_r
 from budgetnet.data.cifar import from_arrays
 from budgetnet.design.model import ResNet, count_trainable, init_whitening
 from budgetnet.design.spec import ModelSpec, SpecError
-from budgetnet.evaluation.evaluate import predict_logits, tta_views
 from budgetnet.training.averaging import Lookahead, build_ema
 from budgetnet.training.checkpoint import load_model
 from budgetnet.training.loop import train
 from budgetnet.training.optim import build_optimizer, build_scheduler, decay_weights
 from budgetnet.training.rundir import RunFiles
+from budgetnet.training.scoring import predict_logits, tta_views
 
 from conftest import CLASSES, synthetic_arrays, tiny_recipe
 

@@ -188,7 +188,7 @@ class Recipe:
     label_smoothing: float = 0.0
     ema: EmaConfig = field(default_factory=EmaConfig)
     lookahead: LookaheadConfig = field(default_factory=LookaheadConfig)
-    tta: TTAMode = "none"             # test-time augmentation at evaluation (evaluation.evaluate.tta_views)
+    tta: TTAMode = "none"             # test-time augmentation at evaluation (training.scoring.tta_views)
     grad_clip: float | None = None    # max gradient norm
     eval_every: int = 1               # evaluate every k epochs (and always after the last)
     test_every: int = 0               # also the plain test accuracy (no TTA) every k epochs and after the last, for

@@ -10,9 +10,10 @@ from ..errors import UsageError
 from ..training.checkpoint import load_model
 from ..training.rundir import RunFiles
 from ..training.runtime import resolve_device
+from ..training.scoring import predict_logits
 from .calibration import expected_calibration_error, reliability_diagram
 from .corruptions import CORRUPTIONS, corruption_suite, plot_corruption_heatmap
-from .evaluate import eval_files, evaluate_run, predict_logits
+from .evaluate import eval_files, evaluate_run
 
 
 def evaluate_all(run: str | Path, data_dir: str | Path | None = None, device: str = "auto", which: str = "best",

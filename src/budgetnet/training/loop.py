@@ -23,7 +23,6 @@ from ..data.cifar import Data, batch_indices, load_data, steps_per_epoch as epoc
 from ..design.model import ResNet, freeze_for_epoch, init_whitening
 from ..design.spec import check_budget
 from ..errors import RunFailed
-from ..evaluation.evaluate import evaluate_split
 from . import checkpoint
 from .averaging import Lookahead, build_ema
 from .interrupts import Interrupted, sigterm_interrupts
@@ -33,6 +32,7 @@ from .provenance import git_commit, provenance
 from .rundir import DiskFullError, RunFiles, recipe_changes, summarize
 from .runtime import (Dist, autocast, broadcast_buffers, compile_model, configure_backend, init_distributed,
                       resolve_device)
+from .scoring import evaluate_split
 
 # Randomness is a function of (seed, epoch, rank), so a resumed run draws what an uninterrupted one would: each
 # epoch reseeds the global RNG (augmentation) and draws the batch order from its own generator. The strides are
