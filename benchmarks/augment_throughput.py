@@ -19,7 +19,7 @@ import torch
 import torchvision.transforms.v2 as T
 from torch.utils.data import DataLoader, Dataset
 
-from budgetnet.augment import build_augment
+from budgetnet.data.augment import build_augment
 
 TO_FLOAT = T.ToDtype(torch.float32, scale=True)
 
@@ -59,7 +59,7 @@ class Images(Dataset):
 def load_images(n: int) -> tuple[torch.Tensor, str]:
     """n uint8 images [n, 3, 32, 32] and where they came from."""
     if os.environ.get("BUDGETNET_DATA"):
-        from budgetnet.data import load_split
+        from budgetnet.data.cifar import load_split
         x, _, _ = load_split("cifar10", "test", os.environ["BUDGETNET_DATA"])
         return torch.from_numpy(x[:n]).contiguous(), f"CIFAR-10 test images from {os.environ['BUDGETNET_DATA']}"
     return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8), "random uint8 images ($BUDGETNET_DATA unset)"

@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from budgetnet import checkpoint
 from budgetnet.config import load_recipe
-from budgetnet.data import DATASETS
-from budgetnet.evaluate import evaluate_run
-from budgetnet.model import ResNet, count_trainable
-from budgetnet.robustness import robustness
-from budgetnet.rundir import RunFiles
+from budgetnet.data.cifar import DATASETS
+from budgetnet.design.model import ResNet, count_trainable
+from budgetnet.evaluation.evaluate import evaluate_run
+from budgetnet.evaluation.robustness import robustness
+from budgetnet.training import checkpoint
+from budgetnet.training.rundir import RunFiles
 
 
 def fake_cifar10(root: Path) -> Path:

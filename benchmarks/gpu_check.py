@@ -24,7 +24,7 @@ Stages, in order (seconds are the share of the deadline each is planned to take 
 
 Every training stage records each epoch as it finishes (seconds, images/s, accuracy when evaluated), so a stage
 cut by its deadline keeps its epochs. Both loops of a throughput comparison run under the same backend settings
-(budgetnet.runtime.configure_backend, set before the first stage: on CUDA cudnn.benchmark and TF32, so the
+(budgetnet.training.runtime.configure_backend, set before the first stage: on CUDA cudnn.benchmark and TF32, so the
 "fp32" rows are TF32, as the header says). A reduce-overhead row says whether Inductor ran CUDA graphs.
 
 One deadline (--deadline, default 8 minutes) covers the whole job: each stage gets the remaining time in
@@ -52,11 +52,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from budgetnet import checkpoint
 from budgetnet.config import DataConfig, load_recipe
-from budgetnet.data import Data, load_data
-from budgetnet.runtime import configure_backend, device_name
-from budgetnet.train import train
+from budgetnet.data.cifar import Data, load_data
+from budgetnet.training import checkpoint
+from budgetnet.training.loop import train
+from budgetnet.training.provenance import device_name
+from budgetnet.training.runtime import configure_backend
 
 import train_throughput
 import vs_airbench

@@ -13,8 +13,9 @@ import json
 import sys
 
 from budgetnet.config import load_recipe
-from budgetnet.runtime import device_name, resolve_device
-from budgetnet.train import train_without_rundir
+from budgetnet.training.loop import train_without_rundir
+from budgetnet.training.provenance import device_name
+from budgetnet.training.runtime import resolve_device
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@
 plain: the widely copied kuangliu/pytorch-cifar loop - a torchvision-style Dataset over the same uint8 arrays,
 per-image PIL transforms RandomCrop(32, padding=4) + RandomHorizontalFlip + ToTensor + Normalize, a DataLoader
 with 2 worker processes, fp32, contiguous tensors, loss.item() and accuracy .item() every step, batch 128.
-budgetnet: `budgetnet.train.train` on the same arrays and model (data on the device as uint8, batched
+budgetnet: `budgetnet.training.loop.train` on the same arrays and model (data on the device as uint8, batched
 augmentation on the device, channels_last, no per-step host sync): fp32 and bf16 autocast at batch 128, bf16 at
 each --batch-sizes, bf16 at batch 128 under each --compile-modes. --augmix adds the study's AugMix+JSD step
 beside crop+flip in the device's default precision (cost per source image; each gives three views).
@@ -35,10 +35,10 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from budgetnet.config import load_recipe
-from budgetnet.data import DATASETS, from_arrays, load_split
-from budgetnet.model import ResNet, flops_per_image
-from budgetnet.runtime import device_name
-from budgetnet.train import train_without_rundir
+from budgetnet.data.cifar import DATASETS, from_arrays, load_split
+from budgetnet.design.model import ResNet, flops_per_image
+from budgetnet.training.loop import train_without_rundir
+from budgetnet.training.provenance import device_name
 
 from tables import markdown
 

@@ -41,12 +41,13 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from budgetnet.augment import build_augment
 from budgetnet.config import DataConfig, Recipe, load_recipe
-from budgetnet.data import Data, from_arrays, load_data, steps_per_epoch
-from budgetnet.model import flops_per_image
-from budgetnet.runtime import configure_backend, device_name
-from budgetnet.train import train_without_rundir
+from budgetnet.data.augment import build_augment
+from budgetnet.data.cifar import Data, from_arrays, load_data, steps_per_epoch
+from budgetnet.design.model import flops_per_image
+from budgetnet.training.loop import train_without_rundir
+from budgetnet.training.provenance import device_name
+from budgetnet.training.runtime import configure_backend
 
 from tables import markdown
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from budgetnet.config import load_recipe
-from budgetnet.data import from_arrays
+from budgetnet.data.cifar import from_arrays
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 TINY_MODEL = ["model.blocks=[1, 1]", "model.channels=8", "model.pool_size=16"]
@@ -94,8 +94,9 @@ def trained_run(tmp_path_factory) -> Path:
     predict against an independent computation."""
     import torch
 
-    from budgetnet import __version__, checkpoint
-    from budgetnet.model import ResNet
+    from budgetnet import __version__
+    from budgetnet.design.model import ResNet
+    from budgetnet.training import checkpoint
 
     recipe = load_recipe("demo", [*TINY_MODEL, "epochs=1"])
     torch.manual_seed(0)

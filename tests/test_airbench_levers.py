@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from budgetnet import checkpoint
-from budgetnet.train import train
+from budgetnet.training import checkpoint
+from budgetnet.training.loop import train
 from conftest import Crash, crash_after, tiny_recipe
 
 
@@ -46,9 +46,9 @@ def test_flip_translate_tta_is_airbenchs_six_view_tta_level_2():
     utils = pytest.importorskip("airbench.utils")
     from types import SimpleNamespace
 
-    from budgetnet.evaluate import tta_views
-    from budgetnet.model import ResNet
-    from budgetnet.spec import ModelSpec
+    from budgetnet.design.model import ResNet
+    from budgetnet.design.spec import ModelSpec
+    from budgetnet.training.scoring import tta_views
     torch.manual_seed(0)
     model = ResNet(ModelSpec(blocks=[1], channels=4, pool_size=32)).eval()
     x = torch.randn(6, 3, 32, 32)
@@ -62,8 +62,8 @@ def test_flip_translate_tta_is_airbenchs_six_view_tta_level_2():
 
 def test_whitening_bias_is_refused_under_ddp_before_any_work(tiny_data, tmp_path, monkeypatch):
     from budgetnet.config import RecipeError
-    from budgetnet.runtime import Dist
-    monkeypatch.setattr("budgetnet.train.init_distributed", lambda device: Dist(0, 2, 0))
+    from budgetnet.training.runtime import Dist
+    monkeypatch.setattr("budgetnet.training.loop.init_distributed", lambda device: Dist(0, 2, 0))
     with pytest.raises(RecipeError, match="model.whiten_bias_epochs freezes a parameter part-way"):
         train(tiny_recipe("model.stem=whiten", "model.whiten_bias_epochs=1"), tmp_path / "run", data=tiny_data,
               progress=False)

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from budgetnet.augment import build_augment
-from budgetnet.augment.basic import shift_crop
+from budgetnet.data.augment import build_augment
+from budgetnet.data.augment.basic import shift_crop
 
 
 def images(n=16, size=32, seed=0):
@@ -81,7 +81,7 @@ def test_flip_probabilities():
 
 
 def test_preview_writes_a_png_grid(tmp_path):
-    from budgetnet.augment.preview import preview
+    from budgetnet.data.augment.preview import preview
 
     out = preview([{"name": "augmix", "jsd": True}], images(3), tmp_path / "grid.png", samples=2)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -140,7 +140,7 @@ def test_every_shipped_recipe_and_experiment_augment_list_builds():
     import budgetnet
 
     root = Path(budgetnet.__file__).parent
-    lists = [a for f in sorted(root.glob("recipes/*.yaml")) + sorted(root.glob("experiments/*.yaml"))
+    lists = [a for f in sorted(root.glob("recipes/*.yaml")) + sorted(root.glob("study/experiments/*.yaml"))
              for a in _augment_lists(yaml.safe_load(f.read_text()))]
     assert lists
     for policies in lists:

@@ -3,9 +3,9 @@ import pytest
 import torch
 import torchvision.transforms.v2 as T
 
-from budgetnet.augment.auto import op_space
-from budgetnet.augment.ops import GEOMETRIC, PIXEL, apply_ops
-from budgetnet.augment.spaces import AUTOAUGMENT_POLICIES, SPACES
+from budgetnet.data.augment.auto import op_space
+from budgetnet.data.augment.ops import GEOMETRIC, PIXEL, apply_ops
+from budgetnet.data.augment.spaces import AUTOAUGMENT_POLICIES, SPACES
 
 REFERENCE = T.AutoAugment()._apply_image_or_video_transform  # what all of torchvision's policies call
 MAGNITUDES = {  # the bin edges of the four policies' spaces, both signs, and some values in between

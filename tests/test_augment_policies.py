@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2 as T
 
-from budgetnet.augment import build_augment
-from budgetnet.augment.auto import AugMix, AutoAugment, RandAugment, TrivialAugmentWide, op_space
-from budgetnet.augment.mix import cutmix, mixup
-from budgetnet.losses import training_loss
+from budgetnet.data.augment import build_augment
+from budgetnet.data.augment.auto import AugMix, AutoAugment, RandAugment, TrivialAugmentWide, op_space
+from budgetnet.data.augment.mix import cutmix, mixup
+from budgetnet.training.losses import training_loss
 
 N = 20_000  # samples for frequency checks: 3 sigma of a frequency is below 0.011
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from budgetnet.augment import build_augment
-from budgetnet.augment.auto import AugMix
-from budgetnet.augment.ops import apply_ops
-from budgetnet.augment.paper import ALL_OPS, OPS, PAPER, SIGNED, PaperSpace
+from budgetnet.data.augment import build_augment
+from budgetnet.data.augment.auto import AugMix
+from budgetnet.data.augment.ops import apply_ops
+from budgetnet.data.augment.paper import ALL_OPS, OPS, PAPER, SIGNED, PaperSpace
 from budgetnet.errors import UsageError
 
 SIZE = 32  # augmentations.py's IMAGE_SIZE

@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from budgetnet.calibration import expected_calibration_error, reliability_diagram
+from budgetnet.evaluation.calibration import expected_calibration_error, reliability_diagram
 
 
 def two_class(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from budgetnet.card import model_card
+from budgetnet.deploy.card import model_card
 from test_export import make_run
 
 
@@ -28,7 +28,7 @@ def test_card(tmp_path):
     assert "- training loss: cross-entropy\n" in card  # crop + flip: plain cross-entropy
     assert "- trained on 50,000 images of cifar10's training split; tested on 10,000 test images" in card
     assert (path.parent / "card_curves.png").is_file() and "card_curves.png" in card
-    from budgetnet.checkpoint import load_model
+    from budgetnet.training.checkpoint import load_model
 
     params = load_model(run)[1].model.count_params()
     assert f"Trainable parameters: **{params:,}**" in card

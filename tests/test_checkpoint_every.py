@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from budgetnet import checkpoint, runtime
 from budgetnet.config import RecipeError
-from budgetnet.rundir import RunFiles
-from budgetnet.train import checkpoint_due, train, train_without_rundir
+from budgetnet.training import checkpoint, provenance
+from budgetnet.training.loop import checkpoint_due, train, train_without_rundir
+from budgetnet.training.rundir import RunFiles
 from conftest import Crash, crash_after, tiny_recipe
 
 
@@ -82,15 +82,15 @@ def test_training_without_a_run_directory_writes_nothing_and_runs_no_git(tiny_da
     def no_git(*args, **kwargs):
         raise AssertionError(f"ran {args}")
 
-    monkeypatch.setattr(runtime.subprocess, "run", no_git)
-    runtime.git_commit.cache_clear()
+    monkeypatch.setattr(provenance.subprocess, "run", no_git)
+    provenance.git_commit.cache_clear()
     rows = []
     summary = train_without_rundir(tiny_recipe(), data=tiny_data, on_epoch=rows.append)
     assert saved == [] and list(tmp_path.iterdir()) == []
     assert summary["status"] == "finished" and summary["epochs_done"] == 2 and [r["epoch"] for r in rows] == [1, 2]
     assert summary["final_test_acc"] > 0.1 and summary["train_seconds"] == sum(r["seconds"] for r in rows)
     assert summary["budgetnet_commit"] is None and summary["device_name"]
-    runtime.git_commit.cache_clear()
+    provenance.git_commit.cache_clear()
 
 
 def test_resume_needs_a_run_directory(tiny_data):

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from budgetnet.cli import main
-from budgetnet.checkpoint import CheckpointError
 from budgetnet.config import RecipeError, load_recipe
-from budgetnet.data import DataError
+from budgetnet.data.cifar import DataError
+from budgetnet.deploy.export import ExportError
+from budgetnet.design.spec import BudgetError
 from budgetnet.errors import RunFailed, UsageError
-from budgetnet.export import ExportError
-from budgetnet.rundir import DiskFullError
-from budgetnet.spec import BudgetError
-from budgetnet.train import TrainingDiverged
+from budgetnet.training.checkpoint import CheckpointError
+from budgetnet.training.loop import TrainingDiverged
+from budgetnet.training.rundir import DiskFullError
 from conftest import CLASSES, TINY_MODEL
 from test_robustness_cli import fake_test_split, probabilities
 
@@ -158,8 +158,8 @@ def bad_inputs(tmp_path_factory):
 
     from PIL import Image
 
-    from budgetnet import checkpoint
-    from budgetnet.model import ResNet
+    from budgetnet.design.model import ResNet
+    from budgetnet.training import checkpoint
 
     root = tmp_path_factory.mktemp("bad")
     recipe = load_recipe("demo", TINY_MODEL)

@@ -7,7 +7,7 @@ import pytest
 
 from budgetnet.config import Recipe, RecipeError, apply_overrides, load_recipe, parse_count, recipe_names
 from budgetnet.errors import UsageError
-from budgetnet.optim import lr_at_step
+from budgetnet.training.optim import lr_at_step
 
 
 def test_shipped_recipes_load_and_fit_the_budget():

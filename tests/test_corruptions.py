@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from budgetnet.corruptions import (CORRUPTIONS, corrupt, corruption_suite, generated_dir, load_cifar10c,
-                                   plot_corruption_heatmap)
+from budgetnet.evaluation.corruptions import (CORRUPTIONS, corrupt, corruption_suite, generated_dir, load_cifar10c,
+                                              plot_corruption_heatmap)
 
 SEVERITIES = (1, 2, 3, 4, 5)
 
@@ -319,7 +319,7 @@ def test_generated_corruptions_are_cached_in_the_release_layout_and_read_back(tm
             cached, targets = load_cifar10c(folder, name, severity)
             assert np.array_equal(cached, corrupt(images, name, severity, seed=4)) and np.array_equal(targets, labels)
 
-    monkeypatch.setattr("budgetnet.corruptions.corrupt", lambda *a, **k: pytest.fail("generated again"))
+    monkeypatch.setattr("budgetnet.evaluation.corruptions.corrupt", lambda *a, **k: pytest.fail("generated again"))
     seen.clear()
     assert corruption_suite(images, labels, evaluate, names=names, severities=(2, 5), progress=False, seed=4,
                             cache_dir=tmp_path) == plain  # read from the cache
@@ -328,7 +328,7 @@ def test_generated_corruptions_are_cached_in_the_release_layout_and_read_back(tm
     others = [generated_dir(images, labels, 5, tmp_path), generated_dir(images[:5], labels[:5], 4, tmp_path),
               generated_dir(images, (labels + 1) % 3, 4, tmp_path)]
     assert len({folder, *others}) == 4  # another seed, other images or other labels: another folder
-    monkeypatch.setattr("budgetnet.corruptions.GENERATOR_VERSION", 2)
+    monkeypatch.setattr("budgetnet.evaluation.corruptions.GENERATOR_VERSION", 2)
     assert generated_dir(images, labels, 4, tmp_path) != folder  # a changed generator never reads the old files
 
 

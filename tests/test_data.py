@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from budgetnet.config import DataConfig, Dataset, RecipeError
-from budgetnet.data import DATASETS, DataError, batch_indices, load_data, load_split
+from budgetnet.data.cifar import DATASETS, DataError, batch_indices, load_data, load_split
 
 
 def copy_of(fake_cifar, tmp_path):
@@ -17,7 +17,7 @@ def copy_of(fake_cifar, tmp_path):
 
 
 def test_loads_a_reencoded_copy_and_says_so_once(fake_cifar, capsys, monkeypatch):
-    monkeypatch.setattr("budgetnet.data._WARNED", set())  # other tests may have loaded this copy already
+    monkeypatch.setattr("budgetnet.data.cifar._WARNED", set())  # other tests may have loaded this copy already
     x, y, classes = load_split("cifar10", "train", fake_cifar)
     assert x.shape == (50_000, 3, 32, 32) and x.dtype == np.uint8 and y.shape == (50_000,)
     assert classes[0] == "airplane" and len(classes) == 10

@@ -13,9 +13,9 @@ import pytest
 import torch
 import yaml
 
-from budgetnet.checkpoint import load_model
-from budgetnet.data import load_data
-from budgetnet.evaluate import evaluate_split
+from budgetnet.data.cifar import load_data
+from budgetnet.training.checkpoint import load_model
+from budgetnet.training.scoring import evaluate_split
 
 pytestmark = pytest.mark.slow
 

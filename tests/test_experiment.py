@@ -7,13 +7,13 @@ import yaml
 
 from budgetnet.cli import main
 from budgetnet.config import RecipeError, load_recipe
-from budgetnet.experiment.cost import cost_plan, measure_epoch_seconds
-from budgetnet.experiment.plan import code_version, made_by, plan, run_status
-from budgetnet.experiment.results import write_results
-from budgetnet.experiment.runner import _worker_envs
-from budgetnet.experiment.schema import load_experiment
-from budgetnet.rundir import RunFiles
-from budgetnet.train import train
+from budgetnet.training.loop import train
+from budgetnet.training.rundir import RunFiles
+from budgetnet.workflows.experiment.cost import cost_plan, measure_epoch_seconds
+from budgetnet.workflows.experiment.plan import code_version, made_by, plan, run_status
+from budgetnet.workflows.experiment.results import experiment_results, write_results
+from budgetnet.workflows.experiment.runner import _worker_envs
+from budgetnet.workflows.experiment.schema import load_experiment
 
 TINY = {"epochs": 2, "batch_size": 64, "eval_batch_size": 256, "data.train_size": 256, "data.test_size": 128,
         "model.blocks": [1, 1], "model.channels": 8, "model.pool_size": 16}
@@ -121,10 +121,10 @@ def test_dry_run_prints_the_cost_measured_on_this_device(tmp_path, fake_cifar):
 def test_the_cost_is_timed_on_the_training_loops_own_step(tmp_path, monkeypatch):
     """measure_epoch_seconds trains with the loop itself (its step: schedule, decay, EMA; its evaluation), a warm-up
     epoch and a timed one of `steps` steps each, and writes nothing."""
-    import budgetnet.train
+    import budgetnet.training.loop
 
     calls = {"step": 0, "schedule": 0, "evaluate": 0}
-    step, evaluate = budgetnet.train._optimizer_step, budgetnet.train._evaluate
+    step, evaluate = budgetnet.training.loop._optimizer_step, budgetnet.training.loop._evaluate
 
     def counted_step(state, loss, recipe):
         calls["step"] += 1
@@ -136,8 +136,8 @@ def test_the_cost_is_timed_on_the_training_loops_own_step(tmp_path, monkeypatch)
         calls["evaluate"] += 1
         return evaluate(*args)
 
-    monkeypatch.setattr(budgetnet.train, "_optimizer_step", counted_step)
-    monkeypatch.setattr(budgetnet.train, "_evaluate", counted_evaluate)
+    monkeypatch.setattr(budgetnet.training.loop, "_optimizer_step", counted_step)
+    monkeypatch.setattr(budgetnet.training.loop, "_evaluate", counted_evaluate)
     monkeypatch.chdir(tmp_path)
     recipe = load_recipe("demo", [f"{k}={json.dumps(v)}" for k, v in TINY.items()] + ["ema.enabled=true",
                                                                                          "eval_every=4"])
@@ -264,6 +264,21 @@ def test_results_average_seeds_per_setting_and_record_the_scale(tmp_path):
     md = (tmp_path / "out" / "results.md").read_text()
     assert "full scale" in md.splitlines()[0] and "60.00 ± 14.14" in md and "20.00 ± 0.00" in md
     assert (tmp_path / "out" / "test_curves.png").stat().st_size > 10_000
+
+
+def test_results_are_computed_without_writing_and_rendered_from_that(tmp_path):
+    exp = load_experiment(write_experiment(tmp_path, axes={"batch_size": [32, 64]}))
+    runs = plan(exp, "full", tmp_path / "out")
+    fake_results(exp, runs[:2], [0.5, 0.7])  # batch 64's runs not trained yet: no row
+    before = sorted(tmp_path.rglob("*"))
+    results = experiment_results(runs)
+    assert sorted(tmp_path.rglob("*")) == before  # computing writes nothing
+    assert (results.settings, list(results.groups), results.axis_columns) == (2, ["batch_size=32"], ["batch_size"])
+    assert [(r["setting"], r["runs"], r["final_test_acc_pct_mean"]) for r in results.rows] == [
+        ("batch_size=32", 2, pytest.approx(60.0))]
+    write_results(exp, "full", runs, tmp_path / "out")
+    rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
+    assert [(r["setting"], float(r["final_test_acc_pct_mean"])) for r in rows] == [("batch_size=32", 60.0)]
 
 
 def test_results_show_the_best_seen_beside_the_final_and_a_dash_where_runs_lack_it(tmp_path):

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 import budgetnet
-from budgetnet import checkpoint
-from budgetnet.checkpoint import load_model
-from budgetnet.data import DATASETS
-from budgetnet.export import ExportError, export_run
-from budgetnet.model import ResNet
+from budgetnet.data.cifar import DATASETS
+from budgetnet.deploy.export import ExportError, export_run
+from budgetnet.design.model import ResNet
+from budgetnet.training import checkpoint
+from budgetnet.training.checkpoint import load_model
 from conftest import tiny_recipe
 
 
@@ -57,7 +57,8 @@ def test_standalone_runs_without_budgetnet(tmp_path, overrides):
     export_run(run, "standalone", out)
     assert "budgetnet" not in "\n".join(l for l in (out / "model.py").read_text().splitlines()
                                         if l.startswith(("import", "from")))
-    for name in ("model.py", "spec.py", "errors.py"):  # Net is built from budgetnet's own network code, unchanged
+    # Net is built from budgetnet's own network code, copied unchanged
+    for name in ("design/model.py", "design/spec.py", "choices.py", "errors.py"):
         assert (out / "network" / name).read_text() == (Path(budgetnet.__file__).parent / name).read_text()
     x = torch.rand(3, 3, 32, 32)
     torch.save(x, tmp_path / "x.pt")
@@ -118,7 +119,7 @@ def test_unusable_output_folders_are_refused_before_any_work(tmp_path, monkeypat
     with pytest.raises(ValueError, match=r"--out .*file/sub: cannot create this folder \(Not a directory\)"):
         export_run(run, "standalone", tmp_path / "file" / "sub")
     with monkeypatch.context() as m:  # a read-only folder, as a user other than root meets it
-        m.setattr("budgetnet.export.os.access", lambda path, mode: False)
+        m.setattr("budgetnet.deploy.export.os.access", lambda path, mode: False)
         with pytest.raises(ValueError, match=r"--out .*readonly is not writable: give a folder you can write"):
             export_run(run, "standalone", tmp_path / "readonly")
     if os.geteuid() != 0:  # root writes anywhere

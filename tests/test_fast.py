@@ -7,16 +7,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from budgetnet.averaging import Lookahead, build_ema
-from budgetnet.checkpoint import load_model
 from budgetnet.config import EmaConfig, LookaheadConfig, OptimizerConfig, load_recipe
-from budgetnet.data import from_arrays
-from budgetnet.evaluate import predict_logits, tta_views
-from budgetnet.model import ResNet, count_trainable, init_whitening
-from budgetnet.optim import build_optimizer, build_scheduler, decay_weights
-from budgetnet.rundir import RunFiles
-from budgetnet.spec import ModelSpec, SpecError
-from budgetnet.train import train
+from budgetnet.data.cifar import from_arrays
+from budgetnet.design.model import ResNet, count_trainable, init_whitening
+from budgetnet.design.spec import ModelSpec, SpecError
+from budgetnet.training.averaging import Lookahead, build_ema
+from budgetnet.training.checkpoint import load_model
+from budgetnet.training.loop import train
+from budgetnet.training.optim import build_optimizer, build_scheduler, decay_weights
+from budgetnet.training.rundir import RunFiles
+from budgetnet.training.scoring import predict_logits, tta_views
 
 from conftest import CLASSES, synthetic_arrays, tiny_recipe
 
@@ -198,7 +198,7 @@ def test_fast_path_matches_a_plain_loop(tmp_path):
 
 def test_flops_per_image_match_the_convolutions_counted_by_hand(capsys):
     from budgetnet.cli import main
-    from budgetnet.model import flops_per_image
+    from budgetnet.design.model import flops_per_image
 
     spec = ModelSpec(blocks=[1], channels=4, pool_size=32)  # stem 3->4, one basic block 4->4, fc 4->10
     stem, block, fc = 2 * 9 * 3 * 4 * 32 * 32, 2 * (2 * 9 * 4 * 4 * 32 * 32), 2 * 4 * 10
@@ -211,7 +211,7 @@ def test_flops_per_image_match_the_convolutions_counted_by_hand(capsys):
 
 
 def test_backend_settings_apply_on_cuda_only(monkeypatch):
-    from budgetnet.runtime import compile_model, configure_backend
+    from budgetnet.training.runtime import compile_model, configure_backend
 
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     configure_backend(torch.device("cpu"))
@@ -238,7 +238,7 @@ def test_optimizers_are_fused_on_cuda_only(name):
 def test_augmentation_never_reads_the_images_device(policy):
     """A meta tensor has no values: any .item(), .tolist() or bool() of device data (a host sync on the GPU)
     raises, so the batch runs through every policy only if each step can be queued without waiting."""
-    from budgetnet.augment import build_augment
+    from budgetnet.data.augment import build_augment
 
     augment = build_augment([policy], num_classes=10)
     images = torch.empty(16, 3, 32, 32, dtype=torch.uint8, device="meta")

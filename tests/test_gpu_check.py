@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from budgetnet.data import from_arrays
-from budgetnet.model import flops_per_image
 from budgetnet.config import load_recipe
+from budgetnet.data.cifar import from_arrays
+from budgetnet.design.model import flops_per_image
 
 from conftest import CLASSES, TINY_MODEL, synthetic_arrays
 

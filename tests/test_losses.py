@@ -2,7 +2,7 @@
 import torch
 import torch.nn.functional as F
 
-from budgetnet.losses import jsd
+from budgetnet.training.losses import jsd
 
 
 def reference_jsd(*logits: torch.Tensor) -> torch.Tensor:

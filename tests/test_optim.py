@@ -6,7 +6,7 @@ import torch
 
 from budgetnet.config import OptimizerConfig, ScheduleConfig
 from budgetnet.errors import UsageError
-from budgetnet.optim import build_optimizer, build_scheduler, lr_at, lr_at_step
+from budgetnet.training.optim import build_optimizer, build_scheduler, lr_at, lr_at_step
 
 
 def study_cosine(t_cur, t_i, eta_min, eta_max):

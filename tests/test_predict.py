@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from budgetnet.checkpoint import load_model
 from budgetnet.cli import main
+from budgetnet.training.checkpoint import load_model
 from conftest import CLASSES, synthetic_arrays
 from test_export import make_run
 
@@ -88,7 +88,7 @@ def gradient_16bit() -> np.ndarray:
 
 @pytest.mark.parametrize("mode", ["I;16", "I;16B", "I"])
 def test_a_16_bit_image_is_scaled_to_8_bits_not_clipped_to_white(tmp_path, mode):
-    from budgetnet.predict import read_image
+    from budgetnet.deploy.predict import read_image
     levels = gradient_16bit()
     if mode == "I;16B":  # big-endian 16-bit, as TIFF keeps it
         image = Image.frombytes("I;16B", (32, 32), levels.astype(">u2").tobytes())
@@ -104,7 +104,7 @@ def test_a_16_bit_image_is_scaled_to_8_bits_not_clipped_to_white(tmp_path, mode)
 
 @pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "CMYK", "L", "1"])
 def test_every_mode_pil_opens_reads_as_pils_rgb(tmp_path, mode):
-    from budgetnet.predict import read_image
+    from budgetnet.deploy.predict import read_image
     rgb = Image.fromarray(synthetic_arrays(1, seed=5)[0][0].transpose(1, 2, 0))
     image = rgb.convert(mode)
     image.save(tmp_path / "image.png" if mode != "CMYK" else tmp_path / "image.tif")
@@ -144,7 +144,7 @@ def write_16_bit_png(path, levels: np.ndarray, color_type: int) -> None:
 
 @pytest.mark.parametrize("color_type, samples", [(2, 3), (4, 2), (6, 4)])
 def test_48_and_64_bit_pngs_read_as_their_8_bit_colours(tmp_path, color_type, samples):
-    from budgetnet.predict import read_image
+    from budgetnet.deploy.predict import read_image
     levels = np.round(np.linspace(0, 65535, 32 * 32 * samples)).astype(np.uint16).reshape(32, 32, samples)
     write_16_bit_png(tmp_path / "deep.png", levels, color_type)
     pixels, _ = read_image(tmp_path / "deep.png", 32)

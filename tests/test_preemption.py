@@ -10,8 +10,8 @@ import pytest
 import torch
 import yaml
 
-from budgetnet import checkpoint
-from budgetnet.rundir import RunFiles
+from budgetnet.training import checkpoint
+from budgetnet.training.rundir import RunFiles
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,7 @@
 import pytest
 
 from budgetnet.config import load_recipe
-from budgetnet.train import train
+from budgetnet.training.loop import train
 
 
 @pytest.mark.slow

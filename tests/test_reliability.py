@@ -12,12 +12,12 @@ import time
 
 import pytest
 
-from budgetnet import checkpoint
 from budgetnet.cli import main
 from budgetnet.config import RecipeError
 from budgetnet.console import predictions_text
-from budgetnet.rundir import RunBusyError, RunFiles, dumps
-from budgetnet.train import TrainingDiverged, train
+from budgetnet.training import checkpoint
+from budgetnet.training.loop import TrainingDiverged, train
+from budgetnet.training.rundir import RunBusyError, RunFiles, dumps
 from conftest import TINY_MODEL, Crash, crash_after, tiny_recipe
 
 
@@ -44,7 +44,7 @@ def test_the_recipe_is_replaced_only_once_the_run_continues(stopped_run, tiny_da
     def broken(*args, **kwargs):
         raise RuntimeError("the model could not be built")
 
-    monkeypatch.setattr("budgetnet.train.build_state", broken)
+    monkeypatch.setattr("budgetnet.training.loop.build_state", broken)
     with pytest.raises(RuntimeError, match="could not be built"):
         train(None, stopped_run.root, data=tiny_data, progress=False, resume=True, overrides=["optimizer.lr=0.05"])
     assert stopped_run.recipe.read_text() == before and not stopped_run.overrides.exists()
@@ -58,7 +58,7 @@ def test_a_second_writer_is_refused_naming_the_pid_holding_the_run(tiny_data, tm
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from budgetnet.rundir import RunFiles
+        from budgetnet.training.rundir import RunFiles
         with RunFiles(Path({str(files.root)!r})).locked():
             print("locked", flush=True)
             time.sleep(60)
@@ -119,7 +119,7 @@ def test_an_empty_recipe_file_is_refused(tmp_path, capsys, text):
 
 
 def test_a_nan_evaluation_is_a_divergence_and_the_json_stays_standard(tiny_data, tmp_path, monkeypatch):
-    monkeypatch.setattr("budgetnet.train.evaluate_split", lambda *args, **kwargs: (math.nan, 0.1))
+    monkeypatch.setattr("budgetnet.training.loop.evaluate_split", lambda *args, **kwargs: (math.nan, 0.1))
     files = RunFiles(tmp_path / "run")
     with pytest.raises(TrainingDiverged, match="epoch 1: the test loss is nan"):
         train(tiny_recipe("epochs=1"), files.root, data=tiny_data, progress=False)
@@ -140,7 +140,7 @@ def test_json_files_write_null_for_non_finite_numbers(tmp_path):
 def nan_run(tmp_path):
     """A run directory whose checkpoint holds NaN weights (what a diverged run's weights are)."""
     from budgetnet.config import load_recipe
-    from budgetnet.model import ResNet
+    from budgetnet.design.model import ResNet
 
     from conftest import CLASSES
 
@@ -198,7 +198,7 @@ def test_a_stopped_experiment_stops_its_child_trainings(tmp_path):
     script = textwrap.dedent(f"""
         import subprocess, sys
         from pathlib import Path
-        from budgetnet.experiment import runner as experiment
+        from budgetnet.workflows.experiment import runner as experiment
         from budgetnet.config import load_recipe
         real_run = subprocess.Popen
         def fake(cmd, **kwargs):  # the child is a stand-in for `budgetnet train`, which takes minutes

@@ -6,10 +6,10 @@ import yaml
 
 from budgetnet.cli import main
 from budgetnet.config import RecipeError, load_recipe
-from budgetnet.report import (find_runs, load_run, markdown_table, plot_lr, report, run_labels, schedule_curve,
-                              summarize)
-from budgetnet.rundir import RunFiles
-from budgetnet.train import train
+from budgetnet.training.loop import train
+from budgetnet.training.rundir import RunFiles
+from budgetnet.workflows.report import (find_runs, load_run, markdown_table, plot_lr, report, run_labels,
+                                        schedule_curve, summarize)
 from conftest import tiny_recipe
 
 TINY = ["model.blocks=[1, 1]", "model.pool_size=16", "epochs=3"]

@@ -10,11 +10,11 @@ import pytest
 import torch
 import yaml
 
-from budgetnet.checkpoint import load_model
 from budgetnet.cli import main
-from budgetnet.corruptions import CORRUPTIONS, corrupt, load_cifar10c
-from budgetnet.report import find_runs, report
-from budgetnet.robustness import compare_robustness
+from budgetnet.evaluation.corruptions import CORRUPTIONS, corrupt, load_cifar10c
+from budgetnet.evaluation.robustness import compare_robustness
+from budgetnet.training.checkpoint import load_model
+from budgetnet.workflows.report import find_runs, report
 from test_export import make_run
 
 
@@ -84,7 +84,7 @@ def test_eval_corruptions_and_calibration_equal_an_independent_computation(tmp_p
 
     cached = list(corruption_cache.glob("*/CIFAR-10-C"))  # all five severities, for a later call with any
     assert len(cached) == 1 and load_cifar10c(cached[0], "snow", 3)[0].shape == (64, 32, 32, 3)
-    monkeypatch.setattr("budgetnet.corruptions.corrupt", lambda *a, **k: pytest.fail("generated again"))
+    monkeypatch.setattr("budgetnet.evaluation.corruptions.corrupt", lambda *a, **k: pytest.fail("generated again"))
     assert main(["eval", str(run), "--data", str(fake_cifar), "--device", "cpu", "--corruptions",
                  "--severities", "1", "5", "--limit", "64", "--out", str(tmp_path / "again"), "--json"]) == 0
     again = json.loads(capsys.readouterr().out)  # the second call reads the cache: the same numbers

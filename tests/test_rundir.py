@@ -7,10 +7,10 @@ import shutil
 
 import yaml
 
-from budgetnet.card import model_card
 from budgetnet.config import diff_recipes, load_recipe
-from budgetnet.evaluate import evaluate_run
-from budgetnet.rundir import RunFiles, recipe_changes, summarize
+from budgetnet.deploy.card import model_card
+from budgetnet.evaluation.evaluate import evaluate_run
+from budgetnet.training.rundir import RunFiles, recipe_changes, summarize
 
 
 def test_metrics_round_trip_and_a_missing_file_reads_empty(tmp_path):

@@ -24,15 +24,15 @@ from pg_server import postgres_url  # the fixture, for the tests that take it
 
 from budgetnet.cli import main
 from budgetnet.config import RecipeError, load_recipe
-from budgetnet.data import from_arrays
-from budgetnet.runtime import Interrupted, sigterm_interrupts
-from budgetnet.search.errors import SearchError
-from budgetnet.search.gpu import claim_gpu, worker_device
-from budgetnet.search.report import _importances, pareto_front, search_report, worker_summary
-from budgetnet.search.space import check_budget, load_space
-from budgetnet.search.storage import load_study, shown_url, storage_url
-from budgetnet.search.worker import _sampler, run_search
-from budgetnet.spec import SpecError, fit_channels
+from budgetnet.data.cifar import from_arrays
+from budgetnet.design.spec import SpecError, fit_channels
+from budgetnet.training.interrupts import Interrupted, sigterm_interrupts
+from budgetnet.workflows.search.errors import SearchError
+from budgetnet.workflows.search.gpu import claim_gpu, worker_device
+from budgetnet.workflows.search.report import _importances, pareto_front, search_report, worker_summary
+from budgetnet.workflows.search.space import check_budget, load_space
+from budgetnet.workflows.search.storage import load_study, shown_url, storage_url
+from budgetnet.workflows.search.worker import _sampler, run_search
 
 BUDGET = 20_000
 WORKER_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -194,8 +194,8 @@ def test_a_budget_that_no_design_fits_is_refused_before_the_first_trial(tmp_path
 
 
 def test_importing_the_search_changes_no_global_warning_or_log_filter():
-    code = ("import logging, warnings, optuna, budgetnet.plots, budgetnet.train; "  # theirs: their own filters
-            "filters = list(warnings.filters); import budgetnet.search.worker, budgetnet.search.report; "
+    code = ("import logging, warnings, optuna, budgetnet.plots, budgetnet.training.loop; "  # theirs: their own filters
+            "filters = list(warnings.filters); import budgetnet.workflows.search.worker, budgetnet.workflows.search.report; "
             "assert warnings.filters == filters, 'warning filters changed'; "
             "assert not any(logging.getLogger(n).filters for n in logging.root.manager.loggerDict "
             "if n.startswith('optuna')), 'log filters added'")
@@ -270,6 +270,22 @@ def test_a_space_without_a_validation_split_is_refused(tmp_path, val_size):
         load_space(write_space(tmp_path, params))
 
 
+@pytest.mark.parametrize("val_size", [60_000, {"low": 200, "high": 60_000}, {"choices": [200, 50_000]}])
+def test_a_validation_split_beyond_the_training_set_is_refused_with_the_space(tmp_path, val_size):
+    with pytest.raises(RecipeError, match=r"data.val_size=\d+ must be between 0 and 49999"):
+        load_space(write_space(tmp_path, {**TINY_PARAMS, "data.val_size": val_size}))
+
+
+def test_a_trial_whose_sampled_data_section_cannot_load_fails_before_loading_data(tmp_path):
+    # each value fits the base alone (val_size 0); together 49,500 training images leave too few for validation
+    space = load_space(write_space(tmp_path, {**TINY_PARAMS, "model.blocks": [1, 1], "model.pool_size": 4,
+                                              "data.val_size": {"low": 1000, "high": 5000},
+                                              "data.train_size": {"choices": [49_500]}}))  # a valid design
+    (tmp_path / "no-data").mkdir()  # loading data from here would fail with a DataError
+    with pytest.raises(RecipeError, match="data.train_size=49500 must be between 1 and"):
+        run_search(space, tmp_path / "out", trials=1, budget=BUDGET, data_dir=tmp_path / "no-data")
+
+
 def test_pareto_front():
     points = [(100, 0.5), (50, 0.4), (200, 0.45), (50, 0.3), (300, 0.7), (10, 0.1)]
     assert pareto_front(points) == [5, 1, 0, 4]
@@ -317,7 +333,7 @@ def test_each_worker_on_a_machine_claims_its_own_gpu(tmp_path, monkeypatch):
 
 
 def test_a_gpu_held_by_another_process_is_skipped(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys; from budgetnet.search.gpu import claim_gpu; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from budgetnet.workflows.search.gpu import claim_gpu; "
                                f"i, lock = claim_gpu(['GPU-a', 'GPU-b'], {str(tmp_path)!r}); print(i, flush=True); "
                                "sys.stdin.read()"], env=WORKER_ENV, text=True, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE)

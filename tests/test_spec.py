@@ -4,8 +4,8 @@ import dataclasses
 import pytest
 import torch
 
-from budgetnet.model import ResNet, count_trainable
-from budgetnet.spec import BudgetError, ModelSpec, SpecError, check_budget, fit_channels
+from budgetnet.design.model import ResNet, count_trainable
+from budgetnet.design.spec import BudgetError, ModelSpec, SpecError, check_budget, fit_channels
 
 
 def test_study_final_model_has_4815940_parameters():
@@ -121,7 +121,7 @@ def test_bn_momentum_and_eps_reach_every_batchnorm():
 
 
 def test_whitening_bias_counts_in_the_budget_and_freezes_after_its_epochs():
-    from budgetnet.model import design_report, freeze_for_epoch
+    from budgetnet.design.model import design_report, freeze_for_epoch
     spec = ModelSpec(**AIRBENCH_LIKE, whiten_bias_epochs=3)
     without = ModelSpec(**AIRBENCH_LIKE)
     assert spec.count_params() == without.count_params() + 24  # 2 * 3 * 2 * 2 whitening channels
@@ -194,7 +194,7 @@ def test_recipe_is_airbenchs_network(recipe, module, make_net, monkeypatch):
     from torch.utils.flop_counter import FlopCounterMode
 
     from budgetnet.config import load_recipe
-    from budgetnet.model import flops_per_image
+    from budgetnet.design.model import flops_per_image
     monkeypatch.setattr(torch.nn.Module, "cuda", lambda self, *a, **k: self)  # build airbench's net on the CPU
     monkeypatch.setattr(torch.nn.Module, "half", lambda self: self)
     theirs = getattr(airbench, make_net)()

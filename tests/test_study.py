@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from budgetnet.cli import main
-from budgetnet.rundir import RunFiles
-from budgetnet.study import ROWS, distinct_runs, plan_study, why_too_small, write_study
+from budgetnet.study.study import ROWS, distinct_runs, plan_study, why_too_small, write_study
+from budgetnet.training.rundir import RunFiles
 
 # final test accuracies (fractions, as summary.json holds them) per setting label and seed
 ACCS = {
@@ -130,7 +130,7 @@ def test_cli_study_dry_run_and_an_unknown_scale(tmp_path, capsys, monkeypatch):
     assert main(["study", "--scale", "smok", "--out", str(tmp_path / "s")]) == 2
     assert "did you mean 'smoke'" in capsys.readouterr().err
     # one second per epoch (measuring is test_experiment's): the total is the epochs of the distinct runs
-    monkeypatch.setattr("budgetnet.experiment.cost.measure_epoch_seconds", lambda recipe, steps: 1.0)
+    monkeypatch.setattr("budgetnet.workflows.experiment.cost.measure_epoch_seconds", lambda recipe, steps: 1.0)
     assert main(["study", "--scale", "smoke", "--out", str(tmp_path / "s"), "--dry-run"]) == 0
     err = capsys.readouterr().err
     # per seed: 7 controlled settings of 3 epochs (1200 / 400) and 5 of the study's runs of 1 epoch (160-500 / 400)
@@ -175,6 +175,6 @@ def test_runs_without_the_best_seen_show_a_dash_and_are_not_judged_on_the_final(
 
 
 def test_official_copy_is_the_md5_verdict(fake_cifar, tmp_path):
-    from budgetnet.data import official_copy
+    from budgetnet.data.cifar import official_copy
     assert official_copy("cifar10", fake_cifar) is False  # the test's synthetic files are not the release
     assert official_copy("cifar10", tmp_path / "nothing") is None

@@ -11,18 +11,18 @@ from torch import nn
 
 import budgetnet
 
-from budgetnet import checkpoint
-from budgetnet.checkpoint import CheckpointError
 from budgetnet.cli import main
 from budgetnet.config import RecipeError
-from budgetnet.evaluate import evaluate_run
-from budgetnet.model import ResNet
-from budgetnet.spec import BudgetError, ModelSpec
-from budgetnet import rundir
-from budgetnet.optim import lr_at_step
-from budgetnet.rundir import DiskFullError, RunFiles
-from budgetnet.runtime import Dist
-from budgetnet.train import TrainingDiverged, TrainingInterrupted, build_state, check_recipe, train
+from budgetnet.design.model import ResNet
+from budgetnet.design.spec import BudgetError, ModelSpec
+from budgetnet.evaluation.evaluate import evaluate_run
+from budgetnet.training import checkpoint
+from budgetnet.training import rundir
+from budgetnet.training.checkpoint import CheckpointError
+from budgetnet.training.loop import TrainingDiverged, TrainingInterrupted, build_state, check_recipe, train
+from budgetnet.training.optim import lr_at_step
+from budgetnet.training.rundir import DiskFullError, RunFiles
+from budgetnet.training.runtime import Dist
 from conftest import CLASSES, TINY_MODEL, Crash, crash_after, tiny_recipe
 
 
@@ -57,7 +57,7 @@ def test_sync_bn_converts_batchnorm_under_ddp_and_is_refused_on_the_cpu(tiny_dat
     one_rank = build_state(recipe, tiny_data, torch.device("cpu"), Dist()).model
     assert len(norms(one_rank)) == len(norms(two_ranks)) and not any(isinstance(m, nn.SyncBatchNorm)
                                                                      for m in norms(one_rank))
-    monkeypatch.setattr("budgetnet.train.init_distributed", lambda device: Dist(0, 2, 0))
+    monkeypatch.setattr("budgetnet.training.loop.init_distributed", lambda device: Dist(0, 2, 0))
     with pytest.raises(RecipeError, match="sync_bn=true needs CUDA devices"):
         train(recipe, tmp_path / "run", data=tiny_data, progress=False)
     assert not (tmp_path / "run").exists()

@@ -1,6 +1,6 @@
 """Choice fields of the recipe's sections: a field typed `Literal[...]` allows exactly the Literal's values.
 
-The allowed values are written once, in the type (config.py, spec.py); `choices` reads them and `check_choices`,
+The allowed values are written once, in the type (config.py, design/spec.py); `choices` reads them and `check_choices`,
 which each section's validate() calls, is the one check of them.
 """
 from __future__ import annotations

@@ -17,7 +17,7 @@ from .errors import BudgetnetError, UsageError
 # ---- params ---------------------------------------------------------------------------------------
 
 def cmd_params(args: argparse.Namespace) -> int:
-    from .model import design_report
+    from .design.model import design_report
 
     recipe = load_recipe(args.recipe, args.set)
     result = design_report(recipe.model, parse_count(args.budget) if args.budget else recipe.budget, args.fit)
@@ -28,9 +28,9 @@ def cmd_params(args: argparse.Namespace) -> int:
 # ---- train / eval --------------------------------------------------------------------------------
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .rundir import default_run_dir
-    from .runtime import from_env
-    from .train import train
+    from .training.loop import train
+    from .training.rundir import default_run_dir
+    from .training.runtime import from_env
 
     out = args.resume or args.out or default_run_dir(args.recipe)
     recipe = None if args.resume else load_recipe(args.recipe, args.set)
@@ -47,7 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .robustness import evaluate_all
+    from .evaluation.robustness import evaluate_all
 
     result = evaluate_all(args.run, args.data, args.device, args.checkpoint, args.out, args.corruptions,
                           args.calibration, args.cifar10c, tuple(args.severities), args.limit, progress=not args.json)
@@ -56,14 +56,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_run
+    from .deploy.export import export_run
 
     print(console.export_text(export_run(args.run, args.format, args.out, args.checkpoint)))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import predict_files
+    from .deploy.predict import predict_files
 
     predictions, notes, errors = predict_files(args.run, args.images, args.top_k, args.checkpoint, args.data)
     for line in notes + errors:
@@ -77,7 +77,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_card(args: argparse.Namespace) -> int:
-    from .card import model_card
+    from .deploy.card import model_card
 
     print(f"wrote {model_card(args.run, args.out)}")
     return 0
@@ -91,10 +91,10 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 # ---- search ----------------------------------------------------------------------------------------
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .search.errors import SearchInterrupted
-    from .search.report import worker_summary
-    from .search.space import load_space
-    from .search.worker import run_search
+    from .workflows.search.errors import SearchInterrupted
+    from .workflows.search.report import worker_summary
+    from .workflows.search.space import load_space
+    from .workflows.search.worker import run_search
 
     space = load_space(args.space)
     out = args.out or Path("runs") / f"search-{space.name}"
@@ -110,8 +110,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_search_report(args: argparse.Namespace) -> int:
-    from .search.report import search_report
-    from .search.storage import storage_url
+    from .workflows.search.report import search_report
+    from .workflows.search.storage import storage_url
 
     result = search_report(storage_url(args.out, args.storage), args.out, args.study, args.top)
     print(json.dumps(result, indent=2) if args.json else f"wrote {result['report']}: "
@@ -122,7 +122,7 @@ def cmd_search_report(args: argparse.Namespace) -> int:
 # ---- experiment / report -------------------------------------------------------------------------
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from .experiment import run_experiment
+    from .workflows.experiment import run_experiment
 
     return _train_grid(lambda: run_experiment(args.name, args.scale, args.out, args.jobs, args.data, args.set,
                                               args.dry_run), args.dry_run,
@@ -130,7 +130,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from .study import run_study
+    from .study.study import run_study
 
     return _train_grid(lambda: run_study(args.scale, args.out, args.jobs, args.data, args.set, args.dry_run),
                        args.dry_run, lambda path: f"wrote {path}")
@@ -138,7 +138,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def _train_grid(run, dry_run: bool, wrote) -> int:
     """Run an experiment or the study (run() -> (path, failed runs)) and say what came of it."""
-    from .rundir import RunFiles
+    from .training.rundir import RunFiles
 
     try:
         path, failed = run()
@@ -154,7 +154,7 @@ def _train_grid(run, dry_run: bool, wrote) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import export_tensorboard, find_runs, report
+    from .workflows.report import export_tensorboard, find_runs, report
 
     runs = find_runs(args.runs)
     print(f"wrote {report(runs, args.out, args.title)}")
@@ -166,7 +166,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 # ---- augment-preview -------------------------------------------------------------------------------
 
 def cmd_augment_preview(args: argparse.Namespace) -> int:
-    from .augment.preview import preview_test_images
+    from .data.augment.preview import preview_test_images
 
     policy = apply_overrides({"name": args.policy}, args.set)
     print(f"wrote {preview_test_images(policy, args.out, args.data, args.images, args.samples, args.seed)}")

@@ -1,7 +1,7 @@
 """Recipes: YAML files resolved into a typed Recipe, with dotted `--set` overrides and unknown-key suggestions.
 
 The recipe's schema: every key, its type and its default is in the dataclasses below (the `model` section's in
-spec.ModelSpec); a choice field is typed `Literal[...]`, which lists its values. Each section's validate() checks
+design.spec.ModelSpec); a choice field is typed `Literal[...]`, which lists its values. Each section's validate() checks
 its values (its choices through choices.check_choices) and Recipe.validate() runs them all, the augment list's
 check included, so that the builders (optimizer, schedule, averages, autocast, compile, evaluation) trust a
 validated recipe. What depends on the machine (the device, the number of processes) is checked where it is known.
@@ -22,8 +22,8 @@ from typing import Any, Literal
 import yaml
 
 from .choices import check_choices
+from .design.spec import ModelSpec
 from .errors import UsageError
-from .spec import ModelSpec
 
 Dataset = Literal["cifar10", "cifar100"]
 OptimizerName = Literal["sgd", "adam", "adamw", "radam", "muon"]
@@ -48,7 +48,7 @@ class DataConfig:
 
     def validate(self, num_classes: int | None = None) -> None:
         """Raise RecipeError for a data section that cannot load, or whose class count is not `num_classes`."""
-        from .data import DATASETS, SPLIT_SIZES  # the datasets' sizes live beside their files' format
+        from .data.cifar import DATASETS, SPLIT_SIZES  # the datasets' sizes live beside their files' format
 
         check_choices(self, "data.", RecipeError)
         n_train, n_test = SPLIT_SIZES["train"], SPLIT_SIZES["test"]
@@ -188,7 +188,7 @@ class Recipe:
     label_smoothing: float = 0.0
     ema: EmaConfig = field(default_factory=EmaConfig)
     lookahead: LookaheadConfig = field(default_factory=LookaheadConfig)
-    tta: TTAMode = "none"             # test-time augmentation at evaluation (evaluate.tta_views)
+    tta: TTAMode = "none"             # test-time augmentation at evaluation (training.scoring.tta_views)
     grad_clip: float | None = None    # max gradient norm
     eval_every: int = 1               # evaluate every k epochs (and always after the last)
     test_every: int = 0               # also the plain test accuracy (no TTA) every k epochs and after the last, for
@@ -207,7 +207,7 @@ class Recipe:
     def validate(self) -> None:
         """Raise a UsageError (RecipeError; SpecError for the model) naming the first value that cannot run: NaN or
         infinity anywhere, then the run's own ranges and choices, then each section's, then the augment list."""
-        from .augment import build_augment  # torch: only when a recipe is checked
+        from .data.augment import build_augment  # torch: only when a recipe is checked
 
         _check_finite(self.to_dict())
         check_choices(self, "", RecipeError)
@@ -245,21 +245,25 @@ def _check_finite(value: Any, key: str = "") -> None:
 
 # ---- loading ----------------------------------------------------------------------------------
 
+# the folders of the YAML files that ship with budgetnet, by kind (the study's experiments live with the study)
+SHIPPED = {"recipes": "budgetnet.recipes", "spaces": "budgetnet.spaces", "experiments": "budgetnet.study.experiments"}
+
+
 def recipe_names() -> list[str]:
     """Names of the recipes that ship with budgetnet."""
-    return sorted(p.name[:-5] for p in resources.files("budgetnet.recipes").iterdir() if p.name.endswith(".yaml"))
+    return sorted(p.name[:-5] for p in resources.files(SHIPPED["recipes"]).iterdir() if p.name.endswith(".yaml"))
 
 
 def read_yaml(name_or_path: str | Path, kind: str = "recipes") -> tuple[dict, Path | None]:
-    """A YAML mapping from a file path or the name of a file shipped in budgetnet/<kind>/."""
+    """A YAML mapping from a file path or the name of a file shipped in SHIPPED[kind]."""
     path = Path(name_or_path)
     if not path.is_file():
-        shipped = resources.files(f"budgetnet.{kind}") / f"{name_or_path}.yaml"
+        shipped = resources.files(SHIPPED[kind]) / f"{name_or_path}.yaml"
         if not shipped.is_file():
-            names = sorted(p.name[:-5] for p in resources.files(f"budgetnet.{kind}").iterdir()
+            names = sorted(p.name[:-5] for p in resources.files(SHIPPED[kind]).iterdir()
                            if p.name.endswith(".yaml"))
             raise RecipeError(f"{kind[:-1]} {str(name_or_path)!r} is neither a file nor a shipped name"
-                              f"{_suggest(str(name_or_path), names)}; shipped: {', '.join(names)}")
+                              f"{did_you_mean(str(name_or_path), names)}; shipped: {', '.join(names)}")
         path = Path(str(shipped))
     try:
         raw = yaml.safe_load(path.read_text())
@@ -339,7 +343,7 @@ def from_dict(cls: type, raw: dict, prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     for key in raw:
         if key not in fields:
-            raise RecipeError(f"unknown recipe key '{prefix}{key}'{_suggest(key, list(fields), prefix)}; "
+            raise RecipeError(f"unknown recipe key '{prefix}{key}'{did_you_mean(key, list(fields), prefix)}; "
                               f"valid keys here: {', '.join(fields)}")
     kwargs = {}
     for key, value in raw.items():
@@ -397,6 +401,8 @@ def diff_recipes(old: Any, new: Any, prefix: str = "") -> dict[str, tuple[Any, A
     return {} if old == new else {prefix.rstrip("."): (old, new)}
 
 
-def _suggest(word: str, choices: list[str], prefix: str = "") -> str:
+def did_you_mean(word: str, choices: list[str], prefix: str = "") -> str:
+    """The tail of an unknown-name message: "; did you mean '<prefix><closest choice>'?", or "" when no choice is
+    close (difflib's closest match)."""
     close = difflib.get_close_matches(word, choices, n=1)
     return f"; did you mean '{prefix}{close[0]}'?" if close else ""

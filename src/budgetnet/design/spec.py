@@ -1,0 +1,293 @@
+"""The ResNet design space (N, B_i, C_i, F_i, K_i, P): validation, closed-form parameter count, fit-to-budget."""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..choices import check_choices
+from ..errors import UsageError
+
+# the choice fields' values (ModelSpec's docstring says what each means); validate() checks them
+BlockType = Literal["basic", "bottleneck", "single"]
+Stem = Literal["conv", "whiten"]
+WhitenPadding = Literal["same", "valid"]
+Downsample = Literal["stride", "pool"]
+PoolType = Literal["avg", "max"]
+Activation = Literal["relu", "gelu"]
+
+EXPANSION = {"basic": 1, "bottleneck": 4, "single": 1}
+WHITEN_KERNEL = 2  # the whitening stem sees 2x2 patches: 2 * in_channels * 2 * 2 output channels (+/- eigenvectors)
+
+
+class SpecError(UsageError):
+    """A design that cannot be built: the message names the field and how to fix it."""
+
+
+class BudgetError(SpecError):
+    """A design with more trainable parameters than the budget allows."""
+
+
+@dataclass
+class ModelSpec:
+    """One point of the design space; recipe keys live under `model`.
+
+    blocks: B_i, one entry per residual stage (N = len(blocks)).
+    channels: C_1 (then C_i = 2^(i-1) C_1) or the list of C_i.
+    kernel_size: F_i, conv kernel size (scalar for every stage, or one per stage); the stem uses F_1.
+    shortcut_kernel_size: K_i, kernel of the projection shortcut where a stage changes shape.
+    pool_size: P, pool size before the classifier (average pooling unless pool_type says max).
+    block: 'basic' (two F_i convs), 'bottleneck' (1x1, F_i, 1x1 x4) or 'single' (one F_i conv + BN; with the
+        'pool' downsample, a stage of one 'single' block is airbench's conv group with a residual connection).
+    stem: 'conv' (F_1 conv, BN, ReLU to C_1) or 'whiten' (a frozen 2x2 patch-whitening conv initialised from the
+        data's patch covariance, then ReLU; no trainable parameters, airbench style).
+    whiten_padding: 'same' (the whitening stem keeps the image size) or 'valid' (no padding: a 2x2 stem turns
+        32x32 into 31x31, as airbench's does; every later size is floor-halved by the max-pools).
+    pool_type: 'avg' or 'max' (airbench) for the pool before the classifier.
+    downsample: 'stride' (stage 1 keeps the size, later stages open with a stride-2 block) or 'pool' (every stage
+        opens with an F_i conv, 2x2 max-pool, BN, ReLU to C_i, then B_i stride-1 blocks; airbench style).
+    bn_scale: BatchNorm has a learnable scale (False: the scale is fixed at 1, not trained and not counted; airbench).
+    bn_momentum, bn_eps: every BatchNorm's running-statistics momentum in torch's convention
+        (running = (1 - m) running + m batch) and epsilon; airbench94's "momentum 0.6" is m = 1 - 0.6 = 0.4 here,
+        with eps 1e-12.
+    activation: 'relu' or 'gelu' (airbench) after the stem and every BN that torch's ResNet follows with a ReLU.
+    output_scale: the logits are multiplied by this constant (airbench: 1/9).
+    dirac_init: each conv's first C_in filters start as the identity (torch.nn.init.dirac_, as airbench's Conv);
+        the others keep their random start.
+    whiten_bias_epochs: with stem 'whiten', a bias after the frozen filters, trained for this many epochs and then
+        frozen (airbench94: 3); 0: no bias. It counts in the budget (the optimizer updates it).
+    """
+
+    blocks: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
+    channels: int | list[int] = 42
+    kernel_size: int | list[int] = 3
+    shortcut_kernel_size: int | list[int] = 1
+    pool_size: int = 4
+    block: BlockType = "basic"
+    stem: Stem = "conv"
+    whiten_padding: WhitenPadding = "same"
+    downsample: Downsample = "stride"
+    pool_type: PoolType = "avg"
+    num_classes: int = 10
+    in_channels: int = 3
+    image_size: int = 32
+    bn_scale: bool = True
+    bn_momentum: float = 0.1
+    bn_eps: float = 1e-5
+    activation: Activation = "relu"
+    output_scale: float = 1.0
+    dirac_init: bool = False
+    whiten_bias_epochs: int = 0
+
+    # ---- per-stage views ------------------------------------------------------------------
+    @property
+    def num_stages(self) -> int:
+        return len(self.blocks)
+
+    def _per_stage(self, name: str) -> list[int]:
+        value = getattr(self, name)
+        if isinstance(value, int):
+            return [value] * self.num_stages
+        if len(value) != self.num_stages:
+            raise SpecError(
+                f"model.{name} has {len(value)} values but model.blocks has N={self.num_stages} stages: "
+                f"give one value for every stage or a list of {self.num_stages}")
+        return list(value)
+
+    def stage_channels(self) -> list[int]:
+        """C_i for every stage (doubling from C_1 unless a list is given)."""
+        if isinstance(self.channels, int):
+            return [self.channels * 2**i for i in range(self.num_stages)]
+        return self._per_stage("channels")
+
+    def stage_kernels(self) -> list[int]:
+        return self._per_stage("kernel_size")
+
+    def stage_shortcut_kernels(self) -> list[int]:
+        return self._per_stage("shortcut_kernel_size")
+
+    def stem_size(self) -> int:
+        """Side of the stem's output feature map (a 'valid' whitening stem loses WHITEN_KERNEL - 1 pixels)."""
+        valid = self.stem == "whiten" and self.whiten_padding == "valid"
+        return self.image_size - (WHITEN_KERNEL - 1) * valid
+
+    def stage_sizes(self) -> list[int]:
+        """Output feature-map side of every stage: each halves it (floor, as a 2x2 max-pool does), except the
+        first under stride downsampling."""
+        sizes, side = [], self.stem_size()
+        for i in range(self.num_stages):
+            if self.downsample == "pool" or i > 0:
+                side //= 2
+            sizes.append(side)
+        return sizes
+
+    def stem_channels(self) -> int:
+        """Channels the stem hands to stage 1."""
+        return 2 * self.in_channels * WHITEN_KERNEL**2 if self.stem == "whiten" else self.stage_channels()[0]
+
+    def final_size(self) -> int:
+        """Side of the feature map after average pooling (the classifier sees C_N * expansion * side^2)."""
+        return self.stage_sizes()[-1] // self.pool_size
+
+    # ---- validation -----------------------------------------------------------------------
+    def validate(self) -> "ModelSpec":
+        """Raise SpecError naming the first problem; return self when the design can be built."""
+        check_choices(self, "model.", SpecError)
+        if self.whiten_padding == "valid" and (self.stem != "whiten" or self.downsample != "pool"):
+            raise SpecError("model.whiten_padding=valid is for model.stem=whiten with model.downsample=pool (the "
+                            "max-pools floor the odd sizes it makes): set it to same or use that stem and downsample")
+        if not 0 <= self.bn_momentum <= 1 or self.bn_eps <= 0:
+            raise SpecError(f"model.bn_momentum={self.bn_momentum} must be in [0, 1] (torch's convention; "
+                            f"airbench's 0.6 is 0.4) and model.bn_eps={self.bn_eps} > 0")
+        if self.whiten_bias_epochs < 0 or (self.whiten_bias_epochs and self.stem != "whiten"):
+            raise SpecError(f"model.whiten_bias_epochs={self.whiten_bias_epochs} must be >= 0, and is for "
+                            "model.stem=whiten only: set it to 0 or use the whitening stem")
+        if not self.blocks:
+            raise SpecError("model.blocks is empty: give the number of blocks of every stage, e.g. [2, 2, 2, 2]")
+        if any(n < 0 for n in self.blocks) or (self.downsample == "stride" and 0 in self.blocks):
+            raise SpecError(f"model.blocks={self.blocks}: block counts must be positive (zero, a stage of one "
+                            "conv + max-pool, is allowed only with model.downsample=pool)")
+        for name, values in [("channels", self.stage_channels()),
+                             ("kernel_size", self.stage_kernels()),
+                             ("shortcut_kernel_size", self.stage_shortcut_kernels())]:
+            for i, v in enumerate(values):
+                if v <= 0:
+                    raise SpecError(f"model.{name} of stage {i + 1} is {v}: sizes must be positive integers")
+        for name, values in [("kernel_size", self.stage_kernels()),
+                             ("shortcut_kernel_size", self.stage_shortcut_kernels())]:
+            for i, k in enumerate(values):
+                if k % 2 == 0:
+                    raise SpecError(
+                        f"model.{name} of stage {i + 1} is {k}, an even size: kernels must be odd so that "
+                        f"'same' padding keeps the feature map aligned; use {k - 1} or {k + 1}")
+        for name in ("num_classes", "in_channels", "image_size", "pool_size"):
+            if getattr(self, name) <= 0:
+                raise SpecError(f"model.{name} is {getattr(self, name)}: it must be a positive integer")
+        # The stages halve the stem's output, which under 'same' padding is the input image (stem_size() ==
+        # image_size, so the message's "input" is right): it must halve evenly, since a stride-2 conv ceil-halves
+        # an odd side where stage_sizes floors it. A 'valid' whitening stem's odd output is floor-halved by
+        # max-pools, as stage_sizes does, so it is not checked.
+        halvings = self.num_stages - (self.downsample == "stride")
+        if self.stem_size() % 2 ** halvings and self.whiten_padding == "same":
+            raise SpecError(
+                f"N={self.num_stages} stages halve the {self.image_size}x{self.image_size} input "
+                f"{halvings} times, which does not divide evenly: use fewer stages")
+        side = self.stage_sizes()[-1]
+        if side < 1:
+            raise SpecError(f"N={self.num_stages} stages halve the {self.stem_size()}x{self.stem_size()} stem "
+                            f"output below 1x1: use fewer stages")
+        if self.pool_size > side or side % self.pool_size:
+            divisors = [d for d in range(1, side + 1) if side % d == 0]
+            raise SpecError(
+                f"model.pool_size={self.pool_size} does not fit the final {side}x{side} feature map "
+                f"(N={self.num_stages} stages on {self.image_size}x{self.image_size} input): "
+                f"use one of {divisors}")
+        return self
+
+    # ---- parameter count --------------------------------------------------------------------
+    def count_params(self) -> int:
+        """Parameters the optimizer updates at any point of the run, in closed form: the budget's count (convs
+        have no bias; BatchNorm has weight and bias, or only bias without bn_scale; a whitening bias counts)."""
+        return sum(row["params"] for row in self.stage_table())
+
+    def count_params_whole_run(self) -> int:
+        """Parameters trained for the whole run: count_params less those frozen part-way (the whitening bias)."""
+        return self.count_params() - self.whiten_bias_params()
+
+    def whiten_bias_params(self) -> int:
+        """Size of the whitening stem's bias (0 without one)."""
+        return self.stem_channels() if self.stem == "whiten" and self.whiten_bias_epochs else 0
+
+    def stage_table(self) -> list[dict]:
+        """One row per layer group (stem, every stage, classifier) with its shape and parameter count."""
+        self.validate()
+        exp = EXPANSION[self.block]
+        chans, kernels, shortcuts, sizes = (self.stage_channels(), self.stage_kernels(),
+                                            self.stage_shortcut_kernels(), self.stage_sizes())
+        c_in = self.stem_channels()
+        whiten = self.stem == "whiten"
+        bn = 2 if self.bn_scale else 1  # BatchNorm parameters per channel
+
+        def conv_bn(c_in: int, c_out: int, k: int) -> int:
+            return k * k * c_in * c_out + bn * c_out
+
+        stem_name = (f"stem (whitening, frozen; bias trained {self.whiten_bias_epochs} epochs)"
+                     if self.whiten_bias_params() else "stem (whitening, frozen)")
+        rows = [{"layer": stem_name if whiten else "stem",
+                 "output": f"{c_in}x{self.stem_size()}x{self.stem_size()}", "channels": c_in,
+                 "kernel": WHITEN_KERNEL if whiten else kernels[0], "shortcut": "-", "blocks": 1,
+                 "params": self.whiten_bias_params() if whiten else conv_bn(self.in_channels, c_in, kernels[0])}]
+        for i, (n, c, f, k, s) in enumerate(zip(self.blocks, chans, kernels, shortcuts, sizes)):
+            params = 0
+            if self.downsample == "pool":  # conv, max-pool, BN: the same count as conv_bn
+                params += conv_bn(c_in, c * exp, f)
+                c_in = c * exp
+            for b in range(n):
+                stride = 2 if (i > 0 and b == 0 and self.downsample == "stride") else 1
+                params += _block_params(self.block, c_in, c, f, k, stride, conv_bn)
+                c_in = c * exp
+            rows.append({"layer": f"stage {i + 1}", "output": f"{c * exp}x{s}x{s}", "channels": c * exp,
+                         "kernel": f, "shortcut": k, "blocks": n, "params": params})
+        features = c_in * self.final_size() ** 2
+        rows.append({"layer": f"{self.pool_type} pool {self.pool_size} + fc", "output": str(self.num_classes),
+                     "channels": features, "kernel": "-", "shortcut": "-", "blocks": "-",
+                     "params": features * self.num_classes + self.num_classes})
+        return rows
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _block_params(block: str, c_in: int, c: int, f: int, k: int, stride: int,
+                  conv_bn: Callable[[int, int, int], int]) -> int:
+    """A block's parameters, with `conv_bn(c_in, c_out, k)` the count of one conv + BatchNorm."""
+    c_out = c * EXPANSION[block]
+    if block == "basic":
+        params = conv_bn(c_in, c, f) + conv_bn(c, c, f)
+    elif block == "single":
+        params = conv_bn(c_in, c, f)
+    else:
+        params = conv_bn(c_in, c, 1) + conv_bn(c, c, f) + conv_bn(c, c_out, 1)
+    if stride != 1 or c_in != c_out:
+        params += conv_bn(c_in, c_out, k)
+    return params
+
+
+def check_budget(spec: ModelSpec, budget: int) -> int:
+    """Return the parameter count, or raise BudgetError naming the count, the budget and the widest C_1 that fits."""
+    params = spec.count_params()
+    if params <= budget:
+        return params
+    msg = f"the design has {params:,} trainable parameters, over the budget of {budget:,} by {params - budget:,}"
+    if isinstance(spec.channels, int):
+        try:
+            c1 = fit_channels(spec, budget)
+            msg += (f"; the largest C_1 that fits the rest of the design is {c1} "
+                    f"({dataclasses.replace(spec, channels=c1).count_params():,} parameters): "
+                    f"--set model.channels={c1}")
+        except BudgetError as e:
+            msg += f"; {e}"
+    else:
+        msg += "; reduce model.channels or the number of blocks"
+    raise BudgetError(msg)
+
+
+def fit_channels(spec: ModelSpec, budget: int) -> int:
+    """The widest C_1 whose design (everything else unchanged) stays within `budget`."""
+    if not isinstance(spec.channels, int):
+        raise SpecError("fitting C_1 needs model.channels to be a single number (C_i doubling from it), not a list")
+
+    def count(c: int) -> int:
+        return dataclasses.replace(spec, channels=c).count_params()
+
+    if count(1) > budget:
+        raise BudgetError(f"even C_1=1 needs {count(1):,} parameters, over the budget of {budget:,}: "
+                          "use fewer stages or blocks")
+    lo, hi = 1, 2
+    while count(hi) <= budget:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:  # count(lo) <= budget < count(hi); the count grows with C_1
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if count(mid) <= budget else (lo, mid)
+    return lo

@@ -1,0 +1,84 @@
+"""Robustness of a run: accuracy under the CIFAR-10-C corruptions, calibration, and a comparison across runs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..data.cifar import default_cache, from_arrays, load_split
+from ..errors import UsageError
+from ..training.checkpoint import load_model
+from ..training.rundir import RunFiles
+from ..training.runtime import resolve_device
+from ..training.scoring import predict_logits
+from .calibration import expected_calibration_error, reliability_diagram
+from .corruptions import CORRUPTIONS, corruption_suite, plot_corruption_heatmap
+from .evaluate import eval_files, evaluate_run
+
+
+def evaluate_all(run: str | Path, data_dir: str | Path | None = None, device: str = "auto", which: str = "best",
+                 out_dir: str | Path | None = None, corruptions: bool = False, calibration: bool = False,
+                 cifar10c_dir: str | Path | None = None, severities: tuple[int, ...] = (1, 2, 3, 4, 5),
+                 limit: int | None = None, progress: bool = True) -> dict:
+    """`budgetnet eval`: test accuracy, per class and confusion (eval.json, confusion.png), then, when asked,
+    corruption accuracy and calibration merged into the same eval.json."""
+    result = evaluate_run(run, data_dir, device, which, out_dir)
+    if corruptions or calibration:
+        result = robustness(run, data_dir, device, which, out_dir, corruptions, calibration, cifar10c_dir, severities,
+                            limit, progress=progress)
+    return result
+
+
+def robustness(run: str | Path, data_dir: str | Path | None = None, device: str = "auto", which: str = "best",
+               out_dir: str | Path | None = None, corruptions: bool = True, calibration: bool = True,
+               cifar10c_dir: str | Path | None = None, severities: tuple[int, ...] = (1, 2, 3, 4, 5),
+               limit: int | None = None, batch_size: int | None = None, progress: bool = True,
+               corruption_cache: str | Path | None = None) -> dict:
+    """Corruption accuracy (CIFAR-10-C, generated or read from cifar10c_dir) and calibration of a run; merged into
+    the run's eval.json, with corruptions.png and reliability.png beside it. `limit`: first N test images only;
+    `batch_size`: images per forward pass (default: the recipe's eval_batch_size). Generated corruptions are cached
+    in the release's layout under `corruption_cache` (default: <cache>/corruptions, the cache being
+    $XDG_CACHE_HOME/budgetnet or ~/.cache/budgetnet), so that only the first evaluation of a test set generates
+    them."""
+    dev = resolve_device(device)
+    model, recipe, _ = load_model(run, which, dev)
+    x, y, classes = load_split(recipe.data.dataset, "test", data_dir)
+    x, y = x[:limit], y[:limit]
+    data = from_arrays((x[:0], y[:0]), None, (x, y), classes, recipe.data.dataset, dev)
+    files = eval_files(run, out_dir)
+    result = files.read_eval() or {"run": str(run)}
+
+    def logits_of(images_nhwc):
+        images = torch.from_numpy(images_nhwc).permute(0, 3, 1, 2).contiguous()
+        return predict_logits(model, images, data, batch_size or recipe.eval_batch_size, dev, recipe.precision,
+                              recipe.tta).cpu()
+
+    if calibration:
+        probs = logits_of(x.transpose(0, 2, 3, 1)).softmax(1)
+        result["ece"] = expected_calibration_error(probs, torch.from_numpy(y))
+        result["ece_images"] = len(y)
+        reliability_diagram(probs, torch.from_numpy(y), files.reliability_plot,
+                            title=f"reliability, {len(y):,} test images")
+    if corruptions:
+        suite = corruption_suite(x.transpose(0, 2, 3, 1), y,
+                                 lambda im, t: (logits_of(im).argmax(1).numpy() == t).mean(),
+                                 CORRUPTIONS, severities, cifar10c_dir, progress, limit,
+                                 cache_dir=corruption_cache or default_cache() / "corruptions")
+        result.update({"corruption_accuracy": suite["corruption_accuracy"],
+                       "corruption_error": suite["corruption_error"], "per_corruption": suite["per_corruption"],
+                       "corruption_source": suite["source"], "corruption_images": suite["num_images"]})
+        plot_corruption_heatmap(suite, files.corruptions_plot,
+                                f"corruption error, {suite['source']}, {suite['num_images']:,} images each")
+    files.write_eval(result)
+    return result
+
+
+def compare_robustness(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
+    """out_dir/robustness.png: the corruption-error heat maps of runs side by side, read from their eval.json."""
+    measured = []
+    for run in map(Path, run_dirs):
+        evaluation = RunFiles(run).read_eval()
+        if "per_corruption" not in evaluation:
+            raise UsageError(f"{run}: no corruption results; run `budgetnet eval {run} --corruptions` first")
+        measured.append((run.name, evaluation))
+    return plot_corruption_heatmap(measured, Path(out_dir) / "robustness.png", "corruption error by run")

@@ -1,0 +1,1 @@
+"""Training a recipe into a run directory: the loop, optimizers, schedules, averages, losses, checkpoints, runtime."""

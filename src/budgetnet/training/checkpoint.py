@@ -1,0 +1,105 @@
+"""Checkpoint files: atomic writes, safe loads (weights_only, never code), architecture checks, run loading."""
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..config import Recipe, from_dict
+from ..design.model import ResNet
+from ..errors import UsageError
+from .rundir import RunFiles, write_atomic
+
+FORMAT = "budgetnet-checkpoint-1"
+
+
+class CheckpointError(UsageError):
+    """A checkpoint that is missing, unreadable, or does not fit the model it is loaded into."""
+
+
+def save(state: dict[str, Any], path: Path) -> None:
+    """Write a checkpoint so that a crash, a kill or a full disk mid-write leaves the previous file intact (a full
+    disk raises rundir.DiskFullError naming the file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()  # serialized in memory, so that the file write raises a real OSError (ENOSPC)
+    torch.save({"format": FORMAT, **state}, buffer)
+    write_atomic(path, buffer.getvalue())
+
+
+def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with weights_only=True: tensors and plain containers only, no code runs."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:  # torch's text would suggest weights_only=False: never for a file of unknown origin
+        raise CheckpointError(f"{path} is not a plain checkpoint (it holds Python objects beyond tensors and "
+                              "containers, which could run code): not loaded") from None
+    except Exception as e:
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated, or not a torch file: "
+                              f"{type(e).__name__}): not loaded") from None
+    if not isinstance(state, dict) or "format" not in state:
+        raise CheckpointError(f"{path} is not a budgetnet checkpoint (format {FORMAT} expected)")
+    if state["format"] != FORMAT:
+        raise CheckpointError(f"{path} was written by {written_by(state)} in format {state['format']}, which this "
+                              f"budgetnet {__version__} does not read ({FORMAT}): load it with the version that wrote it")
+    return state
+
+
+def class_names(state: dict[str, Any]) -> list[str] | None:
+    """The class names stored with a checkpoint's weights; None for one written before budgetnet 0.2.0, which
+    stored none (it still loads)."""
+    return list(state["classes"]) if state.get("classes") else None
+
+
+def written_by(state: dict[str, Any]) -> str:
+    """Which budgetnet wrote a checkpoint, for messages: 'budgetnet 0.2.0', or 'budgetnet 0.1.0' for one
+    written before checkpoints recorded their version."""
+    return f"budgetnet {state.get('budgetnet_version', '0.1.0')}"
+
+
+def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Load a state dict, naming the first mismatching tensors when the architectures differ."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shapes = [f"{k}: {tuple(weights[k].shape)} in the {source}, {tuple(v.shape)} in the model"
+              for k, v in own.items() if k in weights and weights[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        details = "; ".join(
+            ([f"missing from the {source}: {', '.join(missing[:3])}"] if missing else [])
+            + ([f"not in the model: {', '.join(unexpected[:3])}"] if unexpected else [])
+            + shapes[:3])
+        raise CheckpointError(f"the {source} was saved from a different architecture ({details})")
+    model.load_state_dict(weights)
+
+
+def resolve(run_or_checkpoint: str | Path, which: str = "best") -> Path:
+    """The checkpoint file of a run directory (best, else last) or the file itself."""
+    path = Path(run_or_checkpoint)
+    if path.is_dir():
+        files = RunFiles(path)
+        named = {"best": files.best, "last": files.last}
+        if which not in named:
+            raise CheckpointError(f"checkpoint {which!r} is unknown: use best or last")
+        for name in (which, "last", "best"):
+            if named[name].is_file():
+                return named[name]
+        raise CheckpointError(f"{path} holds no checkpoints/ (is it a budgetnet run directory that has "
+                              "finished at least one epoch?)")
+    return path
+
+
+def load_model(run_or_checkpoint: str | Path, which: str = "best",
+               device: str | torch.device = "cpu") -> tuple[nn.Module, Recipe, dict[str, Any]]:
+    """The trained model (eval mode, on `device`), its recipe and the raw checkpoint of a run or file."""
+    state = load(resolve(run_or_checkpoint, which), device)
+    recipe = from_dict(Recipe, state["recipe"])
+    model = ResNet(recipe.model)
+    load_weights(model, state["model"])
+    return model.to(device).eval(), recipe, state

@@ -1,0 +1,231 @@
+"""Optimizer and learning-rate schedule factories, selected by name (timm style)."""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..config import SCHEDULE_ALIASES, OptimizerConfig, ScheduleConfig
+from ..design.model import WhiteningStem
+from ..errors import UsageError
+
+# The factories trust a validated section (OptimizerConfig.validate and ScheduleConfig.validate, which
+# Recipe.validate runs); they check only what needs the model.
+
+
+def param_groups(model: nn.Module, cfg: OptimizerConfig, batch_size: int | None = None,
+                 exclude: tuple[nn.Parameter, ...] = ()) -> list[dict]:
+    """The trainable parameters (less `exclude`) in two groups: weights of convs and linears, then BatchNorm
+    parameters and biases (1-D tensors), which get `norm_lr_scale` times the learning rate and `norm_weight_decay`.
+    The whitening stem's bias is in the first group, as in airbench94 (its bias_scaler is for BatchNorm biases only).
+
+    With decoupled weight decay the groups carry it as `decoupled_wd`, for `decay_weights`, and give the
+    optimizer none. With units per_1024 (airbench's) `lr` and the weight decays are per 1,024 examples of a summed
+    loss: torch's lr is lr * batch_size / (1024 (1 + 1 / (1 - momentum))) and each group's weight decay is its
+    value / (lr * the group's lr scale), so that the decay per step does not move with the learning rate.
+    """
+    skip = {id(p) for p in exclude}
+    trainable = [p for p in model.parameters() if p.requires_grad and id(p) not in skip]
+    weights = {id(p) for p in trainable if p.ndim > 1}
+    weights |= {id(m.bias) for m in model.modules() if isinstance(m, WhiteningStem) and m.bias is not None}
+    norm_wd = cfg.weight_decay if cfg.norm_weight_decay is None else cfg.norm_weight_decay
+    lr = cfg.lr
+    if cfg.units == "per_1024":
+        if batch_size is None:
+            raise ValueError("optimizer.units=per_1024 needs the batch size: build_optimizer(..., batch_size=)")
+        lr = cfg.lr * batch_size / (1024 * (1 + 1 / (1 - cfg.momentum)))
+    groups = [{"params": [p for p in trainable if id(p) in weights], "lr": lr, "weight_decay": cfg.weight_decay},
+              {"params": [p for p in trainable if id(p) not in weights], "lr": lr * cfg.norm_lr_scale,
+               "weight_decay": norm_wd}]
+    if cfg.units == "per_1024":
+        for g, scale in zip(groups, (1.0, cfg.norm_lr_scale)):
+            g["weight_decay"] = g["weight_decay"] / (cfg.lr * scale)
+    if cfg.decoupled_weight_decay:
+        for g in groups:
+            g["decoupled_wd"], g["weight_decay"] = g["weight_decay"], 0.0
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimizerConfig,
+                    batch_size: int | None = None) -> torch.optim.Optimizer | ConvMuon:
+    """One of torch's optimizers over the model's trainable parameters (groups from `param_groups`); the fused
+    CUDA implementation when the parameters are on CUDA (sgd, adam, adamw). `muon`: `ConvMuon`, torch's Muon on
+    the conv filters and SGD on the rest. Build it once the model is on its device and in its memory format."""
+    if cfg.name == "muon":
+        return ConvMuon(model, cfg, batch_size)
+    groups = param_groups(model, cfg, batch_size)
+    fused = all(p.is_cuda for g in groups for p in g["params"])  # one kernel per step on CUDA; foreach elsewhere
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, fused=fused or None)
+    betas = tuple(cfg.betas)
+    if cfg.name == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=betas, fused=fused or None)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, fused=fused or None)
+    return torch.optim.RAdam(groups, lr=cfg.lr, betas=betas)  # no fused kernel: foreach on CUDA
+
+
+def _matrix_view(p: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+    """A 2-D tensor sharing a filter bank's storage: (C_out, C_in*k*k) with the columns in memory order (so that
+    channels_last weights need no copy), and the permutation of p's dimensions that gives it."""
+    dims = (0, *sorted(range(1, p.ndim), key=lambda d: -p.stride(d)))
+    return p.detach().permute(dims).view(p.shape[0], -1), dims
+
+
+class ConvMuon:
+    """airbench94_muon's optimizer: torch.optim.Muon on every 4-D conv filter bank, SGD (param_groups' groups,
+    with momentum, nesterov and weight decay as configured) on everything else.
+
+    torch's Muon takes 2-D parameters only, so it is given a 2-D view of each filter bank, (C_out, C_in*k*k) as
+    airbench flattens it, sharing the filters' storage: its in-place step updates the filters. Newton-Schulz
+    orthogonalisation commutes with a permutation of the columns, so the view's column order (memory order) does
+    not change the update. Before each step the filter's gradient is copied into its view's, and, with
+    muon_normalize (airbench), each filter bank is rescaled to Frobenius norm sqrt(C_out) first. torch's Muon keeps
+    its momentum as an average (buffer.lerp_) where airbench sums it; the Newton-Schulz step normalises the
+    update first, so both give the same step. Its learning rate is scaled by max(1, C_out / (C_in*k*k))^0.5
+    (torch's default, Keller Jordan's), which is 1 for every airbench filter.
+
+    It has what training uses of an optimizer: param_groups (SGD's, then Muon's, each with its own initial_lr for
+    the schedule), zero_grad, step, state_dict and load_state_dict.
+    """
+
+    def __init__(self, model: nn.Module, cfg: OptimizerConfig, batch_size: int | None = None):
+        self.filters = [p for p in model.parameters() if p.requires_grad and p.ndim == 4]
+        if not self.filters:
+            raise UsageError("optimizer.name=muon orthogonalises conv filters, and this model trains none: use sgd")
+        self.normalize = cfg.muon_normalize
+        views = [_matrix_view(p) for p in self.filters]
+        self.views, self.dims = [v for v, _ in views], [d for _, d in views]
+        groups = param_groups(model, cfg, batch_size, exclude=tuple(self.filters))
+        fused = all(p.is_cuda for g in groups for p in g["params"])
+        self.sgd = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                                   fused=fused or None)
+        self.muon = torch.optim.Muon(self.views, lr=cfg.muon_lr, weight_decay=cfg.muon_weight_decay,
+                                     momentum=cfg.muon_momentum, nesterov=cfg.muon_nesterov,
+                                     ns_steps=cfg.muon_ns_steps)
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.sgd.param_groups + self.muon.param_groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.sgd.zero_grad(set_to_none)
+        self.muon.zero_grad(set_to_none)
+        for p in self.filters:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for p, view, dims in zip(self.filters, self.views, self.dims):
+            view.grad = None if p.grad is None else p.grad.permute(dims).reshape(view.shape)
+            if view.grad is not None and self.normalize:  # airbench: each filter bank to norm sqrt(C_out)
+                p.mul_(p.shape[0] ** 0.5 / p.norm())
+        self.sgd.step()
+        self.muon.step()
+
+    def state_dict(self) -> dict:
+        return {"sgd": self.sgd.state_dict(), "muon": self.muon.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sgd.load_state_dict(state["sgd"])
+        self.muon.load_state_dict(state["muon"])
+
+
+@torch.no_grad()
+def decay_weights(optimizer: torch.optim.Optimizer) -> None:
+    """Decoupled weight decay, before `optimizer.step()`: p <- (1 - lr * wd) p for groups that carry it (the
+    parameters that train now: a frozen whitening bias keeps its value, as the optimizer step leaves it)."""
+    for group in optimizer.param_groups:
+        wd = group.get("decoupled_wd", 0.0)
+        if not wd:
+            continue
+        for p in group["params"]:
+            if p.requires_grad:  # not those frozen for now
+                p.mul_(1.0 - group["lr"] * wd)
+
+
+def lr_at(cfg: ScheduleConfig, base_lr: float, t: float, epochs: float) -> float:
+    """Learning rate after `t` epochs (fractional) of an `epochs`-long run.
+
+    cosine and warm_restarts follow the study's equation
+        eta_t = eta_min + 1/2 (eta_max - eta_min) (1 + cos(pi T_cur / T_i)),
+    with T_i the run (cosine) or the current cycle, T_0 epochs long and T_mult times longer after each restart.
+    step multiplies by gamma at each milestone (fractions of the run); triangle (formerly onecycle, a name still
+    accepted) rises linearly from start_factor * lr (1/25) to lr over pct_start of the run, then falls linearly
+    to end_factor * lr (0) at its end (airbench94: 0.2, 0.23, 0.07). With warmup_epochs the schedule keeps running
+    and its learning rate is multiplied by t / warmup_epochs until then (a linear ramp from 0 into it).
+    """
+    eta_max, eta_min = base_lr, cfg.eta_min
+    name = SCHEDULE_ALIASES.get(cfg.name, cfg.name)
+    if name == "cosine":
+        lr = eta_min + 0.5 * (eta_max - eta_min) * (1 + math.cos(math.pi * min(t / epochs, 1.0)))
+    elif name == "warm_restarts":
+        t_cur, t_i = t, cfg.T_0
+        while t_cur >= t_i:
+            t_cur, t_i = t_cur - t_i, t_i * cfg.T_mult
+        lr = eta_min + 0.5 * (eta_max - eta_min) * (1 + math.cos(math.pi * t_cur / t_i))
+    elif name == "step":
+        lr = base_lr * cfg.gamma ** sum(t >= m * epochs for m in cfg.milestones)
+    elif name == "triangle":
+        peak, start, end = cfg.pct_start * epochs, cfg.start_factor, cfg.end_factor
+        lr = (base_lr * (start + (1 - start) * t / peak) if t < peak
+              else base_lr * (end + (1 - end) * max(0.0, (epochs - t) / (epochs - peak))))
+    else:  # constant
+        lr = base_lr
+    if cfg.warmup_epochs > 0 and t < cfg.warmup_epochs:
+        lr *= t / cfg.warmup_epochs
+    return lr
+
+
+class Schedule:
+    """Sets every group's learning rate to its `initial_lr` times one function of the step count, and holds nothing
+    else (as nanoGPT sets each group's lr from one schedule function). Its state is the step count, so resuming,
+    with this recipe's learning rates or new ones, is `load_state_dict`: the rates follow from the groups' own
+    `initial_lr` at the checkpoint's step. State dicts carry `last_epoch` (the steps taken), as torch's schedulers do.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, factor: Callable[[int], float]):
+        self.optimizer, self.factor, self.last_epoch = optimizer, factor, 0
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+        self._apply()
+
+    def _apply(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * self.factor(self.last_epoch)
+
+    def step(self) -> None:
+        """After each optimizer step."""
+        self.last_epoch += 1
+        self._apply()
+
+    def get_last_lr(self) -> list[float]:
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict:
+        return {"last_epoch": self.last_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue at the saved step, from the optimizer's current `initial_lr` values (load the optimizer's
+        state, and any new settings, first)."""
+        self.last_epoch = state["last_epoch"]
+        self._apply()
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, epochs: int,
+                    steps_per_epoch: int) -> Schedule:
+    """A schedule stepped once per optimizer step."""
+    base_lr = optimizer.param_groups[0]["lr"]  # every group follows the schedule scaled by its own base lr
+    return Schedule(optimizer, lambda step: lr_at_step(cfg, base_lr, step, epochs, steps_per_epoch) / base_lr)
+
+
+def lr_at_step(cfg: ScheduleConfig, base_lr: float, step: int, epochs: int, steps_per_epoch: int) -> float:
+    """Learning rate at optimizer step `step`; with per_step false it changes only at epoch ends."""
+    t = step / steps_per_epoch if cfg.per_step else float(step // steps_per_epoch)
+    return lr_at(cfg, base_lr, t, epochs)
+

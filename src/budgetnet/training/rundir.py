@@ -1,0 +1,280 @@
+"""The run directory: every file a run holds, each with one path and one reader and writer (`RunFiles`).
+
+    runs/mine/
+      recipe.yaml       the resolved recipe (after --resume --set: the one the run continues with)
+      metrics.jsonl     one row per finished epoch
+      overrides.jsonl   each --resume --set change and the epoch it took effect from
+      summary.json      status, figures and provenance
+      checkpoints/      last.pt and best.pt (their contents: checkpoint.py)
+      eval.json         `budgetnet eval`'s results, with confusion.png, reliability.png and corruptions.png
+      MODEL_CARD.md     `budgetnet card`'s card, with MODEL_CARD_curves.png
+      train.log         what the train process printed, when `budgetnet experiment` started it
+      .lock             the writer's flock, holding its PID
+
+The recipe, the summary, eval.json and the checkpoints are replaced atomically; metric rows are appended. JSON is
+standard: a number that is not finite is written as null.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import math
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from ..config import Recipe, RecipeError, diff_recipes, from_dict, read_yaml
+from ..errors import RunFailed, UsageError
+
+
+class DiskFullError(RunFailed):
+    """The disk filled while writing a run-directory file; the partial file was removed, earlier files are intact."""
+
+
+class RunBusyError(UsageError):
+    """Another process is writing the run directory (it holds its lock)."""
+
+
+@dataclass
+class RunFiles:
+    """The files of a run directory (see the module docstring): their paths, readers and writers."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+
+    # ---- paths ----
+
+    @property
+    def recipe(self) -> Path:
+        return self.root / "recipe.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def overrides(self) -> Path:
+        return self.root / "overrides.jsonl"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval.json"
+
+    @property
+    def confusion_plot(self) -> Path:
+        return self.root / "confusion.png"
+
+    @property
+    def reliability_plot(self) -> Path:
+        return self.root / "reliability.png"
+
+    @property
+    def corruptions_plot(self) -> Path:
+        return self.root / "corruptions.png"
+
+    @property
+    def card(self) -> Path:
+        return self.root / "MODEL_CARD.md"
+
+    @property
+    def train_log(self) -> Path:
+        return self.root / "train.log"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+    # ---- readers and writers ----
+
+    def read_recipe(self) -> Recipe:
+        """The recorded recipe (keys added to budgetnet since take their defaults); a missing, broken or empty
+        recipe.yaml is a one-line RecipeError."""
+        if not self.recipe.is_file():
+            raise RecipeError(f"{self.root} is not a run directory (no recipe.yaml): pass folders written by "
+                              "`budgetnet train` or `budgetnet experiment`")
+        return from_dict(Recipe, read_yaml(self.recipe)[0])
+
+    def write_recipe(self, recipe: Recipe) -> None:
+        """Replace recipe.yaml with `recipe`, resolved, in the recipe's key order."""
+        write_atomic(self.recipe, recipe_yaml(recipe).encode())
+
+    def read_metrics(self) -> list[dict]:
+        """The per-epoch metric rows ([] before the first epoch finished)."""
+        return _read_jsonl(self.metrics)
+
+    def append_metrics(self, row: dict) -> None:
+        """Add one epoch's row (a full disk raises DiskFullError)."""
+        _append_jsonl(self.metrics, row)
+
+    def write_metrics(self, rows: list[dict]) -> None:
+        """Replace the metric rows atomically (a resume drops the rows after its checkpoint)."""
+        _write_atomic_jsonl(self.metrics, rows)
+
+    def read_overrides(self) -> list[dict]:
+        """Each `--resume --set` record: {"from_epoch": N, "changes": {key: {"from": old, "to": new}}}."""
+        return _read_jsonl(self.overrides)
+
+    def append_override(self, from_epoch: int, changes: dict[str, tuple[Any, Any]]) -> None:
+        """Record the recipe changes {key: (old, new)} that take effect from epoch `from_epoch` (1-based)."""
+        _append_jsonl(self.overrides, {"from_epoch": from_epoch, "changes": {
+            k: {"from": old, "to": new} for k, (old, new) in sorted(changes.items())}})
+
+    def read_summary(self) -> dict:
+        """summary.json ({} before the run wrote one)."""
+        return _read_json(self.summary)
+
+    def write_summary(self, summary: dict) -> None:
+        """Replace summary.json atomically, so that a reader or a kill never sees half of it."""
+        write_atomic(self.summary, dumps(summary, indent=2).encode())
+
+    def read_eval(self) -> dict:
+        """eval.json ({} before `budgetnet eval` wrote one)."""
+        return _read_json(self.eval)
+
+    def write_eval(self, result: dict) -> None:
+        """Replace eval.json atomically with `result` (the folder is created when missing)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.eval, dumps(result, indent=2).encode())
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Create the run directory and hold its lock for the block: one writer per run directory.
+
+        The lock is an flock on `.lock`, which holds the writer's PID; the kernel drops it when the process ends
+        however it ends, so a killed writer leaves nothing stuck. A second writer is refused with RunBusyError.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+                raise RunBusyError(f"{self.root} is being written by another budgetnet process (PID {pid}): wait for "
+                                   "it to end or stop it, then rerun; one run directory takes one writer") from None
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def remove_partial_writes(self) -> None:
+        """Delete the `.tmp` files a killed writer left behind (the files they were replacing are intact)."""
+        for folder in (self.root, self.checkpoints):
+            for tmp in folder.glob("*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+
+def recipe_yaml(recipe: Recipe) -> str:
+    """`recipe` as recipe.yaml holds it."""
+    return yaml.safe_dump(recipe.to_dict(), sort_keys=False)
+
+
+def recipe_changes(recorded: Recipe, recipe: Recipe) -> dict[str, tuple[Any, Any]]:
+    """{dotted key: (recorded value, new value)} wherever `recipe` differs from `recorded`, both compared as
+    recipe.yaml records them (through YAML, so that a tuple and the list it reads back as are equal)."""
+    as_recorded = lambda r: yaml.safe_load(recipe_yaml(r))
+    return diff_recipes(as_recorded(recorded), as_recorded(recipe))
+
+
+def summarize(recipe: Recipe, params: int, history: list[dict], status: str, **extra: Any) -> dict:
+    """What a run reached so far; `final_test_acc` is the honest figure, `best_*` is chosen on validation
+    when there is a validation split (on test otherwise) among the epochs evaluated every eval_every, and
+    `best_seen_*` is the best plain test accuracy (no TTA) recorded every test_every epochs, chosen on the test
+    set as the study did (None without test_every). `extra` adds keys (provenance)."""
+    last = history[-1] if history else {}
+    key = "val_acc" if any("val_acc" in r for r in history) else "test_acc"
+    best_row = max((r for r in history if key in r), key=lambda r: r[key], default={})
+    seen_row = max((r for r in history if "plain_test_acc" in r), key=lambda r: r["plain_test_acc"], default={})
+    return {"status": status, "params": params, "epochs": recipe.epochs,
+            "epochs_done": len(history), "final_test_acc": last.get("test_acc"),
+            "final_test_loss": last.get("test_loss"), "best_by": key, "best_epoch": best_row.get("epoch"),
+            "best_acc": best_row.get(key), "best_test_acc": best_row.get("test_acc"),
+            "best_seen_test_acc": seen_row.get("plain_test_acc"), "best_seen_test_epoch": seen_row.get("epoch"),
+            "train_seconds": sum(r["seconds"] for r in history),
+            "images_per_s": (sum(r["images_per_s"] for r in history) / len(history)) if history else None,
+            "description": recipe.description, **extra}
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that a crash, a kill or a full disk leaves the previous file (and no partial
+    `.tmp`, except after SIGKILL: `RunFiles.remove_partial_writes` cleans those up at the next start)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            raise DiskFullError(f"no space left on device while writing {path}") from None
+        raise
+
+
+def default_run_dir(name: str) -> Path:
+    """runs/<recipe name>-<local time>, the run directory when none is given."""
+    return Path("runs") / f"{Path(name).stem}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def finite(obj: Any) -> Any:
+    """`obj` with every NaN or infinite float replaced by None, so that it is standard JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any, **kwargs: Any) -> str:
+    """Standard JSON of `obj` (NaN and infinities as null: JavaScript and jq reject bare NaN)."""
+    return json.dumps(finite(obj), allow_nan=False, **kwargs)
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def _write_atomic_jsonl(path: Path, rows: list[dict]) -> None:
+    write_atomic(path, "".join(dumps(r) + "\n" for r in rows).encode())
+
+
+def _append_jsonl(path: Path, row: dict) -> None:
+    try:
+        with path.open("a") as f:
+            f.write(dumps(row) + "\n")
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise DiskFullError(f"no space left on device while writing {path}") from None
+        raise

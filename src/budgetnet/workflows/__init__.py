@@ -1,0 +1,1 @@
+"""Work over many runs: experiment grids, reports comparing run directories, the design search."""

@@ -1,0 +1,312 @@
+"""Compare run directories: per-setting mean +- std tables (Markdown, CSV) and figures of their curves.
+
+    runs = find_runs(["runs/a", "runs/b"])
+    report(runs, "out/")             # out/report.md, curves.png, lr.png, [params_vs_acc.png]
+
+`experiment/results.py` groups the runs of a grid by setting (seeds of one setting share a row and a colour) and calls
+the same functions; here every run is its own setting.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .. import plots
+from ..config import Recipe, RecipeError
+from ..data.cifar import SPLIT_SIZES, steps_per_epoch as epoch_steps
+from ..training.optim import lr_at_step
+from ..training.rundir import RunFiles, recipe_yaml
+
+
+@dataclass
+class Run:
+    """A run directory as read from disk: its recipe, summary (if any epoch finished) and metric rows."""
+
+    path: Path
+    recipe: Recipe
+    summary: dict
+    metrics: list[dict]
+
+    @property
+    def status(self) -> str:
+        return self.summary.get("status", "not started")
+
+
+def load_run(path: str | Path) -> Run:
+    """Read a run directory; RecipeError when it is not one."""
+    files = RunFiles(Path(path))
+    return Run(files.root, files.read_recipe(), files.read_summary(), files.read_metrics())
+
+
+def find_runs(paths: list[str | Path]) -> list[Run]:
+    """The runs named: run directories, or experiment directories (every run under their runs/)."""
+    runs = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            raise RecipeError(f"{path}: no such directory")
+        if not RunFiles(path).recipe.is_file() and (path / "runs").is_dir():
+            runs += [load_run(p) for p in sorted((path / "runs").iterdir()) if RunFiles(p).recipe.is_file()]
+        else:
+            runs.append(load_run(path))
+    if not runs:
+        raise RecipeError(f"no run directories in {', '.join(map(str, paths))}")
+    return runs
+
+
+def run_labels(runs: list[Run]) -> list[str]:
+    """Short unique names: the folder name, or more of the path where folder names repeat."""
+    names = [r.path.name for r in runs]
+    if len(set(names)) == len(names):
+        return names
+    return [str(r.path) for r in runs]
+
+
+# ---- tables -------------------------------------------------------------------------------------
+
+def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation of the values given (None skipped); std is None below two values."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+# summary key -> (row key, factor, digits): accuracies in percent, losses to 4 digits, seconds whole
+SUMMARY_COLUMNS = {"final_test_acc": ("final_test_acc_pct", 100, 2),
+                   "best_seen_test_acc": ("best_seen_test_acc_pct", 100, 2),
+                   "best_test_acc": ("best_test_acc_pct", 100, 2),
+                   "final_test_loss": ("final_test_loss", 1, 4), "train_seconds": ("train_seconds", 1, 0)}
+# what the columns of markdown_table mean, for the text below a table
+TABLE_NOTE = ("Final: the last epoch's test accuracy. Best seen: the best plain test accuracy (no TTA) seen every "
+              "`test_every` epochs and after the last, chosen on the test set, as the study did (its scripts test "
+              "every 10 epochs and its text reports the highest); - where a run did not record it (test_every 0, "
+              "or a run from before test_every). Best: the test accuracy at the epoch chosen on validation when "
+              "there is a validation split, else on test, among the epochs evaluated every `eval_every`.")
+
+
+def summarize(groups: dict[str, list[Run]]) -> list[dict]:
+    """One row per setting: mean and std over its finished runs (seeds; over the unfinished ones while none has
+    finished) of final, best-seen and best test accuracy (percent), final test loss and training time (whole
+    seconds), std only with two runs or more; parameters, epochs and test_every; how many runs finished."""
+    rows = []
+    for label, runs in groups.items():
+        done = [r for r in runs if r.status == "finished"] or [r for r in runs if r.summary]
+        row = {"setting": label, "runs": len(runs), "finished": sum(r.status == "finished" for r in runs),
+               "params": done[0].summary["params"] if done else None,
+               "epochs": max((r.summary["epochs_done"] for r in done), default=0),
+               "test_every": runs[0].recipe.test_every}
+        for key, (name, factor, digits) in SUMMARY_COLUMNS.items():
+            mean, std = mean_std([None if r.summary.get(key) is None else factor * r.summary[key] for r in done])
+            row[f"{name}_mean"], row[f"{name}_std"] = (None if v is None else round(v, digits) if digits else round(v)
+                                                       for v in (mean, std))
+        row["status"] = ",".join(sorted({r.status for r in runs}))
+        rows.append(row)
+    return rows
+
+
+def _pm(mean: float | None, std: float | None, digits: int = 2) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+
+
+def seen_every(test_every: set[int]) -> str:
+    """'every 10 epochs' for the test_every values of some runs (0, off, aside), or 'every test_every epochs'."""
+    values = test_every - {0}
+    return f"every {next(iter(values))} epochs" if len(values) == 1 else "every test_every epochs"
+
+
+def markdown_table(rows: list[dict], columns: list[str] = (), first: str = "setting") -> str:
+    """The summary rows as a Markdown table headed `first`; `columns` are extra row keys shown after it."""
+    seen = f"best test acc seen {seen_every({r['test_every'] for r in rows})} (%)"
+    head = [first, *columns, "runs", "final test acc (%)", seen, "best test acc (%)", "final test loss", "params",
+            "epochs", "train time (s)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        runs = f"{r['finished']}/{r['runs']}" + ("" if r["finished"] == r["runs"] else f" ({r['status']})")
+        cells = [r["setting"], *(str(r.get(c, "")) for c in columns), runs,
+                 _pm(r["final_test_acc_pct_mean"], r["final_test_acc_pct_std"]),
+                 _pm(r["best_seen_test_acc_pct_mean"], r["best_seen_test_acc_pct_std"]),
+                 _pm(r["best_test_acc_pct_mean"], r["best_test_acc_pct_std"]),
+                 _pm(r["final_test_loss_mean"], r["final_test_loss_std"], digits=3),
+                 f"{r['params']:,}" if r["params"] else "-", str(r["epochs"]),
+                 _pm(r["train_seconds_mean"], r["train_seconds_std"], digits=0)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict], path: Path, extra: dict | None = None) -> Path:
+    """The summary rows as CSV, each prefixed by the `extra` columns (e.g. experiment and scale)."""
+    rows = [{**(extra or {}), **r} for r in rows]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else list(extra or {}))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+# ---- figures ------------------------------------------------------------------------------------
+
+def _metric_rows(groups: dict[str, list[Run]]) -> dict[str, list[list[dict]]]:
+    return {label: [run.metrics for run in runs] for label, runs in groups.items()}
+
+
+def schedule_curve(recipe: Recipe, points: int = 4000) -> tuple[list[float], list[float]]:
+    """(epochs, lr) of a recipe's schedule as training steps it, at most `points` samples, without training."""
+    n_train = recipe.data.train_size or SPLIT_SIZES["train"] - recipe.data.val_size
+    steps_per_epoch = epoch_steps(n_train, recipe.batch_size)  # as training/loop.py steps it
+    total = recipe.epochs * steps_per_epoch
+    steps = range(0, total + 1, max(1, total // points))
+    lrs = [lr_at_step(recipe.schedule, recipe.optimizer.lr, s, recipe.epochs, steps_per_epoch) for s in steps]
+    return [s / steps_per_epoch for s in steps], lrs
+
+
+def plot_lr(groups: dict[str, list[Run]], path: Path, title: str) -> Path:
+    """Each setting's learning rate: its schedule per step (line) and what its runs logged at each epoch's end
+    (markers); a log axis when the base learning rates differ more than tenfold (SGD 0.1 vs Adam 1e-3).
+    A schedule equal to an earlier setting's is drawn thin on top of a wide one and says whose it equals."""
+    fig, ax = plots.subplots(figsize=(12, 4.8))
+    colours = plots.colours(list(groups))
+    curves = {label: schedule_curve(runs[0].recipe) for label, runs in groups.items()}
+    for i, (label, runs) in enumerate(groups.items()):
+        recipe = runs[0].recipe
+        epochs, lrs = curves[label]
+        same = [other for other in list(curves)[:i] if curves[other] == curves[label]]
+        shared = any(curves[other] == curves[label] for other in list(curves)[i + 1:])
+        ax.plot(epochs, lrs, color=colours[label], lw=4.5 if shared and not same else 1.6, zorder=2 + i,
+                ls=["-", "--", ":", "-."][i % 4],
+                label=f"{label} ({recipe.optimizer.name}, {recipe.schedule.name}, lr {recipe.optimizer.lr:g})"
+                      + (f", the same schedule as {same[0]}" if same else ""))
+        logged = [(r["epoch"], r["lr"]) for r in runs[0].metrics]
+        if logged:
+            ax.plot(*zip(*logged), "o", color=colours[label], ms=4, mfc="none")
+    ax.plot([], [], "o", color="grey", mfc="none", label="logged by the runs at epoch ends")
+    base = [runs[0].recipe.optimizer.lr for runs in groups.values()]
+    log = max(base) > 10 * min(base)
+    if log:
+        ax.set_yscale("log", nonpositive="clip")
+        ax.set_ylim(bottom=min(base) / 1000)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate" + (" (log scale)" if log else ""))
+    ax.set_title(title)
+    ax.grid(alpha=plots.GRID_ALPHA)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return plots.save(fig, path)
+
+
+def plot_final_acc(rows: list[dict], path: Path, title: str, published: dict[str, float] | None = None) -> Path:
+    """Final test accuracy per setting as bars with the std over seeds, values written on the bars; `published`
+    (setting -> percent) marks the study's value of a setting with a black diamond."""
+    rows = [r for r in rows if r["final_test_acc_pct_mean"] is not None]
+    colours = plots.colours([r["setting"] for r in rows])
+    fig, ax = plots.subplots(figsize=(8, 1.2 + 0.6 * len(rows)))
+    means = [r["final_test_acc_pct_mean"] for r in rows]
+    stds = [r["final_test_acc_pct_std"] or 0.0 for r in rows]
+    y = range(len(rows))
+    ax.barh(y, means, xerr=stds if any(stds) else None, color=[colours[r["setting"]] for r in rows], capsize=4)
+    for i, (m, s, r) in enumerate(zip(means, stds, rows)):
+        ax.text(m + s + 0.5, i, f"{m:.2f}%" + (f" ± {s:.2f}" if r["final_test_acc_pct_std"] is not None else ""),
+                va="center", fontsize=9)
+    marked = [(i, published[r["setting"]]) for i, r in enumerate(rows) if (published or {}).get(r["setting"])]
+    if marked:
+        ax.plot([v for _, v in marked], [i for i, _ in marked], "D", color="black", ms=7, label="the study's published value")
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_yticks(list(y), [r["setting"] for r in rows])
+    ax.invert_yaxis()
+    top = max([*means, *(v for _, v in marked)], default=0)
+    ax.set_xlim(0, min(100, top + max(stds, default=0) + 15))
+    ax.set_xlabel("final test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=plots.GRID_ALPHA)
+    return plots.save(fig, path)
+
+
+def plot_params_vs_acc(rows: list[dict], path: Path, title: str) -> Path:
+    """Final test accuracy against trainable parameters, one labelled point per setting."""
+    rows = [r for r in rows if r["final_test_acc_pct_mean"] is not None and r["params"]]
+    colours = plots.colours([r["setting"] for r in rows])
+    fig, ax = plots.subplots(figsize=(8, 5))
+    for r in rows:
+        ax.errorbar(r["params"], r["final_test_acc_pct_mean"], yerr=r["final_test_acc_pct_std"], fmt="o",
+                    color=colours[r["setting"]], capsize=3, label=r["setting"])
+        ax.annotate(r["setting"], (r["params"], r["final_test_acc_pct_mean"]), xytext=(6, 4),
+                    textcoords="offset points", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (log scale)")
+    ax.set_ylabel("final test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=plots.GRID_ALPHA, which="both")
+    ax.legend(fontsize=8)
+    return plots.save(fig, path)
+
+
+# ---- TensorBoard ------------------------------------------------------------------------------
+
+def export_tensorboard(runs: list[Run], log_dir: str | Path) -> Path:
+    """Write each run's per-epoch metrics as TensorBoard events in log_dir/<run label>/ (needs the optional
+    `tensorboard` package: pip install budgetnet[tensorboard])."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise RecipeError("--tensorboard needs the tensorboard package: pip install 'budgetnet[tensorboard]'") from None
+    log_dir = Path(log_dir)
+    for label, run in zip(run_labels(runs), runs):
+        with SummaryWriter(log_dir / label.replace("/", "_")) as writer:
+            for row in run.metrics:
+                for key, value in row.items():
+                    if key != "epoch" and isinstance(value, (int, float)):
+                        group = "loss" if key.endswith("_loss") else "accuracy" if key.endswith("_acc") else "train"
+                        writer.add_scalar(f"{group}/{key}", value, row["epoch"])
+            writer.add_text("recipe", "    " + recipe_yaml(run.recipe).replace("\n", "\n    "))
+    return log_dir
+
+
+# ---- reports ------------------------------------------------------------------------------------
+
+def designs_differ(groups: dict[str, list[Run]]) -> bool:
+    return len({json.dumps(runs[0].recipe.model.to_dict(), sort_keys=True) for runs in groups.values()}) > 1
+
+
+PLOTS: dict[str, Callable[[dict[str, list[Run]], list[dict], Path, str], Path]] = {
+    "curves": lambda g, rows, p, t: plots.plot_curves(_metric_rows(g), ["train_loss", "test_loss", "train_acc",
+                                                                        "test_acc"], p, t),
+    "test_curves": lambda g, rows, p, t: plots.plot_curves(_metric_rows(g), ["test_acc", "test_loss"], p, t),
+    "lr": lambda g, rows, p, t: plot_lr(g, p, t),
+    "final_acc": lambda g, rows, p, t: plot_final_acc(rows, p, t),
+    "params_vs_acc": lambda g, rows, p, t: plot_params_vs_acc(rows, p, t),
+}
+PLOT_TITLES = {"curves": "loss and accuracy per epoch", "test_curves": "test accuracy and loss per epoch",
+               "lr": "learning rate per epoch", "final_acc": "final test accuracy",
+               "params_vs_acc": "parameters vs final test accuracy"}
+
+
+def draw(groups: dict[str, list[Run]], rows: list[dict], plots: list[str], out: Path, title: str) -> list[Path]:
+    """Write the named figures as out/<name>.png, each titled '<title>: <what it shows>'."""
+    return [PLOTS[name](groups, rows, out / f"{name}.png", f"{title}: {PLOT_TITLES[name]}") for name in plots]
+
+
+def report(runs: list[Run], out: str | Path, title: str = "run comparison") -> Path:
+    """Compare runs: out/report.md (table and figures), curves.png, lr.png, params_vs_acc.png when the
+    designs differ, and robustness.png when runs hold corruption results."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    groups = dict(zip(run_labels(runs), ([r] for r in runs)))
+    rows = summarize(groups)
+    plots = ["curves", "lr"] + (["params_vs_acc"] if designs_differ(groups) else [])
+    figures = draw(groups, rows, plots, out, title)
+    robust = [r.path for r in runs if "per_corruption" in RunFiles(r.path).read_eval()]
+    if robust:  # runs evaluated with `budgetnet eval --corruptions`: their corruption errors side by side
+        from ..evaluation.robustness import compare_robustness
+        figures.append(compare_robustness(robust, out))
+    write_csv(rows, out / "report.csv")
+    lines = [f"# {title}", "", markdown_table(rows, first="run"), "",
+             TABLE_NOTE, "",
+             "| run | path | description |", "|---|---|---|",
+             *(f"| {label} | {r.path} | {r.recipe.description} |" for label, r in zip(groups, runs)), "",
+             *(f"![{f.stem}]({f.name})" for f in figures), ""]
+    (out / "report.md").write_text("\n".join(lines))
+    return out / "report.md"

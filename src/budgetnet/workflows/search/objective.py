@@ -1,0 +1,140 @@
+"""One trial of the search: a design sampled within the parameter budget (C_1 last, within the widest that fits;
+an over-budget design repaired or rejected untrained), trained in its run directory, each epoch's validation
+accuracy reported to the pruner, and the best one returned to the sampler."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, NoReturn
+
+import optuna
+from optuna.distributions import IntDistribution
+
+from ...config import Recipe
+from ...data.cifar import Data, load_data
+from ...design.spec import BudgetError, SpecError, fit_channels
+from ...training.loop import check_recipe, train
+from ...training.rundir import RunFiles
+from ...training.runtime import resolve_device
+from .space import Space
+
+
+@dataclass
+class Objective:
+    """What Optuna calls per trial: train the trial's design in OUT/trials/<number> (a queued retry resumes the
+    run directory it inherits) and return its best validation accuracy.
+
+    `check_signal` raises a SIGTERM that Python dropped (interrupts.sigterm_interrupts); it is called as a trial
+    starts and after each epoch. `data` replaces loading the data set (tests); otherwise each data configuration
+    is loaded once and kept."""
+
+    space: Space
+    out: Path
+    budget: int | None
+    repair: str
+    device: str
+    check_signal: Callable[[], None]
+    data_dir: str | Path | None = None
+    data: Data | None = None
+    progress: bool = False
+    running: int | None = None  # the number of the trial this process is training
+    datasets: dict[tuple, Data] = field(default_factory=dict)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        self.running = trial.number
+        self.check_signal()
+        resumed = "run_dir" in trial.user_attrs  # a queued retry inherits its run directory (relative to OUT)
+        run_dir = trial.user_attrs.get("run_dir", f"trials/{trial.number}")
+        recipe = _trial_recipe(trial, self.space, self.budget, self.repair)
+        trial.set_user_attr("run_dir", run_dir)
+        trial.set_user_attr("recipe", recipe.to_dict())  # reproducible from the study alone, whatever disk OUT is on
+        recipe.device = self.device
+        check_recipe(recipe)  # a combination of sampled values that cannot run fails before its data is loaded
+        key = (self.device, *vars(recipe.data).values())
+        if self.data is None and key not in self.datasets:
+            self.datasets[key] = load_data(recipe.data, self.data_dir, resolve_device(self.device))
+
+        files = RunFiles(self.out / run_dir)
+        resume = resumed and files.recipe.is_file()
+        backfill = resume  # a resumed run reports its earlier epochs first, so the pruner sees the whole curve
+
+        def on_epoch(row: dict) -> None:
+            nonlocal backfill
+            self.check_signal()
+            for r in files.read_metrics() if backfill else [row]:
+                if "val_acc" in r:
+                    trial.report(r["val_acc"], r["epoch"])
+            backfill = False
+            if "val_acc" in row and trial.should_prune():
+                raise optuna.TrialPruned(f"val acc {row['val_acc']:.4f} after epoch {row['epoch']}")
+
+        if resumed and not resume:
+            print(f"trial {trial.number} retries a failed trial whose run directory {run_dir} is not under {self.out} "
+                  "(not started yet, or --out is not shared by every worker): training it from the start",
+                  file=sys.stderr)
+        summary = train(None if resume else recipe, self.out / run_dir, self.data_dir, resume=resume,
+                        progress=self.progress, on_epoch=on_epoch,
+                        data=self.datasets[key] if self.data is None else self.data,
+                        overrides=[f"device={self.device}"] if resume else ())  # this worker's device, not the last's
+        trial.set_user_attr("test_acc", summary["final_test_acc"])
+        return summary["best_acc"]
+
+
+def _trial_recipe(trial: optuna.Trial, space: Space, budget: int | None, repair: str) -> Recipe:
+    """Sample the trial's recipe within the budget, or prune the trial with the reason."""
+    channels = space.params.get("model.channels")
+    within = isinstance(channels, IntDistribution)  # sampled last, within the widest C_1 that fits
+    values = space.suggest(trial, skip=("model.channels",) if within else ())
+    try:
+        recipe = space.recipe({**values, "model.channels": channels.low} if within else values)
+    except SpecError as e:
+        _reject(trial, "invalid_design", str(e))
+    if budget is not None:
+        recipe.budget = budget
+    if within:
+        recipe.model = replace(recipe.model, channels=_suggest_channels(trial, channels, recipe, repair))
+    params = recipe.model.count_params()
+    if params > recipe.budget:  # a fixed C_1, or one of the space's choices
+        if repair == "reject" or "model.channels" in space.params or not isinstance(recipe.model.channels, int):
+            _reject(trial, "over_budget", f"{params:,} parameters > budget {recipe.budget:,}")
+        try:
+            fitted = fit_channels(recipe.model, recipe.budget)
+        except BudgetError as e:
+            _reject(trial, "over_budget", str(e))
+        trial.set_user_attr("repaired", f"C_1 {recipe.model.channels} -> {fitted}")
+        recipe.model = replace(recipe.model, channels=fitted)
+        params = recipe.model.count_params()
+    design = recipe.model.to_dict()
+    trial.set_user_attr("params", params)
+    trial.set_user_attr("design", {k: design[k] for k in ("blocks", "channels", "kernel_size",
+                                                            "shortcut_kernel_size", "pool_size", "block")})
+    return recipe
+
+
+def _suggest_channels(trial: optuna.Trial, dist: IntDistribution, recipe: Recipe, repair: str) -> int:
+    """C_1 from the space's range cut at the widest that fits the budget; below the range, the fitted C_1 itself.
+
+    Either way the value the study records is the value trained, so TPE and the importances reason about
+    trained designs (the range differs between trials; Optuna allows that for a numeric parameter).
+    """
+    try:
+        widest = fit_channels(recipe.model, recipe.budget)
+    except BudgetError as e:
+        _reject(trial, "over_budget", str(e))
+    if widest >= dist.low:
+        high = min(dist.high, dist.low + (widest - dist.low) // dist.step * dist.step)
+        return trial.suggest_int("model.channels", dist.low, high, step=dist.step, log=dist.log)
+    narrowest = replace(recipe.model, channels=dist.low).count_params()
+    if repair == "reject":
+        _reject(trial, "over_budget", f"C_1={dist.low}, the narrowest in the space, needs {narrowest:,} parameters "
+                                      f"> budget {recipe.budget:,}")
+    trial.set_user_attr("repaired", f"C_1 {dist.low}..{dist.high} -> {widest}")
+    return trial.suggest_int("model.channels", widest, widest, log=dist.log)
+
+
+def _reject(trial: optuna.Trial, reason: str, message: str) -> NoReturn:
+    """Prune before training (pruned rather than failed, so that the sampler learns to avoid the region)."""
+    trial.set_user_attr("rejected", reason)
+    trial.set_user_attr("reason", message)
+    raise optuna.TrialPruned(f"{reason}: {message}")

@@ -1,0 +1,183 @@
+"""What a study found, from its storage: trials by outcome, the top designs, the Pareto front of parameters vs
+validation accuracy and the parameter importances, as search.md, best-recipe.yaml and figures; and the lines a
+worker prints when it stops."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import optuna
+import yaml
+from matplotlib.ticker import EngFormatter
+from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from ... import plots
+from .storage import load_study, optuna_quiet, shown_url
+
+
+def trial_counts(trials: list[FrozenTrial]) -> dict[str, int]:
+    """Trials by outcome: completed, pruned by the pruner, rejected before training, repaired, failed, running."""
+    rejected = [t.user_attrs.get("rejected") for t in trials]
+    return {"trials": len(trials),
+            "complete": sum(t.state == TrialState.COMPLETE for t in trials),
+            "pruned": sum(t.state == TrialState.PRUNED and r is None for t, r in zip(trials, rejected)),
+            "rejected_over_budget": rejected.count("over_budget"),
+            "rejected_invalid": rejected.count("invalid_design"),
+            "repaired": sum("repaired" in t.user_attrs for t in trials),
+            "failed": sum(t.state == TrialState.FAIL for t in trials),
+            "running": sum(t.state == TrialState.RUNNING for t in trials)}
+
+
+def worker_summary(study: optuna.Study, out: str | Path, storage: str | None) -> str:
+    """What a worker prints when it stops: the study's counts, its best trial and the report command."""
+    counts = trial_counts(study.get_trials(deepcopy=False))
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    best = max(done, key=lambda t: t.value) if done else None
+    where = f" --storage '{shown_url(storage)}'" if storage else ""  # else $BUDGETNET_STORAGE or OUT/search.db
+    return "\n".join([
+        f"study {study.study_name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()),
+        f"best: trial {best.number}, val acc {best.value:.4f}, {best.user_attrs['params']:,} params, {best.params}"
+        if best else "no trial completed yet",
+        f"report: budgetnet search-report{where} --study {study.study_name} --out {out}"])
+
+
+def pareto_front(points: list[tuple[int, float]]) -> list[int]:
+    """Indices of the (params, accuracy) points no other point beats on both (fewer params, higher accuracy)."""
+    front, best = [], -math.inf
+    for i in sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1])):
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+@optuna_quiet()
+def search_report(storage: str, out: str | Path, study_name: str | None = None, top: int = 10) -> dict:
+    """Write OUT/search.md, pareto.png and importances.png for a study; return the counts, best trial and front."""
+    study = load_study(storage, study_name)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    trials = study.get_trials(deepcopy=False)
+    counts = trial_counts(trials)
+    done = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: -t.value)
+    front = [done[i] for i in pareto_front([(t.user_attrs["params"], t.value) for t in done])]
+    budget = study.user_attrs.get("budget")
+    _plot_front(study.study_name, trials, done, front, budget, out / "pareto.png")
+    importances = _importances(study.study_name, done, out / "importances.png")
+
+    lines = [f"# Search `{study.study_name}`", "",
+             f"Storage `{shown_url(storage)}`, space `{study.user_attrs.get('space', '?')}`"
+             + (f", budget {budget:,} parameters" if budget else "") + ".",
+             "The objective is the best validation accuracy (data.val_size images held out of the training set); "
+             "the test set chose nothing, its final accuracy is shown for reference.", "",
+             "| " + " | ".join(counts) + " |", "|" + "---:|" * len(counts),
+             "| " + " | ".join(str(v) for v in counts.values()) + " |", "",
+             *(["Running trials whose worker died stay so until a worker runs again: it marks them failed.", ""]
+               if counts["running"] else []),
+             f"## Top {min(top, len(done))} designs", "",
+             "| rank | trial | params | val acc | test acc | design | sampled | run directory |",
+             "|---:|---:|---:|---:|---:|---|---|---|"]
+    for rank, t in enumerate(done[:top], 1):
+        lines.append(f"| {rank} | {t.number} | {t.user_attrs['params']:,} | {t.value:.4f} | "
+                     f"{_fmt(t.user_attrs.get('test_acc'))} | {_design(t)} | {_sampled(t)} | "
+                     f"`{t.user_attrs['run_dir']}` |")
+    lines += ["", "## Parameters vs accuracy", "",
+              "Pareto front (no other design has fewer parameters and higher validation accuracy): trials "
+              + ", ".join(f"{t.number} ({t.user_attrs['params']:,}, {t.value:.4f})" for t in front) + ".", "",
+              "![parameters vs accuracy](pareto.png)", "",
+              "## Parameter importances (PED-ANOVA, Optuna's default evaluator)", ""]
+    if importances:
+        lines += [f"- `{k}`: {v:.3f}" for k, v in importances.items()] + ["", "![importances](importances.png)"]
+    else:
+        lines.append("Not enough completed trials with varying parameters yet.")
+    if done:
+        (out / "best-recipe.yaml").write_text(yaml.safe_dump(done[0].user_attrs["recipe"], sort_keys=False))
+        lines += ["", "## Reproduce the best design", "",
+                  f"Trial {done[0].number}'s recipe, as the study stores it, is `best-recipe.yaml` beside this file; "
+                  f"its run directory is `{done[0].user_attrs['run_dir']}` under the search's --out. From this folder:",
+                  "", "`budgetnet train --recipe best-recipe.yaml`"]
+    (out / "search.md").write_text("\n".join(lines) + "\n")
+    best = done[0] if done else None
+    return {"study": study.study_name, "counts": counts, "importances": importances,
+            "best": None if best is None else {"trial": best.number, "val_acc": best.value,
+                                               "params": best.user_attrs["params"], **best.params},
+            "front": [t.number for t in front], "report": str(out / "search.md")}
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _design(t: FrozenTrial) -> str:
+    d = t.user_attrs["design"]
+    text = (f"B={d['blocks']} C_1={d['channels']} F={d['kernel_size']} K={d['shortcut_kernel_size']} "
+            f"P={d['pool_size']} {d['block']}")
+    return text + (f" ({t.user_attrs['repaired']})" if "repaired" in t.user_attrs else "")
+
+
+def _sampled(t: FrozenTrial) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in t.params.items() if not k.startswith("model."))
+
+
+def _plot_front(name: str, trials: list[FrozenTrial], done: list[FrozenTrial], front: list[FrozenTrial],
+                budget: int | None, path: Path) -> None:
+    fig, ax = plots.subplots(figsize=(7.5, 5))
+    pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
+    if pruned:
+        ax.scatter([t.user_attrs["params"] for t in pruned], [t.intermediate_values[max(t.intermediate_values)]
+                                                             for t in pruned],
+                   marker="x", color="0.6", label="pruned (val acc when stopped)")
+    ax.scatter([t.user_attrs["params"] for t in done], [t.value for t in done], color="tab:blue", alpha=0.7,
+               label="completed trials")
+    if front:
+        xs, ys = [t.user_attrs["params"] for t in front], [t.value for t in front]
+        ax.step(xs, ys, where="post", color="tab:red", lw=1.5)
+        ax.scatter(xs, ys, color="tab:red", s=60, zorder=3, label="Pareto front")
+        for t in front:
+            ax.annotate(f"#{t.number}", (t.user_attrs["params"], t.value), textcoords="offset points",
+                        xytext=(4, 4), fontsize=8)
+    if budget:
+        ax.axvline(budget, color="k", ls="--", lw=1, label=f"budget {budget:,}")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.xaxis.set_minor_formatter(EngFormatter(sep=""))
+    ax.set_xlabel("trainable parameters (log scale)")
+    ax.set_ylabel("best validation accuracy")
+    ax.set_title(f"study {name}: parameters vs accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    plots.save(fig, path)
+
+
+def _importances(name: str, done: list[FrozenTrial], path: Path) -> dict[str, float]:
+    """Importances (Optuna's default evaluator) of the sampled keys over the completed trials' trained values.
+
+    A C_1 range cut by the budget differs between trials; Optuna's evaluators treat each distinct range as a
+    regime of its own (PED-ANOVA drops regimes of few trials, the intersection search space drops the parameter),
+    so they see each varying numeric range widened to its union over the trials instead.
+    """
+    seen: dict[str, list] = {}
+    for t in done:
+        for key, dist in t.distributions.items():
+            seen.setdefault(key, []).append(dist)
+    union = {key: type(ds[0])(min(d.low for d in ds), max(d.high for d in ds), log=ds[0].log)
+             for key, ds in seen.items() if isinstance(ds[0], (IntDistribution, FloatDistribution)) and len(set(ds)) > 1}
+    widened = optuna.create_study(direction="maximize")
+    widened.add_trials([optuna.trial.create_trial(params=t.params, value=t.value, distributions={
+        k: union.get(k, d) for k, d in t.distributions.items()}) for t in done])
+    try:
+        importances = optuna.importance.get_param_importances(widened)
+    except (ValueError, RuntimeError):
+        return {}
+    if not importances:
+        return {}
+    names = list(importances)[::-1]
+    fig, ax = plots.subplots(figsize=(7, 0.45 * len(names) + 1.5))
+    ax.barh(names, [importances[n] for n in names], color="tab:blue")
+    ax.set_xlabel("importance for validation accuracy (PED-ANOVA, sums to 1)")
+    ax.set_title(f"study {name}: parameter importances")
+    ax.grid(axis="x", alpha=0.3)
+    plots.save(fig, path)
+    return dict(importances)

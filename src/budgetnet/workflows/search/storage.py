@@ -1,0 +1,106 @@
+"""The study's storage: an RDB (a SQLite file by default, $BUDGETNET_STORAGE, or any SQLAlchemy URL) shared by
+every worker, whose heartbeats let a worker mark a dead worker's trial FAIL and queue it to resume; and loading
+a study from it."""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import optuna
+import sqlalchemy
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial
+
+from .errors import SearchError
+
+STORAGE_ENV = "BUDGETNET_STORAGE"  # the storage URL, so that a password never shows on a command line
+MAX_RETRIES = 3  # times an interrupted or silent trial is queued again (each retry resumes its checkpoint)
+
+
+@contextlib.contextmanager
+def optuna_quiet() -> Iterator[None]:
+    """Within the block, Optuna's experimental-feature warnings (heartbeats, the constant liar, the stale-trial
+    retry) are not shown and Optuna logs errors only: budgetnet says what each trial became in its own lines.
+    Both are restored when the block ends."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def storage_url(out: str | Path, storage: str | None = None) -> str:
+    """The storage given, else $BUDGETNET_STORAGE, else the SQLite file OUT/search.db."""
+    return storage or os.environ.get(STORAGE_ENV) or f"sqlite:///{(Path(out) / 'search.db').resolve()}"
+
+
+def shown_url(url: str) -> str:
+    """The URL with its password hidden, for messages and reports."""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return url
+
+
+def open_storage(url: str, heartbeat: int = 60, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """An RDB storage whose workers send a heartbeat every `heartbeat` s; silent for 2x that fails and requeues a trial.
+
+    Workers started together on a fresh database race to create Optuna's tables (optuna#1092); the losers
+    retry, and by then the tables exist.
+    """
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
+                                              grace_period=2 * heartbeat, heartbeat_stale_trial_callback=_retry_stale)
+        except ImportError as e:
+            raise SearchError(f"storage {shown_url(url)}: missing database driver ({e}); for PostgreSQL "
+                              "pip install 'budgetnet[search]' (psycopg2-binary)") from None
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as e:
+            if attempt + 1 == attempts:
+                raise SearchError(f"cannot open storage {shown_url(url)}: {_reason(e)}") from None
+            time.sleep(0.5 + random.random())
+        except sqlalchemy.exc.SQLAlchemyError as e:  # a malformed URL, an unknown dialect
+            raise SearchError(f"cannot open storage {shown_url(url)}: {_reason(e)}") from None
+
+
+def _reason(error: sqlalchemy.exc.SQLAlchemyError) -> str:
+    """The database's own words (the driver's first line), without SQLAlchemy's wrapping and links."""
+    cause = getattr(error, "orig", None) or error
+    return f"{type(cause).__name__}: {str(cause).strip().splitlines()[0]}"
+
+
+def retry_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue a failed trial again with its user attrs (its run directory), at most MAX_RETRIES times."""
+    with optuna_quiet():
+        RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(study, trial)
+
+
+def _retry_stale(study: optuna.Study, trial: FrozenTrial) -> None:
+    print(f"study {study.study_name}: trial {trial.number} stopped sending heartbeats (its worker died): "
+          "marked FAIL and queued to resume from its last checkpoint", file=sys.stderr)
+    retry_trial(study, trial)
+
+
+@optuna_quiet()
+def load_study(storage: str, study_name: str | None = None) -> optuna.Study:
+    """An existing study; the name may be left out when the storage holds exactly one."""
+    store = open_storage(storage)
+    names = optuna.get_all_study_names(store)
+    if study_name is None:
+        if len(names) != 1:
+            raise SearchError(f"{shown_url(storage)} holds {len(names)} studies ({', '.join(names) or 'none'}): "
+                              "choose one with --study")
+        study_name = names[0]
+    if study_name not in names:
+        raise SearchError(f"{shown_url(storage)} has no study {study_name!r}; it holds: {', '.join(names) or 'none'}")
+    return optuna.load_study(study_name=study_name, storage=store)

@@ -1,0 +1,115 @@
+"""One search worker: this process runs trials of the study (created on first use) until its own or the study's
+target is met, with one stderr line per trial; stopped by SIGINT or SIGTERM, it queues its trial to resume."""
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import optuna
+from optuna.study import MaxTrialsCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from ...config import Recipe, RecipeError, parse_count
+from ...data.cifar import Data
+from ...training.interrupts import sigterm_interrupts
+from ...training.loop import TrainingDiverged
+from .errors import SearchInterrupted
+from .gpu import worker_device
+from .objective import Objective
+from .space import Space, check_budget
+from .storage import open_storage, optuna_quiet, retry_trial, storage_url
+
+SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
+PRUNERS = {"hyperband": optuna.pruners.HyperbandPruner, "halving": optuna.pruners.SuccessiveHalvingPruner,
+           "median": optuna.pruners.MedianPruner, "none": optuna.pruners.NopPruner}
+REPAIRS = ("fit-channels", "reject")
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # what --total-trials counts
+
+
+@optuna_quiet()
+def run_search(space: Space, out: str | Path, trials: int | None = None, total_trials: int | None = None,
+               storage: str | None = None, study_name: str | None = None, budget: int | str | None = None,
+               sampler: str = "tpe", pruner: str = "hyperband", repair: str = "fit-channels", seed: int | None = None,
+               heartbeat: int = 60, device: str | None = None, data_dir: str | Path | None = None,
+               data: Data | None = None, progress: bool = False) -> optuna.Study:
+    """Run trials of the study (created on first use) in this process until either target is met; returns the study.
+
+    `trials` caps this process; `total_trials` is the study-wide target shared by all workers (trials finished
+    or running, Optuna's MaxTrialsCallback). Workers on other machines run the same call against the same
+    storage. `device` overrides the recipes' ('auto': a GPU of its own). `data` replaces loading the data set
+    (tests); otherwise every data configuration is loaded once per process. SIGINT and SIGTERM raise
+    SearchInterrupted after the running trial is marked failed and queued to resume.
+    """
+    for flag, value, known in (("--sampler", sampler, SAMPLERS), ("--pruner", pruner, PRUNERS),
+                               ("--repair", repair, REPAIRS)):
+        if value not in known:
+            raise RecipeError(f"{flag} {value}: use one of {', '.join(known)}")
+    if trials is None and total_trials is None:
+        raise RecipeError("say how many trials: --trials N (this worker) and/or --total-trials N (the whole study)")
+    for flag, n in (("--trials", trials), ("--total-trials", total_trials)):
+        if n is not None and n < 1:
+            raise RecipeError(f"{flag} {n}: give 1 or more")
+    budget = parse_count(budget) if budget is not None else None
+    check_budget(space, budget, repair)
+    out = Path(out)
+    storage = storage_url(out, storage)
+    out.mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(storage=open_storage(storage, heartbeat), study_name=study_name or space.name,
+                                direction="maximize", sampler=_sampler(sampler, seed),
+                                pruner=PRUNERS[pruner](), load_if_exists=True)
+    study.set_user_attr("space", space.name)
+    study.set_user_attr("budget", budget or parse_count(space.base.get("budget", Recipe.budget)))
+    target = [MaxTrialsCallback(total_trials, states=COUNTED)] if total_trials is not None else []
+    target.append(_say_trial)
+    if total_trials is not None:
+        optuna.storages.fail_stale_trials(study)
+        if len(study.get_trials(deepcopy=False, states=COUNTED)) >= total_trials:
+            return study
+    device, gpu_lock = worker_device(device or space.base.get("device", Recipe.device))
+    objective: Objective | None = None  # made once check_signal is bound; a stop requeues its running trial
+    try:
+        with sigterm_interrupts() as check_signal:  # a trial's start and end, and each epoch, check for SIGTERM
+            objective = Objective(space, out, budget, repair, device, check_signal, data_dir, data, progress)
+            study.optimize(objective, n_trials=trials, callbacks=[check_signal, *target],
+                           catch=(TrainingDiverged,), gc_after_trial=True)
+    except KeyboardInterrupt as e:
+        running = objective.running if objective is not None else None
+        raise SearchInterrupted(_requeue(study, running), getattr(e, "signum", signal.SIGINT)) from None
+    finally:
+        if gpu_lock is not None:
+            gpu_lock.close()
+    return study
+
+
+def _sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    """TPE lies constantly about running trials, so that parallel workers do not sample the same region."""
+    return SAMPLERS[name](seed=seed, constant_liar=True) if name == "tpe" else SAMPLERS[name](seed=seed)
+
+
+def _say_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    """One stderr line per finished trial, in budgetnet's terms (Optuna's own log shows errors only)."""
+    params = trial.user_attrs.get("params")
+    size = f", {params:,} params" if params is not None else ""
+    if trial.state == TrialState.COMPLETE:
+        line = f"val acc {trial.value:.4f}{size}"
+    elif "rejected" in trial.user_attrs:
+        line = f"rejected untrained ({trial.user_attrs['rejected']}): {trial.user_attrs.get('reason', '')}"
+    elif trial.state == TrialState.PRUNED:
+        steps = trial.intermediate_values
+        line = (f"stopped by --pruner after epoch {max(steps)}, val acc {steps[max(steps)]:.4f}{size}" if steps
+                else f"stopped by --pruner{size}")
+    else:  # the objective catches only a divergence
+        line = f"failed, training diverged{size}"
+    print(f"trial {trial.number}: {line}", file=sys.stderr)
+
+
+def _requeue(study: optuna.Study, running: int | None) -> str:
+    """Queue the interrupted trial (marked FAIL by Optuna) to resume; the message says what happened."""
+    failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number == running]
+    if not failed:
+        return "interrupted between trials; rerun the same command to continue the study"
+    retry_trial(study, failed[0])
+    return (f"interrupted: trial {failed[0].number} is marked failed and queued again; the worker that takes it "
+            f"resumes {failed[0].user_attrs.get('run_dir', 'its run directory')} from its last checkpoint "
+            "(rerun the same command to continue the study)")
