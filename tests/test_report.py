@@ -137,3 +137,20 @@ def test_equal_schedules_stay_visible_and_say_so(tmp_path, monkeypatch):
     widths = [lines[label].get_linewidth() for label in labels[:3]]
     assert widths[0] > widths[1] and widths[1] == widths[2]  # the first of two equal curves is wide, underneath
     assert lines[labels[1]].get_zorder() > lines[labels[0]].get_zorder()
+
+
+@pytest.mark.parametrize("figure, widths, label", [("final", [50.0, 60.0], "final test accuracy (%)"),
+                                                   ("best_seen", [55.0, 65.0],
+                                                    "best test accuracy seen every 10 epochs (%)")])
+def test_accuracy_bars_show_the_chosen_figure(tmp_path, monkeypatch, figure, widths, label):
+    """The study's figure plots the best seen (the figure judged against the published value), reports the final."""
+    from budgetnet.workflows import report as report_module
+    a = fake_run(tmp_path / "narrow", [0.3, 0.4, 0.5], channels=8, seen=0.55)
+    b = fake_run(tmp_path / "wide", [0.35, 0.5, 0.6], channels=16, seen=0.65)
+    rows = summarize({"narrow": [load_run(a)], "wide": [load_run(b)]})
+    saved = {}
+    monkeypatch.setattr(report_module.plots, "save", lambda fig, path: saved.setdefault("fig", fig))
+    report_module.plot_final_acc(rows, tmp_path / "acc.png", "t", {"wide": 70.0}, figure)
+    ax = saved["fig"].axes[0]
+    assert [round(p.get_width(), 6) for p in ax.patches] == widths
+    assert ax.get_xlabel() == label

@@ -13,7 +13,7 @@ import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 from .. import plots
 from ..config import Recipe, RecipeError
@@ -198,18 +198,21 @@ def plot_lr(groups: dict[str, list[Run]], path: Path, title: str) -> Path:
     return plots.save(fig, path)
 
 
-def plot_final_acc(rows: list[dict], path: Path, title: str, published: dict[str, float] | None = None) -> Path:
-    """Final test accuracy per setting as bars with the std over seeds, values written on the bars; `published`
-    (setting -> percent) marks the study's value of a setting with a black diamond."""
-    rows = [r for r in rows if r["final_test_acc_pct_mean"] is not None]
+def plot_final_acc(rows: list[dict], path: Path, title: str, published: dict[str, float] | None = None,
+                   figure: Literal["final", "best_seen"] = "final") -> Path:
+    """Test accuracy per setting as bars with the std over seeds, values written on the bars: the final one, or
+    with `figure="best_seen"` the best seen every `test_every` epochs; `published` (setting -> percent) marks the
+    study's value of a setting with a black diamond."""
+    key = f"{figure}_test_acc_pct"
+    rows = [r for r in rows if r[f"{key}_mean"] is not None]
     colours = plots.colours([r["setting"] for r in rows])
     fig, ax = plots.subplots(figsize=(8, 1.2 + 0.6 * len(rows)))
-    means = [r["final_test_acc_pct_mean"] for r in rows]
-    stds = [r["final_test_acc_pct_std"] or 0.0 for r in rows]
+    means = [r[f"{key}_mean"] for r in rows]
+    stds = [r[f"{key}_std"] or 0.0 for r in rows]
     y = range(len(rows))
     ax.barh(y, means, xerr=stds if any(stds) else None, color=[colours[r["setting"]] for r in rows], capsize=4)
     for i, (m, s, r) in enumerate(zip(means, stds, rows)):
-        ax.text(m + s + 0.5, i, f"{m:.2f}%" + (f" ± {s:.2f}" if r["final_test_acc_pct_std"] is not None else ""),
+        ax.text(m + s + 0.5, i, f"{m:.2f}%" + (f" ± {s:.2f}" if r[f"{key}_std"] is not None else ""),
                 va="center", fontsize=9)
     marked = [(i, published[r["setting"]]) for i, r in enumerate(rows) if (published or {}).get(r["setting"])]
     if marked:
@@ -219,7 +222,8 @@ def plot_final_acc(rows: list[dict], path: Path, title: str, published: dict[str
     ax.invert_yaxis()
     top = max([*means, *(v for _, v in marked)], default=0)
     ax.set_xlim(0, min(100, top + max(stds, default=0) + 15))
-    ax.set_xlabel("final test accuracy (%)")
+    ax.set_xlabel("final test accuracy (%)" if figure == "final"
+                  else f"best test accuracy seen {seen_every({r['test_every'] for r in rows})} (%)")
     ax.set_title(title)
     ax.grid(axis="x", alpha=plots.GRID_ALPHA)
     return plots.save(fig, path)
