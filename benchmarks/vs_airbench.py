@@ -210,14 +210,15 @@ def run_airbench(name: str, folder: Path, device: torch.device, seed: int, preci
 
 
 def compare(pairs: list[tuple[str, str]], data: Data, device: torch.device, seeds: int, folder: Path,
-            on_run: Callable[[dict], None], smoke: bool = False, airbench_precision: str = "bf16") -> None:
-    """Run every system of `pairs` cold once (seed `seeds`), then warm with seeds 0..seeds-1; each finished run
-    goes to `on_run`. With smoke both sides train tiny for a few steps, and airbench's data files are checked."""
+            on_run: Callable[[dict], None], smoke: bool = False, airbench_precision: str = "bf16",
+            cold_seed: int | None = None) -> None:
+    """Run every system of `pairs` cold once (seed `cold_seed`, by default `seeds`: one no warm run uses), then
+    warm with seeds 0..seeds-1; each finished run goes to `on_run`. With smoke both sides train tiny for a few steps, and airbench's data files are checked."""
     write_airbench_data(data, folder)
     if smoke:
         on_run({"system": "data files", "run": "smoke", "checked_images": check_airbench_data(data, folder)})
     for system in dict.fromkeys(name for pair in pairs for name in pair):
-        for i, seed in enumerate([seeds, *range(seeds)]):
+        for i, seed in enumerate([seeds if cold_seed is None else cold_seed, *range(seeds)]):
             if system in AIRBENCH:
                 result = run_airbench(system, folder, device, seed, airbench_precision, smoke)
             else:
@@ -295,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: %(default)s)")
     p.add_argument("--seeds", type=int, default=3, help="warm runs of each system; 0: the cold run alone, whose "
                                                         "figures then fill the row (default: %(default)s)")
+    p.add_argument("--cold-seed", type=int, help="the cold run's seed (default: the value of --seeds, which no warm "
+                                                 "run uses); with --seeds 0, the seed of the one run a system")
     p.add_argument("--data", help="folder holding cifar-10-batches-py/ (default: $BUDGETNET_DATA)")
     p.add_argument("--smoke", action="store_true", help="CPU check: a few steps of both sides on random images")
     p.add_argument("--json", action="store_true", help="print the rows and runs as JSON instead of the table")
@@ -316,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         compare(pairs, data, device, 1 if args.smoke else args.seeds, Path(tmp) / "cifar10", on_run, args.smoke,
-                args.airbench_precision)
+                args.airbench_precision, args.cold_seed)
     rows = summarize([r for r in runs if "accuracy" in r], pairs)
     if args.json:
         print(json.dumps({"device_name": device_name(device), "rows": rows, "runs": runs}, indent=1))

@@ -65,3 +65,18 @@ def test_a_cold_run_alone_fills_its_row():
     rows = {r["system"]: r for r in vs_airbench.summarize(runs, [("airbench94", "cpu")])}
     assert rows["cpu"]["seeds"] == 0 and rows["cpu"]["accuracy"] == 0.91 and rows["cpu"]["cold_seconds"] == 80.0
     assert rows["cpu"]["time_ratio"] == pytest.approx(0.8) and rows["cpu"]["target_met"] is True
+
+
+@pytest.mark.parametrize("seeds, cold_seed, expected", [(0, None, [0]), (0, 1, [1]), (2, None, [2, 0, 1]),
+                                                        (1, 5, [5, 0])])
+def test_the_cold_run_takes_its_own_seed(monkeypatch, tmp_path, seeds, cold_seed, expected):
+    """The cold run's seed is --cold-seed, else --seeds (a seed no warm run uses); the warm runs take 0..seeds-1
+    (one system stands for both sides: only airbench trains, faked)."""
+    seen = []
+    monkeypatch.setattr(vs_airbench, "write_airbench_data", lambda data, folder: None)
+    monkeypatch.setattr(vs_airbench, "run_airbench", lambda system, folder, device, seed, *a: seen.append(seed) or {})
+    runs = []
+    vs_airbench.compare([("airbench94", "airbench94")], None, torch.device("cpu"), seeds, tmp_path, runs.append,
+                        cold_seed=cold_seed)
+    assert seen == expected
+    assert [r["seed"] for r in runs if r["system"] == "airbench94"] == expected
