@@ -150,7 +150,7 @@ def test_accuracy_bars_show_the_chosen_figure(tmp_path, monkeypatch, figure, wid
     rows = summarize({"narrow": [load_run(a)], "wide": [load_run(b)]})
     saved = {}
     monkeypatch.setattr(report_module.plots, "save", lambda fig, path: saved.setdefault("fig", fig))
-    report_module.plot_final_acc(rows, tmp_path / "acc.png", "t", {"wide": 70.0}, figure)
+    report_module.plot_accuracy_bars(rows, tmp_path / "acc.png", "t", {"wide": 70.0}, figure)
     ax = saved["fig"].axes[0]
     assert [round(p.get_width(), 6) for p in ax.patches] == widths
     assert ax.get_xlabel() == label

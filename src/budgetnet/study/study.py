@@ -26,7 +26,7 @@ from ..training.rundir import RunFiles
 from ..workflows import report
 from ..workflows.experiment.cost import cost_plan
 from ..workflows.experiment.plan import PlannedRun, check_same_recipe, plan
-from ..workflows.experiment.results import write_results
+from ..workflows.experiment.results import ExperimentResults, experiment_results, write_results
 from ..workflows.experiment.runner import check_data, check_jobs, train_runs
 from ..workflows.experiment.schema import Experiment, get_scale, load_experiment
 
@@ -434,14 +434,15 @@ def write_study(scale: str, out: Path, planned: dict[str, tuple[Experiment, list
     figures = {}
     for name, (exp, runs) in planned.items():
         if any(RunFiles(r.path).recipe.is_file() for r in runs):
-            write_results(exp, scale, runs, out / name, f"budgetnet study --scale {scale} --out {out}")
-            figures[name] = _published_figure(name, runs, all_results, out / name / "study.png", scale)
+            computed = experiment_results(runs)
+            write_results(exp, scale, runs, out / name, f"budgetnet study --scale {scale} --out {out}", computed)
+            figures[name] = _published_figure(name, computed, all_results, out / name / "study.png", scale)
     report.write_csv(study_csv_rows(judgement), out / "study.csv")
     (out / "STUDY.md").write_text(study_markdown(judgement, out, planned, figures))
     return out / "STUDY.md"
 
 
-def _published_figure(name: str, runs: list[PlannedRun], all_results: list[Result], path: Path,
+def _published_figure(name: str, results: ExperimentResults, all_results: list[Result], path: Path,
                       scale: str) -> Path | None:
     """The best-seen test accuracy (the figure judged against the published one) per setting, the study's published
     values marked, for experiments that publish any."""
@@ -450,14 +451,10 @@ def _published_figure(name: str, runs: list[PlannedRun], all_results: list[Resul
                  if res.row.experiment == name and res.row.published is not None}
     if not published:
         return None
-    groups = {}
-    for r in runs:
-        if RunFiles(r.path).recipe.is_file():
-            groups.setdefault(r.setting.label, []).append(report.load_run(r.path))
-    rows = report.summarize(groups)
-    return report.plot_final_acc(rows, path, f"{name} ({scale} scale): our best-seen test accuracy (the judged "
-                                 "figure) vs the study's published (highest) values",
-                                 {label: v for label, v in published.items() if label in groups}, "best_seen")
+    return report.plot_accuracy_bars(results.rows, path, f"{name} ({scale} scale): our best-seen test accuracy (the "
+                                 "judged figure) vs the study's published (highest) values",
+                                 {label: v for label, v in published.items() if label in results.groups},
+                                 "best_seen")
 
 
 # ---- running ------------------------------------------------------------------------------------

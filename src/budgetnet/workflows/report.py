@@ -198,7 +198,7 @@ def plot_lr(groups: dict[str, list[Run]], path: Path, title: str) -> Path:
     return plots.save(fig, path)
 
 
-def plot_final_acc(rows: list[dict], path: Path, title: str, published: dict[str, float] | None = None,
+def plot_accuracy_bars(rows: list[dict], path: Path, title: str, published: dict[str, float] | None = None,
                    figure: Literal["final", "best_seen"] = "final") -> Path:
     """Test accuracy per setting as bars with the std over seeds, values written on the bars: the final one, or
     with `figure="best_seen"` the best seen every `test_every` epochs; `published` (setting -> percent) marks the
@@ -280,7 +280,7 @@ PLOTS: dict[str, Callable[[dict[str, list[Run]], list[dict], Path, str], Path]] 
                                                                         "test_acc"], p, t),
     "test_curves": lambda g, rows, p, t: plots.plot_curves(_metric_rows(g), ["test_acc", "test_loss"], p, t),
     "lr": lambda g, rows, p, t: plot_lr(g, p, t),
-    "final_acc": lambda g, rows, p, t: plot_final_acc(rows, p, t),
+    "final_acc": lambda g, rows, p, t: plot_accuracy_bars(rows, p, t),
     "params_vs_acc": lambda g, rows, p, t: plot_params_vs_acc(rows, p, t),
 }
 PLOT_TITLES = {"curves": "loss and accuracy per epoch", "test_curves": "test accuracy and loss per epoch",

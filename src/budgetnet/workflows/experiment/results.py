@@ -59,11 +59,12 @@ def results_markdown(exp: Experiment, scaled: Scale, runs: list[PlannedRun], res
     return "\n".join(lines)
 
 
-def write_results(exp: Experiment, scale: str, runs: list[PlannedRun], out: Path, command: str | None = None) -> Path:
-    """out/results.md, out/results.csv and the experiment's figures, from the run directories as they are;
-    `command` is what reproduces them (default: this experiment alone)."""
+def write_results(exp: Experiment, scale: str, runs: list[PlannedRun], out: Path, command: str | None = None,
+                  results: ExperimentResults | None = None) -> Path:
+    """out/results.md, out/results.csv and the experiment's figures, from the run directories as they are (or from
+    their `results`, already computed); `command` is what reproduces them (default: this experiment alone)."""
     scaled = get_scale(exp, scale)
-    results = experiment_results(runs)
+    results = results or experiment_results(runs)
     title = f"{exp.name} ({scale.upper()} scale)" if scale != "full" else f"{exp.name} (full scale)"
     figures = report.draw(results.groups, results.rows, exp.plots, out, title) if results.groups else []
     report.write_csv(results.rows, out / "results.csv", {"experiment": exp.name, "scale": scale})
