@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 import warnings
-import weakref
 from types import SimpleNamespace
 
 import optuna
@@ -26,7 +25,7 @@ from budgetnet.cli import main
 from budgetnet.config import RecipeError, load_recipe
 from budgetnet.data.cifar import from_arrays
 from budgetnet.design.spec import SpecError, fit_channels
-from budgetnet.training.interrupts import Interrupted, sigterm_interrupts
+from budgetnet.training.interrupts import Interrupted
 from budgetnet.workflows.search.errors import SearchError
 from budgetnet.workflows.search.gpu import claim_gpu, worker_device
 from budgetnet.workflows.search.report import _importances, pareto_front, search_report, worker_summary
@@ -345,22 +344,44 @@ def test_a_gpu_held_by_another_process_is_skipped(tmp_path):
     assert claim_gpu(["GPU-a", "GPU-b"], tmp_path)[0] == 0  # ... and so does its claim
 
 
-def test_sigterm_interrupts_like_ctrl_c_even_where_python_drops_the_exception():
-    before = signal.getsignal(signal.SIGTERM)
-    with sigterm_interrupts():
-        with pytest.raises(Interrupted) as caught:
-            signal.raise_signal(signal.SIGTERM)
-        assert caught.value.signum == signal.SIGTERM
-    assert signal.getsignal(signal.SIGTERM) == before  # restored on the way out
+def test_a_sigterm_inside_the_storage_commit_stops_the_search_at_the_next_safe_point(tmp_path, val_data,
+                                                                                     monkeypatch):
+    """SIGTERM delivered inside Optuna's database commit of a finished trial: the commit completes and the
+    trial is recorded, the worker stops before the next trial, and a rerun finishes the study."""
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
 
-    with sigterm_interrupts() as check:
-        check()  # nothing received: no-op
-        anchor = type("Anchor", (), {})()
-        ref = weakref.ref(anchor, lambda _: signal.raise_signal(signal.SIGTERM))  # alive, so its callback runs
-        del anchor  # the handler runs inside the weakref callback, where Python drops what it raises ...
-        with sigterm_interrupts() as inner_check:  # (train's block inside a search's shares its handler)
-            with pytest.raises(Interrupted):
-                inner_check()  # ... and the next safe point raises it again
+    from budgetnet.workflows.search.objective import Objective
+
+    space = load_space(disk_space(tmp_path, epochs=2, train_size=300, **{"model.pool_size": 4}))
+    call, armed, delivered = Objective.__call__, [], []
+
+    def train_then_arm(self, trial):  # Optuna's next commit after this stores the trial's result
+        value = call(self, trial)
+        armed.append(True)
+        return value
+
+    def signal_in_commit(session):  # SQLAlchemy's own hook inside the commit, before the database commits
+        if armed and not delivered:
+            delivered.append(True)
+            signal.raise_signal(signal.SIGTERM)  # the handler runs here, inside the commit
+
+    monkeypatch.setattr(Objective, "__call__", train_then_arm)
+    before = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
+    event.listen(Session, "before_commit", signal_in_commit)
+    try:
+        with pytest.raises(Interrupted) as stopped:
+            run_search(space, tmp_path / "out", trials=2, budget=BUDGET, pruner="none", data=val_data)
+    finally:
+        event.remove(Session, "before_commit", signal_in_commit)
+    assert delivered and stopped.value.signum == signal.SIGTERM
+    assert "interrupted between trials" in str(stopped.value)
+    assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == before  # handlers restored
+    trials = load_study(storage_url(tmp_path / "out")).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE]  # recorded whole, nothing left RUNNING
+    monkeypatch.undo()
+    study = run_search(space, tmp_path / "out", trials=1, budget=BUDGET, pruner="none", data=val_data)
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 2
 
 
 # ---- many workers, preemption -------------------------------------------------------------------------

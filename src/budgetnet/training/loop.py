@@ -25,7 +25,7 @@ from ..design.spec import check_budget
 from ..errors import RunFailed
 from . import checkpoint
 from .averaging import Lookahead, build_ema
-from .interrupts import Interrupted, sigterm_interrupts
+from .interrupts import Interrupted, StopRequest, stop_on_signals
 from .losses import training_loss
 from .optim import ConvMuon, Schedule, build_optimizer, build_scheduler, decay_weights
 from .provenance import git_commit, provenance
@@ -229,6 +229,13 @@ def train(recipe: Recipe | None, out_dir: str | Path | None, data_dir: str | Pat
     the whole run: a second writer gets rundir.RunBusyError. With `out_dir` None it trains with no run directory
     at all (see `train_without_rundir`).
     """
+    with stop_on_signals() as stop:  # Ctrl-C and SIGTERM stop the run at the next safe point
+        return _train(stop, recipe, out_dir, data_dir, resume, progress, on_epoch, data, overrides)
+
+
+def _train(stop: StopRequest, recipe: Recipe | None, out_dir: str | Path | None, data_dir: str | Path | None,
+           resume: bool, progress: bool, on_epoch: EpochCallback | None, data: Data | None,
+           overrides: list[str] | tuple[str, ...]) -> dict:
     files = RunFiles(Path(out_dir)) if out_dir is not None else None
     # every rank reads the run's recipe before the process group forms, so before rank 0 can rewrite it
     recipe, changes = _run_recipe(files, recipe, resume, overrides)
@@ -239,10 +246,13 @@ def train(recipe: Recipe | None, out_dir: str | Path | None, data_dir: str | Pat
     configure_backend(device)
     _check_world(recipe, ddp, device)
     data = data or load_data(recipe.data, data_dir, device, note=ddp.is_main)
+    if stop.requested:
+        raise TrainingInterrupted("interrupted before training started: nothing was written; rerun the same "
+                                  "command", stop.signum)
 
     writer = RunWriter(files, recipe, params, device, data.classes, ddp.is_main)
     # one writer per run directory: rank 0 holds its lock for the whole run (other ranks write nothing)
-    with sigterm_interrupts(), (files.locked() if ddp.is_main and files is not None else contextlib.nullcontext()):
+    with files.locked() if ddp.is_main and files is not None else contextlib.nullcontext():
         if files is not None:
             _check_run_dir(files, resume, recipe)  # again under the lock: another process may have started a run
         state = build_state(recipe, data, device, ddp)
@@ -256,7 +266,8 @@ def train(recipe: Recipe | None, out_dir: str | Path | None, data_dir: str | Pat
         writer.write_summary("finished" if state.epoch >= recipe.epochs else "running")
         try:
             while state.epoch < recipe.epochs:
-                row = _train_epoch(state, step_fn, augment, data, recipe, device, ddp, progress)
+                _check_stop(stop, ddp, device)
+                row = _train_epoch(state, step_fn, augment, data, recipe, device, ddp, progress, stop)
                 _check_finite(row, writer, recipe)
                 row.update(_evaluate(state, data, recipe, device, ddp))
                 _check_finite(row, writer, recipe)  # a NaN evaluation is a divergence too, never a result
@@ -269,7 +280,7 @@ def train(recipe: Recipe | None, out_dir: str | Path | None, data_dir: str | Pat
                     print(_epoch_line(row, recipe.epochs), file=sys.stderr)
                 if on_epoch is not None:
                     on_epoch(row)
-        except KeyboardInterrupt as e:
+        except KeyboardInterrupt as e:  # Interrupted at a safe point, or a plain Ctrl-C outside the main thread
             if files is None:
                 raise
             writer.write_summary("interrupted")
@@ -373,9 +384,10 @@ def _check_run_dir(files: RunFiles, resume: bool, recipe: Recipe | None = None) 
 
 
 def _train_epoch(state: TrainState, step_fn: Callable, augment: Augment, data: Data, recipe: Recipe,
-                 device: torch.device, ddp: Dist, progress: bool) -> dict:
-    """One pass over the training set. The step never waits for the device: metrics stay there until the end of
-    the epoch, and the progress bar reads them every PROGRESS_EVERY steps."""
+                 device: torch.device, ddp: Dist, progress: bool, stop: StopRequest) -> dict:
+    """One pass over the training set, stopped after any step by a Ctrl-C or SIGTERM (`stop`). The step never
+    waits for the device: metrics stay there until the end of the epoch, and the progress bar reads them every
+    PROGRESS_EVERY steps."""
     epoch = state.epoch
     torch.manual_seed(recipe.seed * AUGMENT_SEED_STRIDE + epoch * AUGMENT_EPOCH_STRIDE + ddp.rank)
     state.model.train()
@@ -399,6 +411,7 @@ def _train_epoch(state: TrainState, step_fn: Callable, augment: Augment, data: D
             logits = step_fn(images)
         loss = training_loss(logits, labels, augment.num_views, augment.jsd_lambda, recipe.label_smoothing)
         _optimizer_step(state, loss, recipe)
+        _check_stop(stop, ddp, device, i)
         n = len(idx)
         hard = labels if labels.ndim == 1 else labels.argmax(1)
         loss_sum += loss.detach() * n
@@ -418,6 +431,20 @@ def _train_epoch(state: TrainState, step_fn: Callable, augment: Augment, data: D
         state.lookahead.finish()
     return {"epoch": state.epoch, "lr": state.optimizer.param_groups[0]["lr"], "train_loss": loss_total / seen_total,
             "train_acc": correct_total / seen_total, "seconds": seconds, "images_per_s": seen_total / seconds}
+
+
+def _check_stop(stop: StopRequest, ddp: Dist, device: torch.device, step: int | None = None) -> None:
+    """Raise Interrupted if a stop was requested, between epochs or after the epoch's `step`: on one process at
+    once (a flag read, no device synchronisation); with DDP once any rank received the signal, between epochs and
+    every PROGRESS_EVERY steps, so that all ranks stop at the same point and none waits in a collective for one
+    that left."""
+    if ddp.world_size == 1:
+        stop.check()
+    elif step is None or (step + 1) % PROGRESS_EVERY == 0:
+        signum = torch.tensor(stop.signum or 0, device=device)
+        torch.distributed.all_reduce(signum, torch.distributed.ReduceOp.MAX)
+        if signum.item():
+            raise Interrupted(signal.Signals(int(signum)).name, int(signum))
 
 
 def _optimizer_step(state: TrainState, loss: torch.Tensor, recipe: Recipe) -> None:

@@ -25,9 +25,9 @@ class Objective:
     """What Optuna calls per trial: train the trial's design in OUT/trials/<number> (a queued retry resumes the
     run directory it inherits) and return its best validation accuracy.
 
-    `check_signal` raises a SIGTERM that Python dropped (interrupts.sigterm_interrupts); it is called as a trial
-    starts and after each epoch. `data` replaces loading the data set (tests); otherwise each data configuration
-    is loaded once and kept."""
+    `check_signal` raises Interrupted once Ctrl-C or SIGTERM asked the worker to stop
+    (interrupts.StopRequest); it is called as a trial starts and after each epoch. `data` replaces loading the
+    data set (tests); otherwise each data configuration is loaded once and kept."""
 
     space: Space
     out: Path

@@ -12,7 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ...config import Recipe, RecipeError, parse_count
 from ...data.cifar import Data
-from ...training.interrupts import sigterm_interrupts
+from ...training.interrupts import stop_on_signals
 from ...training.loop import TrainingDiverged
 from .errors import SearchInterrupted
 from .gpu import worker_device
@@ -38,8 +38,8 @@ def run_search(space: Space, out: str | Path, trials: int | None = None, total_t
     `trials` caps this process; `total_trials` is the study-wide target shared by all workers (trials finished
     or running, Optuna's MaxTrialsCallback). Workers on other machines run the same call against the same
     storage. `device` overrides the recipes' ('auto': a GPU of its own). `data` replaces loading the data set
-    (tests); otherwise every data configuration is loaded once per process. SIGINT and SIGTERM raise
-    SearchInterrupted after the running trial is marked failed and queued to resume.
+    (tests); otherwise every data configuration is loaded once per process. SIGINT and SIGTERM stop the work at
+    the next safe point with SearchInterrupted, after the running trial is marked failed and queued to resume.
     """
     for flag, value, known in (("--sampler", sampler, SAMPLERS), ("--pruner", pruner, PRUNERS),
                                ("--repair", repair, REPAIRS)):
@@ -54,31 +54,32 @@ def run_search(space: Space, out: str | Path, trials: int | None = None, total_t
     check_budget(space, budget, repair)
     out = Path(out)
     storage = storage_url(out, storage)
-    out.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(storage=open_storage(storage, heartbeat), study_name=study_name or space.name,
-                                direction="maximize", sampler=_sampler(sampler, seed),
-                                pruner=PRUNERS[pruner](), load_if_exists=True)
-    study.set_user_attr("space", space.name)
-    study.set_user_attr("budget", budget or parse_count(space.base.get("budget", Recipe.budget)))
-    target = [MaxTrialsCallback(total_trials, states=COUNTED)] if total_trials is not None else []
-    target.append(_say_trial)
-    if total_trials is not None:
-        optuna.storages.fail_stale_trials(study)
-        if len(study.get_trials(deepcopy=False, states=COUNTED)) >= total_trials:
-            return study
-    device, gpu_lock = worker_device(device or space.base.get("device", Recipe.device))
-    objective: Objective | None = None  # made once check_signal is bound; a stop requeues its running trial
-    try:
-        with sigterm_interrupts() as check_signal:  # a trial's start and end, and each epoch, check for SIGTERM
-            objective = Objective(space, out, budget, repair, device, check_signal, data_dir, data, progress)
-            study.optimize(objective, n_trials=trials, callbacks=[check_signal, *target],
+    with stop_on_signals() as stop:  # looked at before the first trial, between trials, after each epoch and step
+        out.mkdir(parents=True, exist_ok=True)
+        study = optuna.create_study(storage=open_storage(storage, heartbeat), study_name=study_name or space.name,
+                                    direction="maximize", sampler=_sampler(sampler, seed),
+                                    pruner=PRUNERS[pruner](), load_if_exists=True)
+        study.set_user_attr("space", space.name)
+        study.set_user_attr("budget", budget or parse_count(space.base.get("budget", Recipe.budget)))
+        target = [MaxTrialsCallback(total_trials, states=COUNTED)] if total_trials is not None else []
+        target.append(_say_trial)
+        if total_trials is not None:
+            optuna.storages.fail_stale_trials(study)
+            if len(study.get_trials(deepcopy=False, states=COUNTED)) >= total_trials:
+                return study
+        device, gpu_lock = worker_device(device or space.base.get("device", Recipe.device))
+        objective: Objective | None = None  # a stop requeues the trial it is running
+        try:
+            stop.check()
+            objective = Objective(space, out, budget, repair, device, stop.check, data_dir, data, progress)
+            study.optimize(objective, n_trials=trials, callbacks=[stop.check, *target],
                            catch=(TrainingDiverged,), gc_after_trial=True)
-    except KeyboardInterrupt as e:
-        running = objective.running if objective is not None else None
-        raise SearchInterrupted(_requeue(study, running), getattr(e, "signum", signal.SIGINT)) from None
-    finally:
-        if gpu_lock is not None:
-            gpu_lock.close()
+        except KeyboardInterrupt as e:
+            running = objective.running if objective is not None else None
+            raise SearchInterrupted(_requeue(study, running), getattr(e, "signum", signal.SIGINT)) from None
+        finally:
+            if gpu_lock is not None:
+                gpu_lock.close()
     return study
 
 
