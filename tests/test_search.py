@@ -390,7 +390,7 @@ class Worker:
     """`budgetnet search` as a separate process, as on another machine; its stderr lines arrive on a queue."""
 
     def __init__(self, space: str, out, data, *extra: str, storage: str | None = None):
-        env = {**WORKER_ENV, **({"BUDGETNET_STORAGE": storage} if storage else {})}  # as the README advises
+        env = {**WORKER_ENV, **({"BUDGETNET_STORAGE": storage} if storage else {})}  # as docs/search.md advises
         self.proc = subprocess.Popen([sys.executable, "-m", "budgetnet", "search", "--space", space, "--out", str(out),
                                       "--budget", str(BUDGET), "--data", str(data), *extra],
                                      env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
