@@ -72,7 +72,7 @@ def predictions_text(predictions: list[dict]) -> str:
     probability that is not a number: never "nan%")."""
     if any(not 0 <= t["probability"] <= 1 for p in predictions for t in p["top_k"]):
         raise ValueError("a probability is not a number in [0, 1]: the model's outputs are not finite")
-    return "\n".join(f"{p['file']}: " + ", ".join(f"{t['label']} {t['probability']:.1%}" for t in p["top_k"])
+    return "\n".join(p["file"] + (f"[{p['index']}]" if "index" in p else "") + ": " + ", ".join(f"{t['label']} {t['probability']:.1%}" for t in p["top_k"])
                      for p in predictions)
 
 
