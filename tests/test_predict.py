@@ -229,7 +229,8 @@ def test_batches_stay_within_the_batch_size_and_an_npy_is_memory_mapped(tmp_path
     Image.fromarray(x[0].transpose(1, 2, 0)).save(tmp_path / "one.png")
     sizes, loads = [], []
     classify = predict.Predictor.classify
-    monkeypatch.setattr(predict.Predictor, "classify", lambda self, im, src: sizes.append(len(im)) or classify(self, im, src))
+    monkeypatch.setattr(predict.Predictor, "classify",
+                        lambda self, im, src: sizes.append(len(im)) or classify(self, im, src))
     load = np.load
     monkeypatch.setattr(np, "load", lambda *a, **k: loads.append(k.get("mmap_mode")) or load(*a, **k))
     predictor = predict.Predictor(trained_run, device="cpu")

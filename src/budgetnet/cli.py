@@ -231,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--corruptions", action="store_true",
                    help="accuracy under the 15 CIFAR-10-C corruptions (table + corruptions.png); generated ones "
-                        "are cached in $XDG_CACHE_HOME/budgetnet/corruptions (~/.cache) for later calls")
+                        "are cached in $XDG_CACHE_HOME/budgetnet/corruptions (~/.cache) for later calls; frost "
+                        "needs the photographs of `pip install --no-deps imagecorruptions`, else is skipped")
     p.add_argument("--cifar10c", type=Path, metavar="DIR", help="read the released CIFAR-10-C .npy files from DIR "
                    "instead of generating the corruptions")
     p.add_argument("--severities", type=int, nargs="+", default=[1, 2, 3, 4, 5], choices=range(1, 6),

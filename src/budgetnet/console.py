@@ -58,6 +58,7 @@ def eval_text(run: str, result: dict) -> str:
         lines.append(f"  {'corruption':<18} " + " ".join(f"{k:>5}" for k in columns))
         lines += [f"  {name:<18} " + " ".join(f"{100 * (1 - v):5.1f}" for v in acc.values())
                   for name, acc in result["per_corruption"].items()]
+        lines += [f"  {name:<18} skipped: {why}" for name, why in result.get("corruptions_skipped", {}).items()]
     return "\n".join(lines)
 
 
