@@ -63,15 +63,22 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .deploy.predict import predict_files
+    from .deploy.predict import Predictor, write_csv
 
-    predictions, notes, errors = predict_files(args.run, args.images, args.top_k, args.checkpoint, args.data)
-    for line in notes + errors:
+    predictor = Predictor(args.run, args.top_k, args.checkpoint, args.data, args.device)
+    errors: list[str] = []
+    predictions = predictor.predict(args.inputs, args.batch_size, errors)
+    if args.csv:
+        summary = f"wrote {write_csv(args.csv, predictions, predictor.top_k):,} predictions to {args.csv}"
+    else:
+        predictions = list(predictions)
+        summary = json.dumps(predictions, indent=2) if args.json else console.predictions_text(predictions)
+    for line in predictor.notes + errors:
         print(line, file=sys.stderr)
-    print(json.dumps(predictions, indent=2) if args.json else console.predictions_text(predictions))
+    print(summary)
     if errors:
-        print(f"budgetnet predict: error: {len(errors)} of {len(args.images)} files unreadable (see above)",
-              file=sys.stderr)
+        print(f"budgetnet predict: error: {len(errors)} unreadable file{'s' * (len(errors) > 1)} (see above); "
+              "the others were classified", file=sys.stderr)
         return 2
     return 0
 
@@ -224,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--corruptions", action="store_true",
                    help="accuracy under the 15 CIFAR-10-C corruptions (table + corruptions.png); generated ones "
-                        "are cached in $XDG_CACHE_HOME/budgetnet/corruptions (~/.cache) for later calls")
+                        "are cached in $XDG_CACHE_HOME/budgetnet/corruptions (~/.cache) for later calls; frost "
+                        "needs the photographs of `pip install --no-deps imagecorruptions`, else is skipped")
     p.add_argument("--cifar10c", type=Path, metavar="DIR", help="read the released CIFAR-10-C .npy files from DIR "
                    "instead of generating the corruptions")
     p.add_argument("--severities", type=int, nargs="+", default=[1, 2, 3, 4, 5], choices=range(1, 6),
@@ -241,14 +249,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint of a run")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("predict", help="top-k classes of PNG/JPEG files (any size; resized to 32x32)")
+    p = sub.add_parser("predict", help="top-k classes of images: PNG/JPEG files (any size; resized), folders, "
+                                       ".npy arrays, CIFAR-format batches")
     p.add_argument("run", help="run directory or checkpoint file")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("inputs", nargs="+", metavar="PATH",
+                   help="an image file, a folder (its images, recursively), an .npy of uint8 images [N, 32, 32, 3] "
+                        "or a pickled CIFAR-format batch (a dict whose 'data' is uint8 [N, 3072]; labels unused)")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint of a run")
     p.add_argument("--data", help="folder holding the data set, only for checkpoints of budgetnet 0.1.0, which hold "
                                   "no class names")
-    p.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
+    p.add_argument("--device", default="auto", help="auto (a CUDA device if there is one), cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
+    out.add_argument("--csv", type=Path, metavar="FILE", help="write one row per image to FILE (file, index, label, "
+                     "probability, then label_i, probability_i of the other top-k) instead of printing them")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("card", help="markdown model card of a run (design, recipe, curves, accuracy, robustness)")

@@ -58,6 +58,7 @@ def eval_text(run: str, result: dict) -> str:
         lines.append(f"  {'corruption':<18} " + " ".join(f"{k:>5}" for k in columns))
         lines += [f"  {name:<18} " + " ".join(f"{100 * (1 - v):5.1f}" for v in acc.values())
                   for name, acc in result["per_corruption"].items()]
+        lines += [f"  {name:<18} skipped: {why}" for name, why in result.get("corruptions_skipped", {}).items()]
     return "\n".join(lines)
 
 
@@ -72,7 +73,7 @@ def predictions_text(predictions: list[dict]) -> str:
     probability that is not a number: never "nan%")."""
     if any(not 0 <= t["probability"] <= 1 for p in predictions for t in p["top_k"]):
         raise ValueError("a probability is not a number in [0, 1]: the model's outputs are not finite")
-    return "\n".join(f"{p['file']}: " + ", ".join(f"{t['label']} {t['probability']:.1%}" for t in p["top_k"])
+    return "\n".join(p["file"] + (f"[{p['index']}]" if "index" in p else "") + ": " + ", ".join(f"{t['label']} {t['probability']:.1%}" for t in p["top_k"])
                      for p in predictions)
 
 
