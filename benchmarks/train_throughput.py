@@ -214,8 +214,9 @@ def main(argv: list[str] | None = None) -> int:
                                                        "default,reduce-overhead")
     p.add_argument("--augmix", action="store_true", help="also AugMix+JSD vs crop+flip (cost per source image)")
     p.add_argument("--data", help="folder holding cifar-10-batches-py/ (default: $BUDGETNET_DATA)")
-    p.add_argument("--smoke", action="store_true", help="every row for 2 steps on random images, model at C_1=4, "
-                                                        "no larger batches or compile: checks the code, measures nothing")
+    p.add_argument("--smoke", action="store_true",
+                   help="every row for 2 steps on random images, model at C_1=4, no larger batches or compile: "
+                        "checks the code, measures nothing")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
     args = p.parse_args(argv)
     device = torch.device(args.device)
