@@ -2,6 +2,7 @@
 
     python benchmarks/train_throughput.py [--device cpu|cuda] [--steps 10] [--batch-sizes 512,1024]
                                           [--compile-modes default,reduce-overhead] [--augmix] [--json]
+    python benchmarks/train_throughput.py --smoke --augmix      # every row for 2 steps: a check, not a measurement
 
 plain: the widely copied kuangliu/pytorch-cifar loop - a torchvision-style Dataset over the same uint8 arrays,
 per-image PIL transforms RandomCrop(32, padding=4) + RandomHorizontalFlip + ToTensor + Normalize, a DataLoader
@@ -9,7 +10,8 @@ with 2 worker processes, fp32, contiguous tensors, loss.item() and accuracy .ite
 budgetnet: `budgetnet.training.loop.train` on the same arrays and model (data on the device as uint8, batched
 augmentation on the device, channels_last, no per-step host sync): fp32 and bf16 autocast at batch 128, bf16 at
 each --batch-sizes, bf16 at batch 128 under each --compile-modes. --augmix adds the study's AugMix+JSD step
-beside crop+flip in the device's default precision (cost per source image; each gives three views).
+beside crop+flip in the device's default precision (cost per source image; each gives three views). --smoke
+runs every row for 2 steps on random images with the model at C_1=4 (no larger batches, no compile).
 
 Both sides train with SGD (momentum 0.9, weight decay 5e-4) in the same process, one after the other; each is
 timed over --steps steps (budgetnet: epoch 2 of a 2-epoch run of --steps batches, after the warm-up epoch whose
@@ -43,6 +45,7 @@ from budgetnet.training.provenance import device_name
 from tables import markdown
 
 CROP_FLIP = [{"name": "crop", "padding": 4}, {"name": "flip", "p": 0.5}]
+TINY = ["model.channels=4"]  # --smoke: the study's ResNet-18 at C_1=4, the same code path in a second on the CPU
 AUGMIX_JSD = [*CROP_FLIP, {"name": "augmix", "jsd": True}]
 
 
@@ -211,21 +214,32 @@ def main(argv: list[str] | None = None) -> int:
                                                        "default,reduce-overhead")
     p.add_argument("--augmix", action="store_true", help="also AugMix+JSD vs crop+flip (cost per source image)")
     p.add_argument("--data", help="folder holding cifar-10-batches-py/ (default: $BUDGETNET_DATA)")
+    p.add_argument("--smoke", action="store_true",
+                   help="every row for 2 steps on random images, model at C_1=4, no larger batches or compile: "
+                        "checks the code, measures nothing")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
     args = p.parse_args(argv)
     device = torch.device(args.device)
-    steps = args.steps or (100 if device.type == "cuda" else 10)
-    warmup = args.warmup or (20 if device.type == "cuda" else 3)
-    images, labels, _ = load_split("cifar10", "train", args.data)
+    steps = 2 if args.smoke else args.steps or (100 if device.type == "cuda" else 10)
+    warmup = 1 if args.smoke else args.warmup or (20 if device.type == "cuda" else 3)
+    batch_sizes = [] if args.smoke else [int(b) for b in args.batch_sizes.split(",") if b]
+    compile_modes = [] if args.smoke else [m for m in args.compile_modes.split(",") if m]
+    overrides = TINY if args.smoke else []
+    if args.smoke:
+        rng = np.random.default_rng(0)
+        n = (steps + warmup) * 128
+        images, labels = rng.integers(0, 256, (n, 3, 32, 32), np.uint8), rng.integers(0, 10, n)
+    else:
+        images, labels, _ = load_split("cifar10", "train", args.data)
     rows: list[dict] = []
-    plain = measure(images, labels, device, steps, warmup, [int(b) for b in args.batch_sizes.split(",") if b],
-                    [m for m in args.compile_modes.split(",") if m], rows.append)
+    plain = measure(images, labels, device, steps, warmup, batch_sizes, compile_modes, rows.append, overrides)
     if args.augmix:
-        augmix_cost(images, labels, device, steps, rows.append, plain=plain)
+        augmix_cost(images, labels, device, steps, rows.append, overrides, plain)
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print(f"ResNet-18 C_1=42 training, {steps} timed steps on {device_name(device)}\n")
+    model = "C_1=4 (SMOKE RUN: not a measurement)" if args.smoke else "C_1=42"
+    print(f"ResNet-18 {model} training, {steps} timed steps on {device_name(device)}\n")
     print(markdown(rows, COLUMNS))
     return 0
 
