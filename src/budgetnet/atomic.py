@@ -3,7 +3,7 @@ it, or appended in one piece; never through a symbolic link, and a full disk is 
 
     with atomic.replacing(out / "model.onnx") as tmp:   # any writer that takes a path
         program.save(str(tmp))
-    atomic.write_bytes(out / "eval.json", data)          # bytes, flushed to the disk
+    atomic.write_text(out / "report.md", text)           # or write_bytes
     atomic.append(run / "metrics.jsonl", row + "\\n")     # one line, whole or not at all
 """
 from __future__ import annotations
@@ -52,6 +52,11 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     """Replace `path` with `data` (see `replacing`)."""
     with replacing(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Replace `path` with `text`, UTF-8 (see `replacing`)."""
+    write_bytes(path, text.encode())
 
 
 def append(path: str | Path, text: str) -> None:

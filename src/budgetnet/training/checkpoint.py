@@ -98,7 +98,7 @@ def checked_recipe(state: dict[str, Any], path: Path) -> Recipe:
     so nothing is allocated); CheckpointError in one line otherwise."""
     for key, kind in (("recipe", dict), ("model", dict), ("epoch", int)):
         if not isinstance(state.get(key), kind):
-            raise CheckpointError(f"{path}: its '{key}' is missing or not a {kind.__name__}, so it is not a checkpoint "
+            raise CheckpointError(f"{path}: its '{key}' is missing or not of type {kind.__name__}, so it is not a checkpoint "
                                   "budgetnet wrote: not loaded")
     try:
         recipe = from_dict(Recipe, state["recipe"])

@@ -221,7 +221,7 @@ class RunWriter:
         if self.files is None:
             return "nothing (it trained without a run directory)"
         return (f"its last good checkpoint, after epoch {done} ({self.files.last})" if done
-                else "no checkpoint (no epoch finished, so none was written)")
+                else "no checkpoint (none written yet)")
 
     def unkept(self, epoch: int) -> str:
         """What becomes of the epochs up to `epoch` that a stopped run trained, in words ('' when all are kept)."""
