@@ -15,7 +15,7 @@ from budgetnet.design.spec import BudgetError
 from budgetnet.errors import RunFailed, UsageError
 from budgetnet.training.checkpoint import CheckpointError
 from budgetnet.training.loop import TrainingDiverged
-from budgetnet.training.rundir import DiskFullError
+from budgetnet.atomic import DiskFullError
 from conftest import CLASSES, TINY_MODEL
 from test_robustness_cli import fake_test_split, probabilities
 

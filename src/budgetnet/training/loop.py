@@ -29,7 +29,8 @@ from .interrupts import Interrupted, StopRequest, stop_on_signals
 from .losses import training_loss
 from .optim import ConvMuon, Schedule, build_optimizer, build_scheduler, decay_weights
 from .provenance import git_commit, provenance
-from .rundir import DiskFullError, RunFiles, recipe_changes, summarize
+from ..atomic import DiskFullError
+from .rundir import RunFiles, recipe_changes, summarize
 from .runtime import (Dist, autocast, broadcast_buffers, compile_model, configure_backend, init_distributed,
                       resolve_device)
 from .scoring import evaluate_split
@@ -146,9 +147,10 @@ def build_state(recipe: Recipe, data: Data, device: torch.device, ddp: Dist) -> 
 
 class RunWriter:
     """Rank 0's writes to the run directory (other ranks write nothing): recipe, overrides, checkpoints, metrics,
-    summary. A checkpointed epoch's checkpoint is written before its metric row; the rows after the last checkpoint
-    are dropped on resume, which trains those epochs again. With `is_main` false (other ranks, or no run
-    directory) it writes nothing."""
+    summary. A checkpointed epoch's checkpoint and metric row are one unit: best.pt, then last.pt (which holds the
+    row too), then the row, so that a failure before last.pt is replaced leaves the previous unit and one after it
+    leaves the row for the resume to restore. The rows after the last checkpoint are dropped on resume, which trains
+    those epochs again. With `is_main` false (other ranks, or no run directory) it writes nothing."""
 
     def __init__(self, files: RunFiles | None, recipe: Recipe, params: int, device: torch.device, classes: list[str],
                  is_main: bool):
@@ -167,10 +169,14 @@ class RunWriter:
             if not resume:
                 self.files.write_recipe(self.recipe)
 
-    def resume(self, epoch: int, changes: dict[str, tuple]) -> None:
-        """Keep the metric rows up to the checkpoint's `epoch` (later rows belong to lost work) and record the
-        recipe changes that take effect from the next epoch."""
+    def resume(self, epoch: int, changes: dict[str, tuple], row: dict | None = None) -> None:
+        """Keep the metric rows up to the checkpoint's `epoch` (later rows belong to lost work), with the
+        checkpoint's own `row` when the disk filled before it was appended, and record the recipe changes that
+        take effect from the next epoch."""
         self.history = self.files.read_metrics()[:epoch]
+        restored = row is not None and len(self.history) < epoch
+        if restored:
+            self.history.append(row)
         self.saved_epoch = epoch
         if not self.is_main:
             return
@@ -179,20 +185,23 @@ class RunWriter:
         if changes:
             self.files.append_override(epoch + 1, changes)
         print(f"resuming {self.files.root} after epoch {epoch}/{self.recipe.epochs}"
+              + (f" (its metrics row restored from {self.files.last})" if restored else "")
               + "".join(f"; {k}: {old!r} -> {new!r}" for k, (old, new) in sorted(changes.items())), file=sys.stderr)
 
     def epoch_done(self, row: dict, state: TrainState, improved: bool, save: bool = True) -> None:
-        """Checkpoint when `save` (last, and best when `improved`), then the metric row, then the summary."""
+        """Checkpoint when `save` (best when `improved`, then last, each holding the row), then the metric row,
+        then the summary."""
         if self.is_main and save:
             ckpt = {**state.state_dict(), "recipe": self.recipe.to_dict(), "params": self.params,
-                    "classes": self.classes, "budgetnet_version": __version__, "budgetnet_commit": git_commit()}
-            checkpoint.save(ckpt, self.files.last)
+                    "classes": self.classes, "budgetnet_version": __version__, "budgetnet_commit": git_commit(),
+                    "metrics": row}
             if improved:
                 checkpoint.save(ckpt, self.files.best)
-        if self.is_main:
-            self.files.append_metrics(row)
+            checkpoint.save(ckpt, self.files.last)
         if save:
             self.saved_epoch = row["epoch"]
+        if self.is_main:
+            self.files.append_metrics(row)
         self.history.append(row)
         self.write_summary("finished" if row["epoch"] == self.recipe.epochs else "running")
 
@@ -212,7 +221,17 @@ class RunWriter:
         if self.files is None:
             return "nothing (it trained without a run directory)"
         return (f"its last good checkpoint, after epoch {done} ({self.files.last})" if done
-                else "no checkpoint (no epoch finished, so none was written)")
+                else "no checkpoint (none written yet)")
+
+    def unkept(self, epoch: int) -> str:
+        """What becomes of the epochs up to `epoch` that a stopped run trained, in words ('' when all are kept)."""
+        done = self.saved_epoch
+        if done < epoch:
+            return f"; epoch {done + 1} is trained again on --resume" if done + 1 == epoch else \
+                f"; epochs {done + 1}-{epoch} are trained again on --resume"
+        if len(self.history) < done:
+            return f"; epoch {done}'s metrics row, not written, is restored from that checkpoint on --resume"
+        return ""
 
 
 def train(recipe: Recipe | None, out_dir: str | Path | None, data_dir: str | Path | None = None, resume: bool = False,
@@ -223,7 +242,7 @@ def train(recipe: Recipe | None, out_dir: str | Path | None, data_dir: str | Pat
 
     Everything that can be checked is checked before any work (`check_recipe`, then the run directory and the
     data), so a bad value leaves no run directory behind. `on_epoch(row)` sees each epoch's metrics (a search can
-    raise to prune). Ctrl-C and SIGTERM stop with TrainingInterrupted, a full disk with rundir.DiskFullError, a
+    raise to prune). Ctrl-C and SIGTERM stop with TrainingInterrupted, a full disk with atomic.DiskFullError, a
     NaN or infinite loss or accuracy (training or evaluation) with TrainingDiverged; each keeps the last
     checkpoint written and says so in summary.json. Rank 0 holds the run directory's lock (`RunFiles.locked`) for
     the whole run: a second writer gets rundir.RunBusyError. With `out_dir` None it trains with no run directory
@@ -256,11 +275,12 @@ def _train(stop: StopRequest, recipe: Recipe | None, out_dir: str | Path | None,
         if files is not None:
             _check_run_dir(files, resume, recipe)  # again under the lock: another process may have started a run
         state = build_state(recipe, data, device, ddp)
-        if resume and files.last.is_file():
-            state.load_state_dict(checkpoint.load(files.last, device), new_hyperparameters=bool(changes))
+        saved = checkpoint.load(files.last, device) if resume and files.last.is_file() else {}
+        if saved:
+            state.load_state_dict(saved, new_hyperparameters=bool(changes))
         writer.start(resume)
         if resume:
-            writer.resume(state.epoch, changes)
+            writer.resume(state.epoch, changes, saved.get("metrics"))
         net = DistributedDataParallel(state.model) if ddp.world_size > 1 else state.model
         step_fn = compile_model(net, recipe.compile, recipe.compile_mode)
         writer.write_summary("finished" if state.epoch >= recipe.epochs else "running")
@@ -289,8 +309,9 @@ def _train(stop: StopRequest, recipe: Recipe | None, out_dir: str | Path | None,
         except DiskFullError as e:
             with contextlib.suppress(DiskFullError):
                 writer.write_summary("disk_full", error=str(e))
-            raise DiskFullError(f"{e}; the partial file was removed and the run keeps {writer.kept()}: free space, "
-                                f"then continue with --resume {files.root}") from None
+            raise DiskFullError(f"{e}; the partial file was removed and the run keeps {writer.kept()}"
+                                f"{writer.unkept(state.epoch)}: free space, then continue with --resume "
+                                f"{files.root}") from None
         except TrainingDiverged:
             raise
         except BaseException:  # a search pruned the trial, the caller gave up, or an error: say so in the summary

@@ -59,6 +59,7 @@ def _launch(run: PlannedRun, data_dir: str | Path | None, env: dict[str, str], c
     """Train (or continue) one run in a child process, its output appended to <run>/train.log."""
     files = RunFiles(run.path)
     files.root.mkdir(parents=True, exist_ok=True)
+    files.refuse_links()
     if not files.recipe.is_file():
         files.write_recipe(run.recipe)
     cmd = [sys.executable, "-m", "budgetnet", "train", "--resume", str(run.path)]

@@ -17,13 +17,14 @@ from ...design.spec import BudgetError, SpecError, fit_channels
 from ...training.loop import check_recipe, train
 from ...training.rundir import RunFiles
 from ...training.runtime import resolve_device
+from .errors import RunDirRefused
 from .space import Space
 
 
 @dataclass
 class Objective:
     """What Optuna calls per trial: train the trial's design in OUT/trials/<number> (a queued retry resumes the
-    run directory it inherits) and return its best validation accuracy.
+    run directory it inherits, which must lie under OUT: `run_path`) and return its best validation accuracy.
 
     `check_signal` raises Interrupted once Ctrl-C or SIGTERM asked the worker to stop
     (interrupts.StopRequest); it is called as a trial starts and after each epoch. `data` replaces loading the
@@ -46,6 +47,11 @@ class Objective:
         self.check_signal()
         resumed = "run_dir" in trial.user_attrs  # a queued retry inherits its run directory (relative to OUT)
         run_dir = trial.user_attrs.get("run_dir", f"trials/{trial.number}")
+        try:
+            path = run_path(self.out, run_dir)
+        except RunDirRefused as e:
+            trial.set_user_attr("failed", str(e))
+            raise
         recipe = _trial_recipe(trial, self.space, self.budget, self.repair)
         trial.set_user_attr("run_dir", run_dir)
         trial.set_user_attr("recipe", recipe.to_dict())  # reproducible from the study alone, whatever disk OUT is on
@@ -55,7 +61,7 @@ class Objective:
         if self.data is None and key not in self.datasets:
             self.datasets[key] = load_data(recipe.data, self.data_dir, resolve_device(self.device))
 
-        files = RunFiles(self.out / run_dir)
+        files = RunFiles(path)
         resume = resumed and files.recipe.is_file()
         backfill = resume  # a resumed run reports its earlier epochs first, so the pruner sees the whole curve
 
@@ -73,12 +79,25 @@ class Objective:
             print(f"trial {trial.number} retries a failed trial whose run directory {run_dir} is not under {self.out} "
                   "(not started yet, or --out is not shared by every worker): training it from the start",
                   file=sys.stderr)
-        summary = train(None if resume else recipe, self.out / run_dir, self.data_dir, resume=resume,
+        summary = train(None if resume else recipe, path, self.data_dir, resume=resume,
                         progress=self.progress, on_epoch=on_epoch,
                         data=self.datasets[key] if self.data is None else self.data,
                         overrides=[f"device={self.device}"] if resume else ())  # this worker's device, not the last's
         trial.set_user_attr("test_acc", summary["final_test_acc"])
         return summary["best_acc"]
+
+
+def run_path(out: Path, run_dir: object) -> Path:
+    """OUT/`run_dir`, the run directory a study's storage records for a trial, once it is known to lie inside OUT
+    (relative, and inside once every `..` and symbolic link is resolved); RunDirRefused otherwise, since the
+    storage may be shared or edited and a worker writes only under its own --out."""
+    where = Path(out) / str(run_dir)
+    inside = Path(out).resolve()
+    if (not isinstance(run_dir, str) or Path(run_dir).is_absolute()
+            or not where.resolve().is_relative_to(inside) or where.resolve() == inside):
+        raise RunDirRefused(f"the study records run directory {run_dir!r} for this trial, which is not inside --out "
+                            f"{out} (an absolute path, '..' or a link leading out): refused, nothing written there")
+    return where
 
 
 def _trial_recipe(trial: optuna.Trial, space: Space, budget: int | None, repair: str) -> Recipe:

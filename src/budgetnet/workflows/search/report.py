@@ -12,7 +12,7 @@ from matplotlib.ticker import EngFormatter
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from ... import plots
+from ... import atomic, plots
 from .storage import load_study, optuna_quiet, shown_url
 
 
@@ -92,12 +92,12 @@ def search_report(storage: str, out: str | Path, study_name: str | None = None, 
     else:
         lines.append("Not enough completed trials with varying parameters yet.")
     if done:
-        (out / "best-recipe.yaml").write_text(yaml.safe_dump(done[0].user_attrs["recipe"], sort_keys=False))
+        atomic.write_text(out / "best-recipe.yaml", yaml.safe_dump(done[0].user_attrs["recipe"], sort_keys=False))
         lines += ["", "## Reproduce the best design", "",
                   f"Trial {done[0].number}'s recipe, as the study stores it, is `best-recipe.yaml` beside this file; "
                   f"its run directory is `{done[0].user_attrs['run_dir']}` under the search's --out. From this folder:",
                   "", "`budgetnet train --recipe best-recipe.yaml`"]
-    (out / "search.md").write_text("\n".join(lines) + "\n")
+    atomic.write_text(out / "search.md", "\n".join(lines) + "\n")
     best = done[0] if done else None
     return {"study": study.study_name, "counts": counts, "importances": importances,
             "best": None if best is None else {"trial": best.number, "val_acc": best.value,

@@ -14,7 +14,7 @@ from ...config import Recipe, RecipeError, parse_count
 from ...data.cifar import Data
 from ...training.interrupts import stop_on_signals
 from ...training.loop import TrainingDiverged
-from .errors import SearchInterrupted
+from .errors import RunDirRefused, SearchInterrupted
 from .gpu import worker_device
 from .objective import Objective
 from .space import Space, check_budget
@@ -73,7 +73,7 @@ def run_search(space: Space, out: str | Path, trials: int | None = None, total_t
             stop.check()
             objective = Objective(space, out, budget, repair, device, stop.check, data_dir, data, progress)
             study.optimize(objective, n_trials=trials, callbacks=[stop.check, *target],
-                           catch=(TrainingDiverged,), gc_after_trial=True)
+                           catch=(TrainingDiverged, RunDirRefused), gc_after_trial=True)
         except KeyboardInterrupt as e:
             running = objective.running if objective is not None else None
             raise SearchInterrupted(_requeue(study, running), getattr(e, "signum", signal.SIGINT)) from None
@@ -100,7 +100,9 @@ def _say_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         steps = trial.intermediate_values
         line = (f"stopped by --pruner after epoch {max(steps)}, val acc {steps[max(steps)]:.4f}{size}" if steps
                 else f"stopped by --pruner{size}")
-    else:  # the objective catches only a divergence
+    elif "failed" in trial.user_attrs:  # refused before training
+        line = f"failed: {trial.user_attrs['failed']}"
+    else:  # otherwise the objective catches only a divergence
         line = f"failed, training diverged{size}"
     print(f"trial {trial.number}: {line}", file=sys.stderr)
 
