@@ -25,14 +25,28 @@ def parsers() -> dict[str, dict[str, argparse.Action]]:
     string, recorded through the actions that argparse's add_argument returns."""
     found: dict[str, dict[str, argparse.Action]] = {}
     add_argument = argparse.ArgumentParser.add_argument
+    groups = {name: getattr(argparse.ArgumentParser, name)
+              for name in ("add_argument_group", "add_mutually_exclusive_group")}
+
+    def record(prog: str, action: argparse.Action) -> argparse.Action:
+        found.setdefault(prog, {}).update({s: action for s in action.option_strings})
+        return action
 
     def recording(self, *args, **kwargs):
-        action = add_argument(self, *args, **kwargs)
-        found.setdefault(self.prog, {}).update({s: action for s in action.option_strings})
-        return action
+        return record(self.prog, add_argument(self, *args, **kwargs))
+
+    def recording_group(name):  # a group's options belong to the parser that made the group
+        def make(self, *args, **kwargs):
+            group, parser = groups[name](self, *args, **kwargs), self
+            add = group.add_argument
+            group.add_argument = lambda *a, **k: record(parser.prog, add(*a, **k))
+            return group
+        return make
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(argparse.ArgumentParser, "add_argument", recording)
+        for name in groups:
+            patch.setattr(argparse.ArgumentParser, name, recording_group(name))
         build_parser()
     return found
 
