@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from . import __version__, console
-from .config import apply_overrides, load_recipe, parse_count, recipe_names
+from .config import apply_overrides, load_recipe, parse_count, parse_gflops, recipe_names
 from .errors import BudgetnetError, UsageError
 
 
@@ -20,7 +20,8 @@ def cmd_params(args: argparse.Namespace) -> int:
     from .design.model import design_report
 
     recipe = load_recipe(args.recipe, args.set)
-    result = design_report(recipe.model, parse_count(args.budget) if args.budget else recipe.budget, args.fit)
+    result = design_report(recipe.model, parse_count(args.budget) if args.budget else recipe.budget, args.fit,
+                           parse_gflops(args.max_gflops) if args.max_gflops is not None else recipe.max_gflops)
     print(json.dumps(result, indent=2) if args.json else console.design_text(result))
     return 0 if result["within_budget"] else 1
 
@@ -199,10 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"budgetnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("params", help="per-stage parameter table of a design; exit 1 when over budget")
+    p = sub.add_parser("params", help="per-stage parameter table of a design; exit 1 when over either budget")
     _recipe_args(p)
     p.add_argument("--budget", help="trainable-parameter budget, e.g. 5M (default: the recipe's)")
-    p.add_argument("--fit", action="store_true", help="widen or narrow C_1 to the largest that fits the budget")
+    p.add_argument("--max-gflops", metavar="GFLOP", help="compute budget: forward+backward GFLOP per "
+                   "32x32 image, e.g. 0.71 (default: the recipe's max_gflops, none unless set)")
+    p.add_argument("--fit", action="store_true", help="widen or narrow C_1 (a list of widths: all together) to the "
+                                                      "largest that fits the budget and --max-gflops")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_params)
 
