@@ -78,6 +78,17 @@ def test_shipped_spaces_load():
         assert "model.blocks" in space.params and space.base["data"]["val_size"] > 0
 
 
+def test_the_fast_family_space_trains_smalls_recipe_without_being_given_smalls_design():
+    space, small = load_space("fast-family"), load_recipe("small")
+    base = space.recipe({})
+    assert base.model != small.model and base.model.channels != small.model.channels  # not small's design
+    assert (base.optimizer, base.schedule, base.lookahead, base.augment, base.tta) == \
+        (small.optimizer, small.schedule, small.lookahead, small.augment, small.tta)  # small's training
+    assert base.data.val_size > 0 and base.eval_every == 1 and base.epochs < small.epochs  # short trials, pruned
+    assert base.max_gflops >= small.model.gflop_per_image() and base.budget == 5_000_000
+    assert {f"model.{k}.{i}" for k in ("channels", "blocks", "kernel_size") for i in range(3)} <= set(space.params)
+
+
 @pytest.mark.parametrize("params, message", [
     ({"optimizer.lrr": {"low": 0.1, "high": 0.2}}, "did you mean 'optimizer.lr'"),
     ({"optimizer.lr": {"low": 0.5, "high": 0.1}}, "optimizer.lr"),
@@ -515,8 +526,8 @@ def test_a_compute_budget_trains_only_designs_within_it_and_records_what_each_sp
             assert not run_dir.exists() and "GFLOP per image > max_gflops" in t.user_attrs["reason"]
             continue
         a = t.user_attrs
-        assert a["gflop_per_image"] == pytest.approx(gflops(space, {
-            k: json.loads(v) if isinstance(v, str) else v for k, v in t.params.items()})) and a["gflop_per_image"] <= limit
+        values = {k: json.loads(v) if isinstance(v, str) else v for k, v in t.params.items()}
+        assert a["gflop_per_image"] == pytest.approx(gflops(space, values)) and a["gflop_per_image"] <= limit
         assert t.distributions["model.channels"].high <= 8  # the C_1 range is cut at the widest within the compute
         summary = json.loads((run_dir / "summary.json").read_text())
         assert summary["train_images"] == 2 * 300  # 2 epochs of 300 images

@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="search designs and recipes within the budget (Optuna; many workers share "
                                       "one study through --storage)")
-    p.add_argument("--space", required=True, help="space file or shipped space name (resnet, tiny)")
+    p.add_argument("--space", required=True, help="space file or shipped space name (resnet, tiny, fast-family)")
     p.add_argument("--trials", type=int, help="at most this many trials in this worker")
     p.add_argument("--total-trials", type=int, metavar="N", help="study-wide target for any number of workers: "
                    "stop once N trials are finished or running (with --trials, whichever comes first)")

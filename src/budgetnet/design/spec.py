@@ -323,7 +323,7 @@ def check_budget(spec: ModelSpec, budget: int, max_gflops: float | None = None) 
     over = budget_excess(spec, budget, max_gflops)
     if not over:
         return spec.count_params()
-    msg = f"the design is over budget: {over}"
+    msg = f"the design is over the budget: {over}"
     try:
         c1 = fit_channels(spec, budget, max_gflops)
         fitted = with_width(spec, c1)

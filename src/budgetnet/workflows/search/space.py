@@ -221,12 +221,13 @@ def check_budget(space: Space, budget: int | None, repair: str, max_gflops: floa
     if not exact:
         return
     channels, smallest = space.params.get("model.channels"), []
+    fitted = repair == "fit-channels" and not any(  # C_1 may be fitted: not chosen from choices or per stage
+        k.split(".")[:2] == ["model", "channels"] and not isinstance(d, IntDistribution) for k, d in space.params.items())
     for values in points:
         try:
             recipe = space.recipe({**values, "model.channels": channels.low}
                                   if isinstance(channels, IntDistribution) else values)
-            if repair == "fit-channels" and not any(k.split(".")[:2] == ["model", "channels"] and
-                                                    not isinstance(d, IntDistribution) for k, d in space.params.items()):
+            if fitted:
                 recipe.model = with_width(recipe.model, 1)
             smallest.append((recipe.model.count_params(), recipe.model.gflop_per_image(), recipe))
         except SpecError:

@@ -39,9 +39,9 @@ def run_search(space: Space, out: str | Path, trials: int | None = None, total_t
     `trials` caps this process; `total_trials` is the study-wide target shared by all workers (trials finished
     or running, Optuna's MaxTrialsCallback). Workers on other machines run the same call against the same
     storage. `budget` (parameters) and `max_gflops` (forward+backward GFLOP per image) override the space's
-    budgets; a design over either is never trained. `device` overrides the recipes' ('auto': a GPU of its own). `data` replaces loading the data set
-    (tests); otherwise every data configuration is loaded once per process. SIGINT and SIGTERM raise
-    SearchInterrupted after the running trial is marked failed and queued to resume.
+    budgets; a design over either is never trained. `device` overrides the recipes' ('auto': a GPU of its own).
+    `data` replaces loading the data set (tests); otherwise every data configuration is loaded once per process.
+    SIGINT and SIGTERM raise SearchInterrupted after the running trial is marked failed and queued to resume.
     """
     for flag, value, known in (("--sampler", sampler, SAMPLERS), ("--pruner", pruner, PRUNERS)):
         if value not in known:
