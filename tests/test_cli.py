@@ -37,6 +37,16 @@ def test_params_json_and_exit_status(capsys):
     assert code == 0 and out["fitted_channels"] == 42 and out["params"] == 4_815_940
 
 
+def test_params_compute_budget_and_fit_within_both(capsys):
+    code, out = run_json(capsys, "params", "--recipe", "seed", "--max-gflops", "1", "--json")
+    assert code == 1 and out["params"] == 4_815_940 and out["gflop_per_image"] > 1 and not out["within_budget"]
+    code, out = run_json(capsys, "params", "--recipe", "small", "--max-gflops", "0.5", "--fit", "--json")
+    assert code == 0 and out["gflop_per_image"] <= 0.5 and out["fitted_channels"] == out["design"]["channels"]
+    assert out["fitted_channels"][1] == out["fitted_channels"][2] < 256  # small's widths, scaled together
+    assert main(["params", "--recipe", "seed", "--max-gflops", "1.5"]) == 0
+    assert "compute 1.4353 GFLOP per image forward+backward; max_gflops 1.5: within" in capsys.readouterr().out
+
+
 def test_params_table(capsys):
     assert main(["params", "--recipe", "seed"]) == 0
     out = capsys.readouterr().out

@@ -185,6 +185,7 @@ class Recipe:
     eval_batch_size: int = 1000
     seed: int = 0
     budget: int = 5_000_000           # trainable-parameter budget, enforced before training
+    max_gflops: float | None = None   # compute budget: forward+backward GFLOP per image, enforced before training
     label_smoothing: float = 0.0
     ema: EmaConfig = field(default_factory=EmaConfig)
     lookahead: LookaheadConfig = field(default_factory=LookaheadConfig)
@@ -216,6 +217,8 @@ class Recipe:
         _check(self.grad_clip is None or self.grad_clip > 0, "grad_clip", self.grad_clip,
                "must be > 0 (or null for no clipping)")
         _check(self.budget >= 1, "budget", self.budget, "must be a positive parameter count, e.g. 5M")
+        _check(self.max_gflops is None or self.max_gflops > 0, "max_gflops", self.max_gflops,
+               "must be a positive forward+backward GFLOP per image, e.g. 0.71 (or null for no compute budget)")
         for key in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
             _check(getattr(self, key) >= 1, key, getattr(self, key), "must be 1 or more")
         _check(self.checkpoint_every is None or self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every,
@@ -331,6 +334,18 @@ def parse_count(text: str | int) -> int:
     if count < 1:
         raise RecipeError(f"{text!r} is not a parameter count: use a positive number, e.g. 5000000, 5M or 500k")
     return count
+
+
+def parse_gflops(text: str | float) -> float:
+    """Parse a compute budget in forward+backward GFLOP per image, such as 0.71."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise RecipeError(f"{text!r} is not a GFLOP count: use a positive number of forward+backward GFLOP per "
+                          "image, e.g. 0.71")
+    return value
 
 
 # ---- typed conversion ---------------------------------------------------------------------------

@@ -23,13 +23,19 @@ def flops_line(flops: dict, image_size: int) -> str:
 def design_text(result: dict) -> str:
     """`budgetnet params`: the stage table, the fitted C_1 if asked, the verdict against the budget, FLOPs."""
     params, budget = result["params"], result["budget"]
+    max_gflops, gflops = result.get("max_gflops"), result["flops_per_image"]["forward_backward"] / 1e9
     lines = [stage_table(result["stages"])]
     if "fitted_channels" in result:
-        lines.append(f"widest C_1 within {budget:,}: {result['fitted_channels']} "
-                     f"(--set model.channels={result['fitted_channels']})")
+        fitted = str(result["fitted_channels"]).replace(" ", "")
+        within = f"{budget:,}" + (f" and {max_gflops:g} GFLOP per image" if max_gflops is not None else "")
+        lines.append(f"widest C_1 within {within}: {fitted} (--set model.channels={fitted})")
     verdict = (f"within budget ({budget - params:,} to spare)" if params <= budget
                else f"OVER budget by {params - budget:,}")
     lines.append(f"total {params:,} trainable parameters; budget {budget:,}: {verdict}")
+    if max_gflops is not None:
+        verdict = (f"within ({max_gflops - gflops:.4f} to spare)" if gflops <= max_gflops
+                   else f"OVER by {gflops - max_gflops:.4f}")
+        lines.append(f"compute {gflops:.4f} GFLOP per image forward+backward; max_gflops {max_gflops:g}: {verdict}")
     whole = result.get("params_whole_run", params)
     if whole != params:  # part of the network trains only for the first epochs, and counts in the budget
         lines.append(f"  {params:,} trained at some point of the run (the budget's count), "

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-from .spec import EXPANSION, WHITEN_KERNEL, ModelSpec, fit_channels
+from .spec import EXPANSION, WHITEN_KERNEL, ModelSpec, budget_excess, fit_channels, with_width
 
 
 def norm(c: int, spec: ModelSpec) -> nn.BatchNorm2d:
@@ -188,8 +188,9 @@ def count_trainable(model: nn.Module) -> int:
 def flops_per_image(spec: ModelSpec) -> dict[str, int]:
     """FLOPs (2 per multiply-add) of one image through a design at its image size: {"forward", "forward_backward"}.
 
-    Counted by torch.utils.flop_counter on a weightless (meta) model, so any design is counted in milliseconds;
-    the backward pass computes no gradient for the input image, as in training.
+    Counted by torch.utils.flop_counter on a weightless (meta) model: the ground truth that the closed form the
+    budgets use (ModelSpec.count_flops) must equal. The backward pass computes no gradient for the input image,
+    as in training.
     """
     with torch.device("meta"):
         model = ResNet(spec)
@@ -201,14 +202,16 @@ def flops_per_image(spec: ModelSpec) -> dict[str, int]:
     return {"forward": forward.get_total_flops(), "forward_backward": both.get_total_flops()}
 
 
-def design_report(spec: ModelSpec, budget: int, fit: bool = False) -> dict:
-    """What `budgetnet params` reports: the count against the budget, the stage table and FLOPs per image; with
-    `fit`, of the design widened or narrowed to the widest C_1 within the budget (`fitted_channels`)."""
+def design_report(spec: ModelSpec, budget: int, fit: bool = False, max_gflops: float | None = None) -> dict:
+    """What `budgetnet params` reports: the count against the budget and the compute (forward+backward GFLOP per
+    image) against `max_gflops` when given, the stage table and FLOPs per image; with `fit`, of the design widened
+    or narrowed to the widest C_1 (or list of widths scaled together) within both (`fitted_channels`)."""
     result = {}
     if fit:
-        result["fitted_channels"] = fit_channels(spec, budget)
-        spec = dataclasses.replace(spec, channels=result["fitted_channels"])
-    params = spec.count_params()
+        result["fitted_channels"] = fit_channels(spec, budget, max_gflops)
+        spec = with_width(spec, result["fitted_channels"])
+    params, flops = spec.count_params(), spec.count_flops()
     return {"params": params, "params_whole_run": spec.count_params_whole_run(), "budget": budget,
-            "within_budget": params <= budget, "design": spec.to_dict(),
-            "stages": spec.stage_table(), "flops_per_image": flops_per_image(spec), **result}
+            "max_gflops": max_gflops, "within_budget": not budget_excess(spec, budget, max_gflops),
+            "design": spec.to_dict(), "stages": spec.stage_table(), "flops_per_image": flops,
+            "gflop_per_image": flops["forward_backward"] / 1e9, **result}

@@ -58,13 +58,13 @@ EpochCallback = Callable[[dict], None]
 
 def check_recipe(recipe: Recipe) -> int:
     """Check everything about a recipe that can be checked before any work and return its parameter count:
-    Recipe.validate (every key), then the device on this machine and the budget.
+    Recipe.validate (every key), then the device on this machine and the budgets (parameters, GFLOP per image).
 
     Raises a UsageError (RecipeError, SpecError, ...) with a one-line message naming the key and the fix.
     """
     recipe.validate()
     resolve_device(recipe.device)  # whether it exists is a fact of this machine, so not in Recipe.validate
-    return check_budget(recipe.model, recipe.budget)
+    return check_budget(recipe.model, recipe.budget, recipe.max_gflops)
 
 
 AUTO_CHECKPOINTS = 50  # checkpoint_every=null: at most this many checkpoints a run (every epoch up to 50 epochs)
@@ -150,11 +150,12 @@ class RunWriter:
     summary. A checkpointed epoch's checkpoint and metric row are one unit: best.pt, then last.pt (which holds the
     row too), then the row, so that a failure before last.pt is replaced leaves the previous unit and one after it
     leaves the row for the resume to restore. The rows after the last checkpoint are dropped on resume, which trains
-    those epochs again. With `is_main` false (other ranks, or no run directory) it writes nothing."""
+    those epochs again. With `is_main` false (other ranks, or no run directory) it writes nothing. `views` is the
+    images the network sees per training image (the augmentation's)."""
 
     def __init__(self, files: RunFiles | None, recipe: Recipe, params: int, device: torch.device, classes: list[str],
-                 is_main: bool):
-        self.files, self.recipe, self.params, self.classes = files, recipe, params, classes
+                 is_main: bool, views: int = 1):
+        self.files, self.recipe, self.params, self.classes, self.views = files, recipe, params, classes, views
         self.is_main = is_main and files is not None
         self.provenance = provenance(device, commit=files is not None)
         self.history: list[dict] = []
@@ -206,7 +207,7 @@ class RunWriter:
         self.write_summary("finished" if row["epoch"] == self.recipe.epochs else "running")
 
     def summary(self, status: str, **extra) -> dict:
-        return summarize(self.recipe, self.params, self.history, status, **self.provenance, **extra)
+        return summarize(self.recipe, self.params, self.history, status, self.views, **self.provenance, **extra)
 
     def write_summary(self, status: str, **extra) -> dict:
         """Write (on rank 0) and return the summary with `status`."""
@@ -269,7 +270,7 @@ def _train(stop: StopRequest, recipe: Recipe | None, out_dir: str | Path | None,
         raise TrainingInterrupted("interrupted before training started: nothing was written; rerun the same "
                                   "command", stop.signum)
 
-    writer = RunWriter(files, recipe, params, device, data.classes, ddp.is_main)
+    writer = RunWriter(files, recipe, params, device, data.classes, ddp.is_main, augment.num_views)
     # one writer per run directory: rank 0 holds its lock for the whole run (other ranks write nothing)
     with files.locked() if ddp.is_main and files is not None else contextlib.nullcontext():
         if files is not None:

@@ -259,11 +259,15 @@ def recipe_changes(recorded: Recipe, recipe: Recipe) -> dict[str, tuple[Any, Any
     return diff_recipes(as_recorded(recorded), as_recorded(recipe))
 
 
-def summarize(recipe: Recipe, params: int, history: list[dict], status: str, **extra: Any) -> dict:
+def summarize(recipe: Recipe, params: int, history: list[dict], status: str, views: int = 1, **extra: Any) -> dict:
     """What a run reached so far; `final_test_acc` is the honest figure, `best_*` is chosen on validation
     when there is a validation split (on test otherwise) among the epochs evaluated every eval_every, and
     `best_seen_*` is the best plain test accuracy (no TTA) recorded every test_every epochs, chosen on the test
-    set as the study did (None without test_every). `extra` adds keys (provenance)."""
+    set as the study did (None without test_every). Its compute: `train_images`, the images the network trained
+    on (each training image `views` times: the augmentation's views), times the design's forward+backward
+    `gflop_per_image` is `train_pflop` (evaluation not counted). `extra` adds keys (provenance)."""
+    images = views * sum(round(r["images_per_s"] * r["seconds"]) for r in history)
+    gflop = recipe.model.gflop_per_image()
     last = history[-1] if history else {}
     key = "val_acc" if any("val_acc" in r for r in history) else "test_acc"
     best_row = max((r for r in history if key in r), key=lambda r: r[key], default={})
@@ -275,6 +279,7 @@ def summarize(recipe: Recipe, params: int, history: list[dict], status: str, **e
             "best_seen_test_acc": seen_row.get("plain_test_acc"), "best_seen_test_epoch": seen_row.get("epoch"),
             "train_seconds": sum(r["seconds"] for r in history),
             "images_per_s": (sum(r["images_per_s"] for r in history) / len(history)) if history else None,
+            "gflop_per_image": gflop, "train_images": images, "train_pflop": gflop * images / 1e6,
             "description": recipe.description, **extra}
 
 

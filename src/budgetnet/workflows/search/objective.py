@@ -1,6 +1,7 @@
-"""One trial of the search: a design sampled within the parameter budget (C_1 last, within the widest that fits;
-an over-budget design repaired or rejected untrained), trained in its run directory, each epoch's validation
-accuracy reported to the pruner, and the best one returned to the sampler."""
+"""One trial of the search: a design sampled within the parameter and compute budgets (C_1 last, within the
+widest that fits; an over-budget design repaired or rejected untrained), trained in its run directory, each epoch's
+validation accuracy reported to the pruner, and the best one returned to the sampler; its parameters, GFLOP per
+image, training PFLOP and seconds recorded as user attrs."""
 from __future__ import annotations
 
 import sys
@@ -13,12 +14,12 @@ from optuna.distributions import IntDistribution
 
 from ...config import Recipe
 from ...data.cifar import Data, load_data
-from ...design.spec import BudgetError, SpecError, fit_channels
+from ...design.spec import BudgetError, SpecError
 from ...training.loop import check_recipe, train
 from ...training.rundir import RunFiles
 from ...training.runtime import resolve_device
 from .errors import RunDirRefused
-from .space import Space
+from .space import Space, fit_design
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Objective:
     space: Space
     out: Path
     budget: int | None
+    max_gflops: float | None
     repair: str
     device: str
     check_signal: Callable[[], None]
@@ -52,7 +54,7 @@ class Objective:
         except RunDirRefused as e:
             trial.set_user_attr("failed", str(e))
             raise
-        recipe = _trial_recipe(trial, self.space, self.budget, self.repair)
+        recipe = _trial_recipe(trial, self.space, self.budget, self.max_gflops, self.repair)
         trial.set_user_attr("run_dir", run_dir)
         trial.set_user_attr("recipe", recipe.to_dict())  # reproducible from the study alone, whatever disk OUT is on
         recipe.device = self.device
@@ -68,6 +70,7 @@ class Objective:
         def on_epoch(row: dict) -> None:
             nonlocal backfill
             self.check_signal()
+            _record_compute(trial, files.read_summary())  # a pruned trial keeps what it spent
             for r in files.read_metrics() if backfill else [row]:
                 if "val_acc" in r:
                     trial.report(r["val_acc"], r["epoch"])
@@ -84,6 +87,7 @@ class Objective:
                         data=self.datasets[key] if self.data is None else self.data,
                         overrides=[f"device={self.device}"] if resume else ())  # this worker's device, not the last's
         trial.set_user_attr("test_acc", summary["final_test_acc"])
+        _record_compute(trial, summary)
         return summary["best_acc"]
 
 
@@ -100,10 +104,21 @@ def run_path(out: Path, run_dir: object) -> Path:
     return where
 
 
-def _trial_recipe(trial: optuna.Trial, space: Space, budget: int | None, repair: str) -> Recipe:
-    """Sample the trial's recipe within the budget, or prune the trial with the reason."""
+def _record_compute(trial: optuna.Trial, summary: dict) -> None:
+    """The trial's training so far, from its run summary: PFLOP (GFLOP per image x images trained on) and seconds."""
+    trial.set_user_attr("train_pflop", summary["train_pflop"])
+    trial.set_user_attr("train_seconds", summary["train_seconds"])
+
+
+def _trial_recipe(trial: optuna.Trial, space: Space, budget: int | None, max_gflops: float | None,
+                  repair: str) -> Recipe:
+    """Sample the trial's recipe within the budgets, or prune the trial with the reason.
+
+    C_1 from an int range is sampled last, from the range cut at the widest that fits (below the range, the
+    fitted C_1 itself): either way the value the study records is the value trained, so TPE and the importances
+    reason about trained designs (the range differs between trials; Optuna allows that for a numeric parameter)."""
     channels = space.params.get("model.channels")
-    within = isinstance(channels, IntDistribution)  # sampled last, within the widest C_1 that fits
+    within = isinstance(channels, IntDistribution)
     values = space.suggest(trial, skip=("model.channels",) if within else ())
     try:
         recipe = space.recipe({**values, "model.channels": channels.low} if within else values)
@@ -111,45 +126,25 @@ def _trial_recipe(trial: optuna.Trial, space: Space, budget: int | None, repair:
         _reject(trial, "invalid_design", str(e))
     if budget is not None:
         recipe.budget = budget
+    if max_gflops is not None:
+        recipe.max_gflops = max_gflops
+    try:
+        narrowest, widest, repaired = fit_design(space, recipe.model, recipe.budget, recipe.max_gflops, repair)
+    except BudgetError as e:
+        _reject(trial, "over_budget", str(e))
+    if repaired:
+        trial.set_user_attr("repaired", repaired)
+    recipe.model = widest
     if within:
-        recipe.model = replace(recipe.model, channels=_suggest_channels(trial, channels, recipe, repair))
-    params = recipe.model.count_params()
-    if params > recipe.budget:  # a fixed C_1, or one of the space's choices
-        if repair == "reject" or "model.channels" in space.params or not isinstance(recipe.model.channels, int):
-            _reject(trial, "over_budget", f"{params:,} parameters > budget {recipe.budget:,}")
-        try:
-            fitted = fit_channels(recipe.model, recipe.budget)
-        except BudgetError as e:
-            _reject(trial, "over_budget", str(e))
-        trial.set_user_attr("repaired", f"C_1 {recipe.model.channels} -> {fitted}")
-        recipe.model = replace(recipe.model, channels=fitted)
-        params = recipe.model.count_params()
+        step = 1 if repaired else channels.step
+        recipe.model = replace(widest, channels=trial.suggest_int(
+            "model.channels", narrowest.channels, widest.channels, step=step, log=channels.log))
     design = recipe.model.to_dict()
-    trial.set_user_attr("params", params)
+    trial.set_user_attr("params", recipe.model.count_params())
+    trial.set_user_attr("gflop_per_image", recipe.model.gflop_per_image())
     trial.set_user_attr("design", {k: design[k] for k in ("blocks", "channels", "kernel_size",
                                                             "shortcut_kernel_size", "pool_size", "block")})
     return recipe
-
-
-def _suggest_channels(trial: optuna.Trial, dist: IntDistribution, recipe: Recipe, repair: str) -> int:
-    """C_1 from the space's range cut at the widest that fits the budget; below the range, the fitted C_1 itself.
-
-    Either way the value the study records is the value trained, so TPE and the importances reason about
-    trained designs (the range differs between trials; Optuna allows that for a numeric parameter).
-    """
-    try:
-        widest = fit_channels(recipe.model, recipe.budget)
-    except BudgetError as e:
-        _reject(trial, "over_budget", str(e))
-    if widest >= dist.low:
-        high = min(dist.high, dist.low + (widest - dist.low) // dist.step * dist.step)
-        return trial.suggest_int("model.channels", dist.low, high, step=dist.step, log=dist.log)
-    narrowest = replace(recipe.model, channels=dist.low).count_params()
-    if repair == "reject":
-        _reject(trial, "over_budget", f"C_1={dist.low}, the narrowest in the space, needs {narrowest:,} parameters "
-                                      f"> budget {recipe.budget:,}")
-    trial.set_user_attr("repaired", f"C_1 {dist.low}..{dist.high} -> {widest}")
-    return trial.suggest_int("model.channels", widest, widest, log=dist.log)
 
 
 def _reject(trial: optuna.Trial, reason: str, message: str) -> NoReturn:
