@@ -79,6 +79,9 @@ class OptimizerConfig:
     norm_lr_scale: float = 1.0        # learning-rate multiplier for BatchNorm weights/biases and layer biases
                                       # (airbench94's bias_scaler 64 with units per_1024; not the whitening bias)
     norm_weight_decay: float | None = None  # weight decay of those parameters (None: weight_decay)
+    whiten_bias_as_norm: bool = False # the whitening bias takes those parameters' lr scale and weight decay, its lr
+                                      # falling linearly to 0 over model.whiten_bias_epochs (airbench94_muon);
+                                      # false: the weights' lr under the schedule (airbench94)
     muon_lr: float = 0.24             # muon: learning rate of the conv filters (airbench94_muon)
     muon_momentum: float = 0.6        # muon
     muon_nesterov: bool = True        # muon
@@ -229,6 +232,8 @@ class Recipe:
         self.data.validate(self.model.num_classes)
         for section in (self.optimizer, self.schedule, self.ema, self.lookahead):
             section.validate()
+        _check(not self.optimizer.whiten_bias_as_norm or self.model.whiten_bias_epochs > 0,
+               "optimizer.whiten_bias_as_norm", True, "needs a whitening bias: set model.whiten_bias_epochs (e.g. 3)")
         build_augment(self.augment, self.model.num_classes)  # the augment registry's check of every entry
 
 

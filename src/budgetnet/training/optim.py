@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import SCHEDULE_ALIASES, OptimizerConfig, ScheduleConfig
-from ..design.model import WhiteningStem
+from ..design.model import ResNet, WhiteningStem
 from ..errors import UsageError
 
 # The factories trust a validated section (OptimizerConfig.validate and ScheduleConfig.validate, which
@@ -19,7 +19,9 @@ def param_groups(model: nn.Module, cfg: OptimizerConfig, batch_size: int | None 
                  exclude: tuple[nn.Parameter, ...] = ()) -> list[dict]:
     """The trainable parameters (less `exclude`) in two groups: weights of convs and linears, then BatchNorm
     parameters and biases (1-D tensors), which get `norm_lr_scale` times the learning rate and `norm_weight_decay`.
-    The whitening stem's bias is in the first group, as in airbench94 (its bias_scaler is for BatchNorm biases only).
+    The whitening stem's bias is in the first group, as in airbench94 (its bias_scaler is for BatchNorm biases only);
+    with whiten_bias_as_norm (airbench94_muon) it is a third group with the second's settings and `zero_at_epoch`,
+    the epoch at which `build_scheduler` has brought its learning rate linearly to 0 (model.whiten_bias_epochs).
 
     With decoupled weight decay the groups carry it as `decoupled_wd`, for `decay_weights`, and give the
     optimizer none. With units per_1024 (airbench's) `lr` and the weight decays are per 1,024 examples of a summed
@@ -28,19 +30,26 @@ def param_groups(model: nn.Module, cfg: OptimizerConfig, batch_size: int | None 
     """
     skip = {id(p) for p in exclude}
     trainable = [p for p in model.parameters() if p.requires_grad and id(p) not in skip]
-    weights = {id(p) for p in trainable if p.ndim > 1}
-    weights |= {id(m.bias) for m in model.modules() if isinstance(m, WhiteningStem) and m.bias is not None}
+    stems = [m for m in model.modules() if isinstance(m, WhiteningStem) and m.bias is not None]
+    whiten_biases = {id(m.bias) for m in stems} - skip
+    weights = {id(p) for p in trainable if p.ndim > 1} | (set() if cfg.whiten_bias_as_norm else whiten_biases)
+    own = whiten_biases if cfg.whiten_bias_as_norm else set()
     norm_wd = cfg.weight_decay if cfg.norm_weight_decay is None else cfg.norm_weight_decay
     lr = cfg.lr
     if cfg.units == "per_1024":
         if batch_size is None:
             raise ValueError("optimizer.units=per_1024 needs the batch size: build_optimizer(..., batch_size=)")
         lr = cfg.lr * batch_size / (1024 * (1 + 1 / (1 - cfg.momentum)))
+    norm = {"lr": lr * cfg.norm_lr_scale, "weight_decay": norm_wd}
     groups = [{"params": [p for p in trainable if id(p) in weights], "lr": lr, "weight_decay": cfg.weight_decay},
-              {"params": [p for p in trainable if id(p) not in weights], "lr": lr * cfg.norm_lr_scale,
-               "weight_decay": norm_wd}]
+              {"params": [p for p in trainable if id(p) not in weights | own], **norm}]
+    scales = [1.0, cfg.norm_lr_scale]
+    if own:
+        epochs = max(m.spec.whiten_bias_epochs for m in model.modules() if isinstance(m, ResNet))
+        groups.append({"params": [p for p in trainable if id(p) in own], **norm, "zero_at_epoch": epochs})
+        scales.append(cfg.norm_lr_scale)
     if cfg.units == "per_1024":
-        for g, scale in zip(groups, (1.0, cfg.norm_lr_scale)):
+        for g, scale in zip(groups, scales):
             g["weight_decay"] = g["weight_decay"] / (cfg.lr * scale)
     if cfg.decoupled_weight_decay:
         for g in groups:
@@ -223,15 +232,17 @@ class Schedule:
     `initial_lr` at the checkpoint's step. State dicts carry `last_epoch` (the steps taken), as torch's schedulers do.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, factor: Callable[[int], float]):
+    def __init__(self, optimizer: torch.optim.Optimizer, factor: Callable[[int], float],
+                 group_factors: dict[int, Callable[[int], float]] | None = None):
         self.optimizer, self.factor, self.last_epoch = optimizer, factor, 0
+        self.group_factors = group_factors or {}  # a group's own function of the step, by its index
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
         self._apply()
 
     def _apply(self) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * self.factor(self.last_epoch)
+        for i, group in enumerate(self.optimizer.param_groups):
+            group["lr"] = group["initial_lr"] * self.group_factors.get(i, self.factor)(self.last_epoch)
 
     def step(self) -> None:
         """After each optimizer step."""
@@ -253,9 +264,12 @@ class Schedule:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, epochs: int,
                     steps_per_epoch: int) -> Schedule:
-    """A schedule stepped once per optimizer step."""
+    """A schedule stepped once per optimizer step. A group with `zero_at_epoch` (param_groups) falls linearly from
+    its lr to 0 at that epoch instead, as airbench94_muon's whitening bias."""
     base_lr = optimizer.param_groups[0]["lr"]  # every group follows the schedule scaled by its own base lr
-    return Schedule(optimizer, lambda step: lr_at_step(cfg, base_lr, step, epochs, steps_per_epoch) / base_lr)
+    own = {i: (lambda step, n=g["zero_at_epoch"] * steps_per_epoch: max(0.0, 1 - step / n))
+           for i, g in enumerate(optimizer.param_groups) if g.get("zero_at_epoch")}
+    return Schedule(optimizer, lambda step: lr_at_step(cfg, base_lr, step, epochs, steps_per_epoch) / base_lr, own)
 
 
 def lr_at_step(cfg: ScheduleConfig, base_lr: float, step: int, epochs: int, steps_per_epoch: int) -> float:
