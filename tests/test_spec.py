@@ -239,10 +239,11 @@ def _every_design_option():
             for bn_scale in (True, False):
                 bias = 2 if stem == "whiten" else 0
                 pool = 1 if padding == "valid" else 2
-                yield dict(blocks=[2, 1, 0 if downsample == "pool" else 1], channels=[4, 8, 8], block=block,
-                           stem=stem, downsample=downsample, whiten_padding=padding, bn_scale=bn_scale,
-                           whiten_bias_epochs=bias, shortcut_kernel_size=[1, 3, 1], pool_size=pool,
-                           pool_type="max" if bn_scale else "avg")
+                for residual in ((True, False) if block == "single" else (True,)):
+                    yield dict(blocks=[2, 1, 0 if downsample == "pool" else 1], channels=[4, 8, 8], block=block,
+                               stem=stem, downsample=downsample, whiten_padding=padding, bn_scale=bn_scale,
+                               whiten_bias_epochs=bias, shortcut_kernel_size=[1, 3, 1], pool_size=pool,
+                               pool_type="max" if bn_scale else "avg", residual=residual)
 
 
 @pytest.mark.parametrize("kw", list(_every_design_option()))

@@ -106,11 +106,12 @@ class SingleBlock(nn.Module):
     def __init__(self, c_in: int, c: int, f: int, k: int, stride: int, spec: ModelSpec):
         super().__init__()
         self.conv1 = conv_bn(c_in, c, f, stride, spec=spec)
-        self.shortcut = shortcut(c_in, c, k, stride, spec)
+        self.shortcut = shortcut(c_in, c, k, stride, spec) if spec.residual else None
         self.act = activation(spec)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.conv1(x) + self.shortcut(x))
+        out = self.conv1(x)
+        return self.act(out if self.shortcut is None else out + self.shortcut(x))
 
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck, "single": SingleBlock}
@@ -144,6 +145,9 @@ class ResNet(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.pool = (nn.MaxPool2d if spec.pool_type == "max" else nn.AvgPool2d)(spec.pool_size)
         self.fc = nn.Linear(c_in * spec.final_size() ** 2, spec.num_classes)
+        if spec.fc_init_std is not None:  # airbench94_muon's head: its random start rescaled to std 1
+            with torch.no_grad():
+                self.fc.weight.mul_(spec.fc_init_std / self.fc.weight.std())
         self.output_scale = spec.output_scale
         if spec.dirac_init:  # airbench's Conv: the first C_in filters pass their input through unchanged
             for m in self.modules():

@@ -58,6 +58,10 @@ class ModelSpec:
         the others keep their random start.
     whiten_bias_epochs: with stem 'whiten', a bias after the frozen filters, trained for this many epochs and then
         frozen (airbench94: 3); 0: no bias. It counts in the budget (the optimizer updates it).
+    residual: False drops the 'single' block's shortcut, so that a 'pool' stage of one 'single' block is
+        airbench's conv group exactly (conv, pool, BN, act, conv, BN, act); for block 'single' only.
+    fc_init_std: the classifier's weights are rescaled after their random start to this standard deviation
+        (airbench94_muon: 1); None keeps torch's default start.
     """
 
     blocks: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
@@ -80,6 +84,8 @@ class ModelSpec:
     output_scale: float = 1.0
     dirac_init: bool = False
     whiten_bias_epochs: int = 0
+    residual: bool = True
+    fc_init_std: float | None = None
 
     # ---- per-stage views ------------------------------------------------------------------
     @property
@@ -144,6 +150,12 @@ class ModelSpec:
         if self.whiten_bias_epochs < 0 or (self.whiten_bias_epochs and self.stem != "whiten"):
             raise SpecError(f"model.whiten_bias_epochs={self.whiten_bias_epochs} must be >= 0, and is for "
                             "model.stem=whiten only: set it to 0 or use the whitening stem")
+        if not self.residual and self.block != "single":
+            raise SpecError(f"model.residual=false is for model.block=single (airbench's conv group), not "
+                            f"{self.block!r}: set it to true or use the single block")
+        if self.fc_init_std is not None and not self.fc_init_std > 0:
+            raise SpecError(f"model.fc_init_std={self.fc_init_std} must be > 0 (airbench94_muon: 1), or null for "
+                            "torch's default start")
         if not self.blocks:
             raise SpecError("model.blocks is empty: give the number of blocks of every stage, e.g. [2, 2, 2, 2]")
         if any(n < 0 for n in self.blocks) or (self.downsample == "stride" and 0 in self.blocks):
@@ -226,7 +238,7 @@ class ModelSpec:
                 c_in = c * exp
             for b in range(n):
                 stride = 2 if (i > 0 and b == 0 and self.downsample == "stride") else 1
-                params += _block_params(self.block, c_in, c, f, k, stride, conv_bn)
+                params += _block_params(self.block, c_in, c, f, k, stride, conv_bn, self.residual)
                 c_in = c * exp
             rows.append({"layer": f"stage {i + 1}", "output": f"{c * exp}x{s}x{s}", "channels": c * exp,
                          "kernel": f, "shortcut": k, "blocks": n, "params": params})
@@ -293,8 +305,9 @@ class ModelSpec:
 
 
 def _block_params(block: str, c_in: int, c: int, f: int, k: int, stride: int,
-                  conv_bn: Callable[[int, int, int], int]) -> int:
-    """A block's parameters, with `conv_bn(c_in, c_out, k)` the count of one conv + BatchNorm."""
+                  conv_bn: Callable[[int, int, int], int], residual: bool = True) -> int:
+    """A block's parameters, with `conv_bn(c_in, c_out, k)` the count of one conv + BatchNorm (no projection
+    shortcut without `residual`)."""
     c_out = c * EXPANSION[block]
     if block == "basic":
         params = conv_bn(c_in, c, f) + conv_bn(c, c, f)
@@ -302,7 +315,7 @@ def _block_params(block: str, c_in: int, c: int, f: int, k: int, stride: int,
         params = conv_bn(c_in, c, f)
     else:
         params = conv_bn(c_in, c, 1) + conv_bn(c, c, f) + conv_bn(c, c_out, 1)
-    if stride != 1 or c_in != c_out:
+    if residual and (stride != 1 or c_in != c_out):
         params += conv_bn(c_in, c_out, k)
     return params
 
