@@ -224,7 +224,8 @@ def test_resume_honours_set_and_records_when_it_took_effect(tiny_data, tmp_path)
     rows, steps = files.read_metrics(), 512 // 64
     for row in rows:  # epochs 1-2 follow the schedule from 0.2, epochs 3-4 the same schedule from 0.01
         base = 0.2 if row["epoch"] <= 2 else 0.01
-        assert row["lr"] == pytest.approx(lr_at_step(recipe.schedule, base, row["epoch"] * steps, 4, steps), abs=1e-12)
+        expected = lr_at_step(recipe.schedule, base, row["epoch"] * steps, 4 * steps, steps)
+        assert row["lr"] == pytest.approx(expected, abs=1e-12)
     assert rows[2]["lr"] > 0
     groups = checkpoint.load(files.last)["optimizer"]["param_groups"]
     assert [g["initial_lr"] for g in groups] == [0.01, 0.01 * recipe.optimizer.norm_lr_scale]

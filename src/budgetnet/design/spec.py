@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -55,8 +56,9 @@ class ModelSpec:
     output_scale: the logits are multiplied by this constant (airbench: 1/9).
     dirac_init: each conv's first C_in filters start as the identity (torch.nn.init.dirac_, as airbench's Conv);
         the others keep their random start.
-    whiten_bias_epochs: with stem 'whiten', a bias after the frozen filters, trained for this many epochs and then
-        frozen (airbench94: 3); 0: no bias. It counts in the budget (the optimizer updates it).
+    whiten_bias_epochs: with stem 'whiten', a bias after the frozen filters, trained for this many epochs (a
+        fraction stops it part-way through an epoch) and then frozen (airbench94: 3); 0: no bias. It counts in
+        the budget (the optimizer updates it).
     """
 
     blocks: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
@@ -78,7 +80,7 @@ class ModelSpec:
     activation: Activation = "relu"
     output_scale: float = 1.0
     dirac_init: bool = False
-    whiten_bias_epochs: int = 0
+    whiten_bias_epochs: int | float = 0
 
     # ---- per-stage views ------------------------------------------------------------------
     @property
@@ -140,9 +142,9 @@ class ModelSpec:
         if not 0 <= self.bn_momentum <= 1 or self.bn_eps <= 0:
             raise SpecError(f"model.bn_momentum={self.bn_momentum} must be in [0, 1] (torch's convention; "
                             f"airbench's 0.6 is 0.4) and model.bn_eps={self.bn_eps} > 0")
-        if self.whiten_bias_epochs < 0 or (self.whiten_bias_epochs and self.stem != "whiten"):
-            raise SpecError(f"model.whiten_bias_epochs={self.whiten_bias_epochs} must be >= 0, and is for "
-                            "model.stem=whiten only: set it to 0 or use the whitening stem")
+        if not 0 <= self.whiten_bias_epochs < math.inf or (self.whiten_bias_epochs and self.stem != "whiten"):
+            raise SpecError(f"model.whiten_bias_epochs={self.whiten_bias_epochs} must be a finite number >= 0, and "
+                            "is for model.stem=whiten only: set it to 0 or use the whitening stem")
         if not self.blocks:
             raise SpecError("model.blocks is empty: give the number of blocks of every stage, e.g. [2, 2, 2, 2]")
         if any(n < 0 for n in self.blocks) or (self.downsample == "stride" and 0 in self.blocks):

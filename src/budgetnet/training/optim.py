@@ -217,15 +217,16 @@ class Schedule:
         self._apply()
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, epochs: int,
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, total_steps: int,
                     steps_per_epoch: int) -> Schedule:
-    """A schedule stepped once per optimizer step."""
+    """A schedule stepped once per optimizer step, over a run of `total_steps` steps."""
     base_lr = optimizer.param_groups[0]["lr"]  # every group follows the schedule scaled by its own base lr
-    return Schedule(optimizer, lambda step: lr_at_step(cfg, base_lr, step, epochs, steps_per_epoch) / base_lr)
+    return Schedule(optimizer, lambda step: lr_at_step(cfg, base_lr, step, total_steps, steps_per_epoch) / base_lr)
 
 
-def lr_at_step(cfg: ScheduleConfig, base_lr: float, step: int, epochs: int, steps_per_epoch: int) -> float:
-    """Learning rate at optimizer step `step`; with per_step false it changes only at epoch ends."""
-    t = step / steps_per_epoch if cfg.per_step else float(step // steps_per_epoch)
-    return lr_at(cfg, base_lr, t, epochs)
-
+def lr_at_step(cfg: ScheduleConfig, base_lr: float, step: int, total_steps: int, steps_per_epoch: int) -> float:
+    """Learning rate at optimizer step `step` of a run of `total_steps` steps, total_steps / steps_per_epoch epochs
+    long (a fractional run's length as trained: data.cifar.run_steps); with per_step false it changes only at epoch
+    ends and at the run's end, where it reaches the schedule's end either way."""
+    t = step / steps_per_epoch if cfg.per_step or step >= total_steps else float(step // steps_per_epoch)
+    return lr_at(cfg, base_lr, t, total_steps / steps_per_epoch)
