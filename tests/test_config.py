@@ -60,7 +60,7 @@ def test_channels_accept_a_scalar_or_a_list():
     ("optimizer.lrr=0.1", "unknown recipe key 'optimizer.lrr'; did you mean 'optimizer.lr'?"),
     ("epochz=3", "did you mean 'epochs'?"),
     ("model.chanels=32", "did you mean 'model.channels'?"),
-    ("epochs=many", "epochs must be int"),
+    ("epochs=many", "epochs must be float"),
     ("model.blocks=2", "model.blocks must be a list"),
     ("optimizer.nesterov=maybe", "optimizer.nesterov must be bool"),
     ("optimizer", "expected dotted.key=value"),
