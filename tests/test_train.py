@@ -244,8 +244,8 @@ def test_unknown_augmentation_fails_before_any_work(tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("epochs=0", "epochs=0 must be 1 or more"),
-    ("epochs=-1", "epochs=-1 must be 1 or more"),
+    ("epochs=0", "epochs=0 must be > 0"),
+    ("epochs=-1", "epochs=-1 must be > 0"),
     ("batch_size=0", "batch_size=0 must be 1 or more"),
     ("batch_size=-5", "batch_size=-5 must be 1 or more"),
     ("eval_batch_size=0", "eval_batch_size=0 must be 1 or more"),
