@@ -13,6 +13,7 @@ $(BIN)/budgetnet: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e '.[dev,search,export,tensorboard,bench]'
+	$(BIN)/pip install -q --no-deps imagecorruptions  # only its frost photographs are used (eval --corruptions)
 	touch $@
 
 setup: $(BIN)/budgetnet

@@ -16,9 +16,11 @@ Stages, in order (seconds are the share of the deadline each is planned to take 
                 weights and momentum (any non-finite gradient would have made them non-finite).
     seed-fast   the `seed-fast` recipe, 1 seed (2 with --stage): >= 92.4% within 120 s of training. Its time to
                 90% only with --stage (a TTA evaluation after every epoch, outside the training clock).
-    airbench    vs_airbench.py: airbench94 beside `small`, airbench95 beside `fast`, 1 warm seed each after a cold
-                run of another seed (3 with --stage): at least airbench's accuracy in less time; `fast` cold
-                within 2x of warm. Both sides train with no run directory; train_seconds beside the one clock.
+    airbench    vs_airbench.py: airbench94 beside `small`, airbench95 beside `fast`, airbench94_muon.py (from
+                --airbench94-muon; skipped without it) beside `small`, 1 warm seed each after a cold run of another
+                seed (3 with --stage): at least airbench's accuracy in less time; `fast` cold within 2x of warm.
+                Both sides train with no run directory; train_seconds beside the one clock. airbench94_muon runs
+                last and compiles with max-autotune in its cold run: in a whole job it may be cut by the deadline.
     best        the `best` recipe, 1 seed (2 with --stage): >= 93.5% within 240 s of training. Only with
                 --stage best (120 epochs and a cold compile do not fit a share of the whole job).
 
@@ -81,6 +83,7 @@ class StageContext:
     smoke: bool
     seeds: int | None  # None: the stage's own count for a whole-job run; --stage gives its full count
     full: bool
+    muon_file: Path = vs_airbench.MUON_FILE  # airbench94_muon.py for the airbench stage
 
 
 @dataclass
@@ -242,7 +245,9 @@ def judge_seed_fast(ctx: StageContext, record: dict) -> None:
 
 def stage_airbench(ctx: StageContext, record: dict) -> None:
     runs = record.setdefault("runs", [])
-    pairs = list(vs_airbench.DEFAULT_PAIRS["cuda"])
+    pairs = vs_airbench.available_pairs(list(vs_airbench.DEFAULT_PAIRS["cuda"]), ctx.muon_file)
+    if len(pairs) < len(vs_airbench.DEFAULT_PAIRS["cuda"]):
+        record["notes"].append(vs_airbench.missing_muon_file(ctx.muon_file))
 
     def on_run(run: dict) -> None:
         runs.append(run)
@@ -253,7 +258,7 @@ def stage_airbench(ctx: StageContext, record: dict) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         vs_airbench.compare(pairs, ctx.data, ctx.device, seeds_of(ctx, STAGES["airbench"]), Path(tmp) / "cifar10",
-                            on_run, ctx.smoke)
+                            on_run, ctx.smoke, muon_file=ctx.muon_file)
 
 
 def judge_airbench(ctx: StageContext, record: dict) -> None:
@@ -362,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deadline", type=float, default=480, help="seconds for the whole job (default: %(default)s)")
     p.add_argument("--npz", type=Path, help="rebuild the data set from this cifar10-jpeg.npz first")
     p.add_argument("--data", help="folder holding cifar-10-batches-py/ (default: $BUDGETNET_DATA)")
+    p.add_argument("--airbench94-muon", type=Path, default=vs_airbench.MUON_FILE, metavar="PATH",
+                   help="airbench94_muon.py for the airbench stage (default: ../shared/ref/airbench94_muon.py; "
+                        "gpu_job.sh passes .device/airbench94_muon.py)")
     p.add_argument("--smoke", action="store_true", help="every stage for a few steps on the CPU, random data")
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                    help="cpu measures for real on the CPU, e.g. --stage seed-steps (about 5 minutes on 2 cores)")
@@ -384,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
                   "deadline_s": args.deadline,
                   "backend": ("cudnn.benchmark and TF32 matmuls/convolutions in every loop: the fp32 rows are TF32"
                               if device.type == "cuda" else "CPU defaults in every loop")}
-        ctx = StageContext(device, data, args.smoke, args.seeds, args.stage is not None)
+        ctx = StageContext(device, data, args.smoke, args.seeds, args.stage is not None, args.airbench94_muon)
         records = run_stages(names, ctx, deadline, lambda records: write_results(out, header, records))
     print((out / "results.md").read_text())
     failed = [r["stage"] for r in records if r["status"].startswith("failed")]

@@ -3,6 +3,7 @@
 #
 # Here, once (builds what the GPU machine lacks; it has PyYAML but no package index):
 #     mkdir -p .device && cp ../shared/data/cifar10/cifar10-jpeg.npz ../shared/tools/cifar10_from_jpeg.py .device/
+#     cp ../shared/ref/airbench94_muon.py .device/   # the GPU machine has no ../shared: the job carries the script
 #     benchmarks/gpu_job.sh --wheels-only      # airbench 0.1.8 as a py3-none-any wheel in .device/wheels/
 # On the GPU machine (device `run`, carry [".device"], timeout_s 600):
 #     benchmarks/gpu_job.sh                    # results.md and results.json in $OUT
@@ -25,4 +26,6 @@ if [ "${1:-}" = "--wheels-only" ]; then exit 0; fi
 export PYTHONPATH="src:$SITE" PYTHONUNBUFFERED=1
 data=(--npz .device/cifar10-jpeg.npz)
 for arg in "$@"; do [ "$arg" = "--smoke" ] && data=(); done
-exec timeout "${JOB_TIMEOUT:-570}" "$PYTHON" benchmarks/gpu_check.py "${data[@]}" --out "${OUT:-results/gpu_check}" "$@"
+muon=()  # airbench94_muon.py carried in .device/; without it gpu_check looks in ../shared/ref (here) or skips it
+[ -f .device/airbench94_muon.py ] && muon=(--airbench94-muon .device/airbench94_muon.py)
+exec timeout "${JOB_TIMEOUT:-570}" "$PYTHON" benchmarks/gpu_check.py "${data[@]}" "${muon[@]}" --out "${OUT:-results/gpu_check}" "$@"

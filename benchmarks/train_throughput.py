@@ -2,6 +2,9 @@
 
     python benchmarks/train_throughput.py [--device cpu|cuda] [--steps 10] [--batch-sizes 512,1024]
                                           [--compile-modes default,reduce-overhead] [--augmix] [--json]
+    python benchmarks/train_throughput.py --smoke --augmix      # every row for 2 steps: a check, not a measurement
+    python benchmarks/train_throughput.py --optimizers sgd,muon,muon_batched,muon_every_4,muon_cheap
+                                          [--optimizer-batch 2000] [--steps 3]
 
 plain: the widely copied kuangliu/pytorch-cifar loop - a torchvision-style Dataset over the same uint8 arrays,
 per-image PIL transforms RandomCrop(32, padding=4) + RandomHorizontalFlip + ToTensor + Normalize, a DataLoader
@@ -9,13 +12,20 @@ with 2 worker processes, fp32, contiguous tensors, loss.item() and accuracy .ite
 budgetnet: `budgetnet.training.loop.train` on the same arrays and model (data on the device as uint8, batched
 augmentation on the device, channels_last, no per-step host sync): fp32 and bf16 autocast at batch 128, bf16 at
 each --batch-sizes, bf16 at batch 128 under each --compile-modes. --augmix adds the study's AugMix+JSD step
-beside crop+flip in the device's default precision (cost per source image; each gives three views).
+beside crop+flip in the device's default precision (cost per source image; each gives three views). --smoke
+runs every row for 2 steps on random images with the model at C_1=4 (no larger batches, no compile).
 
 Both sides train with SGD (momentum 0.9, weight decay 5e-4) in the same process, one after the other; each is
 timed over --steps steps (budgetnet: epoch 2 of a 2-epoch run of --steps batches, after the warm-up epoch whose
 extra seconds, compilation included, are reported as warm-up). Every row has the model's FLOPs per image
 (forward+backward, torch.utils.flop_counter; times three views with JSD), the achieved TFLOP/s and, on CUDA,
 the peak memory allocated (torch.cuda.max_memory_allocated).
+
+--optimizers measures the optimizer step's cost instead: budgetnet's loop on the `small` recipe (airbench94's
+network, bf16, its augmentation; lookahead off, constant learning rate) at one batch size (--optimizer-batch,
+default 2000, airbench94_muon's) with each named optimizer in turn (OPTIMIZERS: small's SGD, airbench94_muon's
+Muon on the conv filters, and Muon with its cheaper options), timed as above; each row's images/s is also given
+as a fraction of SGD's. --smoke: a tiny network for 2 steps of 32 images on random data (CI).
 """
 from __future__ import annotations
 
@@ -43,6 +53,12 @@ from budgetnet.training.provenance import device_name
 from tables import markdown
 
 CROP_FLIP = [{"name": "crop", "padding": 4}, {"name": "flip", "p": 0.5}]
+TINY = ["model.channels=4"]  # --smoke: the study's ResNet-18 at C_1=4, the same code path in a second on the CPU
+MUON = ["optimizer.name=muon"]  # airbench94_muon's filters optimizer, SGD kept on the rest
+OPTIMIZERS = {"sgd": [], "muon": MUON, "muon_batched": [*MUON, "optimizer.muon_batched=true"],
+              "muon_every_4": [*MUON, "optimizer.muon_normalize_every=4"],
+              "muon_cheap": [*MUON, "optimizer.muon_batched=true", "optimizer.muon_normalize_every=4"]}
+SMOKE_SMALL = ["model.channels=[8, 16, 16]"]  # --smoke with --optimizers: small at tiny widths
 AUGMIX_JSD = [*CROP_FLIP, {"name": "augmix", "jsd": True}]
 
 
@@ -127,15 +143,16 @@ def watch_cudagraphs() -> Iterator[CudagraphSkips]:
 
 
 def budgetnet_run(images: np.ndarray, labels: np.ndarray, device: torch.device, steps: int, precision: str,
-                  batch: int = 128, augment: list[dict] = CROP_FLIP, compile: bool = False,
-                  compile_mode: str = "default", model_overrides: list[str] = ()) -> dict:
+                  batch: int = 128, augment: list[dict] | None = CROP_FLIP, compile: bool = False,
+                  compile_mode: str = "default", model_overrides: list[str] = (), recipe_name: str = "seed") -> dict:
     """Images/s of budgetnet's loop in epoch 2 of a run of `steps` batches per epoch (epoch 1 is the warm-up),
     the warm-up's extra seconds, the peak memory and, for the modes that add CUDA graphs, whether Inductor logged
-    skipping them (cuda_graphs)."""
-    recipe = load_recipe("seed", [*model_overrides, "epochs=2", f"batch_size={batch}", "schedule.name=constant",
-                                  f"device={device}", f"precision={precision}", "eval_every=2",
-                                  f"compile={compile}", f"compile_mode={compile_mode}"])
-    recipe.augment = augment
+    skipping them (cuda_graphs). augment None: the recipe's own."""
+    recipe = load_recipe(recipe_name, [*model_overrides, "epochs=2", f"batch_size={batch}", "schedule.name=constant",
+                                       f"device={device}", f"precision={precision}", "eval_every=2",
+                                       f"compile={compile}", f"compile_mode={compile_mode}"])
+    if augment is not None:
+        recipe.augment = augment
     n = min(steps * batch, len(images))
     data = from_arrays((images[:n], labels[:n]), None, (images[:batch], labels[:batch]), [str(i) for i in range(10)],
                        device=device)
@@ -195,8 +212,25 @@ def augmix_cost(images: np.ndarray, labels: np.ndarray, device: torch.device, st
                cost_vs_crop_flip=crop_flip["images_per_s"] / jsd["images_per_s"]))
 
 
+def optimizer_cost(images: np.ndarray, labels: np.ndarray, device: torch.device, steps: int, batch: int,
+                   optimizers: list[str], on_row: Callable[[dict], None], model_overrides: list[str] = ()) -> None:
+    """budgetnet's loop on `small` (lookahead off) with each of `optimizers` (OPTIMIZERS' names) in turn at batch
+    `batch`, in small's precision; each row after SGD's carries its images/s as a fraction of SGD's (vs_sgd)."""
+    recipe = load_recipe("small", list(model_overrides))
+    flops = flops_per_image(recipe.model)["forward_backward"]
+    sgd = None
+    for name in optimizers:
+        result = budgetnet_run(images, labels, device, steps, recipe.precision, batch, augment=None,
+                               model_overrides=[*model_overrides, "lookahead.enabled=false", *OPTIMIZERS[name]],
+                               recipe_name="small")
+        if name == "sgd":
+            sgd = result["images_per_s"]
+        on_row(row(f"budgetnet small, {name}", recipe.precision, batch, result, flops, None,
+                   vs_sgd=result["images_per_s"] / sgd if sgd else None))
+
+
 COLUMNS = [("loop", "loop", ""), ("precision", "precision", ""), ("batch", "batch", ""),
-           ("images/s", "images_per_s", ",.0f"), ("vs plain", "vs_plain", ".2f"), ("GFLOP/image", "gflop_per_image", ".3f"),
+           ("images/s", "images_per_s", ",.0f"), ("vs plain", "vs_plain", ".2f"), ("vs SGD", "vs_sgd", ".2f"), ("GFLOP/image", "gflop_per_image", ".3f"),
            ("TFLOP/s", "tflops", ".2f"), ("warm-up s", "warmup_s", ".1f"), ("peak GiB", "peak_memory_gib", ".2f"),
            ("cost per source image vs crop+flip", "cost_vs_crop_flip", ".2f"), ("CUDA graphs", "cuda_graphs", "")]
 
@@ -210,22 +244,48 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile-modes", default="", help="torch.compile modes to measure at batch 128, e.g. "
                                                        "default,reduce-overhead")
     p.add_argument("--augmix", action="store_true", help="also AugMix+JSD vs crop+flip (cost per source image)")
+    p.add_argument("--optimizers", help="instead of the above: the optimizer step's cost on small's network, e.g. "
+                                        f"sgd,muon (names: {', '.join(OPTIMIZERS)}; sgd first gives the ratios)")
+    p.add_argument("--optimizer-batch", type=int, default=2000, help="batch size of --optimizers (default: "
+                                                                     "%(default)s, airbench94_muon's)")
     p.add_argument("--data", help="folder holding cifar-10-batches-py/ (default: $BUDGETNET_DATA)")
+    p.add_argument("--smoke", action="store_true",
+                   help="every row for 2 steps on random images, model at C_1=4, no larger batches or compile: "
+                        "checks the code, measures nothing")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
     args = p.parse_args(argv)
     device = torch.device(args.device)
-    steps = args.steps or (100 if device.type == "cuda" else 10)
-    warmup = args.warmup or (20 if device.type == "cuda" else 3)
-    images, labels, _ = load_split("cifar10", "train", args.data)
+    steps = 2 if args.smoke else args.steps or (100 if device.type == "cuda" else 10)
+    warmup = 1 if args.smoke else args.warmup or (20 if device.type == "cuda" else 3)
+    batch_sizes = [] if args.smoke else [int(b) for b in args.batch_sizes.split(",") if b]
+    compile_modes = [] if args.smoke else [m for m in args.compile_modes.split(",") if m]
+    overrides = TINY if args.smoke else []
+    if args.smoke:
+        rng = np.random.default_rng(0)
+        n = (steps + warmup) * 128
+        images, labels = rng.integers(0, 256, (n, 3, 32, 32), np.uint8), rng.integers(0, 10, n)
+    else:
+        images, labels, _ = load_split("cifar10", "train", args.data)
     rows: list[dict] = []
-    plain = measure(images, labels, device, steps, warmup, [int(b) for b in args.batch_sizes.split(",") if b],
-                    [m for m in args.compile_modes.split(",") if m], rows.append)
+    if args.optimizers:
+        names = args.optimizers.split(",")
+        unknown = [n for n in names if n not in OPTIMIZERS]
+        if unknown:
+            raise SystemExit(f"--optimizers: {', '.join(unknown)} unknown; use names from {', '.join(OPTIMIZERS)}")
+        batch, steps = (32, 2) if args.smoke else (args.optimizer_batch, args.steps or 3)
+        optimizer_cost(images, labels, device, steps, batch, names, rows.append, SMOKE_SMALL if args.smoke else [])
+        print(json.dumps(rows, indent=1) if args.json else
+              f"small's network, {steps} timed steps of {batch} on {device_name(device)}"
+              f"{' (SMOKE RUN: not a measurement)' if args.smoke else ''}\n\n{markdown(rows, COLUMNS)}")
+        return 0
+    plain = measure(images, labels, device, steps, warmup, batch_sizes, compile_modes, rows.append, overrides)
     if args.augmix:
-        augmix_cost(images, labels, device, steps, rows.append, plain=plain)
+        augmix_cost(images, labels, device, steps, rows.append, overrides, plain)
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print(f"ResNet-18 C_1=42 training, {steps} timed steps on {device_name(device)}\n")
+    model = "C_1=4 (SMOKE RUN: not a measurement)" if args.smoke else "C_1=42"
+    print(f"ResNet-18 {model} training, {steps} timed steps on {device_name(device)}\n")
     print(markdown(rows, COLUMNS))
     return 0
 

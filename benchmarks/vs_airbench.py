@@ -2,6 +2,7 @@
 
     python benchmarks/vs_airbench.py [--device cuda|cpu] [--pairs airbench94:small,...] [--seeds 3] [--json]
     python benchmarks/vs_airbench.py --device cpu [--airbench95]   # CPU: airbench94 beside small and cpu
+    python benchmarks/vs_airbench.py --device cpu --pairs airbench94_muon:small   # its own script, see below
     python benchmarks/vs_airbench.py --smoke      # CPU: a few steps of both sides (CI)
 
 One clock for both sides: wall time (CUDA-synchronised on a GPU) from the start of training to the final TTA test
@@ -22,11 +23,24 @@ autocast), and its CUDA events are a wall clock. bf16, not fp16: CPUs have no fa
 bf16 autocast is what budgetnet's CPU-side recipes (`small`, `cpu`: precision bf16) train in, so both sides run
 the same arithmetic; fp32 weights because bf16 weights would drop small SGD updates. How far this moves airbench's
 accuracy from its GPU figure (90.68% for airbench94 on the copy) is measured by running it, not assumed.
+
+airbench94_muon is not in the package: it is cifar10-airbench's script `airbench94_muon.py`, read from
+--airbench94-muon (default ../shared/ref/airbench94_muon.py beside the repository; without it its pairs are skipped
+with a line saying where to put it). It runs as its own `main(run, model)` runs, on a model built as its __main__
+builds it (channels_last; compiled with max-autotune on a GPU), with these changes made at run time on the CPU
+(`airbench94_muon_on_cpu`): its data loads to the CPU with fp32 images instead of `map_location=cuda` and `.half()`,
+the network keeps fp32 weights under bf16 autocast (as above), its Newton-Schulz function and network run eagerly
+instead of under torch.compile, and its CUDA events are a wall clock. Its seconds are its own clock (whitening,
+training epochs and the final TTA evaluation); its per-epoch test evaluations run but stay out of that clock and of
+its FLOPs, as its timer leaves them out. Its log lines go to stderr. With --smoke its training loader holds one
+batch of 64 images, so its 8 epochs are 8 steps.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import importlib.util
 import json
 import math
 import os
@@ -35,6 +49,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Callable, Iterator
 
 import torch
@@ -51,9 +66,12 @@ from budgetnet.training.runtime import configure_backend
 
 from tables import markdown
 
-AIRBENCH = ("airbench94", "airbench95", "airbench96")
-DEFAULT_PAIRS = {"cuda": (("airbench94", "small"), ("airbench95", "fast")),
+AIRBENCH = ("airbench94", "airbench95", "airbench96", "airbench94_muon")
+MUON = "airbench94_muon"  # a script, not part of the airbench package: see the module's doc
+MUON_FILE = Path(__file__).resolve().parents[2] / "shared" / "ref" / "airbench94_muon.py"
+DEFAULT_PAIRS = {"cuda": (("airbench94", "small"), ("airbench95", "fast"), (MUON, "small")),
                  "cpu": (("airbench94", "small"), ("airbench94", "cpu"))}
+SMOKE_PAIRS = (*DEFAULT_PAIRS["cpu"], (MUON, "small"))
 SMOKE = ["epochs=1", "batch_size=32", "eval_batch_size=64", "compile=false", "model.channels=[8, 16, 16]"]
 SMOKE_AIRBENCH = {"batch_size": 64, "steps": 2}
 TTA_VIEWS = {"none": 1, "flip": 2, "flip_translate": 6}  # budgetnet's tta; airbench's levels 0, 1, 2 likewise
@@ -150,9 +168,9 @@ def cpu_net(make_net: Callable[[], nn.Module], precision: str) -> nn.Module:
     if precision == "bf16":
         forward = net.forward
 
-        def autocast_forward(x: torch.Tensor) -> torch.Tensor:
+        def autocast_forward(*args, **kwargs) -> torch.Tensor:
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                return forward(x).float()
+                return forward(*args, **kwargs).float()
 
         net.forward = autocast_forward
     return net
@@ -209,17 +227,131 @@ def run_airbench(name: str, folder: Path, device: torch.device, seed: int, preci
             "pflop": total / 1e15}
 
 
+def missing_muon_file(path: Path) -> str:
+    """The one line that says where airbench94_muon.py goes when `path` does not hold it."""
+    return (f"{MUON}: skipped, no {path}: put cifar10-airbench's airbench94_muon.py there (unedited) or pass "
+            "--airbench94-muon PATH")
+
+
+def available_pairs(pairs: list[tuple[str, str]], muon_file: Path) -> list[tuple[str, str]]:
+    """`pairs` less airbench94_muon's when its file is missing (said on stderr in one line)."""
+    if any(a == MUON for a, _ in pairs) and not muon_file.is_file():
+        print(missing_muon_file(muon_file), file=sys.stderr, flush=True)
+        return [pair for pair in pairs if pair[0] != MUON]
+    return pairs
+
+
+@functools.lru_cache(maxsize=None)
+def load_airbench94_muon(path: Path, eager: bool) -> ModuleType:
+    """airbench94_muon.py as a module of its own (its __main__ block does not run). With `eager` its
+    `@torch.compile` Newton-Schulz function is left uncompiled. It reads its own source as a script does
+    (sys.argv[0]) and sets cudnn.benchmark on import: both are as they were afterwards."""
+    spec = importlib.util.spec_from_file_location(MUON, path)
+    module = importlib.util.module_from_spec(spec)
+    saved = torch.compile, sys.argv, torch.backends.cudnn.benchmark
+    if eager:
+        torch.compile = lambda fn=None, *args, **kwargs: fn if fn is not None else (lambda f: f)
+    sys.argv = [str(path)]
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        torch.compile, sys.argv, torch.backends.cudnn.benchmark = saved
+    return module
+
+
+@contextlib.contextmanager
+def airbench94_muon_on_cpu(module: ModuleType, smoke_batch: int | None = None) -> Iterator[None]:
+    """Within the block the script's loaders load to the CPU and hold fp32 images, and CUDA events and synchronize
+    are a wall clock; with `smoke_batch` its training loader holds one batch of that many images. Everything is
+    restored after."""
+
+    class CpuLoader(module.CifarLoader):
+        def __init__(self, path: str, train: bool = True, batch_size: int = 500, aug: dict | None = None) -> None:
+            load = torch.load
+            torch.load = lambda *args, **kwargs: load(*args, **{**kwargs, "map_location": "cpu"})
+            try:
+                super().__init__(path, train, smoke_batch if smoke_batch and train else batch_size, aug)
+            finally:
+                torch.load = load
+            self.images = self.images.float()
+            if smoke_batch and train:
+                self.images, self.labels = self.images[:smoke_batch], self.labels[:smoke_batch]
+
+    saved = (module.CifarLoader, torch.cuda.Event, torch.cuda.synchronize)
+    module.CifarLoader, torch.cuda.Event, torch.cuda.synchronize = CpuLoader, WallEvent, lambda *a: None
+    try:
+        yield
+    finally:
+        module.CifarLoader, torch.cuda.Event, torch.cuda.synchronize = saved
+
+
+@functools.lru_cache(maxsize=None)
+def airbench94_muon_model(path: Path, device_type: str, precision: str) -> nn.Module:
+    """The script's network as its __main__ builds it: on the GPU `CifarNet().cuda()`, channels_last, compiled
+    with max-autotune, one model for every run in the process (each `main` resets it); on the CPU through
+    `cpu_net` (fp32 weights, bf16 autocast or fp32), eager."""
+    module = load_airbench94_muon(path, eager=device_type == "cpu")
+    if device_type == "cpu":
+        return cpu_net(module.CifarNet, precision).to(memory_format=torch.channels_last)
+    model = module.CifarNet().cuda().to(memory_format=torch.channels_last)
+    model.compile(mode="max-autotune")
+    return model
+
+
+def run_airbench94_muon(path: Path, folder: Path, device: torch.device, seed: int, precision: str = "bf16",
+                        smoke: bool = False) -> dict:
+    """One run of airbench94_muon.py's `main` on the files in `folder` (named .../cifar10): accuracy (its 6-view
+    TTA), seconds by its own clock (per-epoch evaluations out), FLOPs of the images it trained on plus the TTA."""
+    on_cpu = device.type == "cpu"
+    module = load_airbench94_muon(path, eager=on_cpu)
+    model = airbench94_muon_model(path, device.type, precision)
+    trained, logged = [0], {}
+
+    def count(net: nn.Module, args: tuple) -> None:
+        if net.training:
+            trained[0] += len(args[0])
+
+    def log(variables: dict, is_final_entry: bool) -> None:  # its own logger, noting its clock's last reading
+        logged["time_seconds"] = variables["time_seconds"]
+        printer(variables, is_final_entry)
+
+    printer = module.print_training_details
+    hook = model.register_forward_pre_hook(count)
+    module.print_training_details = log
+    torch.manual_seed(seed)
+    cwd = os.getcwd()
+    os.chdir(folder.parent)  # it opens cifar10/train.pt and cifar10/test.pt
+    try:
+        with (airbench94_muon_on_cpu(module, SMOKE_AIRBENCH["batch_size"] if smoke else None) if on_cpu
+              else contextlib.nullcontext()), contextlib.redirect_stdout(sys.stderr):
+            accuracy = module.main(seed, model)
+    finally:
+        os.chdir(cwd)
+        module.print_training_details = printer
+        hook.remove()
+    flops = airbench_flops(module.CifarNet)
+    test_images = len(torch.load(folder / "test.pt")["labels"])
+    total = flops["forward_backward"] * trained[0] + flops["forward"] * test_images * TTA_VIEWS["flip_translate"]
+    return {"accuracy": accuracy, "seconds": logged["time_seconds"], "train_seconds": None,
+            "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "precision": (precision if on_cpu else "fp16") + " (airbench at run time)" * on_cpu,
+            "pflop": total / 1e15}
+
+
 def compare(pairs: list[tuple[str, str]], data: Data, device: torch.device, seeds: int, folder: Path,
             on_run: Callable[[dict], None], smoke: bool = False, airbench_precision: str = "bf16",
-            cold_seed: int | None = None) -> None:
+            cold_seed: int | None = None, muon_file: Path = MUON_FILE) -> None:
     """Run every system of `pairs` cold once (seed `cold_seed`, by default `seeds`: one no warm run uses), then
-    warm with seeds 0..seeds-1; each finished run goes to `on_run`. With smoke both sides train tiny for a few steps, and airbench's data files are checked."""
+    warm with seeds 0..seeds-1; each finished run goes to `on_run`. With smoke both sides train tiny for a few
+    steps, and airbench's data files are checked. airbench94_muon runs from `muon_file` (see available_pairs)."""
     write_airbench_data(data, folder)
     if smoke:
         on_run({"system": "data files", "run": "smoke", "checked_images": check_airbench_data(data, folder)})
     for system in dict.fromkeys(name for pair in pairs for name in pair):
         for i, seed in enumerate([seeds if cold_seed is None else cold_seed, *range(seeds)]):
-            if system in AIRBENCH:
+            if system == MUON:
+                result = run_airbench94_muon(muon_file, folder, device, seed, airbench_precision, smoke)
+            elif system in AIRBENCH:
                 result = run_airbench(system, folder, device, seed, airbench_precision, smoke)
             else:
                 recipe = load_recipe(system, [f"device={device}", *(SMOKE if smoke else [])])
@@ -229,7 +361,8 @@ def compare(pairs: list[tuple[str, str]], data: Data, device: torch.device, seed
 
 def summarize(runs: list[dict], pairs: list[tuple[str, str]]) -> list[dict]:
     """One row per system (warm runs: accuracy mean and spread, seconds, train_seconds, PFLOP a run; the cold run's
-    seconds), with each budgetnet recipe's ratios to its airbench partner."""
+    seconds), with each budgetnet recipe's ratios to its airbench partner; a recipe paired with two airbench
+    systems has a second row with the second one's ratios."""
     rows = {}
     for system in dict.fromkeys(r["system"] for r in runs):
         cold_runs = [r for r in runs if r["system"] == system and r["run"] == "cold"]
@@ -248,15 +381,19 @@ def summarize(runs: list[dict], pairs: list[tuple[str, str]]) -> list[dict]:
                         "cold_seconds": cold[0] if cold else None,
                         "pflop": warm[0]["pflop"] if warm else None,
                         "precision": warm[0]["precision"] if warm else None}
+    table = list(rows.values())
     for reference, ours in pairs:
         a, b = rows.get(reference), rows.get(ours)
         if a and b and a["seconds"] and b["seconds"]:
+            if "vs" in b:  # a recipe beside a second airbench: a second row of it with those ratios
+                b = dict(b)
+                table.append(b)
             b["vs"] = reference
             b["time_ratio"] = b["seconds"] / a["seconds"]
             b["accuracy_gain"] = b["accuracy"] - a["accuracy"]
             b["flop_ratio"] = b["pflop"] / a["pflop"]
             b["target_met"] = b["accuracy"] >= a["accuracy"] and b["seconds"] < a["seconds"]
-    return list(rows.values())
+    return table
 
 
 COLUMNS = [("system", "system", ""), ("precision", "precision", ""), ("params", "params", ","),
@@ -298,16 +435,21 @@ def main(argv: list[str] | None = None) -> int:
                                                         "figures then fill the row (default: %(default)s)")
     p.add_argument("--cold-seed", type=int, help="the cold run's seed (default: the value of --seeds, which no warm "
                                                  "run uses); with --seeds 0, the seed of the one run a system")
+    p.add_argument("--airbench94-muon", type=Path, default=MUON_FILE, metavar="PATH",
+                   help="cifar10-airbench's airbench94_muon.py, unedited (default: ../shared/ref/airbench94_muon.py "
+                        "beside the repository); without it its pairs are skipped")
     p.add_argument("--data", help="folder holding cifar-10-batches-py/ (default: $BUDGETNET_DATA)")
-    p.add_argument("--smoke", action="store_true", help="CPU check: a few steps of both sides on random images")
+    p.add_argument("--smoke", action="store_true", help="CPU check: a few steps of both sides on random images "
+                                                         "(default pairs: the CPU's and airbench94_muon:small)")
     p.add_argument("--json", action="store_true", help="print the rows and runs as JSON instead of the table")
     args = p.parse_args(argv)
     device = torch.device("cpu" if args.smoke else args.device)
-    pairs = parse_pairs(args.pairs) if args.pairs else list(DEFAULT_PAIRS[device.type])
+    pairs = (parse_pairs(args.pairs) if args.pairs else list(SMOKE_PAIRS if args.smoke else DEFAULT_PAIRS[device.type]))
     if args.airbench95 and ("airbench95", "fast") not in pairs:
         pairs.append(("airbench95", "fast"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU here: pass --device cpu (airbench on the CPU) or --smoke")
+    pairs = available_pairs(pairs, args.airbench94_muon)
     data = smoke_data(256, 64) if args.smoke else load_data(DataConfig(), args.data, device)
     configure_backend(device)  # the settings budgetnet's train() uses, from the first run of either side
     runs: list[dict] = []
@@ -319,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         compare(pairs, data, device, 1 if args.smoke else args.seeds, Path(tmp) / "cifar10", on_run, args.smoke,
-                args.airbench_precision, args.cold_seed)
+                args.airbench_precision, args.cold_seed, args.airbench94_muon)
     rows = summarize([r for r in runs if "accuracy" in r], pairs)
     if args.json:
         print(json.dumps({"device_name": device_name(device), "rows": rows, "runs": runs}, indent=1))

@@ -85,3 +85,67 @@ def test_every_lever_together_learns(tiny_data, tmp_path, optimizer):
     recipe = tiny_recipe(*AIRBENCH94, f"optimizer.name={optimizer}", "epochs=3")
     summary = train(recipe, tmp_path / "run", data=tiny_data, progress=False)
     assert summary["final_test_acc"] > 0.3  # chance is 0.1
+
+
+# ---- airbench94_muon's levers -----------------------------------------------------------------------------
+
+def test_whitening_bias_as_norm_takes_the_bias_lr_and_falls_to_zero_over_its_epochs():
+    """airbench94_muon: its whitening bias at the BatchNorm biases' lr (0.053 as against the head's 0.67),
+    lr * (1 - step / (3 epochs of steps)); the other groups keep the schedule."""
+    from budgetnet.config import OptimizerConfig, ScheduleConfig, load_recipe
+    from budgetnet.design.model import ResNet
+    from budgetnet.errors import UsageError
+    from budgetnet.training.optim import build_optimizer, build_scheduler
+
+    spec = load_recipe("small", ["model.channels=[8, 16, 16]"]).model
+    model = ResNet(spec)
+    cfg = OptimizerConfig(name="muon", lr=1340.0, momentum=0.85, nesterov=True, weight_decay=2.985e-6,
+                          norm_lr_scale=0.0791, norm_weight_decay=3.774e-5, whiten_bias_as_norm=True)
+    opt = build_optimizer(model, cfg)
+    weights, norms, whiten, muon = opt.param_groups
+    assert whiten["params"] == [model.stem.bias] and all(p is not model.stem.bias for p in weights["params"])
+    assert whiten["lr"] == norms["lr"] == pytest.approx(1340 * 0.0791)
+    assert whiten["weight_decay"] == norms["weight_decay"] == 3.774e-5
+    schedule = build_scheduler(opt, ScheduleConfig(name="triangle", pct_start=1e-6, start_factor=1, end_factor=0),
+                               total_steps=8 * 25, steps_per_epoch=25)
+    lrs = []
+    for _ in range(100):
+        lrs.append([g["lr"] for g in opt.param_groups])
+        schedule.step()
+    for step in (0, 30, 74, 75, 99):
+        assert lrs[step][2] == pytest.approx(1340 * 0.0791 * max(0.0, 1 - step / 75))
+        assert lrs[step][0] == pytest.approx(1340 * (1 - step / 200), rel=1e-5)  # the schedule, unchanged
+    with pytest.raises(UsageError, match="whiten_bias_as_norm=True needs a whitening bias"):
+        load_recipe("small", ["model.whiten_bias_epochs=0", "optimizer.whiten_bias_as_norm=true"]).validate()
+
+
+def test_without_its_shortcut_small_is_airbench94_muons_network_exactly():
+    """model.residual=false: small's design computes airbench94_muon.py's CifarNet, given its weights (our fc's
+    bias at 0); fc_init_std=1 starts the classifier as its head starts."""
+    from test_optim import _airbench94_muon
+    from budgetnet.config import load_recipe
+    from budgetnet.design.model import ResNet, count_trainable
+
+    module = _airbench94_muon()
+    torch.manual_seed(0)
+    theirs = module.CifarNet().float()
+    theirs.reset()
+    spec = load_recipe("small", ["model.residual=false", "model.fc_init_std=1.0", "model.output_scale=0.00390625"]
+                       ).model
+    ours = ResNet(spec)
+    assert ours.fc.weight.std().item() == pytest.approx(1.0)
+    assert count_trainable(ours) == count_trainable(theirs) + 10  # + our fc bias
+    mine = [t for k, t in ours.state_dict().items() if not k.startswith(("stem", "fc"))]
+    their = [t for k, t in theirs.state_dict().items() if not k.startswith(("whiten", "head"))]
+    assert [t.shape for t in mine] == [t.shape for t in their]
+    with torch.no_grad():
+        for a, b in zip(mine, their):
+            a.copy_(b)
+        ours.stem.weight.copy_(theirs.whiten.weight)
+        ours.stem.bias.copy_(theirs.whiten.bias)
+        ours.fc.weight.copy_(theirs.head.weight)
+        ours.fc.bias.zero_()
+    x = torch.randn(4, 3, 32, 32)
+    for mode in (True, False):  # batch statistics, then running ones
+        ours.train(mode), theirs.train(mode)
+        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-4, atol=1e-5)

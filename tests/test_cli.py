@@ -15,7 +15,7 @@ from budgetnet.design.spec import BudgetError
 from budgetnet.errors import RunFailed, UsageError
 from budgetnet.training.checkpoint import CheckpointError
 from budgetnet.training.loop import TrainingDiverged
-from budgetnet.training.rundir import DiskFullError
+from budgetnet.atomic import DiskFullError
 from conftest import CLASSES, TINY_MODEL
 from test_robustness_cli import fake_test_split, probabilities
 
@@ -35,6 +35,16 @@ def test_params_json_and_exit_status(capsys):
     assert code == 1 and out["params"] == 11_173_962 and not out["within_budget"]
     code, out = run_json(capsys, "params", "--set", "model.channels=64", "--budget", "5M", "--fit", "--json")
     assert code == 0 and out["fitted_channels"] == 42 and out["params"] == 4_815_940
+
+
+def test_params_compute_budget_and_fit_within_both(capsys):
+    code, out = run_json(capsys, "params", "--recipe", "seed", "--max-gflops", "1", "--json")
+    assert code == 1 and out["params"] == 4_815_940 and out["gflop_per_image"] > 1 and not out["within_budget"]
+    code, out = run_json(capsys, "params", "--recipe", "small", "--max-gflops", "0.5", "--fit", "--json")
+    assert code == 0 and out["gflop_per_image"] <= 0.5 and out["fitted_channels"] == out["design"]["channels"]
+    assert out["fitted_channels"][1] == out["fitted_channels"][2] < 256  # small's widths, scaled together
+    assert main(["params", "--recipe", "seed", "--max-gflops", "1.5"]) == 0
+    assert "compute 1.4353 GFLOP per image forward+backward; max_gflops 1.5: within" in capsys.readouterr().out
 
 
 def test_params_table(capsys):
@@ -178,7 +188,7 @@ def bad_inputs(tmp_path_factory):
 BAD_INPUTS = [  # argv ({root}: the fixture's folder), exit code, the one line's text
     (["params", "--budget", "-5"], 2, "'-5' is not a parameter count: use a positive number"),
     (["params", "--set", "model.channels=0"], 2, "channels"),
-    (["train", "--set", "epochs=0", "--out", "{root}/r"], 2, "epochs=0 must be 1 or more"),
+    (["train", "--set", "epochs=0", "--out", "{root}/r"], 2, "epochs=0 must be > 0"),
     (["train", "--set", "batch_size=-5", "--out", "{root}/r"], 2, "batch_size=-5 must be 1 or more"),
     (["train", "--set", "eval_batch_size=0", "--out", "{root}/r"], 2, "eval_batch_size=0 must be 1 or more"),
     (["train", "--set", "tta=foo", "--out", "{root}/r"], 2, "tta='foo' is unknown"),

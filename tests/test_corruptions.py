@@ -6,10 +6,18 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from budgetnet.evaluation.corruptions import (CORRUPTIONS, corrupt, corruption_suite, generated_dir, load_cifar10c,
-                                              plot_corruption_heatmap)
+from budgetnet.evaluation import corruptions
+from budgetnet.evaluation.corruptions import (CORRUPTIONS, FROST_INSTALL, FrostUnavailable, corrupt, corruption_suite,
+                                              frost_photographs, generated_dir, load_cifar10c, plot_corruption_heatmap)
 
 SEVERITIES = (1, 2, 3, 4, 5)
+PHOTOGRAPHS = pytest.mark.skipif(frost_photographs() is None,
+                                 reason=f"frost needs the photographs of the imagecorruptions package: {FROST_INSTALL}")
+
+
+def names(*names: str) -> list:
+    """Corruption names as test parameters, frost skipped where its photographs are not installed."""
+    return [pytest.param(n, marks=PHOTOGRAPHS) if n == "frost" else n for n in names]
 
 
 def realish(n: int = 8, seed: int = 0) -> np.ndarray:
@@ -43,7 +51,7 @@ def test_the_fifteen_corruptions_in_standard_order():
                            "elastic_transform", "pixelate", "jpeg_compression")
 
 
-@pytest.mark.parametrize("name", CORRUPTIONS)
+@pytest.mark.parametrize("name", names(*CORRUPTIONS))
 def test_shape_dtype_determinism_and_change(name):
     images = realish(4)
     for severity in SEVERITIES:
@@ -54,8 +62,8 @@ def test_shape_dtype_determinism_and_change(name):
     assert corrupt(images[:0], name, 1).shape == (0, 32, 32, 3)
 
 
-@pytest.mark.parametrize("name", ["gaussian_noise", "shot_noise", "impulse_noise", "glass_blur", "motion_blur",
-                                  "snow", "frost", "fog", "elastic_transform"])
+@pytest.mark.parametrize("name", names("gaussian_noise", "shot_noise", "impulse_noise", "glass_blur", "motion_blur",
+                                  "snow", "frost", "fog", "elastic_transform"))
 def test_random_corruptions_depend_on_the_seed(name):
     images = realish(4)
     assert not np.array_equal(corrupt(images, name, 3, seed=0), corrupt(images, name, 3, seed=1))
@@ -156,17 +164,80 @@ def test_damage_grows_with_severity(name):
     assert all(later > earlier for earlier, later in zip(values, values[1:])), values
 
 
-@pytest.mark.parametrize("name", ["glass_blur", "frost", "motion_blur"])
+@pytest.mark.parametrize("name", names("glass_blur", "frost", "motion_blur"))
 def test_most_severe_damages_more_than_least(name):
     values = damage(name, realish(8))
     assert values[4] > values[0], values
 
 
-def test_frost_blends_a_bluish_texture_with_the_published_weights():
-    black = corrupt(flat(0), "frost", 5).astype(float)  # 0.75 * 0 + 0.45 * texture
-    assert black.max() <= 0.45 * 255 and black.mean() > 0.1 * 255
-    assert black[..., 2].mean() > black[..., 0].mean()
-    assert np.all(corrupt(flat(255), "frost", 1) == 255)  # c0 = 1: the texture only brightens
+def frost_by_hand(folder) -> dict[str, np.ndarray]:
+    """make_cifar_c's frost layers computed independently: each photograph in RGB, resized by 0.2 as cv2.resize's
+    INTER_LINEAR does (half-pixel centres: torch's bilinear with align_corners=False and the same scale), all six
+    photographs of its list although it draws from the first five."""
+    import torch
+    import torch.nn.functional as F
+    layers = {}
+    for name in ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg"):
+        photo = torch.tensor(np.asarray(Image.open(folder / name).convert("RGB"))).permute(2, 0, 1)[None].double()
+        small = F.interpolate(photo, scale_factor=0.2, mode="bilinear", align_corners=False,
+                              recompute_scale_factor=False)
+        layers[name] = small[0].permute(1, 2, 0).round().numpy()
+    return layers
+
+
+@PHOTOGRAPHS
+def test_frost_blends_a_32x32_crop_of_one_of_the_first_five_photographs_with_the_published_weights():
+    layers = frost_by_hand(frost_photographs())
+    images = realish(12, seed=3).astype(np.float64)
+    weights = [(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)]
+    used = []
+    same = {name: next(n for n in layers if np.array_equal(layers[n], layer)) for name, layer in layers.items()}
+    assert same["frost3.png"] == "frost2.png"  # the same picture encoded twice: make_cifar_c draws it 2 times in 5
+    for severity in (1, 5):
+        c0, c1 = weights[severity - 1]
+        out = corrupt(images.astype(np.uint8), "frost", severity, seed=7)
+        for x, y in zip(images, out):
+            found = []
+            for name, layer in layers.items():  # every crop randint(0, side - 32) can start, row and column
+                h, w = layer.shape[0] - 32, layer.shape[1] - 32
+                corner = np.floor(np.clip(c0 * x[0, 0] + c1 * layer[:h, :w], 0, 255))  # np.uint8 truncates
+                for r, c in zip(*np.nonzero((corner == y[0, 0]).all(-1))):
+                    if np.array_equal(np.floor(np.clip(c0 * x + c1 * layer[r:r + 32, c:c + 32], 0, 255)), y):
+                        found.append((same[name], r, c))
+            assert len(set(found)) == 1, found  # the image is the blend of exactly one crop
+            used.append(found[0][0])
+    assert "frost6.jpg" not in used and len(set(used)) >= 3  # randint(5): frost6 is in the list but never drawn
+
+
+def test_without_the_photographs_frost_says_what_to_install_and_the_others_run(monkeypatch, capsys):
+    monkeypatch.setattr(corruptions, "frost_photographs", lambda: None)
+    corruptions._frost_layers.cache_clear()
+    try:
+        with pytest.raises(FrostUnavailable, match="^frost needs the frost photographs of the imagecorruptions "
+                                                   "package: pip install --no-deps imagecorruptions$"):
+            corrupt(flat(0), "frost", 1)
+        result = corruption_suite(realish(2), np.arange(2), lambda im, y: 0.5, names=("fog", "frost", "contrast"),
+                                  severities=(1,), progress=False)
+    finally:
+        corruptions._frost_layers.cache_clear()  # the photographs, where installed, for the other tests
+    assert list(result["per_corruption"]) == ["fog", "contrast"] and result["generated"] == ["fog", "contrast"]
+    assert result["skipped"] == {"frost": f"the frost photographs are not installed: {FROST_INSTALL}"}
+    assert result["read"] == {}
+    assert capsys.readouterr().err == ("note: frost skipped: it needs the frost photographs of the imagecorruptions "
+                                       "package: pip install --no-deps imagecorruptions\n")
+
+
+@PHOTOGRAPHS
+def test_the_suite_says_what_it_generated_and_what_it_read_from_where(tmp_path):
+    result = corruption_suite(realish(2), np.arange(2), lambda im, y: 0.5, names=("fog", "frost"), severities=(1,),
+                              progress=False)
+    assert result["generated"] == ["fog", "frost"] and result["skipped"] == {}
+    assert result["read"] == {"frost": str(frost_photographs())}
+    np.save(tmp_path / "fog.npy", np.zeros((5, 32, 32, 3), np.uint8))
+    np.save(tmp_path / "labels.npy", np.zeros(5, np.int64))
+    released = corruption_suite(None, None, lambda im, y: 0.5, names=("fog",), severities=(1,), progress=False,
+                                cifar10c_dir=tmp_path)
+    assert released["generated"] == [] and released["read"] == {"fog": str(tmp_path / "fog.npy")}
 
 
 def test_glass_blur_at_tiny_sigma_copies_pixels_from_up_left_neighbours():
@@ -328,7 +399,7 @@ def test_generated_corruptions_are_cached_in_the_release_layout_and_read_back(tm
     others = [generated_dir(images, labels, 5, tmp_path), generated_dir(images[:5], labels[:5], 4, tmp_path),
               generated_dir(images, (labels + 1) % 3, 4, tmp_path)]
     assert len({folder, *others}) == 4  # another seed, other images or other labels: another folder
-    monkeypatch.setattr("budgetnet.evaluation.corruptions.GENERATOR_VERSION", 2)
+    monkeypatch.setattr("budgetnet.evaluation.corruptions.GENERATOR_VERSION", corruptions.GENERATOR_VERSION + 1)
     assert generated_dir(images, labels, 4, tmp_path) != folder  # a changed generator never reads the old files
 
 
@@ -341,3 +412,19 @@ def test_a_cache_that_cannot_be_written_falls_back_to_generating(tmp_path, capsy
                             cache_dir=tmp_path / "file") == plain
     err = capsys.readouterr().err
     assert err.count("note: cannot cache the generated corruptions in") == 1 and "generating them in memory" in err
+
+
+def test_a_damaged_cache_entry_is_generated_again_not_reported(tmp_path, capsys):
+    images, labels = realish(3), np.arange(3)
+    evaluate = lambda corrupted, targets: float(corrupted.mean()) / 255
+    plain = corruption_suite(images, labels, evaluate, names=("fog",), severities=(2,), progress=False)
+    corruption_suite(images, labels, evaluate, names=("fog",), severities=(2,), progress=False, cache_dir=tmp_path)
+    cached = generated_dir(images, labels, 0, tmp_path) / "fog.npy"
+    whole = cached.read_bytes()
+    cached.write_bytes(whole[:len(whole) // 2])  # a crash or a full disk mid-write, or a copy cut short
+    capsys.readouterr()
+    assert corruption_suite(images, labels, evaluate, names=("fog",), severities=(2,), progress=False,
+                            cache_dir=tmp_path) == plain
+    assert capsys.readouterr().err == (f"note: {cached} in the corruption cache is damaged (truncated, or not the "
+                                       "images it should hold); generating it again\n")
+    assert cached.read_bytes() == whole

@@ -7,8 +7,8 @@ import budgetnet
 
 ROOT = Path(budgetnet.__file__).parent
 # each unit (a top-level module or package) may import only itself and the units before it
-LAYERS = ("budgetnet", "errors", "choices", "plots", "console", "design", "data", "config", "training", "evaluation",
-          "deploy", "workflows", "study", "cli", "__main__")
+LAYERS = ("budgetnet", "errors", "atomic", "choices", "plots", "console", "design", "data", "config", "training",
+          "evaluation", "deploy", "workflows", "study", "cli", "__main__")
 
 
 def module_name(path: Path) -> str:

@@ -1,12 +1,15 @@
 """Optimizer and schedule factories: names, and every schedule against its equation."""
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from budgetnet.config import OptimizerConfig, ScheduleConfig
 from budgetnet.errors import UsageError
-from budgetnet.training.optim import build_optimizer, build_scheduler, lr_at, lr_at_step
+from budgetnet.training.optim import (FilterMuon, build_optimizer, build_scheduler, lr_at, lr_at_step,
+                                      newton_schulz)
 
 
 def study_cosine(t_cur, t_i, eta_min, eta_max):
@@ -214,3 +217,88 @@ def test_bad_optimizer_settings_name_the_key(cfg, message):
 def test_muon_needs_conv_filters():
     with pytest.raises(ValueError, match="this model trains none: use sgd"):
         build_optimizer(torch.nn.Linear(2, 2), OptimizerConfig(name="muon"))
+
+
+def _airbench94_muon():
+    """airbench94_muon.py (../shared/ref), loaded as vs_airbench runs it on the CPU; skip without it."""
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(benchmarks))
+    import vs_airbench
+    if not vs_airbench.MUON_FILE.is_file():
+        pytest.skip(vs_airbench.missing_muon_file(vs_airbench.MUON_FILE))
+    return vs_airbench.load_airbench94_muon(vs_airbench.MUON_FILE, eager=True)
+
+
+def _filters_model():
+    torch.manual_seed(0)  # two banks of one shape, one of another: the batched option's groups
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, bias=False), torch.nn.Conv2d(8, 8, 3, bias=False),
+                               torch.nn.Conv2d(8, 8, 3, bias=False), torch.nn.BatchNorm2d(8))
+
+
+def _muon_steps(model, opt, steps=3):
+    """The filters after each of `steps` steps of `opt` on fixed random batches."""
+    g = torch.Generator().manual_seed(1)
+    after = []
+    for x in torch.randn(steps, 4, 3, 10, 10, generator=g):
+        for o in (opt if isinstance(opt, list) else [opt]):
+            o.zero_grad()
+        model(x).square().mean().backward()
+        for o in (opt if isinstance(opt, list) else [opt]):
+            o.step()
+        after.append([m.weight.detach().clone() for m in model[:3]])
+    return after
+
+
+MUON = dict(name="muon", lr=0.1, momentum=0.85, nesterov=True, weight_decay=0.0, muon_lr=0.24, muon_momentum=0.6,
+            muon_ns_steps=3)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_muon_with_its_options_off_steps_exactly_as_airbench94_muons_own_code(channels_last):
+    """Its Muon.step (from the file, run eagerly) and ours from the same filters: equal to the bit."""
+    module = _airbench94_muon()
+    ours, theirs = _filters_model(), _filters_model()
+    if channels_last:
+        ours, theirs = (m.to(memory_format=torch.channels_last) for m in (ours, theirs))
+    ref = [module.Muon([m.weight for m in theirs[:3]], lr=0.24, momentum=0.6, nesterov=True),
+           torch.optim.SGD(theirs[3].parameters(), lr=0.1, momentum=0.85, nesterov=True)]
+    for a, b in zip(_muon_steps(ours, build_optimizer(ours, OptimizerConfig(**MUON))), _muon_steps(theirs, ref)):
+        for x, y in zip(a, b):
+            assert torch.equal(x, y)
+
+
+def test_batched_newton_schulz_orthogonalises_each_bank_as_alone():
+    """muon_batched: banks of one shape in one batched matmul; each bank's step as the unbatched one's to
+    bfloat16 rounding, over several steps."""
+    plain, batched = _filters_model(), _filters_model()
+    for a, b in zip(_muon_steps(plain, build_optimizer(plain, OptimizerConfig(**MUON))),
+                    _muon_steps(batched, build_optimizer(batched, OptimizerConfig(**MUON, muon_batched=True)))):
+        for x, y in zip(a, b):
+            torch.testing.assert_close(x, y, atol=0.24 / 64, rtol=0)
+    g = torch.randn(3, 8, 72)
+    stacked = newton_schulz(g, 3)
+    assert stacked.shape == (3, 8, 72)
+    for i in range(3):  # each matrix of the stack as alone; a tall stack is transposed as a tall matrix is
+        torch.testing.assert_close(stacked[i].float(), newton_schulz(g[i], 3).float(), atol=1 / 64, rtol=0)
+    torch.testing.assert_close(newton_schulz(g.mT, 3).float(), stacked.mT.float(), atol=1 / 64, rtol=0)
+
+
+def test_periodic_normalisation_rescales_the_filters_every_kth_step_only():
+    """muon_normalize_every=2: banks rescaled to norm sqrt(C_out) before steps 0 and 2, not before step 1."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, bias=False))
+    opt = FilterMuon([model[0].weight], lr=0.24, momentum=0.6, nesterov=True, normalize_every=2)
+    w, buf = model[0].weight.detach().clone(), torch.zeros_like(model[0].weight)
+    for step, x in enumerate(torch.randn(4, 2, 3, 6, 6)):
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        g = model[0].weight.grad.clone()
+        buf = 0.6 * buf + g
+        if step % 2 == 0:
+            w = w * (8 ** 0.5 / w.norm())
+        w = w - 0.24 * newton_schulz((g + 0.6 * buf).reshape(8, -1), 3).float().view(w.shape)
+        opt.step()
+        torch.testing.assert_close(model[0].weight.detach(), w)
+    state = opt.state_dict()["state"][0]
+    assert state["step"] == 4  # the count that says when to rescale is in the checkpoint
+    with pytest.raises(UsageError, match="muon_normalize_every=0 must be 1 or more"):
+        OptimizerConfig(name="muon", muon_normalize_every=0).validate()

@@ -150,3 +150,116 @@ def test_48_and_64_bit_pngs_read_as_their_8_bit_colours(tmp_path, color_type, sa
     pixels, _ = read_image(tmp_path / "deep.png", 32)
     colour = levels[..., :3] if samples >= 3 else np.repeat(levels[..., :1], 3, axis=2)  # alpha dropped
     assert np.abs(pixels.astype(int) - np.round(colour / 257).transpose(2, 0, 1)).max() <= 1  # PIL keeps the high byte
+
+
+def softmax_of_arrays(run, images_nhwc: np.ndarray) -> torch.Tensor:
+    """The class probabilities of uint8 images [N, 32, 32, 3], computed without budgetnet's predict or export code."""
+    x = torch.tensor(images_nhwc, dtype=torch.float32).permute(0, 3, 1, 2) / 255
+    x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    model, _, _ = load_model(run)
+    with torch.no_grad():
+        return model(x).softmax(1)
+
+
+def read_csv(path) -> list[dict]:
+    import csv
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_folder_an_npy_and_a_pickled_batch_go_to_one_csv_with_the_bad_items_listed(tmp_path, capsys, trained_run):
+    import pickle
+    x, _ = synthetic_arrays(11, seed=21)
+    nhwc = x.transpose(0, 2, 3, 1)
+    folder = tmp_path / "test-set"
+    (folder / "sub").mkdir(parents=True)
+    Image.fromarray(nhwc[0]).save(folder / "a.png")
+    Image.fromarray(nhwc[1]).save(folder / "sub" / "b.png")  # found recursively
+    (folder / "sub" / "broken.jpg").write_bytes(b"\xff\xd8 truncated jpeg")
+    (folder / "notes.txt").write_text("not an image: skipped")
+    np.save(tmp_path / "images.npy", nhwc[2:7])
+    with open(tmp_path / "test_batch", "wb") as f:  # as course competitions hand them out: no labels
+        pickle.dump({"data": x[7:11].reshape(4, 3072), "filenames": ["w", "x", "y", "z"]}, f, protocol=2)
+    np.save(tmp_path / "nchw.npy", x[:2])  # the wrong layout: listed, not classified
+    out = tmp_path / "predictions.csv"
+    inputs = [str(folder), str(tmp_path / "images.npy"), str(tmp_path / "test_batch"), str(tmp_path / "nchw.npy")]
+    rc = main(["predict", str(trained_run), *inputs, "--csv", str(out), "--top-k", "3", "--batch-size", "3",
+               "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert rc == 2
+    errors = [line for line in captured.err.splitlines() if not line.startswith("note:")]
+    assert errors[0].startswith(f"{folder / 'sub' / 'broken.jpg'}: not a readable image")
+    assert errors[1].startswith(f"{tmp_path / 'nchw.npy'}: an .npy must hold uint8 images [N, 32, 32, 3], got "
+                                "uint8 [2, 3, 32, 32] (NCHW?")
+    assert errors[2] == "budgetnet predict: error: 2 unreadable files (see above); the others were classified"
+    assert "skipped 1 files that are not images" in captured.err
+    assert captured.out == f"wrote 11 predictions to {out}\n"
+    rows = read_csv(out)
+    assert list(rows[0]) == ["file", "index", "label", "probability", "label_2", "probability_2", "label_3",
+                             "probability_3"]
+    assert [(r["file"], r["index"]) for r in rows] == (
+        [(str(folder / "a.png"), ""), (str(folder / "sub" / "b.png"), "")]
+        + [(str(tmp_path / "images.npy"), str(i)) for i in range(5)]
+        + [(str(tmp_path / "test_batch"), str(i)) for i in range(4)])
+    expected = softmax_of_arrays(trained_run, nhwc)
+    assert expected.max(1).values.min() > 0.3  # the model tells the classes apart, so the check has teeth
+    for row, probs in zip(rows, expected):
+        top = probs.topk(3)
+        assert [row["label"], row["label_2"], row["label_3"]] == [CLASSES[i] for i in top.indices]
+        assert [float(row[k]) for k in ("probability", "probability_2", "probability_3")] == pytest.approx(
+            top.values.tolist(), abs=2e-6)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
+
+
+def test_array_items_print_with_their_index_and_json_names_it(tmp_path, capsys, trained_run):
+    x, _ = synthetic_arrays(2, seed=4)
+    np.save(tmp_path / "two.npy", x.transpose(0, 2, 3, 1))
+    assert main(["predict", str(trained_run), str(tmp_path / "two.npy"), "--top-k", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == [f"{tmp_path / 'two.npy'}[0]", f"{tmp_path / 'two.npy'}[1]"]
+    assert main(["predict", str(trained_run), str(tmp_path / "two.npy"), "--json"]) == 0
+    assert [(p["file"], p["index"]) for p in json.loads(capsys.readouterr().out)] == [(str(tmp_path / "two.npy"), 0),
+                                                                                        (str(tmp_path / "two.npy"), 1)]
+
+
+def test_batches_stay_within_the_batch_size_and_an_npy_is_memory_mapped(tmp_path, monkeypatch, trained_run):
+    from budgetnet.deploy import predict
+    x, _ = synthetic_arrays(10, seed=6)
+    np.save(tmp_path / "ten.npy", x.transpose(0, 2, 3, 1))
+    Image.fromarray(x[0].transpose(1, 2, 0)).save(tmp_path / "one.png")
+    sizes, loads = [], []
+    classify = predict.Predictor.classify
+    monkeypatch.setattr(predict.Predictor, "classify",
+                        lambda self, im, src: sizes.append(len(im)) or classify(self, im, src))
+    load = np.load
+    monkeypatch.setattr(np, "load", lambda *a, **k: loads.append(k.get("mmap_mode")) or load(*a, **k))
+    predictor = predict.Predictor(trained_run, device="cpu")
+    rows = list(predictor.predict([str(tmp_path / "one.png"), str(tmp_path / "ten.npy")], batch_size=4))
+    assert len(rows) == 11 and sizes == [4, 4, 3]  # the image file and the array share batches
+    assert loads and set(loads) == {"r"}
+
+
+def test_a_pickle_that_would_run_code_is_refused_and_a_failed_csv_leaves_the_old_file(tmp_path, capsys, trained_run):
+    import os
+    import pickle
+    with open(tmp_path / "evil_batch", "wb") as f:
+        pickle.dump({"data": os.getcwd}, f, protocol=2)  # unpickling would look up a function
+    out = tmp_path / "predictions.csv"
+    out.write_text("earlier results\n")
+    assert main(["predict", str(trained_run), str(tmp_path / "evil_batch"), "--csv", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"budgetnet predict: error: {tmp_path / 'evil_batch'} is truncated or corrupt "
+                          "(UnpicklingError: refusing to load posix.getcwd")
+    assert out.read_text() == "earlier results\n" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "evil_batch", "predictions.csv"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--csv", "no-such-folder/p.csv"], "--csv no-such-folder/p.csv: no folder no-such-folder; create it first"),
+    (["--batch-size", "0"], "--batch-size 0: give at least 1"),
+])
+def test_bad_options_are_one_line(tmp_path, capsys, monkeypatch, trained_run, args, message):
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "black.png")
+    assert main(["predict", str(trained_run), "black.png", *args]) == 2
+    assert capsys.readouterr().err == f"budgetnet predict: error: {message}\n"

@@ -1,5 +1,6 @@
 """Design search: space files, budget rejection and repair, validation objective, report, PostgreSQL workers."""
 import json
+import math
 import os
 import queue
 import random
@@ -10,7 +11,6 @@ import sys
 import threading
 import time
 import warnings
-import weakref
 from types import SimpleNamespace
 
 import optuna
@@ -26,7 +26,7 @@ from budgetnet.cli import main
 from budgetnet.config import RecipeError, load_recipe
 from budgetnet.data.cifar import from_arrays
 from budgetnet.design.spec import SpecError, fit_channels
-from budgetnet.training.interrupts import Interrupted, sigterm_interrupts
+from budgetnet.training.interrupts import Interrupted
 from budgetnet.workflows.search.errors import SearchError
 from budgetnet.workflows.search.gpu import claim_gpu, worker_device
 from budgetnet.workflows.search.report import _importances, pareto_front, search_report, worker_summary
@@ -75,6 +75,17 @@ def test_shipped_spaces_load():
     for name in ("resnet", "tiny"):
         space = load_space(name)
         assert "model.blocks" in space.params and space.base["data"]["val_size"] > 0
+
+
+def test_the_fast_family_space_trains_smalls_recipe_without_being_given_smalls_design():
+    space, small = load_space("fast-family"), load_recipe("small")
+    base = space.recipe({})
+    assert base.model != small.model and base.model.channels != small.model.channels  # not small's design
+    assert (base.optimizer, base.schedule, base.lookahead, base.augment, base.tta) == \
+        (small.optimizer, small.schedule, small.lookahead, small.augment, small.tta)  # small's training
+    assert base.data.val_size > 0 and base.eval_every == 1 and base.epochs < small.epochs  # short trials, pruned
+    assert base.max_gflops >= small.model.gflop_per_image() and base.budget == 5_000_000
+    assert {f"model.{k}.{i}" for k in ("channels", "blocks", "kernel_size") for i in range(3)} <= set(space.params)
 
 
 @pytest.mark.parametrize("params, message", [
@@ -345,22 +356,44 @@ def test_a_gpu_held_by_another_process_is_skipped(tmp_path):
     assert claim_gpu(["GPU-a", "GPU-b"], tmp_path)[0] == 0  # ... and so does its claim
 
 
-def test_sigterm_interrupts_like_ctrl_c_even_where_python_drops_the_exception():
-    before = signal.getsignal(signal.SIGTERM)
-    with sigterm_interrupts():
-        with pytest.raises(Interrupted) as caught:
-            signal.raise_signal(signal.SIGTERM)
-        assert caught.value.signum == signal.SIGTERM
-    assert signal.getsignal(signal.SIGTERM) == before  # restored on the way out
+def test_a_sigterm_inside_the_storage_commit_stops_the_search_at_the_next_safe_point(tmp_path, val_data,
+                                                                                     monkeypatch):
+    """SIGTERM delivered inside Optuna's database commit of a finished trial: the commit completes and the
+    trial is recorded, the worker stops before the next trial, and a rerun finishes the study."""
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
 
-    with sigterm_interrupts() as check:
-        check()  # nothing received: no-op
-        anchor = type("Anchor", (), {})()
-        ref = weakref.ref(anchor, lambda _: signal.raise_signal(signal.SIGTERM))  # alive, so its callback runs
-        del anchor  # the handler runs inside the weakref callback, where Python drops what it raises ...
-        with sigterm_interrupts() as inner_check:  # (train's block inside a search's shares its handler)
-            with pytest.raises(Interrupted):
-                inner_check()  # ... and the next safe point raises it again
+    from budgetnet.workflows.search.objective import Objective
+
+    space = load_space(disk_space(tmp_path, epochs=2, train_size=300, **{"model.pool_size": 4}))
+    call, armed, delivered = Objective.__call__, [], []
+
+    def train_then_arm(self, trial):  # Optuna's next commit after this stores the trial's result
+        value = call(self, trial)
+        armed.append(True)
+        return value
+
+    def signal_in_commit(session):  # SQLAlchemy's own hook inside the commit, before the database commits
+        if armed and not delivered:
+            delivered.append(True)
+            signal.raise_signal(signal.SIGTERM)  # the handler runs here, inside the commit
+
+    monkeypatch.setattr(Objective, "__call__", train_then_arm)
+    before = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
+    event.listen(Session, "before_commit", signal_in_commit)
+    try:
+        with pytest.raises(Interrupted) as stopped:
+            run_search(space, tmp_path / "out", trials=2, budget=BUDGET, pruner="none", data=val_data)
+    finally:
+        event.remove(Session, "before_commit", signal_in_commit)
+    assert delivered and stopped.value.signum == signal.SIGTERM
+    assert "interrupted between trials" in str(stopped.value)
+    assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == before  # handlers restored
+    trials = load_study(storage_url(tmp_path / "out")).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE]  # recorded whole, nothing left RUNNING
+    monkeypatch.undo()
+    study = run_search(space, tmp_path / "out", trials=1, budget=BUDGET, pruner="none", data=val_data)
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 2
 
 
 # ---- many workers, preemption -------------------------------------------------------------------------
@@ -369,7 +402,7 @@ class Worker:
     """`budgetnet search` as a separate process, as on another machine; its stderr lines arrive on a queue."""
 
     def __init__(self, space: str, out, data, *extra: str, storage: str | None = None):
-        env = {**WORKER_ENV, **({"BUDGETNET_STORAGE": storage} if storage else {})}  # as the README advises
+        env = {**WORKER_ENV, **({"BUDGETNET_STORAGE": storage} if storage else {})}  # as docs/search.md advises
         self.proc = subprocess.Popen([sys.executable, "-m", "budgetnet", "search", "--space", space, "--out", str(out),
                                       "--budget", str(BUDGET), "--data", str(data), *extra],
                                      env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -483,3 +516,94 @@ def test_killed_worker_trial_is_failed_and_resumed_by_the_next_worker(tmp_path, 
     assert f"trial {victim} stopped sending heartbeats" in err
     check_resumed(load_study(postgres_url, "killed"), victim, out, first_row)
     assert search_report(postgres_url, tmp_path / "report", "killed")["counts"]["failed"] == 1
+
+
+# ---- compute ---------------------------------------------------------------------------------------------
+
+COMPUTE_PARAMS = {**TINY_PARAMS, "data.val_size": 200, "model.pool_size": 4}  # every design valid
+
+
+def gflops(space, values: dict) -> float:
+    return space.recipe(values).model.gflop_per_image()
+
+
+def test_a_compute_budget_trains_only_designs_within_it_and_records_what_each_spent(tmp_path, val_data):
+    path = write_space(tmp_path, {**COMPUTE_PARAMS, "model.channels": {"low": 8, "high": 32, "step": 4}})
+    space = load_space(path)
+    limit, budget = 0.016, 50_000  # B=[1,1] fits the compute up to C_1 8; B=[1,1,1] fits the parameters at C_1 8 only
+    assert gflops(space, {"model.blocks": [1, 1], "model.channels": 8}) <= limit
+    assert gflops(space, {"model.blocks": [1, 1], "model.channels": 12}) > limit
+    assert gflops(space, {"model.blocks": [1, 1, 1], "model.channels": 8}) > limit
+    assert space.recipe({"model.blocks": [1, 1, 1], "model.channels": 8}).model.count_params() <= budget
+    study = run_search(space, tmp_path / "out", trials=6, budget=budget, sampler="random", pruner="none",
+                       repair="reject", seed=1, data=val_data, max_gflops=limit)
+    assert study.user_attrs["max_gflops"] == limit
+    trials = study.get_trials()
+    outcomes = [t.user_attrs.get("rejected", t.state.name) for t in trials]
+    assert "COMPLETE" in outcomes and "over_budget" in outcomes
+    for t in trials:
+        run_dir = tmp_path / "out" / "trials" / str(t.number)
+        if "rejected" in t.user_attrs:  # refused before any data was loaded: no run directory
+            assert not run_dir.exists() and "GFLOP per image > max_gflops" in t.user_attrs["reason"]
+            continue
+        a = t.user_attrs
+        values = {k: json.loads(v) if isinstance(v, str) else v for k, v in t.params.items()}
+        assert a["gflop_per_image"] == pytest.approx(gflops(space, values)) and a["gflop_per_image"] <= limit
+        assert t.distributions["model.channels"].high <= 8  # the C_1 range is cut at the widest within the compute
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["train_images"] == 2 * 300  # 2 epochs of 300 images
+        assert summary["gflop_per_image"] == a["gflop_per_image"] and summary["params"] == a["params"]
+        assert a["train_pflop"] == summary["train_pflop"] == pytest.approx(a["gflop_per_image"] * 600 / 1e6)
+        assert a["train_seconds"] == summary["train_seconds"] > 0
+
+    report = search_report(f"sqlite:///{tmp_path / 'out' / 'search.db'}", tmp_path / "report")
+    done = {t.number: t for t in trials if t.state == TrialState.COMPLETE}
+    for key, front in (("train_pflop", report["pflop_front"]), ("params", report["front"])):
+        assert front and set(front) <= set(done)
+        for n in front:  # nothing beats a front point on both axes
+            assert not any(t.user_attrs[key] <= done[n].user_attrs[key] and t.value > done[n].value
+                           for t in done.values())
+    md = (tmp_path / "report" / "search.md").read_text()
+    assert "### Front of training PFLOP" in md and "### Front of parameters" in md
+    assert f"max {limit:g} GFLOP per image" in md
+    best = done[report["pflop_front"][-1]]
+    row = (f"| {best.number} | blocks={best.params['model.blocks']}, channels={best.params['model.channels']} | "
+           f"{best.user_attrs['params']:,} | {best.user_attrs['gflop_per_image']:.4g} | "
+           f"{best.user_attrs['train_pflop']:.4g} | {best.user_attrs['train_seconds']:.0f} | {best.value:.4f} |")
+    assert row in md
+    assert (tmp_path / "report" / "pareto.png").stat().st_size > 10_000
+
+
+def test_a_compute_budget_that_no_design_fits_is_refused_before_the_first_trial(tmp_path, capsys):
+    path = write_space(tmp_path, {**COMPUTE_PARAMS, "max_gflops": 1e-6})  # a space file's own compute budget
+    smallest = load_space(path).recipe({"model.blocks": [1, 1], "model.channels": 1}).model.gflop_per_image()
+    assert main(["search", "--space", path, "--budget", "20k", "--trials", "3", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (
+        "budgetnet search: error: the space's max_gflops of 1e-06: no design of --space tiny within 20,000 parameters "
+        f"fits; the cheapest (B=[1, 1] C_1=1 F=3 K=1 P=4 basic) needs {smallest:.4f} GFLOP per image: give "
+        f"--max-gflops {math.ceil(smallest * 1e4) / 1e4:g} or more, or a space of smaller designs\n")
+    assert main(["search", "--space", path, "--max-gflops", "1", "--trials", "3", "--dry-run",
+                 "--out", str(tmp_path / "out")]) == 0  # --max-gflops overrides the space's
+    assert not (tmp_path / "out").exists()  # nothing written, no study created
+
+
+def test_dry_run_times_the_smallest_and_largest_admitted_designs_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    from budgetnet.workflows.search import cost
+
+    path = write_space(tmp_path, COMPUTE_PARAMS)
+    space = load_space(path)
+    limit = 0.02  # B=[1,1] within it up to C_1 8 (12 is within the parameters); B=[1,1,1] within 20k at C_1 4
+    assert gflops(space, {"model.blocks": [1, 1], "model.channels": 8}) <= limit
+    assert gflops(space, {"model.blocks": [1, 1], "model.channels": 12}) > limit
+    timed = []
+    monkeypatch.setattr(cost, "measure_epoch_seconds", lambda recipe, steps: timed.append(recipe) or 10.0 * len(timed))
+    assert main(["search", "--space", path, "--dry-run", "--total-trials", "5", "--budget", "20k",
+                 "--max-gflops", str(limit), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert not (tmp_path / "out").exists() and not (tmp_path / "search.db").exists()
+    smallest, largest = (r.model for r in timed)
+    assert (smallest.blocks, smallest.channels) == ([1, 1], 4)  # the space's narrowest
+    assert (largest.blocks, largest.channels) == ([1, 1], 8)  # the widest within both budgets
+    assert "5 trials of up to 2 epochs" in out and "every combination of its model keys (2)" in out
+    assert f"{smallest.gflop_per_image():.4f} GFLOP/image" in out and "10.0 s/epoch" in out and "20.0 s/epoch" in out
+    assert "total 1.7 min to 3.3 min of training" in out  # 5 trials x 2 epochs x 10 s .. 20 s

@@ -80,10 +80,30 @@ def test_fit_channels_is_the_widest_that_fits():
 
 
 def test_fit_channels_errors():
-    with pytest.raises(SpecError, match="single number"):
-        fit_channels(ModelSpec(channels=[8, 16, 32, 64]), 5_000_000)
     with pytest.raises(BudgetError, match="even C_1=1"):
         fit_channels(ModelSpec(), 100)
+    with pytest.raises(BudgetError, match="even C_1=1 is over budget .* GFLOP per image > max_gflops 1e-06"):
+        fit_channels(ModelSpec(), 10**9, max_gflops=1e-6)
+
+
+def test_the_compute_budget_refuses_and_fits_like_the_parameter_budget():
+    """A design over max_gflops (forward+backward GFLOP per image) is refused however few its parameters, and
+    the fitted C_1 (or list of widths, scaled together) is the widest within both budgets."""
+    seed = ModelSpec(channels=42)
+    assert seed.gflop_per_image() == pytest.approx(1.435283136)
+    assert check_budget(seed, 5_000_000, max_gflops=1.5) == 4_815_940
+    with pytest.raises(BudgetError, match=r"1.4353 GFLOP per image > max_gflops 1; the largest C_1 .* is (\d+)"):
+        check_budget(seed, 5_000_000, max_gflops=1.0)
+    c = fit_channels(seed, 5_000_000, max_gflops=1.0)
+    assert dataclasses.replace(seed, channels=c).gflop_per_image() <= 1.0 < \
+        dataclasses.replace(seed, channels=c + 1).gflop_per_image()
+    assert fit_channels(seed, 1_000_000, max_gflops=1.0) == fit_channels(seed, 1_000_000) < c  # params bind here
+    widths = ModelSpec(blocks=[1, 1, 1], channels=[64, 256, 256], block="single", downsample="pool", pool_size=2)
+    fitted = fit_channels(widths, 5_000_000, max_gflops=0.4)
+    assert fitted[1] == fitted[2] and abs(fitted[1] - 4 * fitted[0]) <= 2  # the ratios kept
+    assert dataclasses.replace(widths, channels=fitted).gflop_per_image() <= 0.4
+    wider = [fitted[0] + 1, round((fitted[0] + 1) * 4), round((fitted[0] + 1) * 4)]
+    assert dataclasses.replace(widths, channels=wider).gflop_per_image() > 0.4
 
 
 # ---- airbench94's model options -------------------------------------------------------------------
@@ -219,10 +239,21 @@ def _every_design_option():
             for bn_scale in (True, False):
                 bias = 2 if stem == "whiten" else 0
                 pool = 1 if padding == "valid" else 2
-                yield dict(blocks=[2, 1, 0 if downsample == "pool" else 1], channels=[4, 8, 8], block=block,
-                           stem=stem, downsample=downsample, whiten_padding=padding, bn_scale=bn_scale,
-                           whiten_bias_epochs=bias, shortcut_kernel_size=[1, 3, 1], pool_size=pool,
-                           pool_type="max" if bn_scale else "avg")
+                for residual in ((True, False) if block == "single" else (True,)):
+                    yield dict(blocks=[2, 1, 0 if downsample == "pool" else 1], channels=[4, 8, 8], block=block,
+                               stem=stem, downsample=downsample, whiten_padding=padding, bn_scale=bn_scale,
+                               whiten_bias_epochs=bias, shortcut_kernel_size=[1, 3, 1], pool_size=pool,
+                               pool_type="max" if bn_scale else "avg", residual=residual)
+
+
+@pytest.mark.parametrize("kw", list(_every_design_option()))
+def test_closed_form_flops_are_torchs_flop_counter_for_every_structural_option(kw):
+    """The compute budget's closed-form count (torch-free, fast enough to enumerate a space) is what
+    torch.utils.flop_counter counts on the built module, forward and forward+backward, with and without a
+    trained whitening bias (which makes the first stage compute its input gradient)."""
+    from budgetnet.design.model import flops_per_image
+    for spec in (ModelSpec(**kw), ModelSpec(**{**kw, "whiten_bias_epochs": 0})):
+        assert spec.count_flops() == flops_per_image(spec)
 
 
 @pytest.mark.parametrize("kw", list(_every_design_option()))

@@ -10,18 +10,18 @@ import torch
 from torch import nn
 
 import budgetnet
-
+from budgetnet import atomic
+from budgetnet.atomic import DiskFullError
 from budgetnet.cli import main
 from budgetnet.config import RecipeError
 from budgetnet.design.model import ResNet
 from budgetnet.design.spec import BudgetError, ModelSpec
 from budgetnet.evaluation.evaluate import evaluate_run
 from budgetnet.training import checkpoint
-from budgetnet.training import rundir
 from budgetnet.training.checkpoint import CheckpointError
 from budgetnet.training.loop import TrainingDiverged, TrainingInterrupted, build_state, check_recipe, train
 from budgetnet.training.optim import lr_at_step
-from budgetnet.training.rundir import DiskFullError, RunFiles
+from budgetnet.training.rundir import RunFiles
 from budgetnet.training.runtime import Dist
 from conftest import CLASSES, TINY_MODEL, Crash, crash_after, tiny_recipe
 
@@ -129,7 +129,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
 def test_a_nan_in_the_first_epoch_names_no_checkpoint_that_does_not_exist(tiny_data, tmp_path):
     with pytest.raises(TrainingDiverged) as info:
         train(tiny_recipe("epochs=2", "optimizer.lr=1e30"), tmp_path / "run", data=tiny_data, progress=False)
-    assert "no checkpoint (no epoch finished" in str(info.value) and "last.pt" not in str(info.value)
+    assert "no checkpoint (none written yet)" in str(info.value) and "last.pt" not in str(info.value)
     assert f"--resume {tmp_path / 'run'} --set optimizer.lr=" in str(info.value)
     assert not RunFiles(tmp_path / "run").last.exists()
 
@@ -146,6 +146,11 @@ def test_an_interrupt_names_the_run_directory_and_keeps_the_finished_epoch(tiny_
     summary = json.loads(files.summary.read_text())
     assert (summary["status"], summary["epochs_done"]) == ("interrupted", 1)
     assert checkpoint.load(files.last)["epoch"] == 1
+
+
+def temporary_of(path, name: str) -> bool:
+    """Whether `path` is a temporary file that atomic.replacing writes before it becomes `name`."""
+    return isinstance(path, Path) and path.name.startswith(name + ".") and path.name.endswith(atomic.TMP_SUFFIX)
 
 
 class FullDisk:
@@ -174,13 +179,13 @@ def test_a_full_disk_keeps_the_last_good_checkpoint_and_says_where(tiny_data, tm
     writes = []
 
     def open_filling_at_epoch_2(path, mode="r", *args, **kwargs):
-        if path.name == "last.pt.tmp":
+        if temporary_of(path, "last.pt"):
             writes.append(path)
             if len(writes) == 2:
                 return FullDisk(path, mode)
         return open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(rundir, "open", open_filling_at_epoch_2, raising=False)
+    monkeypatch.setattr(atomic, "open", open_filling_at_epoch_2, raising=False)
     with pytest.raises(DiskFullError) as info:
         train(tiny_recipe("epochs=3"), files.root, data=tiny_data, progress=False)
     assert str(info.value).startswith(f"no space left on device while writing {files.last}; the partial file was "
@@ -198,9 +203,9 @@ def test_a_full_disk_keeps_the_last_good_checkpoint_and_says_where(tiny_data, tm
 def test_the_cli_reports_a_full_disk_in_one_line_with_a_non_usage_exit_code(fake_cifar, tmp_path, monkeypatch,
                                                                             capsys):
     def full_disk(path, mode="r", *args, **kwargs):
-        return FullDisk(path, mode) if path.name == "last.pt.tmp" else open(path, mode, *args, **kwargs)
+        return FullDisk(path, mode) if temporary_of(path, "last.pt") else open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(rundir, "open", full_disk, raising=False)
+    monkeypatch.setattr(atomic, "open", full_disk, raising=False)
     run = tmp_path / "run"
     code = main(["train", "--recipe", "demo", "--data", str(fake_cifar), "--out", str(run), "--quiet",
                  *[f"--set={o}" for o in (*TINY_MODEL, "epochs=1", "data.train_size=256", "data.test_size=256")]])

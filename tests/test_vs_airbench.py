@@ -20,23 +20,27 @@ import vs_airbench
 
 def test_smoke_trains_both_sides_on_the_cpu_and_restores_what_it_changed(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    saved = (nn.Module.cuda, nn.Module.half, torch.cuda.Event, torch.cuda.synchronize, airbench.utils.CifarLoader)
+    saved = (nn.Module.cuda, nn.Module.half, torch.cuda.Event, torch.cuda.synchronize, airbench.utils.CifarLoader,
+             torch.load, torch.compile, sys.argv, torch.backends.cudnn.benchmark)
     assert vs_airbench.main(["--smoke", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert (nn.Module.cuda, nn.Module.half, torch.cuda.Event, torch.cuda.synchronize,
-            airbench.utils.CifarLoader) == saved
+    assert (nn.Module.cuda, nn.Module.half, torch.cuda.Event, torch.cuda.synchronize, airbench.utils.CifarLoader,
+            torch.load, torch.compile, sys.argv, torch.backends.cudnn.benchmark) == saved
     assert list(tmp_path.iterdir()) == []  # neither side wrote anything where it ran
     runs = {(r["system"], r["run"]): r for r in out["runs"]}
     assert runs[("data files", "smoke")]["checked_images"] == 256
-    for system in ("airbench94", "small", "cpu"):
+    muon = ("airbench94_muon",) if vs_airbench.MUON_FILE.is_file() else ()  # else skipped, as its own test says
+    for system in ("airbench94", "small", "cpu", *muon):
         cold, warm = runs[(system, "cold")], runs[(system, "warm")]
         assert cold["seed"] != warm["seed"]  # the cold run is no warm run's repeat
         assert 0 <= warm["accuracy"] <= 1 and warm["seconds"] > 0 and warm["pflop"] > 0
     assert runs[("airbench94", "warm")]["params"] == 1_971_352  # airbench's full network ran, 2 steps
     assert runs[("small", "warm")]["train_seconds"] <= runs[("small", "warm")]["seconds"]
-    rows = {r["system"]: r for r in out["rows"]}
-    assert rows["small"]["vs"] == rows["cpu"]["vs"] == "airbench94"
-    assert rows["small"]["flop_ratio"] == pytest.approx(rows["small"]["pflop"] / rows["airbench94"]["pflop"])
+    rows = {(r["system"], r.get("vs")): r for r in out["rows"]}
+    assert {("small", "airbench94"), ("cpu", "airbench94"), *(("small", name) for name in muon)} < set(rows)
+    for name in ("airbench94", *muon):
+        assert rows[("small", name)]["flop_ratio"] == pytest.approx(rows[("small", name)]["pflop"]
+                                                                    / rows[(name, None)]["pflop"])
     assert "threads" in out["device_name"]
 
 
@@ -90,3 +94,44 @@ def test_the_cold_run_takes_its_own_seed(monkeypatch, tmp_path, seeds, cold_seed
                         cold_seed=cold_seed)
     assert seen == expected
     assert [r["seed"] for r in runs if r["system"] == "airbench94"] == expected
+
+
+def test_without_airbench94_muon_py_its_pairs_are_skipped_with_one_line(capsys, tmp_path):
+    missing = tmp_path / "airbench94_muon.py"
+    pairs = [("airbench94", "small"), ("airbench94_muon", "small")]
+    assert vs_airbench.available_pairs(pairs, missing) == [("airbench94", "small")]
+    assert capsys.readouterr().err == vs_airbench.missing_muon_file(missing) + "\n"
+    assert str(missing) in vs_airbench.missing_muon_file(missing)
+
+
+def test_airbench94_muon_runs_its_own_main_on_the_cpu_and_counts_what_it_trained(tmp_path, monkeypatch):
+    """Its `main` for its 8 epochs of one 64-image batch (--smoke), its per-epoch evaluations out of its clock and
+    FLOPs: 512 training images and a 6-view TTA of the 64 test images, by the counter every row uses."""
+    if not vs_airbench.MUON_FILE.is_file():
+        pytest.skip(vs_airbench.missing_muon_file(vs_airbench.MUON_FILE))
+    monkeypatch.chdir(tmp_path)
+    folder = vs_airbench.write_airbench_data(vs_airbench.smoke_data(256, 64), tmp_path / "files" / "cifar10")
+    module = vs_airbench.load_airbench94_muon(vs_airbench.MUON_FILE, eager=True)
+    evaluations = []
+    evaluate = module.evaluate
+    monkeypatch.setattr(module, "evaluate", lambda model, loader, tta_level=0: evaluations.append(tta_level)
+                        or evaluate(model, loader, tta_level))
+    run = vs_airbench.run_airbench94_muon(vs_airbench.MUON_FILE, folder, torch.device("cpu"), seed=0, smoke=True)
+    assert evaluations == [0] * 8 + [2]  # its main ran as written: one test evaluation an epoch, then the TTA
+    assert run["params"] == 1_971_352 and 0 <= run["accuracy"] <= 1 and run["seconds"] > 0
+    flops = vs_airbench.airbench_flops(module.CifarNet)
+    assert run["pflop"] * 1e15 == pytest.approx(flops["forward_backward"] * 8 * 64 + flops["forward"] * 64 * 6)
+    assert not hasattr(module.zeropower_via_newtonschulz5, "_torchdynamo_orig_callable")  # eager, not compiled
+    assert list(tmp_path.iterdir()) == [tmp_path / "files"]  # it wrote nothing (no logs/) where it ran
+
+
+def test_a_recipe_beside_two_airbench_systems_has_a_row_for_each():
+    runs = [{"system": name, "run": "cold", "seed": 0, "accuracy": acc, "seconds": secs, "train_seconds": None,
+             "params": 1, "pflop": pflop, "precision": "bf16"}
+            for name, acc, secs, pflop in (("airbench94", 0.90, 100.0, 0.36), ("airbench94_muon", 0.91, 80.0, 0.29),
+                                           ("small", 0.905, 90.0, 0.36))]
+    rows = vs_airbench.summarize(runs, [("airbench94", "small"), ("airbench94_muon", "small")])
+    ours = [r for r in rows if r["system"] == "small"]
+    assert [r["vs"] for r in ours] == ["airbench94", "airbench94_muon"]
+    assert [r["time_ratio"] for r in ours] == pytest.approx([0.9, 90 / 80])
+    assert [r["target_met"] for r in ours] == [True, False]

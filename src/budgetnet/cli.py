@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from . import __version__, console
-from .config import apply_overrides, load_recipe, parse_count, recipe_names
+from .config import apply_overrides, load_recipe, parse_count, parse_gflops, recipe_names
 from .errors import BudgetnetError, UsageError
 
 
@@ -20,7 +20,8 @@ def cmd_params(args: argparse.Namespace) -> int:
     from .design.model import design_report
 
     recipe = load_recipe(args.recipe, args.set)
-    result = design_report(recipe.model, parse_count(args.budget) if args.budget else recipe.budget, args.fit)
+    result = design_report(recipe.model, parse_count(args.budget) if args.budget else recipe.budget, args.fit,
+                           parse_gflops(args.max_gflops) if args.max_gflops is not None else recipe.max_gflops)
     print(json.dumps(result, indent=2) if args.json else console.design_text(result))
     return 0 if result["within_budget"] else 1
 
@@ -63,15 +64,22 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .deploy.predict import predict_files
+    from .deploy.predict import Predictor, write_csv
 
-    predictions, notes, errors = predict_files(args.run, args.images, args.top_k, args.checkpoint, args.data)
-    for line in notes + errors:
+    predictor = Predictor(args.run, args.top_k, args.checkpoint, args.data, args.device)
+    errors: list[str] = []
+    predictions = predictor.predict(args.inputs, args.batch_size, errors)
+    if args.csv:
+        summary = f"wrote {write_csv(args.csv, predictions, predictor.top_k):,} predictions to {args.csv}"
+    else:
+        predictions = list(predictions)
+        summary = json.dumps(predictions, indent=2) if args.json else console.predictions_text(predictions)
+    for line in predictor.notes + errors:
         print(line, file=sys.stderr)
-    print(json.dumps(predictions, indent=2) if args.json else console.predictions_text(predictions))
+    print(summary)
     if errors:
-        print(f"budgetnet predict: error: {len(errors)} of {len(args.images)} files unreadable (see above)",
-              file=sys.stderr)
+        print(f"budgetnet predict: error: {len(errors)} unreadable file{'s' * (len(errors) > 1)} (see above); "
+              "the others were classified", file=sys.stderr)
         return 2
     return 0
 
@@ -97,11 +105,17 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .workflows.search.worker import run_search
 
     space = load_space(args.space)
+    if args.dry_run:
+        from .workflows.search.cost import search_cost
+
+        print(search_cost(space, trials=args.trials, total_trials=args.total_trials, budget=args.budget,
+                          max_gflops=args.max_gflops, repair=args.repair, device=args.device))
+        return 0
     out = args.out or Path("runs") / f"search-{space.name}"
     try:
         study = run_search(space, out, args.trials, args.total_trials, args.storage, args.study, args.budget,
                            args.sampler, args.pruner, args.repair, args.seed, args.heartbeat, args.device,
-                           data_dir=args.data, progress=not args.quiet)
+                           data_dir=args.data, progress=not args.quiet, max_gflops=args.max_gflops)
     except SearchInterrupted as e:
         print(e, file=sys.stderr)
         return 128 + e.signum
@@ -199,10 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"budgetnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("params", help="per-stage parameter table of a design; exit 1 when over budget")
+    p = sub.add_parser("params", help="per-stage parameter table of a design; exit 1 when over either budget")
     _recipe_args(p)
     p.add_argument("--budget", help="trainable-parameter budget, e.g. 5M (default: the recipe's)")
-    p.add_argument("--fit", action="store_true", help="widen or narrow C_1 to the largest that fits the budget")
+    p.add_argument("--max-gflops", metavar="GFLOP", help="compute budget: forward+backward GFLOP per "
+                   "32x32 image, e.g. 0.71 (default: the recipe's max_gflops, none unless set)")
+    p.add_argument("--fit", action="store_true", help="widen or narrow C_1 (a list of widths: all together) to the "
+                                                      "largest that fits the budget and --max-gflops")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_params)
 
@@ -224,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--corruptions", action="store_true",
                    help="accuracy under the 15 CIFAR-10-C corruptions (table + corruptions.png); generated ones "
-                        "are cached in $XDG_CACHE_HOME/budgetnet/corruptions (~/.cache) for later calls")
+                        "are cached in $XDG_CACHE_HOME/budgetnet/corruptions (~/.cache) for later calls; frost "
+                        "needs the photographs of `pip install --no-deps imagecorruptions`, else is skipped")
     p.add_argument("--cifar10c", type=Path, metavar="DIR", help="read the released CIFAR-10-C .npy files from DIR "
                    "instead of generating the corruptions")
     p.add_argument("--severities", type=int, nargs="+", default=[1, 2, 3, 4, 5], choices=range(1, 6),
@@ -241,14 +259,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint of a run")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("predict", help="top-k classes of PNG/JPEG files (any size; resized to 32x32)")
+    p = sub.add_parser("predict", help="top-k classes of images: PNG/JPEG files (any size; resized), folders, "
+                                       ".npy arrays, CIFAR-format batches")
     p.add_argument("run", help="run directory or checkpoint file")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("inputs", nargs="+", metavar="PATH",
+                   help="an image file, a folder (its images, recursively), an .npy of uint8 images [N, 32, 32, 3] "
+                        "or a pickled CIFAR-format batch (a dict whose 'data' is uint8 [N, 3072]; labels unused)")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint of a run")
     p.add_argument("--data", help="folder holding the data set, only for checkpoints of budgetnet 0.1.0, which hold "
                                   "no class names")
-    p.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
+    p.add_argument("--device", default="auto", help="auto (a CUDA device if there is one), cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
+    out.add_argument("--csv", type=Path, metavar="FILE", help="write one row per image to FILE (file, index, label, "
+                     "probability, then label_i, probability_i of the other top-k) instead of printing them")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("card", help="markdown model card of a run (design, recipe, curves, accuracy, robustness)")
@@ -261,11 +287,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="search designs and recipes within the budget (Optuna; many workers share "
                                       "one study through --storage)")
-    p.add_argument("--space", required=True, help="space file or shipped space name (resnet, tiny)")
+    p.add_argument("--space", required=True, help="space file or shipped space name (resnet, tiny, fast-family)")
     p.add_argument("--trials", type=int, help="at most this many trials in this worker")
     p.add_argument("--total-trials", type=int, metavar="N", help="study-wide target for any number of workers: "
                    "stop once N trials are finished or running (with --trials, whichever comes first)")
     p.add_argument("--budget", help="trainable-parameter budget, e.g. 5M (default: the space's recipe budget)")
+    p.add_argument("--max-gflops", metavar="GFLOP", help="compute budget: forward+backward GFLOP per 32x32 image, "
+                   "e.g. 0.71; a design over it is never trained (default: the space's max_gflops, none unless set)")
+    p.add_argument("--dry-run", action="store_true", help="print the trials, epochs and seconds per epoch of the "
+                   "smallest and largest design the budgets admit, measured on this device, and the total; write "
+                   "nothing")
     p.add_argument("--out", type=Path, help="folder of the trial run directories, shared by the workers so that any "
                    "can resume any trial (default: runs/search-<space>)")
     p.add_argument("--storage", help="database URL, e.g. postgresql+psycopg2://user@host/db (default: "
@@ -277,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pruner", default="hyperband", choices=["hyperband", "halving", "median", "none"],
                    help="stops weak trials on their per-epoch validation accuracy (default: %(default)s)")
     p.add_argument("--repair", default="fit-channels", choices=["fit-channels", "reject"],
-                   help="C_1 is sampled within the budget; when even its range's low end is over, train the widest "
+                   help="C_1 is sampled within the budgets; when even its range's low end is over, train the widest "
                         "C_1 that fits, or reject the design untrained (default: %(default)s)")
     p.add_argument("--seed", type=int, help="sampler seed (leave unset when several workers share a study)")
     p.add_argument("--heartbeat", type=int, default=60,

@@ -64,7 +64,7 @@ class DataConfig:
 
 @dataclass
 class OptimizerConfig:
-    name: OptimizerName = "sgd"       # muon (airbench94_muon): torch's Muon on the conv filters, SGD with the
+    name: OptimizerName = "sgd"       # muon (airbench94_muon): its Muon on the conv filters, SGD with the
                                       # settings below on everything else
     units: Units = "torch"            # per_1024: lr and weight decays per 1,024 examples of a summed loss,
                                       # airbench's (sgd/muon; torch lr = lr*batch/(1024(1+1/(1-momentum))), each
@@ -79,12 +79,17 @@ class OptimizerConfig:
     norm_lr_scale: float = 1.0        # learning-rate multiplier for BatchNorm weights/biases and layer biases
                                       # (airbench94's bias_scaler 64 with units per_1024; not the whitening bias)
     norm_weight_decay: float | None = None  # weight decay of those parameters (None: weight_decay)
+    whiten_bias_as_norm: bool = False # the whitening bias takes those parameters' lr scale and weight decay, its lr
+                                      # falling linearly to 0 over model.whiten_bias_epochs (airbench94_muon);
+                                      # false: the weights' lr under the schedule (airbench94)
     muon_lr: float = 0.24             # muon: learning rate of the conv filters (airbench94_muon)
     muon_momentum: float = 0.6        # muon
     muon_nesterov: bool = True        # muon
     muon_ns_steps: int = 3            # muon: Newton-Schulz iterations (airbench 3, torch's default 5)
     muon_weight_decay: float = 0.0    # muon: decoupled, on the filters (airbench none)
     muon_normalize: bool = True       # muon: rescale each filter bank to norm sqrt(C_out) before each step (airbench)
+    muon_normalize_every: int = 1     # muon: rescale only every k-th step (hiverge's speedrun; airbench: 1)
+    muon_batched: bool = False        # muon: orthogonalise filter banks of one shape in one batched matmul
 
     def validate(self) -> None:
         """Raise RecipeError naming the first value outside its range or a combination that cannot run."""
@@ -109,6 +114,8 @@ class OptimizerConfig:
         if self.name == "muon" and (self.muon_lr <= 0 or not 0 <= self.muon_momentum < 1 or self.muon_ns_steps < 1):
             raise RecipeError(f"optimizer.muon_lr={self.muon_lr} must be > 0, muon_momentum={self.muon_momentum} in "
                               f"[0, 1) and muon_ns_steps={self.muon_ns_steps} >= 1")
+        _check(self.muon_normalize_every >= 1, "optimizer.muon_normalize_every", self.muon_normalize_every,
+               "must be 1 or more (1: every step, as airbench94_muon)")
 
 
 @dataclass
@@ -186,6 +193,7 @@ class Recipe:
     eval_batch_size: int = 1000
     seed: int = 0
     budget: int = 5_000_000           # trainable-parameter budget, enforced before training
+    max_gflops: float | None = None   # compute budget: forward+backward GFLOP per image, enforced before training
     label_smoothing: float = 0.0
     ema: EmaConfig = field(default_factory=EmaConfig)
     lookahead: LookaheadConfig = field(default_factory=LookaheadConfig)
@@ -223,6 +231,8 @@ class Recipe:
         _check(self.grad_clip is None or self.grad_clip > 0, "grad_clip", self.grad_clip,
                "must be > 0 (or null for no clipping)")
         _check(self.budget >= 1, "budget", self.budget, "must be a positive parameter count, e.g. 5M")
+        _check(self.max_gflops is None or self.max_gflops > 0, "max_gflops", self.max_gflops,
+               "must be a positive forward+backward GFLOP per image, e.g. 0.71 (or null for no compute budget)")
         _check(self.epochs > 0, "epochs", self.epochs, "must be > 0 (whole or fractional, e.g. 30 or 9.9)")
         for key in ("batch_size", "eval_batch_size", "eval_every"):
             _check(getattr(self, key) >= 1, key, getattr(self, key), "must be 1 or more")
@@ -233,6 +243,8 @@ class Recipe:
         self.data.validate(self.model.num_classes)
         for section in (self.optimizer, self.schedule, self.ema, self.lookahead):
             section.validate()
+        _check(not self.optimizer.whiten_bias_as_norm or self.model.whiten_bias_epochs > 0,
+               "optimizer.whiten_bias_as_norm", True, "needs a whitening bias: set model.whiten_bias_epochs (e.g. 3)")
         build_augment(self.augment, self.model.num_classes)  # the augment registry's check of every entry
 
 
@@ -339,6 +351,18 @@ def parse_count(text: str | int) -> int:
     if count < 1:
         raise RecipeError(f"{text!r} is not a parameter count: use a positive number, e.g. 5000000, 5M or 500k")
     return count
+
+
+def parse_gflops(text: str | float) -> float:
+    """Parse a compute budget in forward+backward GFLOP per image, such as 0.71."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise RecipeError(f"{text!r} is not a GFLOP count: use a positive number of forward+backward GFLOP per "
+                          "image, e.g. 0.71")
+    return value
 
 
 # ---- typed conversion ---------------------------------------------------------------------------

@@ -23,13 +23,19 @@ def flops_line(flops: dict, image_size: int) -> str:
 def design_text(result: dict) -> str:
     """`budgetnet params`: the stage table, the fitted C_1 if asked, the verdict against the budget, FLOPs."""
     params, budget = result["params"], result["budget"]
+    max_gflops, gflops = result.get("max_gflops"), result["flops_per_image"]["forward_backward"] / 1e9
     lines = [stage_table(result["stages"])]
     if "fitted_channels" in result:
-        lines.append(f"widest C_1 within {budget:,}: {result['fitted_channels']} "
-                     f"(--set model.channels={result['fitted_channels']})")
+        fitted = str(result["fitted_channels"]).replace(" ", "")
+        within = f"{budget:,}" + (f" and {max_gflops:g} GFLOP per image" if max_gflops is not None else "")
+        lines.append(f"widest C_1 within {within}: {fitted} (--set model.channels={fitted})")
     verdict = (f"within budget ({budget - params:,} to spare)" if params <= budget
                else f"OVER budget by {params - budget:,}")
     lines.append(f"total {params:,} trainable parameters; budget {budget:,}: {verdict}")
+    if max_gflops is not None:
+        verdict = (f"within ({max_gflops - gflops:.4f} to spare)" if gflops <= max_gflops
+                   else f"OVER by {gflops - max_gflops:.4f}")
+        lines.append(f"compute {gflops:.4f} GFLOP per image forward+backward; max_gflops {max_gflops:g}: {verdict}")
     whole = result.get("params_whole_run", params)
     if whole != params:  # part of the network trains only for the first epochs, and counts in the budget
         lines.append(f"  {params:,} trained at some point of the run (the budget's count), "
@@ -58,6 +64,7 @@ def eval_text(run: str, result: dict) -> str:
         lines.append(f"  {'corruption':<18} " + " ".join(f"{k:>5}" for k in columns))
         lines += [f"  {name:<18} " + " ".join(f"{100 * (1 - v):5.1f}" for v in acc.values())
                   for name, acc in result["per_corruption"].items()]
+        lines += [f"  {name:<18} skipped: {why}" for name, why in result.get("corruptions_skipped", {}).items()]
     return "\n".join(lines)
 
 
@@ -72,7 +79,7 @@ def predictions_text(predictions: list[dict]) -> str:
     probability that is not a number: never "nan%")."""
     if any(not 0 <= t["probability"] <= 1 for p in predictions for t in p["top_k"]):
         raise ValueError("a probability is not a number in [0, 1]: the model's outputs are not finite")
-    return "\n".join(f"{p['file']}: " + ", ".join(f"{t['label']} {t['probability']:.1%}" for t in p["top_k"])
+    return "\n".join(p["file"] + (f"[{p['index']}]" if "index" in p else "") + ": " + ", ".join(f"{t['label']} {t['probability']:.1%}" for t in p["top_k"])
                      for p in predictions)
 
 

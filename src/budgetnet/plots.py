@@ -17,6 +17,8 @@ import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from . import atomic
+
 DPI = 120
 GRID_ALPHA = 0.3
 CURVE_METRICS = {"train_loss": "train loss", "test_loss": "test loss", "train_acc": "train accuracy (%)",
@@ -32,11 +34,13 @@ def subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] | N
 
 
 def save(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
-    """Write `fig` to `path` as PNG (creating its folder), tightly laid out; return the path."""
+    """Write `fig` to `path` as PNG (creating its folder), tightly laid out, whole or not at all (atomic); return
+    the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    with atomic.replacing(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
     return path
 
 

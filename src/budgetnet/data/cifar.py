@@ -88,12 +88,9 @@ def load_split(dataset: str, split: str, data_dir: str | Path | None = None,
     images, labels = [], []
     for name in files:
         entry = _unpickle_dict(folder / name)
-        data, y = entry.get("data"), entry.get(info.labels_key)
-        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-            raise DataError(f"{folder / name}: 'data' must be a uint8 array of shape (N, 3072), "
-                            f"got {getattr(data, 'dtype', type(data))} {getattr(data, 'shape', '')}")
+        data = _batch_data(entry, folder / name)
         images.append(data)
-        labels.append(_labels(y, folder / name, info.labels_key, len(data)))
+        labels.append(_labels(entry.get(info.labels_key), folder / name, info.labels_key, len(data)))
     x, y = np.concatenate(images).reshape(-1, 3, 32, 32), np.concatenate(labels)
     if len(x) != SPLIT_SIZES[split]:
         raise DataError(f"{folder}: the {split} split has {len(x):,} images, expected {SPLIT_SIZES[split]:,}; "
@@ -185,6 +182,22 @@ def _unpickle_dict(path: Path) -> dict:
         raise DataError(f"{path} holds a pickled {type(entry).__name__}, not the dict of the python-format data "
                         "set; replace the file")
     return entry
+
+
+def _batch_data(entry: dict, path: Path) -> np.ndarray:
+    """A batch's 'data': uint8 [N, 3072], each row an image's red, green and blue planes; DataError otherwise."""
+    data = entry.get("data")
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise DataError(f"{path}: 'data' must be a uint8 array of shape (N, 3072), "
+                        f"got {getattr(data, 'dtype', type(data))} {getattr(data, 'shape', '')}")
+    return data
+
+
+def read_batch_images(path: str | Path) -> np.ndarray:
+    """The images uint8 [N, 3, 32, 32] of one python-format (pickled) batch file, with or without labels, unpickled
+    safely (numpy arrays and plain containers only); DataError when the file is not such a batch."""
+    path = Path(path)
+    return _batch_data(_unpickle_dict(path), path).reshape(-1, 3, 32, 32)
 
 
 def _labels(y: object, path: Path, key: str, n: int) -> np.ndarray:

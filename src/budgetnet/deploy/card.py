@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from .. import plots
+from .. import atomic, plots
 from ..config import Recipe
 from ..data.augment import build_augment
 from ..data.cifar import SPLIT_SIZES
@@ -31,6 +31,7 @@ def model_card(run: str | Path, out: str | Path | None = None) -> Path:
     files = RunFiles(run)
     if not run.is_dir():
         raise CheckpointError(f"{run} is not a run directory (give the folder `budgetnet train --out` wrote)")
+    files.refuse_links()
     _, recipe, state = load_model(run, "best")
     classes = class_names(state)
     out = Path(out) if out else files.card
@@ -100,5 +101,5 @@ def model_card(run: str | Path, out: str | Path | None = None) -> Path:
               "training time when a copy differs from the official release (e.g. a re-encoded JPEG copy), and "
               "figures on such a copy are not strictly comparable to published ones.",
               "- Not for decisions about people or safety-relevant uses.", ""]
-    out.write_text("\n".join(lines))
+    atomic.write_text(out, "\n".join(lines))
     return out

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .. import __version__
+from .. import __version__, atomic
 from ..data.cifar import DATASETS
 from ..design.spec import ModelSpec
 from ..errors import RunFailed, UsageError
@@ -96,14 +96,15 @@ def write_standalone(out: Path, net: nn.Module, spec: ModelSpec, mean: tuple[flo
     unchanged) into `out`; return the three."""
     package = out / NETWORK_PACKAGE
     package.mkdir(exist_ok=True)
-    (package / "__init__.py").write_text(f'"""The network code of budgetnet {__version__}, copied unchanged by '
-                                         '`budgetnet export --format standalone`."""\n')
+    atomic.write_text(package / "__init__.py", f'"""The network code of budgetnet {__version__}, copied unchanged '
+                                               'by `budgetnet export --format standalone`."""\n')
     for name in NETWORK_FILES:
         (package / name).parent.mkdir(exist_ok=True)
-        (package / name).write_text((resources.files("budgetnet") / name).read_text())
+        atomic.write_text(package / name, (resources.files("budgetnet") / name).read_text())
     source, weights = out / "model.py", out / "weights.pt"
-    source.write_text(standalone_source(spec, mean, std, classes))
-    torch.save(net.state_dict(), weights)
+    atomic.write_text(source, standalone_source(spec, mean, std, classes))
+    with atomic.replacing(weights) as tmp:
+        torch.save(net.state_dict(), tmp)
     return [source, weights, package]
 
 
@@ -180,14 +181,16 @@ def export_run(run: str | Path, fmt: str, out_dir: str | Path, which: str = "bes
                                     dynamic_shapes=(batch,), dynamo=True, verbose=False)
         if classes:
             program.model.metadata_props["classes"] = json.dumps(classes)
-        program.save(str(path))
+        with atomic.replacing(path) as tmp:
+            program.save(str(tmp))
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         diff = _check("ONNX", expected, torch.from_numpy(session.run(None, {"images": x.numpy()})[0]))
         files = [path]
     elif fmt == "pt2":
         path = out / "model.pt2"
         program = torch.export.export(model, (x,), dynamic_shapes=(batch,))
-        torch.export.save(program, path, extra_files={"classes.json": json.dumps(classes)})
+        with atomic.replacing(path) as tmp, open(tmp, "wb") as f:
+            torch.export.save(program, f, extra_files={"classes.json": json.dumps(classes)})
         with torch.no_grad():
             diff = _check("torch.export", expected, torch.export.load(path).module()(x))
         files = [path]
@@ -195,8 +198,8 @@ def export_run(run: str | Path, fmt: str, out_dir: str | Path, which: str = "bes
         files = write_standalone(out, net, recipe.model, stats.mean, stats.std, classes)
         diff = _check("standalone", expected, standalone_logits(out, x))
     readme = out / "README.md"
-    readme.write_text(_readme(fmt, files, stats.mean, stats.std, recipe.data.dataset, recipe.model.num_classes,
-                              classes))
+    atomic.write_text(readme, _readme(fmt, files, stats.mean, stats.std, recipe.data.dataset,
+                                      recipe.model.num_classes, classes))
     return {"format": fmt, "files": [str(f) for f in files + [readme]], "max_abs_diff": diff}
 
 

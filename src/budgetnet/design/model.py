@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-from .spec import EXPANSION, WHITEN_KERNEL, ModelSpec, fit_channels
+from .spec import EXPANSION, WHITEN_KERNEL, ModelSpec, budget_excess, fit_channels, with_width
 
 
 def norm(c: int, spec: ModelSpec) -> nn.BatchNorm2d:
@@ -106,11 +106,12 @@ class SingleBlock(nn.Module):
     def __init__(self, c_in: int, c: int, f: int, k: int, stride: int, spec: ModelSpec):
         super().__init__()
         self.conv1 = conv_bn(c_in, c, f, stride, spec=spec)
-        self.shortcut = shortcut(c_in, c, k, stride, spec)
+        self.shortcut = shortcut(c_in, c, k, stride, spec) if spec.residual else None
         self.act = activation(spec)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.conv1(x) + self.shortcut(x))
+        out = self.conv1(x)
+        return self.act(out if self.shortcut is None else out + self.shortcut(x))
 
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck, "single": SingleBlock}
@@ -144,6 +145,9 @@ class ResNet(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.pool = (nn.MaxPool2d if spec.pool_type == "max" else nn.AvgPool2d)(spec.pool_size)
         self.fc = nn.Linear(c_in * spec.final_size() ** 2, spec.num_classes)
+        if spec.fc_init_std is not None:  # airbench94_muon's head: its random start rescaled to std 1
+            with torch.no_grad():
+                self.fc.weight.mul_(spec.fc_init_std / self.fc.weight.std())
         self.output_scale = spec.output_scale
         if spec.dirac_init:  # airbench's Conv: the first C_in filters pass their input through unchanged
             for m in self.modules():
@@ -188,8 +192,9 @@ def count_trainable(model: nn.Module) -> int:
 def flops_per_image(spec: ModelSpec) -> dict[str, int]:
     """FLOPs (2 per multiply-add) of one image through a design at its image size: {"forward", "forward_backward"}.
 
-    Counted by torch.utils.flop_counter on a weightless (meta) model, so any design is counted in milliseconds;
-    the backward pass computes no gradient for the input image, as in training.
+    Counted by torch.utils.flop_counter on a weightless (meta) model: the ground truth that the closed form the
+    budgets use (ModelSpec.count_flops) must equal. The backward pass computes no gradient for the input image,
+    as in training.
     """
     with torch.device("meta"):
         model = ResNet(spec)
@@ -201,14 +206,16 @@ def flops_per_image(spec: ModelSpec) -> dict[str, int]:
     return {"forward": forward.get_total_flops(), "forward_backward": both.get_total_flops()}
 
 
-def design_report(spec: ModelSpec, budget: int, fit: bool = False) -> dict:
-    """What `budgetnet params` reports: the count against the budget, the stage table and FLOPs per image; with
-    `fit`, of the design widened or narrowed to the widest C_1 within the budget (`fitted_channels`)."""
+def design_report(spec: ModelSpec, budget: int, fit: bool = False, max_gflops: float | None = None) -> dict:
+    """What `budgetnet params` reports: the count against the budget and the compute (forward+backward GFLOP per
+    image) against `max_gflops` when given, the stage table and FLOPs per image; with `fit`, of the design widened
+    or narrowed to the widest C_1 (or list of widths scaled together) within both (`fitted_channels`)."""
     result = {}
     if fit:
-        result["fitted_channels"] = fit_channels(spec, budget)
-        spec = dataclasses.replace(spec, channels=result["fitted_channels"])
-    params = spec.count_params()
+        result["fitted_channels"] = fit_channels(spec, budget, max_gflops)
+        spec = with_width(spec, result["fitted_channels"])
+    params, flops = spec.count_params(), spec.count_flops()
     return {"params": params, "params_whole_run": spec.count_params_whole_run(), "budget": budget,
-            "within_budget": params <= budget, "design": spec.to_dict(),
-            "stages": spec.stage_table(), "flops_per_image": flops_per_image(spec), **result}
+            "max_gflops": max_gflops, "within_budget": not budget_excess(spec, budget, max_gflops),
+            "design": spec.to_dict(), "stages": spec.stage_table(), "flops_per_image": flops,
+            "gflop_per_image": flops["forward_backward"] / 1e9, **result}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,6 +60,10 @@ class ModelSpec:
     whiten_bias_epochs: with stem 'whiten', a bias after the frozen filters, trained for this many epochs (a
         fraction stops it part-way through an epoch) and then frozen (airbench94: 3); 0: no bias. It counts in
         the budget (the optimizer updates it).
+    residual: False drops the 'single' block's shortcut, so that a 'pool' stage of one 'single' block is
+        airbench's conv group exactly (conv, pool, BN, act, conv, BN, act); for block 'single' only.
+    fc_init_std: the classifier's weights are rescaled after their random start to this standard deviation
+        (airbench94_muon: 1); None keeps torch's default start.
     """
 
     blocks: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
@@ -81,6 +86,8 @@ class ModelSpec:
     output_scale: float = 1.0
     dirac_init: bool = False
     whiten_bias_epochs: int | float = 0
+    residual: bool = True
+    fc_init_std: float | None = None
 
     # ---- per-stage views ------------------------------------------------------------------
     @property
@@ -145,6 +152,12 @@ class ModelSpec:
         if not 0 <= self.whiten_bias_epochs < math.inf or (self.whiten_bias_epochs and self.stem != "whiten"):
             raise SpecError(f"model.whiten_bias_epochs={self.whiten_bias_epochs} must be a finite number >= 0, and "
                             "is for model.stem=whiten only: set it to 0 or use the whitening stem")
+        if not self.residual and self.block != "single":
+            raise SpecError(f"model.residual=false is for model.block=single (airbench's conv group), not "
+                            f"{self.block!r}: set it to true or use the single block")
+        if self.fc_init_std is not None and not self.fc_init_std > 0:
+            raise SpecError(f"model.fc_init_std={self.fc_init_std} must be > 0 (airbench94_muon: 1), or null for "
+                            "torch's default start")
         if not self.blocks:
             raise SpecError("model.blocks is empty: give the number of blocks of every stage, e.g. [2, 2, 2, 2]")
         if any(n < 0 for n in self.blocks) or (self.downsample == "stride" and 0 in self.blocks):
@@ -227,7 +240,7 @@ class ModelSpec:
                 c_in = c * exp
             for b in range(n):
                 stride = 2 if (i > 0 and b == 0 and self.downsample == "stride") else 1
-                params += _block_params(self.block, c_in, c, f, k, stride, conv_bn)
+                params += _block_params(self.block, c_in, c, f, k, stride, conv_bn, self.residual)
                 c_in = c * exp
             rows.append({"layer": f"stage {i + 1}", "output": f"{c * exp}x{s}x{s}", "channels": c * exp,
                          "kernel": f, "shortcut": k, "blocks": n, "params": params})
@@ -237,13 +250,66 @@ class ModelSpec:
                      "params": features * self.num_classes + self.num_classes})
         return rows
 
+    # ---- FLOP count ------------------------------------------------------------------------
+    def count_flops(self) -> dict[str, int]:
+        """FLOPs of one image through the design, {"forward", "forward_backward"}, in closed form, as
+        torch.utils.flop_counter counts them on the built module (design.model.flops_per_image, which this must
+        equal): 2 per multiply-add of every convolution and of the classifier, nothing for BatchNorm, activations,
+        pooling or adds. The backward pass computes each trained layer's weight gradient and, unless nothing before
+        it is trained (the image; a whitening stem without a bias), its input gradient: each as many FLOPs as its
+        forward pass. The frozen whitening filters have no backward pass."""
+        self.validate()
+        exp = EXPANSION[self.block]
+        forward = backward = 0
+        grad_in = False  # whether the current feature map needs a gradient (something before it is trained)
+
+        def conv(c_in: int, c_out: int, k: int, side_out: int, trained: bool = True) -> None:
+            nonlocal forward, backward
+            flops = 2 * k * k * c_in * c_out * side_out * side_out
+            forward += flops
+            backward += trained * flops * (1 + grad_in)
+
+        side, c_in = self.stem_size(), self.stem_channels()
+        conv(self.in_channels, c_in, WHITEN_KERNEL if self.stem == "whiten" else self.stage_kernels()[0], side,
+             trained=self.stem == "conv")
+        grad_in = self.stem == "conv" or self.whiten_bias_params() > 0
+        for i, (n, c, f, k, s) in enumerate(zip(self.blocks, self.stage_channels(), self.stage_kernels(),
+                                                self.stage_shortcut_kernels(), self.stage_sizes())):
+            if self.downsample == "pool":  # conv at the incoming size, then the 2x2 max-pool
+                conv(c_in, c * exp, f, side)
+                c_in, side, grad_in = c * exp, s, True
+            for b in range(n):
+                projects = side != s or c_in != c * exp
+                if self.block == "bottleneck":
+                    conv(c_in, c, 1, side)
+                else:
+                    conv(c_in, c, f, s)
+                if projects:
+                    conv(c_in, c * exp, k, s)
+                grad_in = True
+                if self.block == "basic":
+                    conv(c, c, f, s)
+                elif self.block == "bottleneck":
+                    conv(c, c, f, s)
+                    conv(c, c * exp, 1, s)
+                c_in, side = c * exp, s
+        features = c_in * self.final_size() ** 2
+        forward += 2 * features * self.num_classes
+        backward += 2 * features * self.num_classes * (1 + grad_in)
+        return {"forward": forward, "forward_backward": forward + backward}
+
+    def gflop_per_image(self) -> float:
+        """Forward+backward GFLOP of one training image (count_flops): the compute budget's count."""
+        return self.count_flops()["forward_backward"] / 1e9
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
 def _block_params(block: str, c_in: int, c: int, f: int, k: int, stride: int,
-                  conv_bn: Callable[[int, int, int], int]) -> int:
-    """A block's parameters, with `conv_bn(c_in, c_out, k)` the count of one conv + BatchNorm."""
+                  conv_bn: Callable[[int, int, int], int], residual: bool = True) -> int:
+    """A block's parameters, with `conv_bn(c_in, c_out, k)` the count of one conv + BatchNorm (no projection
+    shortcut without `residual`)."""
     c_out = c * EXPANSION[block]
     if block == "basic":
         params = conv_bn(c_in, c, f) + conv_bn(c, c, f)
@@ -251,45 +317,63 @@ def _block_params(block: str, c_in: int, c: int, f: int, k: int, stride: int,
         params = conv_bn(c_in, c, f)
     else:
         params = conv_bn(c_in, c, 1) + conv_bn(c, c, f) + conv_bn(c, c_out, 1)
-    if stride != 1 or c_in != c_out:
+    if residual and (stride != 1 or c_in != c_out):
         params += conv_bn(c_in, c_out, k)
     return params
 
 
-def check_budget(spec: ModelSpec, budget: int) -> int:
-    """Return the parameter count, or raise BudgetError naming the count, the budget and the widest C_1 that fits."""
-    params = spec.count_params()
-    if params <= budget:
-        return params
-    msg = f"the design has {params:,} trainable parameters, over the budget of {budget:,} by {params - budget:,}"
-    if isinstance(spec.channels, int):
-        try:
-            c1 = fit_channels(spec, budget)
-            msg += (f"; the largest C_1 that fits the rest of the design is {c1} "
-                    f"({dataclasses.replace(spec, channels=c1).count_params():,} parameters): "
-                    f"--set model.channels={c1}")
-        except BudgetError as e:
-            msg += f"; {e}"
-    else:
-        msg += "; reduce model.channels or the number of blocks"
+def budget_excess(spec: ModelSpec, budget: int, max_gflops: float | None = None) -> str:
+    """What in `spec` is over the parameter budget or the compute budget (forward+backward GFLOP per image), in
+    words; "" when the design fits both."""
+    params, gflops = spec.count_params(), spec.gflop_per_image()
+    over = [f"{params:,} parameters > budget {budget:,}"] if params > budget else []
+    if max_gflops is not None and gflops > max_gflops:
+        over.append(f"{gflops:.4f} GFLOP per image > max_gflops {max_gflops:g}")
+    return " and ".join(over)
+
+
+def check_budget(spec: ModelSpec, budget: int, max_gflops: float | None = None) -> int:
+    """Return the parameter count, or raise BudgetError naming what is over (parameters, or forward+backward
+    GFLOP per image when `max_gflops` is given) and the widest C_1 (or list of widths) that fits both."""
+    over = budget_excess(spec, budget, max_gflops)
+    if not over:
+        return spec.count_params()
+    msg = f"the design is over the budget: {over}"
+    try:
+        c1 = fit_channels(spec, budget, max_gflops)
+        fitted = with_width(spec, c1)
+        what = "C_1" if isinstance(spec.channels, int) else "scaling of the widths"
+        msg += (f"; the largest {what} that fits the rest of the design is {c1} ({fitted.count_params():,} "
+                f"parameters, {fitted.gflop_per_image():.4f} GFLOP per image): "
+                f"--set model.channels={json.dumps(c1, separators=(',', ':'))}")
+    except BudgetError as e:
+        msg += f"; {e}"
     raise BudgetError(msg)
 
 
-def fit_channels(spec: ModelSpec, budget: int) -> int:
-    """The widest C_1 whose design (everything else unchanged) stays within `budget`."""
-    if not isinstance(spec.channels, int):
-        raise SpecError("fitting C_1 needs model.channels to be a single number (C_i doubling from it), not a list")
+def with_width(spec: ModelSpec, width: int | list[int]) -> ModelSpec:
+    """`spec` with C_1 = `width` (an int); with a list of widths, all scaled together so that the first is
+    `width` (each at least 1), or replaced by `width` when it is a list."""
+    if isinstance(width, list) or isinstance(spec.channels, int):
+        return dataclasses.replace(spec, channels=width)
+    first = spec.channels[0]
+    return dataclasses.replace(spec, channels=[max(1, round(c * width / first)) for c in spec.channels])
 
-    def count(c: int) -> int:
-        return dataclasses.replace(spec, channels=c).count_params()
 
-    if count(1) > budget:
-        raise BudgetError(f"even C_1=1 needs {count(1):,} parameters, over the budget of {budget:,}: "
+def fit_channels(spec: ModelSpec, budget: int, max_gflops: float | None = None) -> int | list[int]:
+    """The widest C_1 whose design (everything else unchanged) fits `budget` parameters and, when given,
+    `max_gflops` forward+backward GFLOP per image; for a list of widths, the widest list scaled together."""
+
+    def fits(c: int) -> bool:
+        return not budget_excess(with_width(spec, c), budget, max_gflops)
+
+    if not fits(1):
+        raise BudgetError(f"even C_1=1 is over budget ({budget_excess(with_width(spec, 1), budget, max_gflops)}): "
                           "use fewer stages or blocks")
     lo, hi = 1, 2
-    while count(hi) <= budget:
+    while fits(hi):
         lo, hi = hi, hi * 2
-    while hi - lo > 1:  # count(lo) <= budget < count(hi); the count grows with C_1
+    while hi - lo > 1:  # fits(lo) and not fits(hi); both counts grow with C_1
         mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if count(mid) <= budget else (lo, mid)
-    return lo
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo if isinstance(spec.channels, int) else with_width(spec, lo).channels

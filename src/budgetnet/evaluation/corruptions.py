@@ -2,24 +2,26 @@
 
 Each corruption follows the CIFAR-specific definition and constants of the authors' ``make_cifar_c.py``
 (robustness repo, ImageNet-C/create_c/), the script that generated the released CIFAR-10-C, and is
-vectorized over a batch of uint8 images [N, 32, 32, 3]. The ``imagecorruptions`` package is not used:
-it carries the ImageNet-C constants (e.g. gaussian noise std 0.08..0.38 where CIFAR-10-C uses 0.04..0.10)
-and needs OpenCV and scikit-image.
+vectorized over a batch of uint8 images [N, 32, 32, 3]. Fourteen are computed from the images alone; frost
+blends crops of make_cifar_c's frost photographs, read from the ``imagecorruptions`` package when it is
+installed (``pip install --no-deps imagecorruptions``: only its image files are used, found without importing
+it). Without them frost is skipped with a note saying so, and the other 14 run. The package's corruption
+code is not used: it carries the ImageNet-C constants (e.g. gaussian noise std 0.08..0.38 where CIFAR-10-C
+uses 0.04..0.10) and needs OpenCV and scikit-image.
 
 Where we depart from make_cifar_c.py:
 
-- frost blends crops of six frost photographs that make_cifar_c reads from disk and that budgetnet does
-  not ship; we blend a procedural ice texture with the same weights (see ``_frost``). Frost numbers are
-  therefore not comparable with published CIFAR-10-C results.
 - motion_blur and snow call ImageMagick's MotionBlurImage through Wand; we apply the same kernel in numpy
-  (as ``imagecorruptions`` does) and ImageMagick's rounding; OpenCV's filters and warps are replaced by
-  their scipy and torch equivalents with the same kernels and borders.
+  (as ``imagecorruptions`` does) and ImageMagick's rounding; OpenCV's filters, warps and image reading are
+  replaced by their scipy, torch and PIL equivalents with the same kernels and borders.
 - Random draws come from one numpy Generator per call, so generated images match the release in
   distribution, not pixel for pixel.
 
-Fed the same random draws, all corruptions but impulse_noise (whose draws skimage makes internally) and
-frost agree with make_cifar_c.py, run with OpenCV 5, scikit-image 0.26 and Wand over ImageMagick 6, to
-within one grey level on CIFAR-10 test images at every severity.
+Fed the same random draws, all corruptions but impulse_noise (whose draws skimage makes internally) and frost
+agree with make_cifar_c.py, run with OpenCV 5, scikit-image 0.26 and Wand over ImageMagick 6, to within one grey
+level on CIFAR-10 test images at every severity. Frost was not run against it: its resize by 0.2 picks pixels
+without interpolating (see ``_frost_layers``) and a test pins its crop and blend against the photographs, but
+PIL decodes the photographs where make_cifar_c uses OpenCV, whose JPEG decoder may differ by a grey level.
 
 For numbers comparable with the literature, evaluate on the released files: ``load_cifar10c`` or
 ``corruption_suite(..., cifar10c_dir=...)``.
@@ -31,7 +33,9 @@ GENERATOR_VERSION (``generated_dir``), which later calls read instead.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
+import importlib.metadata
 import io
 import json
 import os
@@ -51,7 +55,7 @@ from ..errors import UsageError
 
 SEVERITIES = (1, 2, 3, 4, 5)
 CIFAR10C_URL = "https://zenodo.org/record/2535967"
-GENERATOR_VERSION = 1  # bump whenever a corruption's output changes: it keys the cache of generated corruptions
+GENERATOR_VERSION = 2  # bump whenever a corruption's output changes: it keys the cache (2: frost from the photographs)
 
 # Every corruption maps uint8 images [N, H, W, 3], a severity and a Generator to values in [0, 255];
 # `corrupt` truncates them to uint8 as make_cifar_c's np.uint8(...) does.
@@ -234,34 +238,52 @@ def _fog(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(x * max_val / (max_val + strength), 0, 1) * 255
 
 
-_FROST_TINT = np.array([0.85, 0.93, 1.0])  # blue-white, like the frost photographs
+FROST_INSTALL = "pip install --no-deps imagecorruptions"
+# make_cifar_c draws np.random.randint(5) from its list of six photographs: frost6.jpg is never used
+_FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg")
 
 
-def _frost_texture(n: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
-    """Procedural stand-in for crops of make_cifar_c's frost photographs: RGB [n, size, size, 3] in [0, 255].
+class FrostUnavailable(UsageError):
+    """The frost photographs are not installed: frost cannot be generated (the other corruptions can)."""
 
-    A plasma-fractal haze plus bright ice needles (sparse seeds motion-blurred in three random
-    directions per image), tinted blue-white.
-    """
-    haze = _plasma_fractal(n, rng, wibbledecay=1.75, mapsize=size)[..., None]
-    needles = np.zeros((n, size, size, 1))
-    for _ in range(3):
-        seeds = (rng.random((n, size, size, 1)) < 0.06).astype(np.float64)
-        angles = rng.uniform(0, 2 * np.pi, size=n)
-        needles = np.maximum(needles, _magick_motion_blur(seeds, radius=3, sigma=3.0, angles=angles))
-    needles /= needles.max(axis=(1, 2, 3), keepdims=True)
-    return np.clip(0.25 + 0.4 * haze + 0.6 * needles, 0, 1) * _FROST_TINT * 255
+
+def frost_photographs() -> Path | None:
+    """The folder holding make_cifar_c's frost photographs, from the installed ``imagecorruptions`` package (which
+    ships them byte for byte), or None when they are not all there. The package is located through its metadata,
+    never imported: its __init__ imports OpenCV."""
+    try:
+        folder = Path(importlib.metadata.distribution("imagecorruptions").locate_file("imagecorruptions/frost"))
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return folder if all((folder / name).is_file() for name in _FROST_FILES) else None
+
+
+@functools.cache
+def _frost_layers() -> tuple[np.ndarray, ...]:
+    """The five frost photographs as make_cifar_c resizes them: RGB uint8 (cv2.imread drops alpha, as PIL's RGB
+    conversion does), scaled by 0.2 with cv2.resize's INTER_LINEAR, which at exactly 1/5 maps output pixel i to
+    source pixel (i + 0.5) * 5 - 0.5 = 5i + 2 with weight 1: a subsampling, round(side * 0.2) pixels a side."""
+    folder = frost_photographs()
+    if folder is None:
+        raise FrostUnavailable(f"frost needs the frost photographs of the imagecorruptions package: {FROST_INSTALL}")
+    layers = []
+    for name in _FROST_FILES:
+        with Image.open(folder / name) as image:
+            rgb = np.asarray(image.convert("RGB"))
+        layers.append(rgb[2::5, 2::5][:round(rgb.shape[0] * 0.2), :round(rgb.shape[1] * 0.2)])
+    return tuple(layers)
 
 
 def _frost(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
-    """c0 * x + c1 * frost with make_cifar_c's weights (c0, c1), frost being a procedural texture.
-
-    APPROXIMATION: make_cifar_c crops the frost from photographs (frost1.png .. frost6.jpg) that budgetnet
-    does not ship; `_frost_texture` imitates their look, not their statistics. Use the released
-    CIFAR-10-C frost.npy for comparable numbers.
-    """
+    """c0 * x + c1 * a random crop of one of the five resized frost photographs, one draw per image."""
     c0, c1 = [(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)][severity - 1]
-    return np.clip(c0 * x + c1 * _frost_texture(len(x), rng, size=x.shape[1]), 0, 255)
+    layers = _frost_layers()
+    n, size = len(x), x.shape[1]
+    which = rng.integers(len(layers), size=n)
+    heights, widths = np.array([layer.shape[:2] for layer in layers])[which].T
+    rows, cols = rng.integers(0, heights - size), rng.integers(0, widths - size)  # randint's exclusive high
+    frost = np.stack([layers[k][r:r + size, c:c + size] for k, r, c in zip(which, rows, cols)])
+    return np.clip(c0 * x + c1 * frost.astype(np.float64), 0, 255)
 
 
 def _brightness(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
@@ -444,7 +466,7 @@ def cache_corruption(images: np.ndarray, labels: np.ndarray, name: str, seed: in
     The images are those of corrupt(images, name, severity, seed)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    if not (directory / "labels.npy").is_file():
+    if not _holds(directory / "labels.npy", (len(SEVERITIES) * len(labels),), np.int64):
         _save_atomically(directory / "labels.npy", np.tile(np.asarray(labels, dtype=np.int64), len(SEVERITIES)))
         (directory.parent / "source.json").write_text(json.dumps(
             {"generator_version": GENERATOR_VERSION, "seed": seed, "images": len(images)}) + "\n")
@@ -453,11 +475,25 @@ def cache_corruption(images: np.ndarray, labels: np.ndarray, name: str, seed: in
     return path
 
 
+def _holds(path: Path, shape: tuple[int, ...], dtype: type) -> bool:
+    """Whether `path` is an .npy of this shape and dtype (a truncated or damaged file is not)."""
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        return False
+    return array.shape == shape and array.dtype == dtype
+
+
 def _in_cache(images: np.ndarray, labels: np.ndarray, name: str, seed: int, directory: Path, bar: tqdm) -> bool:
-    """Whether directory/<name>.npy holds the corruption, generating it there first; False (said once per folder)
-    when the cache cannot be written, the suite then generating in memory as without a cache."""
-    if (directory / f"{name}.npy").is_file():
+    """Whether directory/<name>.npy holds the corruption, generating it there first (again, with a note, when a
+    file there is damaged); False (said once per folder) when the cache cannot be written, the suite then
+    generating in memory as without a cache."""
+    path, n = directory / f"{name}.npy", len(SEVERITIES) * len(images)
+    if _holds(path, (n, *images.shape[1:]), np.uint8) and _holds(directory / "labels.npy", (n,), np.int64):
         return True
+    if path.is_file():
+        print(f"note: {path} in the corruption cache is damaged (truncated, or not the images it should hold); "
+              "generating it again", file=sys.stderr)
     if directory in _UNWRITABLE:
         return False
     bar.set_postfix_str(f"generating {name}, 5 severities, into the cache")
@@ -487,15 +523,34 @@ def corruption_suite(images: np.ndarray, labels: np.ndarray,
     cache_dir, generated corruptions are read from generated_dir(images, labels, seed, cache_dir), and a corruption
     not there yet is generated into it first, all five severities (cache_corruption): a later call pays nothing.
 
+    Frost generated needs the frost photographs (frost_photographs()); without them it is skipped, saying in one
+    line what to install, and the others run.
+
     Returns {"corruption_accuracy": mean over all (name, severity), "corruption_error": 1 - that,
     "per_corruption": {name: {"1": acc, ..., "5": acc, "mean": acc}}, "source": "cifar10c" | "generated",
-    "num_images": images per (name, severity)}.
+    "num_images": images per (name, severity), "generated": the corruptions computed here, "read": {name: the
+    file or folder its images or photographs were read from}, "skipped": {name: why}}.
     """
     for name in names:
         for severity in severities:
             _check(name, severity)
     if not names or not severities:
         raise ValueError("names and severities must not be empty")
+    skipped, read = {}, {}
+    if cifar10c_dir is not None:
+        read = {name: str(Path(cifar10c_dir) / f"{name}.npy") for name in names}
+    elif "frost" in names:
+        photographs = frost_photographs()
+        if photographs is None:
+            skipped["frost"] = f"the frost photographs are not installed: {FROST_INSTALL}"
+            print(f"note: frost skipped: it needs the frost photographs of the imagecorruptions package: "
+                  f"{FROST_INSTALL}", file=sys.stderr)
+            names = [name for name in names if name != "frost"]
+            if not names:
+                raise FrostUnavailable(f"frost needs the frost photographs of the imagecorruptions package: "
+                                       f"{FROST_INSTALL}")
+        else:
+            read["frost"] = str(photographs)
     if cifar10c_dir is None:
         if images is None or labels is None or len(images) != len(labels):
             raise ValueError("without cifar10c_dir, images and labels of the same length are required")
@@ -523,7 +578,8 @@ def corruption_suite(images: np.ndarray, labels: np.ndarray,
             per_corruption[name] = accs
     mean = float(np.mean([accs["mean"] for accs in per_corruption.values()]))
     return {"corruption_accuracy": mean, "corruption_error": 1.0 - mean, "per_corruption": per_corruption,
-            "source": "generated" if cifar10c_dir is None else "cifar10c", "num_images": num_images}
+            "source": "generated" if cifar10c_dir is None else "cifar10c", "num_images": num_images,
+            "generated": [] if cifar10c_dir is not None else list(names), "read": read, "skipped": skipped}
 
 
 def plot_corruption_heatmap(results: dict | Sequence[tuple[str, dict]], out: str | Path, title: str = "") -> Path:

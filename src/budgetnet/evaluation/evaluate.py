@@ -78,6 +78,8 @@ def evaluate_run(run: str | Path, data_dir: str | Path | None = None, device: st
                  out_dir: str | Path | None = None, batch_size: int | None = None) -> dict:
     """Score a run's checkpoint (or a checkpoint file) on the full test set, `batch_size` images at a time (default:
     the recipe's eval_batch_size); write eval.json and confusion.png."""
+    files = eval_files(run, out_dir)
+    files.refuse_links()  # before any work: eval.json and the figures go there
     dev = resolve_device(device)
     model, recipe, state = load_model(run, which, dev)
     x, y, classes = load_split(recipe.data.dataset, "test", data_dir)
@@ -87,7 +89,6 @@ def evaluate_run(run: str | Path, data_dir: str | Path | None = None, device: st
     check_finite_logits(logits, f"{run} (checkpoint of epoch {state['epoch']})")
     result = {"run": str(run), "checkpoint_epoch": state["epoch"], "params": count_trainable(model),
               **classification_report(logits, data.test[1], classes)}
-    files = eval_files(run, out_dir)
     files.write_eval(result)
     plot_confusion(result["confusion_matrix"], classes, files.confusion_plot,
                    f"confusion matrix, test accuracy {result['accuracy']:.2%}")

@@ -66,7 +66,9 @@ def robustness(run: str | Path, data_dir: str | Path | None = None, device: str 
                                  cache_dir=corruption_cache or default_cache() / "corruptions")
         result.update({"corruption_accuracy": suite["corruption_accuracy"],
                        "corruption_error": suite["corruption_error"], "per_corruption": suite["per_corruption"],
-                       "corruption_source": suite["source"], "corruption_images": suite["num_images"]})
+                       "corruption_source": suite["source"], "corruption_images": suite["num_images"],
+                       "corruptions_generated": suite["generated"], "corruptions_read": suite["read"],
+                       "corruptions_skipped": suite["skipped"]})
         plot_corruption_heatmap(suite, files.corruptions_plot,
                                 f"corruption error, {suite['source']}, {suite['num_images']:,} images each")
     files.write_eval(result)

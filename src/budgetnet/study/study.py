@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from .. import atomic
 from ..config import RecipeError, load_recipe
 from ..data.cifar import official_copy
 from ..training.rundir import RunFiles
@@ -438,7 +439,7 @@ def write_study(scale: str, out: Path, planned: dict[str, tuple[Experiment, list
             write_results(exp, scale, runs, out / name, f"budgetnet study --scale {scale} --out {out}", computed)
             figures[name] = _published_figure(name, computed, all_results, out / name / "study.png", scale)
     report.write_csv(study_csv_rows(judgement), out / "study.csv")
-    (out / "STUDY.md").write_text(study_markdown(judgement, out, planned, figures))
+    atomic.write_text(out / "STUDY.md", study_markdown(judgement, out, planned, figures))
     return out / "STUDY.md"
 
 
@@ -479,8 +480,8 @@ def run_study(scale: str = "smoke", out: str | Path | None = None, jobs: int | N
         return out, []
     check_data(runs, data_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "study.yaml").write_text(yaml.safe_dump({"scale": scale, "overrides": list(overrides),
-                                                    "runs": sorted(r.path.name for r in runs)}, sort_keys=False))
+    atomic.write_text(out / "study.yaml", yaml.safe_dump({"scale": scale, "overrides": list(overrides),
+                                                          "runs": sorted(r.path.name for r in runs)}, sort_keys=False))
     start = time.perf_counter()
     failed = train_runs(runs, jobs, data_dir)
     print(f"study, scale {scale}: trained in {time.perf_counter() - start:.0f} s", file=sys.stderr)

@@ -1,4 +1,8 @@
-"""Checkpoint files: atomic writes, safe loads (weights_only, never code), architecture checks, run loading."""
+"""Checkpoint files: atomic writes, safe loads (weights_only, never code), architecture checks, run loading.
+
+A checkpoint is trusted for nothing: before a model is built from it, its recipe is checked (every key, the data
+set's class count, the budget) and every tensor's shape is compared with the shapes that recipe's model has, worked
+out on the meta device (no memory), so that a small file cannot make budgetnet allocate a huge model."""
 from __future__ import annotations
 
 import io
@@ -9,11 +13,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import __version__
+from .. import __version__, atomic
 from ..config import Recipe, from_dict
 from ..design.model import ResNet
+from ..design.spec import check_budget
 from ..errors import UsageError
-from .rundir import RunFiles, write_atomic
+from .rundir import RunFiles
 
 FORMAT = "budgetnet-checkpoint-1"
 
@@ -24,11 +29,11 @@ class CheckpointError(UsageError):
 
 def save(state: dict[str, Any], path: Path) -> None:
     """Write a checkpoint so that a crash, a kill or a full disk mid-write leaves the previous file intact (a full
-    disk raises rundir.DiskFullError naming the file)."""
+    disk raises atomic.DiskFullError naming the file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()  # serialized in memory, so that the file write raises a real OSError (ENOSPC)
     torch.save({"format": FORMAT, **state}, buffer)
-    write_atomic(path, buffer.getvalue())
+    atomic.write_bytes(path, buffer.getvalue())
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -65,18 +70,51 @@ def written_by(state: dict[str, Any]) -> str:
 
 def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Load a state dict, naming the first mismatching tensors when the architectures differ."""
-    own = model.state_dict()
+    check_shapes(model.state_dict(), weights, source)
+    model.load_state_dict(weights)
+
+
+def check_shapes(own: dict[str, torch.Tensor], weights: Any, source: str = "checkpoint") -> None:
+    """Raise CheckpointError naming the first mismatching tensors unless `weights` holds exactly the tensors of
+    state dict `own`, shape for shape (`own` may live on the meta device)."""
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(f"the {source}'s weights are not a state dict of tensors")
     missing = [k for k in own if k not in weights]
     unexpected = [k for k in weights if k not in own]
     shapes = [f"{k}: {tuple(weights[k].shape)} in the {source}, {tuple(v.shape)} in the model"
               for k, v in own.items() if k in weights and weights[k].shape != v.shape]
     if missing or unexpected or shapes:
         details = "; ".join(
-            ([f"missing from the {source}: {', '.join(missing[:3])}"] if missing else [])
-            + ([f"not in the model: {', '.join(unexpected[:3])}"] if unexpected else [])
+            ([f"missing from the {source}: {', '.join(map(str, missing[:3]))}"] if missing else [])
+            + ([f"not in the model: {', '.join(map(str, unexpected[:3]))}"] if unexpected else [])
             + shapes[:3])
         raise CheckpointError(f"the {source} was saved from a different architecture ({details})")
-    model.load_state_dict(weights)
+
+
+def checked_recipe(state: dict[str, Any], path: Path) -> Recipe:
+    """The recipe of checkpoint `state` (read from `path`), once it and the checkpoint agree: its fields are there
+    and of their kind, the recipe holds (every key, the data set's class count, the budget), the class names
+    match the class count, and every tensor has the shape the recipe's model has (worked out on the meta device,
+    so nothing is allocated); CheckpointError in one line otherwise."""
+    for key, kind in (("recipe", dict), ("model", dict), ("epoch", int)):
+        if not isinstance(state.get(key), kind):
+            raise CheckpointError(f"{path}: its '{key}' is missing or not of type {kind.__name__}, so it is not a checkpoint "
+                                  "budgetnet wrote: not loaded")
+    try:
+        recipe = from_dict(Recipe, state["recipe"])
+        recipe.validate()
+        check_budget(recipe.model, recipe.budget)
+    except UsageError as e:
+        raise CheckpointError(f"{path}: its recipe does not hold ({e}): not loaded") from None
+    classes = state.get("classes")
+    if classes and (not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes)
+                    or len(classes) != recipe.model.num_classes):
+        raise CheckpointError(f"{path}: its class names are not {recipe.model.num_classes} names, as its recipe's "
+                              f"model.num_classes={recipe.model.num_classes} says: not loaded")
+    with torch.device("meta"):
+        expected = ResNet(recipe.model).state_dict()
+    check_shapes(expected, state["model"], f"checkpoint {path}")
+    return recipe
 
 
 def resolve(run_or_checkpoint: str | Path, which: str = "best") -> Path:
@@ -97,9 +135,11 @@ def resolve(run_or_checkpoint: str | Path, which: str = "best") -> Path:
 
 def load_model(run_or_checkpoint: str | Path, which: str = "best",
                device: str | torch.device = "cpu") -> tuple[nn.Module, Recipe, dict[str, Any]]:
-    """The trained model (eval mode, on `device`), its recipe and the raw checkpoint of a run or file."""
-    state = load(resolve(run_or_checkpoint, which), device)
-    recipe = from_dict(Recipe, state["recipe"])
+    """The trained model (eval mode, on `device`), its recipe and the raw checkpoint of a run or file; the
+    checkpoint is checked (`checked_recipe`) before the model is built."""
+    path = resolve(run_or_checkpoint, which)
+    state = load(path, device)
+    recipe = checked_recipe(state, path)
     model = ResNet(recipe.model)
     load_weights(model, state["model"])
     return model.to(device).eval(), recipe, state

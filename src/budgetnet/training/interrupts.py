@@ -1,11 +1,14 @@
-"""Stopping by signal: `Interrupted` for Ctrl-C and SIGTERM, and the block within which SIGTERM raises it."""
+"""Stopping by signal at safe points: Ctrl-C and SIGTERM only record a stop request, which the work checks
+where stopping is safe (after a training step, an epoch report, a trial) and turns into `Interrupted`."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
-import sys
 import threading
-from typing import Callable, Iterator
+from typing import Iterator
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; SLURM preemption, docker stop, Kubernetes
 
 
 class Interrupted(KeyboardInterrupt):
@@ -16,45 +19,58 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-class _SigtermHandler:
-    """Raises Interrupted for SIGTERM, and keeps it: `check` raises it again where Python dropped the first."""
+class StopRequest:
+    """The first Ctrl-C or SIGTERM received within `stop_on_signals`, if any.
+
+    The signal handler only records it and says so on stderr; a second one while the first is pending ends the
+    process at once with the conventional exit code, without unwinding (every file on disk is then complete or a
+    temporary one that the next run removes)."""
 
     def __init__(self) -> None:
-        self.received: list[int] = []
+        self.signum: int | None = None
 
-    def __call__(self, signum: int, frame: object) -> None:
-        self.received.append(signum)
-        raise Interrupted("SIGTERM", signum)
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
 
     def check(self, *args: object) -> None:
-        if self.received:
-            raise Interrupted("SIGTERM", self.received[0])
+        """Raise Interrupted if a stop was requested (takes and ignores arguments, so it serves as a callback)."""
+        if self.signum is not None:
+            raise Interrupted(signal.Signals(self.signum).name, self.signum)
+
+    def handle(self, signum: int, frame: object) -> None:
+        """The signal handler: record the first signal, exit at once on the second. It writes with os.write,
+        which cannot collide with a print or a progress bar that the signal interrupted."""
+        name = signal.Signals(signum).name
+        if self.signum is not None:
+            os.write(2, f"\nbudgetnet: second {name}: exiting now\n".encode())
+            os._exit(128 + signum)
+        self.signum = signum
+        os.write(2, f"\nbudgetnet: {name} received: stopping at the next safe point (the running step, epoch "
+                    "report or trial finishes first); a second Ctrl-C or SIGTERM exits at once, leaving every file "
+                    "complete or temporary\n".encode())
 
 
 @contextlib.contextmanager
-def sigterm_interrupts() -> Iterator[Callable[..., None]]:
-    """Within the block, SIGTERM (SLURM preemption, docker stop, Kubernetes) raises Interrupted like Ctrl-C
-    (only the main thread may set signal handlers; elsewhere nothing changes).
+def stop_on_signals() -> Iterator[StopRequest]:
+    """Within the block, Ctrl-C and SIGTERM record a stop request instead of interrupting whatever code runs;
+    the block checks the request it gets (`requested`, `check()`) at its safe points.
 
-    Python drops an exception that a handler raises inside a garbage-collector callback (a search collects after
-    every trial), so the signal is also kept: the function the block gets raises it again when called at a safe
-    point. A nested block shares the outer one's handler.
+    Only the main thread may set signal handlers: elsewhere the request never fires. A nested block (a run's
+    training inside a search) shares the outer block's request. The previous handlers return on the way out.
     """
-    main = threading.current_thread() is threading.main_thread()
-    outer = signal.getsignal(signal.SIGTERM) if main else None
-    if not main or isinstance(outer, _SigtermHandler):
-        yield outer.check if main else (lambda *args: None)
+    if threading.current_thread() is not threading.main_thread():
+        yield StopRequest()
         return
-    handler, hook = _SigtermHandler(), sys.unraisablehook
-
-    def unraisable(info: object) -> None:  # the dropped interrupt is kept by the handler: no traceback for it
-        if not isinstance(info.exc_value, Interrupted):
-            hook(info)
-
-    signal.signal(signal.SIGTERM, handler)
-    sys.unraisablehook = unraisable
+    outer = signal.getsignal(signal.SIGTERM)
+    owner = getattr(outer, "__self__", None)
+    if isinstance(owner, StopRequest):
+        yield owner
+        return
+    request = StopRequest()
+    previous = {s: signal.signal(s, request.handle) for s in SIGNALS}
     try:
-        yield handler.check
+        yield request
     finally:
-        signal.signal(signal.SIGTERM, outer)
-        sys.unraisablehook = hook
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -25,11 +25,12 @@ from ..design.spec import check_budget
 from ..errors import RunFailed
 from . import checkpoint
 from .averaging import Lookahead, build_ema
-from .interrupts import Interrupted, sigterm_interrupts
+from .interrupts import Interrupted, StopRequest, stop_on_signals
 from .losses import training_loss
 from .optim import ConvMuon, Schedule, build_optimizer, build_scheduler, decay_weights
 from .provenance import git_commit, provenance
-from .rundir import DiskFullError, RunFiles, recipe_changes, summarize
+from ..atomic import DiskFullError
+from .rundir import RunFiles, recipe_changes, summarize
 from .runtime import (Dist, autocast, broadcast_buffers, compile_model, configure_backend, init_distributed,
                       resolve_device)
 from .scoring import evaluate_split
@@ -57,13 +58,13 @@ EpochCallback = Callable[[dict], None]
 
 def check_recipe(recipe: Recipe) -> int:
     """Check everything about a recipe that can be checked before any work and return its parameter count:
-    Recipe.validate (every key), then the device on this machine and the budget.
+    Recipe.validate (every key), then the device on this machine and the budgets (parameters, GFLOP per image).
 
     Raises a UsageError (RecipeError, SpecError, ...) with a one-line message naming the key and the fix.
     """
     recipe.validate()
     resolve_device(recipe.device)  # whether it exists is a fact of this machine, so not in Recipe.validate
-    return check_budget(recipe.model, recipe.budget)
+    return check_budget(recipe.model, recipe.budget, recipe.max_gflops)
 
 
 AUTO_CHECKPOINTS = 50  # checkpoint_every=null: at most this many checkpoints a run (every epoch up to 50 epochs)
@@ -149,13 +150,15 @@ def build_state(recipe: Recipe, data: Data, device: torch.device, ddp: Dist) -> 
 
 class RunWriter:
     """Rank 0's writes to the run directory (other ranks write nothing): recipe, overrides, checkpoints, metrics,
-    summary. A checkpointed epoch's checkpoint is written before its metric row; the rows after the last checkpoint
-    are dropped on resume, which trains those epochs again. With `is_main` false (other ranks, or no run
-    directory) it writes nothing."""
+    summary. A checkpointed epoch's checkpoint and metric row are one unit: best.pt, then last.pt (which holds the
+    row too), then the row, so that a failure before last.pt is replaced leaves the previous unit and one after it
+    leaves the row for the resume to restore. The rows after the last checkpoint are dropped on resume, which trains
+    those epochs again. With `is_main` false (other ranks, or no run directory) it writes nothing. `views` is the
+    images the network sees per training image (the augmentation's)."""
 
     def __init__(self, files: RunFiles | None, recipe: Recipe, params: int, device: torch.device, classes: list[str],
-                 is_main: bool):
-        self.files, self.recipe, self.params, self.classes = files, recipe, params, classes
+                 is_main: bool, views: int = 1):
+        self.files, self.recipe, self.params, self.classes, self.views = files, recipe, params, classes, views
         self.is_main = is_main and files is not None
         self.provenance = provenance(device, commit=files is not None)
         self.history: list[dict] = []
@@ -170,10 +173,14 @@ class RunWriter:
             if not resume:
                 self.files.write_recipe(self.recipe)
 
-    def resume(self, epoch: int, changes: dict[str, tuple]) -> None:
-        """Keep the metric rows up to the checkpoint's `epoch` (later rows belong to lost work) and record the
-        recipe changes that take effect from the next epoch."""
+    def resume(self, epoch: int, changes: dict[str, tuple], row: dict | None = None) -> None:
+        """Keep the metric rows up to the checkpoint's `epoch` (later rows belong to lost work), with the
+        checkpoint's own `row` when the disk filled before it was appended, and record the recipe changes that
+        take effect from the next epoch."""
         self.history = self.files.read_metrics()[:epoch]
+        restored = row is not None and len(self.history) < epoch
+        if restored:
+            self.history.append(row)
         self.saved_epoch = epoch
         if not self.is_main:
             return
@@ -182,25 +189,28 @@ class RunWriter:
         if changes:
             self.files.append_override(epoch + 1, changes)
         print(f"resuming {self.files.root} after epoch {epoch}/{self.recipe.epochs}"
+              + (f" (its metrics row restored from {self.files.last})" if restored else "")
               + "".join(f"; {k}: {old!r} -> {new!r}" for k, (old, new) in sorted(changes.items())), file=sys.stderr)
 
     def epoch_done(self, row: dict, state: TrainState, improved: bool, save: bool = True) -> None:
-        """Checkpoint when `save` (last, and best when `improved`), then the metric row, then the summary."""
+        """Checkpoint when `save` (best when `improved`, then last, each holding the row), then the metric row,
+        then the summary."""
         if self.is_main and save:
             ckpt = {**state.state_dict(), "recipe": self.recipe.to_dict(), "params": self.params,
-                    "classes": self.classes, "budgetnet_version": __version__, "budgetnet_commit": git_commit()}
-            checkpoint.save(ckpt, self.files.last)
+                    "classes": self.classes, "budgetnet_version": __version__, "budgetnet_commit": git_commit(),
+                    "metrics": row}
             if improved:
                 checkpoint.save(ckpt, self.files.best)
-        if self.is_main:
-            self.files.append_metrics(row)
+            checkpoint.save(ckpt, self.files.last)
         if save:
             self.saved_epoch = row["epoch"]
+        if self.is_main:
+            self.files.append_metrics(row)
         self.history.append(row)
         self.write_summary("finished" if row["epoch"] == self.recipe.last_epoch else "running")
 
     def summary(self, status: str, **extra) -> dict:
-        return summarize(self.recipe, self.params, self.history, status, **self.provenance, **extra)
+        return summarize(self.recipe, self.params, self.history, status, self.views, **self.provenance, **extra)
 
     def write_summary(self, status: str, **extra) -> dict:
         """Write (on rank 0) and return the summary with `status`."""
@@ -215,7 +225,17 @@ class RunWriter:
         if self.files is None:
             return "nothing (it trained without a run directory)"
         return (f"its last good checkpoint, after epoch {done} ({self.files.last})" if done
-                else "no checkpoint (no epoch finished, so none was written)")
+                else "no checkpoint (none written yet)")
+
+    def unkept(self, epoch: int) -> str:
+        """What becomes of the epochs up to `epoch` that a stopped run trained, in words ('' when all are kept)."""
+        done = self.saved_epoch
+        if done < epoch:
+            return f"; epoch {done + 1} is trained again on --resume" if done + 1 == epoch else \
+                f"; epochs {done + 1}-{epoch} are trained again on --resume"
+        if len(self.history) < done:
+            return f"; epoch {done}'s metrics row, not written, is restored from that checkpoint on --resume"
+        return ""
 
 
 def train(recipe: Recipe | None, out_dir: str | Path | None, data_dir: str | Path | None = None, resume: bool = False,
@@ -226,12 +246,19 @@ def train(recipe: Recipe | None, out_dir: str | Path | None, data_dir: str | Pat
 
     Everything that can be checked is checked before any work (`check_recipe`, then the run directory and the
     data), so a bad value leaves no run directory behind. `on_epoch(row)` sees each epoch's metrics (a search can
-    raise to prune). Ctrl-C and SIGTERM stop with TrainingInterrupted, a full disk with rundir.DiskFullError, a
+    raise to prune). Ctrl-C and SIGTERM stop with TrainingInterrupted, a full disk with atomic.DiskFullError, a
     NaN or infinite loss or accuracy (training or evaluation) with TrainingDiverged; each keeps the last
     checkpoint written and says so in summary.json. Rank 0 holds the run directory's lock (`RunFiles.locked`) for
     the whole run: a second writer gets rundir.RunBusyError. With `out_dir` None it trains with no run directory
     at all (see `train_without_rundir`).
     """
+    with stop_on_signals() as stop:  # Ctrl-C and SIGTERM stop the run at the next safe point
+        return _train(stop, recipe, out_dir, data_dir, resume, progress, on_epoch, data, overrides)
+
+
+def _train(stop: StopRequest, recipe: Recipe | None, out_dir: str | Path | None, data_dir: str | Path | None,
+           resume: bool, progress: bool, on_epoch: EpochCallback | None, data: Data | None,
+           overrides: list[str] | tuple[str, ...]) -> dict:
     files = RunFiles(Path(out_dir)) if out_dir is not None else None
     # every rank reads the run's recipe before the process group forms, so before rank 0 can rewrite it
     recipe, changes = _run_recipe(files, recipe, resume, overrides)
@@ -242,24 +269,29 @@ def train(recipe: Recipe | None, out_dir: str | Path | None, data_dir: str | Pat
     configure_backend(device)
     _check_world(recipe, ddp, device)
     data = data or load_data(recipe.data, data_dir, device, note=ddp.is_main)
+    if stop.requested:
+        raise TrainingInterrupted("interrupted before training started: nothing was written; rerun the same "
+                                  "command", stop.signum)
 
-    writer = RunWriter(files, recipe, params, device, data.classes, ddp.is_main)
+    writer = RunWriter(files, recipe, params, device, data.classes, ddp.is_main, augment.num_views)
     # one writer per run directory: rank 0 holds its lock for the whole run (other ranks write nothing)
-    with sigterm_interrupts(), (files.locked() if ddp.is_main and files is not None else contextlib.nullcontext()):
+    with files.locked() if ddp.is_main and files is not None else contextlib.nullcontext():
         if files is not None:
             _check_run_dir(files, resume, recipe)  # again under the lock: another process may have started a run
         state = build_state(recipe, data, device, ddp)
-        if resume and files.last.is_file():
-            state.load_state_dict(checkpoint.load(files.last, device), new_hyperparameters=bool(changes))
+        saved = checkpoint.load(files.last, device) if resume and files.last.is_file() else {}
+        if saved:
+            state.load_state_dict(saved, new_hyperparameters=bool(changes))
         writer.start(resume)
         if resume:
-            writer.resume(state.epoch, changes)
+            writer.resume(state.epoch, changes, saved.get("metrics"))
         net = DistributedDataParallel(state.model) if ddp.world_size > 1 else state.model
         step_fn = compile_model(net, recipe.compile, recipe.compile_mode)
         writer.write_summary("finished" if state.epoch >= recipe.last_epoch else "running")
         try:
             while state.epoch < recipe.last_epoch:
-                row = _train_epoch(state, step_fn, augment, data, recipe, device, ddp, progress)
+                _check_stop(stop, ddp, device)
+                row = _train_epoch(state, step_fn, augment, data, recipe, device, ddp, progress, stop)
                 _check_finite(row, writer, recipe)
                 row.update(_evaluate(state, data, recipe, device, ddp))
                 _check_finite(row, writer, recipe)  # a NaN evaluation is a divergence too, never a result
@@ -272,7 +304,7 @@ def train(recipe: Recipe | None, out_dir: str | Path | None, data_dir: str | Pat
                     print(_epoch_line(row, recipe.epochs), file=sys.stderr)
                 if on_epoch is not None:
                     on_epoch(row)
-        except KeyboardInterrupt as e:
+        except KeyboardInterrupt as e:  # Interrupted at a safe point, or a plain Ctrl-C outside the main thread
             if files is None:
                 raise
             writer.write_summary("interrupted")
@@ -281,8 +313,9 @@ def train(recipe: Recipe | None, out_dir: str | Path | None, data_dir: str | Pat
         except DiskFullError as e:
             with contextlib.suppress(DiskFullError):
                 writer.write_summary("disk_full", error=str(e))
-            raise DiskFullError(f"{e}; the partial file was removed and the run keeps {writer.kept()}: free space, "
-                                f"then continue with --resume {files.root}") from None
+            raise DiskFullError(f"{e}; the partial file was removed and the run keeps {writer.kept()}"
+                                f"{writer.unkept(state.epoch)}: free space, then continue with --resume "
+                                f"{files.root}") from None
         except TrainingDiverged:
             raise
         except BaseException:  # a search pruned the trial, the caller gave up, or an error: say so in the summary
@@ -376,10 +409,11 @@ def _check_run_dir(files: RunFiles, resume: bool, recipe: Recipe | None = None) 
 
 
 def _train_epoch(state: TrainState, step_fn: Callable, augment: Augment, data: Data, recipe: Recipe,
-                 device: torch.device, ddp: Dist, progress: bool) -> dict:
+                 device: torch.device, ddp: Dist, progress: bool, stop: StopRequest) -> dict:
     """One pass over the training set, or the first batches of its order up to the run's last step (a fractional
-    run's last epoch). The step never waits for the device: metrics stay there until the end of the epoch, and the
-    progress bar reads them every PROGRESS_EVERY steps."""
+    run's last epoch), stopped after any step by a Ctrl-C or SIGTERM (`stop`). The step never waits for the
+    device: metrics stay there until the end of the epoch, and the progress bar reads them every PROGRESS_EVERY
+    steps."""
     epoch = state.epoch
     torch.manual_seed(recipe.seed * AUGMENT_SEED_STRIDE + epoch * AUGMENT_EPOCH_STRIDE + ddp.rank)
     state.model.train()
@@ -405,6 +439,7 @@ def _train_epoch(state: TrainState, step_fn: Callable, augment: Augment, data: D
             logits = step_fn(images)
         loss = training_loss(logits, labels, augment.num_views, augment.jsd_lambda, recipe.label_smoothing)
         _optimizer_step(state, loss, recipe)
+        _check_stop(stop, ddp, device, i)
         n = len(idx)
         hard = labels if labels.ndim == 1 else labels.argmax(1)
         loss_sum += loss.detach() * n
@@ -424,6 +459,20 @@ def _train_epoch(state: TrainState, step_fn: Callable, augment: Augment, data: D
         state.lookahead.finish()
     return {"epoch": state.epoch, "lr": state.optimizer.param_groups[0]["lr"], "train_loss": loss_total / seen_total,
             "train_acc": correct_total / seen_total, "seconds": seconds, "images_per_s": seen_total / seconds}
+
+
+def _check_stop(stop: StopRequest, ddp: Dist, device: torch.device, step: int | None = None) -> None:
+    """Raise Interrupted if a stop was requested, between epochs or after the epoch's `step`: on one process at
+    once (a flag read, no device synchronisation); with DDP once any rank received the signal, between epochs and
+    every PROGRESS_EVERY steps, so that all ranks stop at the same point and none waits in a collective for one
+    that left."""
+    if ddp.world_size == 1:
+        stop.check()
+    elif step is None or (step + 1) % PROGRESS_EVERY == 0:
+        signum = torch.tensor(stop.signum or 0, device=device)
+        torch.distributed.all_reduce(signum, torch.distributed.ReduceOp.MAX)
+        if signum.item():
+            raise Interrupted(signal.Signals(int(signum)).name, int(signum))
 
 
 def _optimizer_step(state: TrainState, loss: torch.Tensor, recipe: Recipe) -> None:

@@ -8,7 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from ..config import SCHEDULE_ALIASES, OptimizerConfig, ScheduleConfig
-from ..design.model import WhiteningStem
+from ..data.cifar import steps_in
+from ..design.model import ResNet, WhiteningStem
 from ..errors import UsageError
 
 # The factories trust a validated section (OptimizerConfig.validate and ScheduleConfig.validate, which
@@ -19,7 +20,9 @@ def param_groups(model: nn.Module, cfg: OptimizerConfig, batch_size: int | None 
                  exclude: tuple[nn.Parameter, ...] = ()) -> list[dict]:
     """The trainable parameters (less `exclude`) in two groups: weights of convs and linears, then BatchNorm
     parameters and biases (1-D tensors), which get `norm_lr_scale` times the learning rate and `norm_weight_decay`.
-    The whitening stem's bias is in the first group, as in airbench94 (its bias_scaler is for BatchNorm biases only).
+    The whitening stem's bias is in the first group, as in airbench94 (its bias_scaler is for BatchNorm biases only);
+    with whiten_bias_as_norm (airbench94_muon) it is a third group with the second's settings and `zero_at_epoch`,
+    the epoch at which `build_scheduler` has brought its learning rate linearly to 0 (model.whiten_bias_epochs).
 
     With decoupled weight decay the groups carry it as `decoupled_wd`, for `decay_weights`, and give the
     optimizer none. With units per_1024 (airbench's) `lr` and the weight decays are per 1,024 examples of a summed
@@ -28,19 +31,26 @@ def param_groups(model: nn.Module, cfg: OptimizerConfig, batch_size: int | None 
     """
     skip = {id(p) for p in exclude}
     trainable = [p for p in model.parameters() if p.requires_grad and id(p) not in skip]
-    weights = {id(p) for p in trainable if p.ndim > 1}
-    weights |= {id(m.bias) for m in model.modules() if isinstance(m, WhiteningStem) and m.bias is not None}
+    stems = [m for m in model.modules() if isinstance(m, WhiteningStem) and m.bias is not None]
+    whiten_biases = {id(m.bias) for m in stems} - skip
+    weights = {id(p) for p in trainable if p.ndim > 1} | (set() if cfg.whiten_bias_as_norm else whiten_biases)
+    own = whiten_biases if cfg.whiten_bias_as_norm else set()
     norm_wd = cfg.weight_decay if cfg.norm_weight_decay is None else cfg.norm_weight_decay
     lr = cfg.lr
     if cfg.units == "per_1024":
         if batch_size is None:
             raise ValueError("optimizer.units=per_1024 needs the batch size: build_optimizer(..., batch_size=)")
         lr = cfg.lr * batch_size / (1024 * (1 + 1 / (1 - cfg.momentum)))
+    norm = {"lr": lr * cfg.norm_lr_scale, "weight_decay": norm_wd}
     groups = [{"params": [p for p in trainable if id(p) in weights], "lr": lr, "weight_decay": cfg.weight_decay},
-              {"params": [p for p in trainable if id(p) not in weights], "lr": lr * cfg.norm_lr_scale,
-               "weight_decay": norm_wd}]
+              {"params": [p for p in trainable if id(p) not in weights | own], **norm}]
+    scales = [1.0, cfg.norm_lr_scale]
+    if own:
+        epochs = max(m.spec.whiten_bias_epochs for m in model.modules() if isinstance(m, ResNet))
+        groups.append({"params": [p for p in trainable if id(p) in own], **norm, "zero_at_epoch": epochs})
+        scales.append(cfg.norm_lr_scale)
     if cfg.units == "per_1024":
-        for g, scale in zip(groups, (1.0, cfg.norm_lr_scale)):
+        for g, scale in zip(groups, scales):
             g["weight_decay"] = g["weight_decay"] / (cfg.lr * scale)
     if cfg.decoupled_weight_decay:
         for g in groups:
@@ -51,8 +61,8 @@ def param_groups(model: nn.Module, cfg: OptimizerConfig, batch_size: int | None 
 def build_optimizer(model: nn.Module, cfg: OptimizerConfig,
                     batch_size: int | None = None) -> torch.optim.Optimizer | ConvMuon:
     """One of torch's optimizers over the model's trainable parameters (groups from `param_groups`); the fused
-    CUDA implementation when the parameters are on CUDA (sgd, adam, adamw). `muon`: `ConvMuon`, torch's Muon on
-    the conv filters and SGD on the rest. Build it once the model is on its device and in its memory format."""
+    CUDA implementation when the parameters are on CUDA (sgd, adam, adamw). `muon`: `ConvMuon`, airbench94_muon's
+    Muon on the conv filters and SGD on the rest."""
     if cfg.name == "muon":
         return ConvMuon(model, cfg, batch_size)
     groups = param_groups(model, cfg, batch_size)
@@ -67,44 +77,88 @@ def build_optimizer(model: nn.Module, cfg: OptimizerConfig,
     return torch.optim.RAdam(groups, lr=cfg.lr, betas=betas)  # no fused kernel: foreach on CUDA
 
 
-def _matrix_view(p: Tensor) -> tuple[Tensor, tuple[int, ...]]:
-    """A 2-D tensor sharing a filter bank's storage: (C_out, C_in*k*k) with the columns in memory order (so that
-    channels_last weights need no copy), and the permutation of p's dimensions that gives it."""
-    dims = (0, *sorted(range(1, p.ndim), key=lambda d: -p.stride(d)))
-    return p.detach().permute(dims).view(p.shape[0], -1), dims
+def newton_schulz(g: Tensor, steps: int, eps: float = 1e-7) -> Tensor:
+    """airbench94_muon's quintic Newton-Schulz orthogonalisation in bfloat16: about U S' V^T for g = U S V^T, with
+    S' near 1. `g` is one matrix [m, n] (airbench's operations exactly) or a stack [B, m, n] of matrices of one
+    shape, each orthogonalised on its own by one batched matmul per product."""
+    a, b, c = (3.4445, -4.7750, 2.0315)
+    x = g.bfloat16()
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + eps)  # every singular value <= 1
+    tall = g.size(-2) > g.size(-1)
+    if tall:
+        x = x.mT
+    for _ in range(steps):
+        gram = x @ x.mT
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.mT if tall else x
+
+
+class FilterMuon(torch.optim.Optimizer):
+    """airbench94_muon's Muon on 4-D conv filter banks: a summed momentum buffer (nesterov or not), each bank
+    first rescaled to Frobenius norm sqrt(C_out) (`normalize`), then stepped by lr times the Newton-Schulz
+    orthogonalisation of its update flattened to (C_out, C_in*k*k); decoupled weight decay before the step.
+
+    Two options make it cheaper, both off by default (then a step is airbench's `Muon.step`): `normalize_every`
+    k > 1 rescales the banks only every k-th step (hiverge/cifar10-speedrun), and `batched` orthogonalises the
+    banks of one shape together, one batched matmul per product instead of one per bank.
+    """
+
+    def __init__(self, params, lr: float, momentum: float = 0.0, nesterov: bool = False, ns_steps: int = 3,
+                 weight_decay: float = 0.0, normalize: bool = True, normalize_every: int = 1,
+                 batched: bool = False):
+        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
+                                      weight_decay=weight_decay, normalize=normalize,
+                                      normalize_every=normalize_every, batched=batched))
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            updates = []
+            for p in params:
+                state = self.state[p]
+                if not state:
+                    state["momentum_buffer"], state["step"] = torch.zeros_like(p.grad), 0
+                buf = state["momentum_buffer"]
+                buf.mul_(group["momentum"]).add_(p.grad)
+                updates.append(p.grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf)
+                if group["normalize"] and state["step"] % group["normalize_every"] == 0:
+                    p.mul_(len(p) ** 0.5 / p.norm())
+                state["step"] += 1
+            shapes: dict[torch.Size, list[int]] = {}
+            for i, p in enumerate(params):
+                shapes.setdefault(p.shape if group["batched"] else i, []).append(i)
+            for members in shapes.values():
+                matrices = [updates[i].reshape(len(updates[i]), -1) for i in members]
+                ortho = (newton_schulz(matrices[0], group["ns_steps"]) if len(members) == 1 else
+                         newton_schulz(torch.stack(matrices), group["ns_steps"]))
+                for i, update in zip(members, ortho.view(len(members), *matrices[0].shape)):
+                    p = params[i]
+                    if group["weight_decay"]:
+                        p.mul_(1 - group["lr"] * group["weight_decay"])
+                    p.add_(update.view(p.shape), alpha=-group["lr"])
 
 
 class ConvMuon:
-    """airbench94_muon's optimizer: torch.optim.Muon on every 4-D conv filter bank, SGD (param_groups' groups,
-    with momentum, nesterov and weight decay as configured) on everything else.
-
-    torch's Muon takes 2-D parameters only, so it is given a 2-D view of each filter bank, (C_out, C_in*k*k) as
-    airbench flattens it, sharing the filters' storage: its in-place step updates the filters. Newton-Schulz
-    orthogonalisation commutes with a permutation of the columns, so the view's column order (memory order) does
-    not change the update. Before each step the filter's gradient is copied into its view's, and, with
-    muon_normalize (airbench), each filter bank is rescaled to Frobenius norm sqrt(C_out) first. torch's Muon keeps
-    its momentum as an average (buffer.lerp_) where airbench sums it; the Newton-Schulz step normalises the
-    update first, so both give the same step. Its learning rate is scaled by max(1, C_out / (C_in*k*k))^0.5
-    (torch's default, Keller Jordan's), which is 1 for every airbench filter.
+    """airbench94_muon's optimizer: `FilterMuon` on every 4-D conv filter bank, SGD (param_groups' groups, with
+    momentum, nesterov and weight decay as configured) on everything else.
 
     It has what training uses of an optimizer: param_groups (SGD's, then Muon's, each with its own initial_lr for
     the schedule), zero_grad, step, state_dict and load_state_dict.
     """
 
     def __init__(self, model: nn.Module, cfg: OptimizerConfig, batch_size: int | None = None):
-        self.filters = [p for p in model.parameters() if p.requires_grad and p.ndim == 4]
-        if not self.filters:
+        filters = [p for p in model.parameters() if p.requires_grad and p.ndim == 4]
+        if not filters:
             raise UsageError("optimizer.name=muon orthogonalises conv filters, and this model trains none: use sgd")
-        self.normalize = cfg.muon_normalize
-        views = [_matrix_view(p) for p in self.filters]
-        self.views, self.dims = [v for v, _ in views], [d for _, d in views]
-        groups = param_groups(model, cfg, batch_size, exclude=tuple(self.filters))
+        groups = param_groups(model, cfg, batch_size, exclude=tuple(filters))
         fused = all(p.is_cuda for g in groups for p in g["params"])
         self.sgd = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                    fused=fused or None)
-        self.muon = torch.optim.Muon(self.views, lr=cfg.muon_lr, weight_decay=cfg.muon_weight_decay,
-                                     momentum=cfg.muon_momentum, nesterov=cfg.muon_nesterov,
-                                     ns_steps=cfg.muon_ns_steps)
+        self.muon = FilterMuon(filters, lr=cfg.muon_lr, momentum=cfg.muon_momentum, nesterov=cfg.muon_nesterov,
+                               ns_steps=cfg.muon_ns_steps, weight_decay=cfg.muon_weight_decay,
+                               normalize=cfg.muon_normalize, normalize_every=cfg.muon_normalize_every,
+                               batched=cfg.muon_batched)
 
     @property
     def param_groups(self) -> list[dict]:
@@ -113,18 +167,8 @@ class ConvMuon:
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.sgd.zero_grad(set_to_none)
         self.muon.zero_grad(set_to_none)
-        for p in self.filters:
-            if set_to_none:
-                p.grad = None
-            elif p.grad is not None:
-                p.grad.zero_()
 
-    @torch.no_grad()
     def step(self) -> None:
-        for p, view, dims in zip(self.filters, self.views, self.dims):
-            view.grad = None if p.grad is None else p.grad.permute(dims).reshape(view.shape)
-            if view.grad is not None and self.normalize:  # airbench: each filter bank to norm sqrt(C_out)
-                p.mul_(p.shape[0] ** 0.5 / p.norm())
         self.sgd.step()
         self.muon.step()
 
@@ -189,15 +233,17 @@ class Schedule:
     `initial_lr` at the checkpoint's step. State dicts carry `last_epoch` (the steps taken), as torch's schedulers do.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, factor: Callable[[int], float]):
+    def __init__(self, optimizer: torch.optim.Optimizer, factor: Callable[[int], float],
+                 group_factors: dict[int, Callable[[int], float]] | None = None):
         self.optimizer, self.factor, self.last_epoch = optimizer, factor, 0
+        self.group_factors = group_factors or {}  # a group's own function of the step, by its index
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
         self._apply()
 
     def _apply(self) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * self.factor(self.last_epoch)
+        for i, group in enumerate(self.optimizer.param_groups):
+            group["lr"] = group["initial_lr"] * self.group_factors.get(i, self.factor)(self.last_epoch)
 
     def step(self) -> None:
         """After each optimizer step."""
@@ -219,9 +265,14 @@ class Schedule:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, total_steps: int,
                     steps_per_epoch: int) -> Schedule:
-    """A schedule stepped once per optimizer step, over a run of `total_steps` steps."""
+    """A schedule stepped once per optimizer step, over a run of `total_steps` steps. A group with `zero_at_epoch`
+    (param_groups) falls linearly from its lr to 0 at that epoch's step (data.cifar.steps_in: a fraction ends
+    part-way through an epoch) instead, as airbench94_muon's whitening bias."""
     base_lr = optimizer.param_groups[0]["lr"]  # every group follows the schedule scaled by its own base lr
-    return Schedule(optimizer, lambda step: lr_at_step(cfg, base_lr, step, total_steps, steps_per_epoch) / base_lr)
+    own = {i: (lambda step, n=steps_in(g["zero_at_epoch"], steps_per_epoch): max(0.0, 1 - step / n))
+           for i, g in enumerate(optimizer.param_groups) if g.get("zero_at_epoch")}
+    return Schedule(optimizer, lambda step: lr_at_step(cfg, base_lr, step, total_steps, steps_per_epoch) / base_lr,
+                    own)
 
 
 def lr_at_step(cfg: ScheduleConfig, base_lr: float, step: int, total_steps: int, steps_per_epoch: int) -> float:

@@ -11,34 +11,41 @@
       train.log         what the train process printed, when `budgetnet experiment` started it
       .lock             the writer's flock, holding its PID
 
-The recipe, the summary, eval.json and the checkpoints are replaced atomically; metric rows are appended. JSON is
-standard: a number that is not finite is written as null.
+Every file is written through budgetnet.atomic: the recipe, the summary, eval.json and the checkpoints are replaced
+whole under a fresh temporary name, metric rows are appended whole, and nothing is written through a symbolic link
+(a run directory whose own files are links is refused). JSON is standard: a number that is not finite is written as
+null. A torn last row (a writer killed mid-append) is dropped with a note; any other damage is a one-line
+DamagedFileError naming the file and line.
 """
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import math
 import os
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
 
+from .. import atomic
 from ..config import Recipe, RecipeError, diff_recipes, from_dict, read_yaml
-from ..errors import RunFailed, UsageError
-
-
-class DiskFullError(RunFailed):
-    """The disk filled while writing a run-directory file; the partial file was removed, earlier files are intact."""
-
+from ..errors import UsageError
 
 class RunBusyError(UsageError):
     """Another process is writing the run directory (it holds its lock)."""
+
+
+class LinkedRunError(UsageError):
+    """A file of the run directory is a symbolic link, which budgetnet neither writes through nor replaces."""
+
+
+class DamagedFileError(UsageError):
+    """A run-directory file that does not parse (beyond a torn last metric row, which is dropped)."""
 
 
 @dataclass
@@ -46,6 +53,7 @@ class RunFiles:
     """The files of a run directory (see the module docstring): their paths, readers and writers."""
 
     root: Path
+    _noted: set[Path] = field(default_factory=set, init=False, repr=False, compare=False)  # torn rows said once
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -120,28 +128,28 @@ class RunFiles:
 
     def write_recipe(self, recipe: Recipe) -> None:
         """Replace recipe.yaml with `recipe`, resolved, in the recipe's key order."""
-        write_atomic(self.recipe, recipe_yaml(recipe).encode())
+        atomic.write_bytes(self.recipe, recipe_yaml(recipe).encode())
 
     def read_metrics(self) -> list[dict]:
         """The per-epoch metric rows ([] before the first epoch finished)."""
-        return _read_jsonl(self.metrics)
+        return self._read_jsonl(self.metrics)
 
     def append_metrics(self, row: dict) -> None:
         """Add one epoch's row (a full disk raises DiskFullError)."""
-        _append_jsonl(self.metrics, row)
+        atomic.append(self.metrics, dumps(row) + "\n")
 
     def write_metrics(self, rows: list[dict]) -> None:
         """Replace the metric rows atomically (a resume drops the rows after its checkpoint)."""
-        _write_atomic_jsonl(self.metrics, rows)
+        atomic.write_bytes(self.metrics, "".join(dumps(r) + "\n" for r in rows).encode())
 
     def read_overrides(self) -> list[dict]:
         """Each `--resume --set` record: {"from_epoch": N, "changes": {key: {"from": old, "to": new}}}."""
-        return _read_jsonl(self.overrides)
+        return self._read_jsonl(self.overrides)
 
     def append_override(self, from_epoch: int, changes: dict[str, tuple[Any, Any]]) -> None:
         """Record the recipe changes {key: (old, new)} that take effect from epoch `from_epoch` (1-based)."""
-        _append_jsonl(self.overrides, {"from_epoch": from_epoch, "changes": {
-            k: {"from": old, "to": new} for k, (old, new) in sorted(changes.items())}})
+        atomic.append(self.overrides, dumps({"from_epoch": from_epoch, "changes": {
+            k: {"from": old, "to": new} for k, (old, new) in sorted(changes.items())}}) + "\n")
 
     def read_summary(self) -> dict:
         """summary.json ({} before the run wrote one)."""
@@ -149,7 +157,7 @@ class RunFiles:
 
     def write_summary(self, summary: dict) -> None:
         """Replace summary.json atomically, so that a reader or a kill never sees half of it."""
-        write_atomic(self.summary, dumps(summary, indent=2).encode())
+        atomic.write_bytes(self.summary, dumps(summary, indent=2).encode())
 
     def read_eval(self) -> dict:
         """eval.json ({} before `budgetnet eval` wrote one)."""
@@ -158,17 +166,25 @@ class RunFiles:
     def write_eval(self, result: dict) -> None:
         """Replace eval.json atomically with `result` (the folder is created when missing)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.eval, dumps(result, indent=2).encode())
+        self.refuse_links()
+        atomic.write_bytes(self.eval, dumps(result, indent=2).encode())
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Create the run directory and hold its lock for the block: one writer per run directory.
 
         The lock is an flock on `.lock`, which holds the writer's PID; the kernel drops it when the process ends
-        however it ends, so a killed writer leaves nothing stuck. A second writer is refused with RunBusyError.
+        however it ends, so a killed writer leaves nothing stuck. A second writer is refused with RunBusyError, a
+        run directory whose files are links with LinkedRunError.
         """
         self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        self.refuse_links()
+        try:
+            fd = os.open(self.lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            if not os.path.islink(self.lock):
+                raise
+            raise self._linked(self.lock) from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -185,8 +201,50 @@ class RunFiles:
     def remove_partial_writes(self) -> None:
         """Delete the `.tmp` files a killed writer left behind (the files they were replacing are intact)."""
         for folder in (self.root, self.checkpoints):
-            for tmp in folder.glob("*.tmp"):
+            for tmp in folder.glob(f"*{atomic.TMP_SUFFIX}"):
                 tmp.unlink(missing_ok=True)
+
+    def refuse_links(self) -> None:
+        """Raise LinkedRunError when one of the run directory's own files (or checkpoints/) is a symbolic link:
+        a link there would send a write, or the next reader, to a file outside the run."""
+        paths = [getattr(self, name) for name, value in vars(RunFiles).items() if isinstance(value, property)]
+        for path in paths:
+            if path.is_symlink():
+                raise self._linked(path)
+
+    def _linked(self, path: Path) -> LinkedRunError:
+        return LinkedRunError(f"{path} is a symbolic link: budgetnet does not write through links in a run directory "
+                              f"(it could overwrite the file linked to); replace it with the file itself, or use "
+                              "another run directory")
+
+    def _read_jsonl(self, path: Path) -> list[dict]:
+        """The rows of a JSON-lines file ([] when missing); a torn last line (no newline after it: a write cut
+        short) is dropped with a note on stderr, once; any other line that is not a JSON object is a
+        DamagedFileError naming the file and line."""
+        if not path.is_file():
+            return []
+        text = path.read_text(errors="replace")
+        lines = text.split("\n")  # the last item is "" when the file ends with a newline
+        rows = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                if number == len(lines):  # a torn append
+                    if path not in self._noted:
+                        self._noted.add(path)
+                        print(f"note: {path}: line {number} is cut short (a write that did not finish), dropped",
+                              file=sys.stderr)
+                    break
+                raise DamagedFileError(f"{path}, line {number}: not a JSON row ({e.msg}); the file is damaged: "
+                                       "restore it, or delete that line") from None
+            if not isinstance(row, dict):
+                raise DamagedFileError(f"{path}, line {number}: not a JSON object; the file is damaged: restore it, "
+                                       "or delete that line")
+            rows.append(row)
+        return rows
 
 
 def recipe_yaml(recipe: Recipe) -> str:
@@ -201,11 +259,15 @@ def recipe_changes(recorded: Recipe, recipe: Recipe) -> dict[str, tuple[Any, Any
     return diff_recipes(as_recorded(recorded), as_recorded(recipe))
 
 
-def summarize(recipe: Recipe, params: int, history: list[dict], status: str, **extra: Any) -> dict:
+def summarize(recipe: Recipe, params: int, history: list[dict], status: str, views: int = 1, **extra: Any) -> dict:
     """What a run reached so far; `final_test_acc` is the honest figure, `best_*` is chosen on validation
     when there is a validation split (on test otherwise) among the epochs evaluated every eval_every, and
     `best_seen_*` is the best plain test accuracy (no TTA) recorded every test_every epochs, chosen on the test
-    set as the study did (None without test_every). `extra` adds keys (provenance)."""
+    set as the study did (None without test_every). Its compute: `train_images`, the images the network trained
+    on (each training image `views` times: the augmentation's views), times the design's forward+backward
+    `gflop_per_image` is `train_pflop` (evaluation not counted). `extra` adds keys (provenance)."""
+    images = views * sum(round(r["images_per_s"] * r["seconds"]) for r in history)
+    gflop = recipe.model.gflop_per_image()
     last = history[-1] if history else {}
     key = "val_acc" if any("val_acc" in r for r in history) else "test_acc"
     best_row = max((r for r in history if key in r), key=lambda r: r[key], default={})
@@ -217,24 +279,8 @@ def summarize(recipe: Recipe, params: int, history: list[dict], status: str, **e
             "best_seen_test_acc": seen_row.get("plain_test_acc"), "best_seen_test_epoch": seen_row.get("epoch"),
             "train_seconds": sum(r["seconds"] for r in history),
             "images_per_s": (sum(r["images_per_s"] for r in history) / len(history)) if history else None,
+            "gflop_per_image": gflop, "train_images": images, "train_pflop": gflop * images / 1e6,
             "description": recipe.description, **extra}
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that a crash, a kill or a full disk leaves the previous file (and no partial
-    `.tmp`, except after SIGKILL: `RunFiles.remove_partial_writes` cleans those up at the next start)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-            raise DiskFullError(f"no space left on device while writing {path}") from None
-        raise
 
 
 def default_run_dir(name: str) -> Path:
@@ -259,22 +305,15 @@ def dumps(obj: Any, **kwargs: Any) -> str:
 
 
 def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-
-
-def _write_atomic_jsonl(path: Path, rows: list[dict]) -> None:
-    write_atomic(path, "".join(dumps(r) + "\n" for r in rows).encode())
-
-
-def _append_jsonl(path: Path, row: dict) -> None:
+    """A JSON object file ({} when missing); one that does not parse (truncated, edited) is a DamagedFileError
+    naming the file and line."""
+    if not path.is_file():
+        return {}
     try:
-        with path.open("a") as f:
-            f.write(dumps(row) + "\n")
-    except OSError as e:
-        if e.errno == errno.ENOSPC:
-            raise DiskFullError(f"no space left on device while writing {path}") from None
-        raise
+        obj = json.loads(path.read_text(errors="replace"))
+    except json.JSONDecodeError as e:
+        raise DamagedFileError(f"{path}, line {e.lineno}: not valid JSON ({e.msg}); the file is damaged (truncated?): "
+                               "restore it, or delete it") from None
+    if not isinstance(obj, dict):
+        raise DamagedFileError(f"{path}, line 1: not a JSON object; the file is damaged: restore it, or delete it")
+    return obj

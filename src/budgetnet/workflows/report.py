@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
-from .. import plots
+from .. import atomic, plots
 from ..config import Recipe, RecipeError
 from ..data.cifar import SPLIT_SIZES, run_steps, steps_per_epoch as epoch_steps
 from ..training.optim import lr_at_step
-from ..training.rundir import RunFiles, recipe_yaml
+from ..training.rundir import RunFiles, recipe_yaml, summarize as summarize_run
 
 
 @dataclass
@@ -36,10 +36,17 @@ class Run:
         return self.summary.get("status", "not started")
 
 
+SUMMARY_MISSING = "summary missing"  # the status of a run whose metric rows exist but whose summary.json does not
+
+
 def load_run(path: str | Path) -> Run:
-    """Read a run directory; RecipeError when it is not one."""
+    """Read a run directory; RecipeError when it is not one. Without summary.json, the summary is worked out
+    from the metric rows (status SUMMARY_MISSING; no provenance)."""
     files = RunFiles(Path(path))
-    return Run(files.root, files.read_recipe(), files.read_summary(), files.read_metrics())
+    recipe, summary, metrics = files.read_recipe(), files.read_summary(), files.read_metrics()
+    if not summary and metrics:
+        summary = summarize_run(recipe, recipe.model.count_params(), metrics, SUMMARY_MISSING)
+    return Run(files.root, recipe, summary, metrics)
 
 
 def find_runs(paths: list[str | Path]) -> list[Run]:
@@ -142,7 +149,7 @@ def markdown_table(rows: list[dict], columns: list[str] = (), first: str = "sett
 def write_csv(rows: list[dict], path: Path, extra: dict | None = None) -> Path:
     """The summary rows as CSV, each prefixed by the `extra` columns (e.g. experiment and scale)."""
     rows = [{**(extra or {}), **r} for r in rows]
-    with path.open("w", newline="") as f:
+    with atomic.replacing(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else list(extra or {}))
         writer.writeheader()
         writer.writerows(rows)
@@ -312,5 +319,5 @@ def report(runs: list[Run], out: str | Path, title: str = "run comparison") -> P
              "| run | path | description |", "|---|---|---|",
              *(f"| {label} | {r.path} | {r.recipe.description} |" for label, r in zip(groups, runs)), "",
              *(f"![{f.stem}]({f.name})" for f in figures), ""]
-    (out / "report.md").write_text("\n".join(lines))
+    atomic.write_text(out / "report.md", "\n".join(lines))
     return out / "report.md"

@@ -165,11 +165,13 @@ PIXEL: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 
 
 class OpSet(NamedTuple):
-    """A family of ops by name: pixel ops (images, magnitudes) -> images, and geometric ops
-    (magnitudes, height, width) -> matrices [n, 2, 3] that `warp` (images, matrices, interpolation) applies."""
+    """A family of ops by name. Pixel ops map (images, magnitudes) -> images. With a `warp`
+    (images, matrices, interpolation), the geometric ops map (magnitudes, height, width) -> matrices [n, 2, 3] and
+    one warp resamples all the images that drew any of them; without one (None), each geometric op maps
+    (images, magnitudes) -> images like a pixel op."""
     pixel: dict[str, Callable[[Tensor, Tensor], Tensor]]
-    geometric: dict[str, Callable[[Tensor, int, int], Tensor]]
-    warp: Callable[[Tensor, Tensor, str], Tensor]
+    geometric: dict[str, Callable[..., Tensor]]
+    warp: Callable[[Tensor, Tensor, str], Tensor] | None
 
 
 TORCHVISION = OpSet(PIXEL, GEOMETRIC, _affine)
@@ -196,12 +198,14 @@ def apply_ops(images: Tensor, names: list[str], op: Tensor, magnitude: Tensor, i
               ops: OpSet = TORCHVISION) -> tuple[Tensor, Tensor]:
     """Apply op `names[op[i]]` of `ops` (-1: none) with `magnitude[i]` to image i: one batched call per op.
 
-    The images are sorted by op so that each group is a contiguous slice (all geometric ops form one group,
-    warped together). They come back in that order, with it: `result[j]` is image `order[j]` transformed.
+    The images are sorted by op so that each group is a contiguous slice (with a shared warp, all geometric ops
+    form one group, warped together). They come back in that order, with it: `result[j]` is image `order[j]`
+    transformed.
     `op`, `magnitude` and the returned `order` live on the CPU, where the policies draw them, so that the
     group sizes are known without waiting for the device the images are on.
     """
-    geometric = torch.tensor([name in ops.geometric for name in names] + [False])  # [-1]: no op
+    shared = [name in ops.geometric and ops.warp is not None for name in names]
+    geometric = torch.tensor(shared + [False])  # [-1]: no op
     group = torch.where(geometric[op], len(names), op)
     order = torch.argsort(group, stable=True)
     images = images.index_select(0, to_device(order, images.device))  # much faster than images[order] on CPU
@@ -215,5 +219,6 @@ def apply_ops(images: Tensor, names: list[str], op: Tensor, magnitude: Tensor, i
         elif g == len(names) + 1:
             pieces.append(_warp(images[segment], op[segment], magnitude[segment], names, interpolation, ops))
         else:
-            pieces.append(ops.pixel[names[g - 1]](images[segment], magnitude[segment]))
+            op_fn = ops.pixel.get(names[g - 1]) or ops.geometric[names[g - 1]]
+            pieces.append(op_fn(images[segment], magnitude[segment]))
     return torch.cat(pieces), order

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from ... import atomic
+
 from .cost import cost_plan
 from .plan import PlannedRun, plan
 from .results import write_results
@@ -40,7 +42,7 @@ def run_experiment(name_or_path: str | Path, scale: str = "full", out: str | Pat
         return out, []
     check_data(runs, data_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "experiment.yaml").write_text(yaml.safe_dump(
+    atomic.write_text(out / "experiment.yaml", yaml.safe_dump(
         {"name": exp.name, "scale": scale, "base": exp.base, "description": exp.description,
          "scale_overrides": exp.scales[scale], "overrides": list(overrides),
          "runs": {r.name: {"seed": r.seed, **r.setting.overrides} for r in runs}}, sort_keys=False))

@@ -89,8 +89,8 @@ def cost_plan(runs: list[PlannedRun], jobs: int = 1, steps: int = 3) -> str:
     device = resolve_device(runs[0].recipe.device) if runs else "cpu"
     name = torch.cuda.get_device_name(device) if torch.cuda.is_available() and str(device).startswith("cuda") \
         else f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads"
-    lines.append(f"total {total:.0f} s = {_hours(total)} of training on {device} ({name}), "
-                 f"about {_hours(total / jobs)} with {jobs} at a time; seconds per epoch measured with {steps} "
+    lines.append(f"total {total:.0f} s = {hours(total)} of training on {device} ({name}), "
+                 f"about {hours(total / jobs)} with {jobs} at a time; seconds per epoch measured with {steps} "
                  "steps of the training loop on random images after as many to warm up (data loading, compilation "
                  "and checkpoints not included)")
     return "\n".join(lines)
@@ -100,5 +100,6 @@ def _epochs_done(run: PlannedRun) -> int:
     return RunFiles(run.path).read_summary().get("epochs_done", 0)
 
 
-def _hours(seconds: float) -> str:
+def hours(seconds: float) -> str:
+    """Seconds as minutes, or hours from an hour on."""
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"

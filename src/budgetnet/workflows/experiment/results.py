@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ... import atomic
 from ...training.rundir import RunFiles
 from .. import report
 from .plan import PlannedRun
@@ -69,5 +70,5 @@ def write_results(exp: Experiment, scale: str, runs: list[PlannedRun], out: Path
     figures = report.draw(results.groups, results.rows, exp.plots, out, title) if results.groups else []
     report.write_csv(results.rows, out / "results.csv", {"experiment": exp.name, "scale": scale})
     command = command or f"budgetnet experiment {exp.source} --scale {scale} --out {out}"
-    (out / "results.md").write_text(results_markdown(exp, scaled, runs, results, figures, command))
+    atomic.write_text(out / "results.md", results_markdown(exp, scaled, runs, results, figures, command))
     return out / "results.md"

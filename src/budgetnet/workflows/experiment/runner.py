@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from queue import Queue
 from typing import Any
@@ -17,10 +17,12 @@ import torch
 
 from ...config import RecipeError
 from ...data.cifar import load_split
-from ...training.interrupts import sigterm_interrupts
+from ...training.interrupts import stop_on_signals
 from ...training.rundir import RunFiles
 from .. import report
 from .plan import TO_TRAIN, PlannedRun, code_version, made_by, run_status
+
+STOP_POLL_S = 0.5  # how often the waiting experiment looks whether Ctrl-C or SIGTERM asked it to stop
 
 
 class _Children:
@@ -57,6 +59,7 @@ def _launch(run: PlannedRun, data_dir: str | Path | None, env: dict[str, str], c
     """Train (or continue) one run in a child process, its output appended to <run>/train.log."""
     files = RunFiles(run.path)
     files.root.mkdir(parents=True, exist_ok=True)
+    files.refuse_links()
     if not files.recipe.is_file():
         files.write_recipe(run.recipe)
     cmd = [sys.executable, "-m", "budgetnet", "train", "--resume", str(run.path)]
@@ -138,9 +141,13 @@ def train_runs(runs: list[PlannedRun], jobs: int, data_dir: str | Path | None = 
 
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
-        with sigterm_interrupts():
-            for future in [pool.submit(work, i, r, s) for i, (r, s) in enumerate(todo, 1)]:
-                future.result()
+        with stop_on_signals() as stop:
+            pending = {pool.submit(work, i, r, s) for i, (r, s) in enumerate(todo, 1)}
+            while pending:  # wait for the runs, looking at the stop request twice a second
+                done, pending = wait(pending, timeout=STOP_POLL_S, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    future.result()  # a launcher's own error ends the experiment
+                stop.check()
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the runs in flight stop too and keep their last checkpoints
         children.stop(getattr(e, "signum", signal.SIGINT))
         raise

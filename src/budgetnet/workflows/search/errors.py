@@ -9,5 +9,9 @@ class SearchError(UsageError):
     """A study, storage or device that cannot be used: the message says what to pass instead."""
 
 
+class RunDirRefused(SearchError):
+    """A queued trial's recorded run directory is not under --out: the trial is failed, nothing is written there."""
+
+
 class SearchInterrupted(Interrupted):
     """SIGINT or SIGTERM stopped the worker: its trial is marked failed and queued to resume."""

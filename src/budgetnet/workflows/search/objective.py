@@ -1,6 +1,7 @@
-"""One trial of the search: a design sampled within the parameter budget (C_1 last, within the widest that fits;
-an over-budget design repaired or rejected untrained), trained in its run directory, each epoch's validation
-accuracy reported to the pruner, and the best one returned to the sampler."""
+"""One trial of the search: a design sampled within the parameter and compute budgets (C_1 last, within the
+widest that fits; an over-budget design repaired or rejected untrained), trained in its run directory, each epoch's
+validation accuracy reported to the pruner, and the best one returned to the sampler; its parameters, GFLOP per
+image, training PFLOP and seconds recorded as user attrs."""
 from __future__ import annotations
 
 import sys
@@ -13,25 +14,27 @@ from optuna.distributions import IntDistribution
 
 from ...config import Recipe
 from ...data.cifar import Data, load_data
-from ...design.spec import BudgetError, SpecError, fit_channels
+from ...design.spec import BudgetError, SpecError
 from ...training.loop import check_recipe, train
 from ...training.rundir import RunFiles
 from ...training.runtime import resolve_device
-from .space import Space
+from .errors import RunDirRefused
+from .space import Space, fit_design
 
 
 @dataclass
 class Objective:
     """What Optuna calls per trial: train the trial's design in OUT/trials/<number> (a queued retry resumes the
-    run directory it inherits) and return its best validation accuracy.
+    run directory it inherits, which must lie under OUT: `run_path`) and return its best validation accuracy.
 
-    `check_signal` raises a SIGTERM that Python dropped (interrupts.sigterm_interrupts); it is called as a trial
-    starts and after each epoch. `data` replaces loading the data set (tests); otherwise each data configuration
-    is loaded once and kept."""
+    `check_signal` raises Interrupted once Ctrl-C or SIGTERM asked the worker to stop
+    (interrupts.StopRequest); it is called as a trial starts and after each epoch. `data` replaces loading the
+    data set (tests); otherwise each data configuration is loaded once and kept."""
 
     space: Space
     out: Path
     budget: int | None
+    max_gflops: float | None
     repair: str
     device: str
     check_signal: Callable[[], None]
@@ -46,7 +49,12 @@ class Objective:
         self.check_signal()
         resumed = "run_dir" in trial.user_attrs  # a queued retry inherits its run directory (relative to OUT)
         run_dir = trial.user_attrs.get("run_dir", f"trials/{trial.number}")
-        recipe = _trial_recipe(trial, self.space, self.budget, self.repair)
+        try:
+            path = run_path(self.out, run_dir)
+        except RunDirRefused as e:
+            trial.set_user_attr("failed", str(e))
+            raise
+        recipe = _trial_recipe(trial, self.space, self.budget, self.max_gflops, self.repair)
         trial.set_user_attr("run_dir", run_dir)
         trial.set_user_attr("recipe", recipe.to_dict())  # reproducible from the study alone, whatever disk OUT is on
         recipe.device = self.device
@@ -55,13 +63,14 @@ class Objective:
         if self.data is None and key not in self.datasets:
             self.datasets[key] = load_data(recipe.data, self.data_dir, resolve_device(self.device))
 
-        files = RunFiles(self.out / run_dir)
+        files = RunFiles(path)
         resume = resumed and files.recipe.is_file()
         backfill = resume  # a resumed run reports its earlier epochs first, so the pruner sees the whole curve
 
         def on_epoch(row: dict) -> None:
             nonlocal backfill
             self.check_signal()
+            _record_compute(trial, files.read_summary())  # a pruned trial keeps what it spent
             for r in files.read_metrics() if backfill else [row]:
                 if "val_acc" in r:
                     trial.report(r["val_acc"], r["epoch"])
@@ -73,18 +82,43 @@ class Objective:
             print(f"trial {trial.number} retries a failed trial whose run directory {run_dir} is not under {self.out} "
                   "(not started yet, or --out is not shared by every worker): training it from the start",
                   file=sys.stderr)
-        summary = train(None if resume else recipe, self.out / run_dir, self.data_dir, resume=resume,
+        summary = train(None if resume else recipe, path, self.data_dir, resume=resume,
                         progress=self.progress, on_epoch=on_epoch,
                         data=self.datasets[key] if self.data is None else self.data,
                         overrides=[f"device={self.device}"] if resume else ())  # this worker's device, not the last's
         trial.set_user_attr("test_acc", summary["final_test_acc"])
+        _record_compute(trial, summary)
         return summary["best_acc"]
 
 
-def _trial_recipe(trial: optuna.Trial, space: Space, budget: int | None, repair: str) -> Recipe:
-    """Sample the trial's recipe within the budget, or prune the trial with the reason."""
+def run_path(out: Path, run_dir: object) -> Path:
+    """OUT/`run_dir`, the run directory a study's storage records for a trial, once it is known to lie inside OUT
+    (relative, and inside once every `..` and symbolic link is resolved); RunDirRefused otherwise, since the
+    storage may be shared or edited and a worker writes only under its own --out."""
+    where = Path(out) / str(run_dir)
+    inside = Path(out).resolve()
+    if (not isinstance(run_dir, str) or Path(run_dir).is_absolute()
+            or not where.resolve().is_relative_to(inside) or where.resolve() == inside):
+        raise RunDirRefused(f"the study records run directory {run_dir!r} for this trial, which is not inside --out "
+                            f"{out} (an absolute path, '..' or a link leading out): refused, nothing written there")
+    return where
+
+
+def _record_compute(trial: optuna.Trial, summary: dict) -> None:
+    """The trial's training so far, from its run summary: PFLOP (GFLOP per image x images trained on) and seconds."""
+    trial.set_user_attr("train_pflop", summary["train_pflop"])
+    trial.set_user_attr("train_seconds", summary["train_seconds"])
+
+
+def _trial_recipe(trial: optuna.Trial, space: Space, budget: int | None, max_gflops: float | None,
+                  repair: str) -> Recipe:
+    """Sample the trial's recipe within the budgets, or prune the trial with the reason.
+
+    C_1 from an int range is sampled last, from the range cut at the widest that fits (below the range, the
+    fitted C_1 itself): either way the value the study records is the value trained, so TPE and the importances
+    reason about trained designs (the range differs between trials; Optuna allows that for a numeric parameter)."""
     channels = space.params.get("model.channels")
-    within = isinstance(channels, IntDistribution)  # sampled last, within the widest C_1 that fits
+    within = isinstance(channels, IntDistribution)
     values = space.suggest(trial, skip=("model.channels",) if within else ())
     try:
         recipe = space.recipe({**values, "model.channels": channels.low} if within else values)
@@ -92,45 +126,25 @@ def _trial_recipe(trial: optuna.Trial, space: Space, budget: int | None, repair:
         _reject(trial, "invalid_design", str(e))
     if budget is not None:
         recipe.budget = budget
+    if max_gflops is not None:
+        recipe.max_gflops = max_gflops
+    try:
+        narrowest, widest, repaired = fit_design(space, recipe.model, recipe.budget, recipe.max_gflops, repair)
+    except BudgetError as e:
+        _reject(trial, "over_budget", str(e))
+    if repaired:
+        trial.set_user_attr("repaired", repaired)
+    recipe.model = widest
     if within:
-        recipe.model = replace(recipe.model, channels=_suggest_channels(trial, channels, recipe, repair))
-    params = recipe.model.count_params()
-    if params > recipe.budget:  # a fixed C_1, or one of the space's choices
-        if repair == "reject" or "model.channels" in space.params or not isinstance(recipe.model.channels, int):
-            _reject(trial, "over_budget", f"{params:,} parameters > budget {recipe.budget:,}")
-        try:
-            fitted = fit_channels(recipe.model, recipe.budget)
-        except BudgetError as e:
-            _reject(trial, "over_budget", str(e))
-        trial.set_user_attr("repaired", f"C_1 {recipe.model.channels} -> {fitted}")
-        recipe.model = replace(recipe.model, channels=fitted)
-        params = recipe.model.count_params()
+        step = 1 if repaired else channels.step
+        recipe.model = replace(widest, channels=trial.suggest_int(
+            "model.channels", narrowest.channels, widest.channels, step=step, log=channels.log))
     design = recipe.model.to_dict()
-    trial.set_user_attr("params", params)
+    trial.set_user_attr("params", recipe.model.count_params())
+    trial.set_user_attr("gflop_per_image", recipe.model.gflop_per_image())
     trial.set_user_attr("design", {k: design[k] for k in ("blocks", "channels", "kernel_size",
                                                             "shortcut_kernel_size", "pool_size", "block")})
     return recipe
-
-
-def _suggest_channels(trial: optuna.Trial, dist: IntDistribution, recipe: Recipe, repair: str) -> int:
-    """C_1 from the space's range cut at the widest that fits the budget; below the range, the fitted C_1 itself.
-
-    Either way the value the study records is the value trained, so TPE and the importances reason about
-    trained designs (the range differs between trials; Optuna allows that for a numeric parameter).
-    """
-    try:
-        widest = fit_channels(recipe.model, recipe.budget)
-    except BudgetError as e:
-        _reject(trial, "over_budget", str(e))
-    if widest >= dist.low:
-        high = min(dist.high, dist.low + (widest - dist.low) // dist.step * dist.step)
-        return trial.suggest_int("model.channels", dist.low, high, step=dist.step, log=dist.log)
-    narrowest = replace(recipe.model, channels=dist.low).count_params()
-    if repair == "reject":
-        _reject(trial, "over_budget", f"C_1={dist.low}, the narrowest in the space, needs {narrowest:,} parameters "
-                                      f"> budget {recipe.budget:,}")
-    trial.set_user_attr("repaired", f"C_1 {dist.low}..{dist.high} -> {widest}")
-    return trial.suggest_int("model.channels", widest, widest, log=dist.log)
 
 
 def _reject(trial: optuna.Trial, reason: str, message: str) -> NoReturn:

@@ -1,6 +1,6 @@
-"""What a study found, from its storage: trials by outcome, the top designs, the Pareto front of parameters vs
-validation accuracy and the parameter importances, as search.md, best-recipe.yaml and figures; and the lines a
-worker prints when it stops."""
+"""What a study found, from its storage: trials by outcome, the top designs, the Pareto fronts of validation
+accuracy against training PFLOP and against parameters with a table of each front's designs, and the parameter
+importances, as search.md, best-recipe.yaml and figures; and the lines a worker prints when it stops."""
 from __future__ import annotations
 
 import math
@@ -12,7 +12,7 @@ from matplotlib.ticker import EngFormatter
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from ... import plots
+from ... import atomic, plots
 from .storage import load_study, optuna_quiet, shown_url
 
 
@@ -61,14 +61,16 @@ def search_report(storage: str, out: str | Path, study_name: str | None = None, 
     trials = study.get_trials(deepcopy=False)
     counts = trial_counts(trials)
     done = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: -t.value)
-    front = [done[i] for i in pareto_front([(t.user_attrs["params"], t.value) for t in done])]
-    budget = study.user_attrs.get("budget")
-    _plot_front(study.study_name, trials, done, front, budget, out / "pareto.png")
+    fronts = {axis: _front(done, key) for axis, (key, _) in AXES.items()}
+    front = fronts["params"]
+    budget, max_gflops = study.user_attrs.get("budget"), study.user_attrs.get("max_gflops")
+    _plot_fronts(study.study_name, trials, done, fronts, budget, out / "pareto.png")
     importances = _importances(study.study_name, done, out / "importances.png")
 
     lines = [f"# Search `{study.study_name}`", "",
              f"Storage `{shown_url(storage)}`, space `{study.user_attrs.get('space', '?')}`"
-             + (f", budget {budget:,} parameters" if budget else "") + ".",
+             + (f", budget {budget:,} parameters" if budget else "")
+             + (f", max {max_gflops:g} GFLOP per image (forward+backward)" if max_gflops else "") + ".",
              "The objective is the best validation accuracy (data.val_size images held out of the training set); "
              "the test set chose nothing, its final accuracy is shown for reference.", "",
              "| " + " | ".join(counts) + " |", "|" + "---:|" * len(counts),
@@ -82,31 +84,39 @@ def search_report(storage: str, out: str | Path, study_name: str | None = None, 
         lines.append(f"| {rank} | {t.number} | {t.user_attrs['params']:,} | {t.value:.4f} | "
                      f"{_fmt(t.user_attrs.get('test_acc'))} | {_design(t)} | {_sampled(t)} | "
                      f"`{t.user_attrs['run_dir']}` |")
-    lines += ["", "## Parameters vs accuracy", "",
-              "Pareto front (no other design has fewer parameters and higher validation accuracy): trials "
-              + ", ".join(f"{t.number} ({t.user_attrs['params']:,}, {t.value:.4f})" for t in front) + ".", "",
-              "![parameters vs accuracy](pareto.png)", "",
-              "## Parameter importances (PED-ANOVA, Optuna's default evaluator)", ""]
+    lines += ["", "## Pareto fronts", "",
+              "Validation accuracy against the compute a trial spent training (PFLOP: its forward+backward GFLOP "
+              "per image times the images it trained on) and against its parameters; on each front no other "
+              "completed trial has less of it and a higher validation accuracy.", "",
+              "![accuracy vs training PFLOP and vs parameters](pareto.png)"]
+    for axis, (_, title) in AXES.items():
+        lines += ["", f"### Front of {title}", "", *_front_table(fronts[axis])]
+    lines += ["", "## Parameter importances (PED-ANOVA, Optuna's default evaluator)", ""]
     if importances:
         lines += [f"- `{k}`: {v:.3f}" for k, v in importances.items()] + ["", "![importances](importances.png)"]
     else:
         lines.append("Not enough completed trials with varying parameters yet.")
     if done:
-        (out / "best-recipe.yaml").write_text(yaml.safe_dump(done[0].user_attrs["recipe"], sort_keys=False))
+        atomic.write_text(out / "best-recipe.yaml", yaml.safe_dump(done[0].user_attrs["recipe"], sort_keys=False))
         lines += ["", "## Reproduce the best design", "",
                   f"Trial {done[0].number}'s recipe, as the study stores it, is `best-recipe.yaml` beside this file; "
                   f"its run directory is `{done[0].user_attrs['run_dir']}` under the search's --out. From this folder:",
                   "", "`budgetnet train --recipe best-recipe.yaml`"]
-    (out / "search.md").write_text("\n".join(lines) + "\n")
+    atomic.write_text(out / "search.md", "\n".join(lines) + "\n")
     best = done[0] if done else None
     return {"study": study.study_name, "counts": counts, "importances": importances,
             "best": None if best is None else {"trial": best.number, "val_acc": best.value,
                                                "params": best.user_attrs["params"], **best.params},
-            "front": [t.number for t in front], "report": str(out / "search.md")}
+            "front": [t.number for t in front], "pflop_front": [t.number for t in fronts["pflop"]],
+            "report": str(out / "search.md")}
 
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def _g(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 def _design(t: FrozenTrial) -> str:
@@ -121,33 +131,64 @@ def _sampled(t: FrozenTrial) -> str:
                      for k, v in t.params.items() if not k.startswith("model."))
 
 
-def _plot_front(name: str, trials: list[FrozenTrial], done: list[FrozenTrial], front: list[FrozenTrial],
-                budget: int | None, path: Path) -> None:
-    fig, ax = plots.subplots(figsize=(7.5, 5))
+AXES = {"pflop": ("train_pflop", "training PFLOP"), "params": ("params", "parameters")}  # user attr, words
+
+
+def _front(done: list[FrozenTrial], key: str) -> list[FrozenTrial]:
+    """The Pareto front of `key` (a user attr; trials without it are left out) against validation accuracy."""
+    known = [t for t in done if t.user_attrs.get(key) is not None]
+    return [known[i] for i in pareto_front([(t.user_attrs[key], t.value) for t in known])]
+
+
+def _front_table(front: list[FrozenTrial]) -> list[str]:
+    """A markdown table of a front's trials: their design variables and what each cost."""
+    if not front:
+        return ["No completed trial records it."]
+    lines = ["| trial | design variables | params | GFLOP/image | PFLOP | seconds | val acc |",
+             "|---:|---|---:|---:|---:|---:|---:|"]
+    for t in front:
+        a = t.user_attrs
+        variables = ", ".join(f"{k.removeprefix('model.')}={v}" for k, v in t.params.items() if k.startswith("model."))
+        seconds = a.get("train_seconds")
+        lines.append(f"| {t.number} | {variables or _design(t)} | {a['params']:,} | "
+                     f"{_g(a.get('gflop_per_image'))} | {_g(a.get('train_pflop'))} | "
+                     f"{'-' if seconds is None else f'{seconds:.0f}'} | {t.value:.4f} |")
+    return lines
+
+
+def _plot_fronts(name: str, trials: list[FrozenTrial], done: list[FrozenTrial],
+                 fronts: dict[str, list[FrozenTrial]], budget: int | None, path: Path) -> None:
+    """Validation accuracy against training PFLOP (left) and parameters (right), each front marked."""
+    fig, axes = plots.subplots(1, 2, figsize=(13, 5), sharey=True)
     pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
-    if pruned:
-        ax.scatter([t.user_attrs["params"] for t in pruned], [t.intermediate_values[max(t.intermediate_values)]
-                                                             for t in pruned],
-                   marker="x", color="0.6", label="pruned (val acc when stopped)")
-    ax.scatter([t.user_attrs["params"] for t in done], [t.value for t in done], color="tab:blue", alpha=0.7,
-               label="completed trials")
-    if front:
-        xs, ys = [t.user_attrs["params"] for t in front], [t.value for t in front]
-        ax.step(xs, ys, where="post", color="tab:red", lw=1.5)
-        ax.scatter(xs, ys, color="tab:red", s=60, zorder=3, label="Pareto front")
-        for t in front:
-            ax.annotate(f"#{t.number}", (t.user_attrs["params"], t.value), textcoords="offset points",
-                        xytext=(4, 4), fontsize=8)
-    if budget:
-        ax.axvline(budget, color="k", ls="--", lw=1, label=f"budget {budget:,}")
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
-    ax.xaxis.set_minor_formatter(EngFormatter(sep=""))
-    ax.set_xlabel("trainable parameters (log scale)")
-    ax.set_ylabel("best validation accuracy")
-    ax.set_title(f"study {name}: parameters vs accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    for ax, (axis, (key, title)) in zip(axes, AXES.items()):
+        stopped = [t for t in pruned if t.user_attrs.get(key) is not None]
+        if stopped:
+            ax.scatter([t.user_attrs[key] for t in stopped],
+                       [t.intermediate_values[max(t.intermediate_values)] for t in stopped],
+                       marker="x", color="0.6", label="pruned (val acc when stopped)")
+        shown = [t for t in done if t.user_attrs.get(key) is not None]
+        ax.scatter([t.user_attrs[key] for t in shown], [t.value for t in shown], color="tab:blue", alpha=0.7,
+                   label="completed trials")
+        front = fronts[axis]
+        if front:
+            xs, ys = [t.user_attrs[key] for t in front], [t.value for t in front]
+            ax.step(xs, ys, where="post", color="tab:red", lw=1.5)
+            ax.scatter(xs, ys, color="tab:red", s=60, zorder=3, label="Pareto front")
+            for t in front:
+                ax.annotate(f"#{t.number}", (t.user_attrs[key], t.value), textcoords="offset points",
+                            xytext=(4, 4), fontsize=8)
+        if budget and axis == "params":
+            ax.axvline(budget, color="k", ls="--", lw=1, label=f"budget {budget:,}")
+        if shown:
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+            ax.xaxis.set_minor_formatter(EngFormatter(sep=""))
+        ax.set_xlabel(f"{title} (log scale)" if shown else title)
+        ax.set_title(f"study {name}: {title} vs accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+    axes[0].set_ylabel("best validation accuracy")
     plots.save(fig, path)
 
 

@@ -6,6 +6,7 @@ import copy
 import itertools
 import json
 import math
+import random
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from ...config import DataConfig, Recipe, RecipeError, apply_overrides, load_recipe, read_yaml
-from ...design.spec import SpecError
+from ...design.spec import BudgetError, ModelSpec, SpecError, budget_excess, fit_channels, with_width
 
 SPACE_KEYS = ("description", "base", "params")
 RANGE_KEYS = ("low", "high", "step", "log")
@@ -133,14 +134,42 @@ def _decode(choice: Any) -> Any:
     return json.loads(choice) if isinstance(choice, str) and choice[:1] in "[{" else choice
 
 
-def smallest_design(space: Space, budget: int | None, repair: str) -> tuple[int, int, str] | None:
-    """(parameters, budget, design) of the space's smallest trainable design, or None when none is valid or the
-    space has more than 10,000 combinations of model keys (not all tried, so the smallest might be missed).
+DESIGN_LIMIT = 10_000  # model-key combinations enumerated; beyond, the budget check is skipped and the dry run samples
 
-    Every choice of every sampled model key is tried (an int range: each value, or its ends when it has more
-    than 32; a float range: its ends), with C_1 at its smallest: 1 where the repair may fit it (--repair
-    fit-channels and an int C_1), else the range's low end or the smallest choice."""
-    model = {k: d for k, d in space.params.items() if k.startswith("model.") and k != "model.channels"}
+
+def fit_design(space: Space, model: ModelSpec, budget: int, max_gflops: float | None,
+               repair: str) -> tuple[ModelSpec, ModelSpec, str | None]:
+    """The narrowest and widest designs a trial may train for `model` (its other keys chosen), and the repair
+    made, if any: C_1 sampled from the space's int range cut at the widest that fits the parameter budget and
+    `max_gflops`; below the range's low end, or a fixed C_1 (or list of widths) over a budget, the widest that
+    fits (repair "fit-channels"). BudgetError saying what is over when no design is trained (repair "reject", a
+    C_1 or widths the space samples otherwise, or nothing fits)."""
+    dist = space.params.get("model.channels")
+    if isinstance(dist, IntDistribution):
+        widest = fit_channels(model, budget, max_gflops)
+        if widest >= dist.low:
+            high = min(dist.high, dist.low + (widest - dist.low) // dist.step * dist.step)
+            return replace(model, channels=dist.low), replace(model, channels=high), None
+        if repair == "reject":
+            raise BudgetError(f"C_1={dist.low}, the narrowest in the space, is over budget: "
+                              f"{budget_excess(replace(model, channels=dist.low), budget, max_gflops)}")
+        fitted = replace(model, channels=widest)
+        return fitted, fitted, f"C_1 {dist.low}..{dist.high} -> {widest}"
+    over = budget_excess(model, budget, max_gflops)
+    if not over:
+        return model, model, None
+    if repair == "reject" or any(k.split(".")[:2] == ["model", "channels"] for k in space.params):
+        raise BudgetError(over)
+    fitted = with_width(model, fit_channels(model, budget, max_gflops))
+    return fitted, fitted, f"C_1 {model.channels} -> {fitted.channels}"
+
+
+def design_points(space: Space, limit: int = DESIGN_LIMIT, seed: int = 0) -> tuple[list[dict[str, Any]], bool]:
+    """Values of the sampled model keys (but an int range of C_1, placed by `fit_design`): every combination
+    (an int range: each value, or its ends when it has more than 32; a float range: its ends) and True when there
+    are at most `limit`; else the all-first and all-last combinations and `limit` drawn at random, and False."""
+    model = {k: d for k, d in space.params.items()
+             if k.startswith("model.") and not (k == "model.channels" and isinstance(d, IntDistribution))}
     options = []
     for dist in model.values():
         if isinstance(dist, CategoricalDistribution):
@@ -149,40 +178,74 @@ def smallest_design(space: Space, budget: int | None, repair: str) -> tuple[int,
             options.append(list(range(dist.low, dist.high + 1, dist.step)))
         else:
             options.append([dist.low, dist.high])
-    if math.prod(map(len, options)) > 10_000:
-        return None
+    if math.prod(map(len, options)) <= limit:
+        return [dict(zip(model, combo)) for combo in itertools.product(*options)], True
+    rng = random.Random(seed)
+    combos = [[o[0] for o in options], [o[-1] for o in options]]
+    combos += [[rng.choice(o) for o in options] for _ in range(limit)]
+    return [dict(zip(model, combo)) for combo in combos], False
+
+
+def trial_designs(space: Space, budget: int | None, max_gflops: float | None, repair: str,
+                  points: list[dict[str, Any]]) -> list[tuple[Recipe, Recipe]]:
+    """(narrowest, widest) recipes a trial may train at each of `points` (`design_points`), with the budgets
+    applied (None: the space's own); points whose design is invalid or over budget are left out."""
     channels = space.params.get("model.channels")
-    smallest = None
-    for combo in itertools.product(*options):
-        values = dict(zip(model, combo))
-        if isinstance(channels, IntDistribution):
-            values["model.channels"] = 1 if repair == "fit-channels" else channels.low
+    designs = []
+    for values in points:
         try:
-            recipe = space.recipe(values)
-            if channels is None and repair == "fit-channels" and isinstance(recipe.model.channels, int):
-                recipe.model = replace(recipe.model, channels=1)
-            counts = [recipe.model.count_params()] if not isinstance(channels, CategoricalDistribution) else [
-                replace(recipe.model, channels=_decode(c)).count_params() for c in channels.choices]
+            recipe = space.recipe({**values, "model.channels": channels.low}
+                                  if isinstance(channels, IntDistribution) else values)
+            recipe.budget = budget if budget is not None else recipe.budget
+            recipe.max_gflops = max_gflops if max_gflops is not None else recipe.max_gflops
+            narrowest, widest, _ = fit_design(space, recipe.model, recipe.budget, recipe.max_gflops, repair)
+        except SpecError:  # BudgetError included: never trained
+            continue
+        designs.append((replace(recipe, model=narrowest), replace(recipe, model=widest)))
+    return designs
+
+
+def describe(model: ModelSpec) -> str:
+    """A design in the search's words: B, C_1, F, K, P and the block type."""
+    return (f"B={model.blocks} C_1={model.channels} F={model.kernel_size} K={model.shortcut_kernel_size} "
+            f"P={model.pool_size} {model.block}")
+
+
+def check_budget(space: Space, budget: int | None, repair: str, max_gflops: float | None = None) -> None:
+    """RecipeError, before the first trial, when no design of the space fits the budgets: checked when the space
+    has at most DESIGN_LIMIT combinations of model keys (not all tried beyond, so a fitting one might be missed)
+    and neither budget is sampled. The narrowest design of a combination has C_1 1 where the repair may fit it."""
+    if (budget is None and "budget" in space.params) or (max_gflops is None and "max_gflops" in space.params):
+        return  # a sampled budget: each trial checks its own
+    points, exact = design_points(space)
+    if not exact:
+        return
+    channels, smallest = space.params.get("model.channels"), []
+    fitted = repair == "fit-channels" and not any(  # C_1 may be fitted: not chosen from choices or per stage
+        k.split(".")[:2] == ["model", "channels"] and not isinstance(d, IntDistribution) for k, d in space.params.items())
+    for values in points:
+        try:
+            recipe = space.recipe({**values, "model.channels": channels.low}
+                                  if isinstance(channels, IntDistribution) else values)
+            if fitted:
+                recipe.model = with_width(recipe.model, 1)
+            smallest.append((recipe.model.count_params(), recipe.model.gflop_per_image(), recipe))
         except SpecError:
             continue  # rejected per trial as an invalid design
-        if isinstance(channels, CategoricalDistribution):
-            recipe.model = replace(recipe.model, channels=_decode(channels.choices[counts.index(min(counts))]))
-        if smallest is None or min(counts) < smallest[0]:
-            d = recipe.model.to_dict()
-            design = (f"B={d['blocks']} C_1={d['channels']} F={d['kernel_size']} K={d['shortcut_kernel_size']} "
-                      f"P={d['pool_size']} {d['block']}")
-            smallest = (min(counts), budget if budget is not None else recipe.budget, design)
-    return smallest
-
-
-def check_budget(space: Space, budget: int | None, repair: str) -> None:
-    """RecipeError, before the first trial, when not even the space's smallest design fits the budget."""
-    if budget is None and "budget" in space.params:
-        return  # a sampled budget: each trial checks its own
-    smallest = smallest_design(space, budget, repair)
-    if smallest is None or smallest[0] <= smallest[1]:
+    if not smallest:
         return
-    params, limit, design = smallest
+    limit = budget if budget is not None else smallest[0][2].budget
+    gflops = max_gflops if max_gflops is not None else smallest[0][2].max_gflops
+    if any(not budget_excess(r.model, limit, gflops) for _, _, r in smallest):
+        return
+    params, _, recipe = min(smallest, key=lambda x: x[0])
     given = f"--budget {limit:,}" if budget is not None else f"the space's budget of {limit:,}"
-    raise RecipeError(f"{given}: no design of --space {space.name} fits; the smallest ({design}) has "
-                      f"{params:,} parameters: give --budget {params} or more, or a space of smaller designs")
+    if params > limit:
+        raise RecipeError(f"{given}: no design of --space {space.name} fits; the smallest ({describe(recipe.model)}) "
+                          f"has {params:,} parameters: give --budget {params} or more, or a space of smaller designs")
+    within = [(g, r) for p, g, r in smallest if p <= limit]
+    least, recipe = min(within, key=lambda x: x[0])
+    given = f"--max-gflops {gflops:g}" if max_gflops is not None else f"the space's max_gflops of {gflops:g}"
+    raise RecipeError(f"{given}: no design of --space {space.name} within {limit:,} parameters fits; the cheapest "
+                      f"({describe(recipe.model)}) needs {least:.4f} GFLOP per image: give --max-gflops "
+                      f"{math.ceil(least * 1e4) / 1e4:g} or more, or a space of smaller designs")

@@ -10,11 +10,11 @@ import optuna
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from ...config import Recipe, RecipeError, parse_count
+from ...config import Recipe, RecipeError, parse_count, parse_gflops
 from ...data.cifar import Data
-from ...training.interrupts import sigterm_interrupts
+from ...training.interrupts import stop_on_signals
 from ...training.loop import TrainingDiverged
-from .errors import SearchInterrupted
+from .errors import RunDirRefused, SearchInterrupted
 from .gpu import worker_device
 from .objective import Objective
 from .space import Space, check_budget
@@ -32,54 +32,74 @@ def run_search(space: Space, out: str | Path, trials: int | None = None, total_t
                storage: str | None = None, study_name: str | None = None, budget: int | str | None = None,
                sampler: str = "tpe", pruner: str = "hyperband", repair: str = "fit-channels", seed: int | None = None,
                heartbeat: int = 60, device: str | None = None, data_dir: str | Path | None = None,
-               data: Data | None = None, progress: bool = False) -> optuna.Study:
+               data: Data | None = None, progress: bool = False, *, max_gflops: float | str | None = None
+               ) -> optuna.Study:
     """Run trials of the study (created on first use) in this process until either target is met; returns the study.
 
     `trials` caps this process; `total_trials` is the study-wide target shared by all workers (trials finished
     or running, Optuna's MaxTrialsCallback). Workers on other machines run the same call against the same
-    storage. `device` overrides the recipes' ('auto': a GPU of its own). `data` replaces loading the data set
-    (tests); otherwise every data configuration is loaded once per process. SIGINT and SIGTERM raise
-    SearchInterrupted after the running trial is marked failed and queued to resume.
+    storage. `budget` (parameters) and `max_gflops` (forward+backward GFLOP per image) override the space's
+    budgets; a design over either is never trained. `device` overrides the recipes' ('auto': a GPU of its own).
+    `data` replaces loading the data set (tests); otherwise every data configuration is loaded once per process.
+    SIGINT and SIGTERM stop the work at the next safe point with SearchInterrupted, after the running trial is
+    marked failed and queued to resume.
     """
-    for flag, value, known in (("--sampler", sampler, SAMPLERS), ("--pruner", pruner, PRUNERS),
-                               ("--repair", repair, REPAIRS)):
+    for flag, value, known in (("--sampler", sampler, SAMPLERS), ("--pruner", pruner, PRUNERS)):
         if value not in known:
             raise RecipeError(f"{flag} {value}: use one of {', '.join(known)}")
+    check_trials(trials, total_trials)
+    budget, max_gflops = search_budgets(space, budget, max_gflops, repair)
+    out = Path(out)
+    storage = storage_url(out, storage)
+    with stop_on_signals() as stop:  # looked at before the first trial, between trials, after each epoch and step
+        out.mkdir(parents=True, exist_ok=True)
+        study = optuna.create_study(storage=open_storage(storage, heartbeat), study_name=study_name or space.name,
+                                    direction="maximize", sampler=_sampler(sampler, seed),
+                                    pruner=PRUNERS[pruner](), load_if_exists=True)
+        study.set_user_attr("space", space.name)
+        study.set_user_attr("budget", budget or parse_count(space.base.get("budget", Recipe.budget)))
+        study.set_user_attr("max_gflops", max_gflops or space.base.get("max_gflops"))
+        target = [MaxTrialsCallback(total_trials, states=COUNTED)] if total_trials is not None else []
+        target.append(_say_trial)
+        if total_trials is not None:
+            optuna.storages.fail_stale_trials(study)
+            if len(study.get_trials(deepcopy=False, states=COUNTED)) >= total_trials:
+                return study
+        device, gpu_lock = worker_device(device or space.base.get("device", Recipe.device))
+        objective: Objective | None = None  # a stop requeues the trial it is running
+        try:
+            stop.check()
+            objective = Objective(space, out, budget, max_gflops, repair, device, stop.check, data_dir, data,
+                                  progress)
+            study.optimize(objective, n_trials=trials, callbacks=[stop.check, *target],
+                           catch=(TrainingDiverged, RunDirRefused), gc_after_trial=True)
+        except KeyboardInterrupt as e:
+            running = objective.running if objective is not None else None
+            raise SearchInterrupted(_requeue(study, running), getattr(e, "signum", signal.SIGINT)) from None
+        finally:
+            if gpu_lock is not None:
+                gpu_lock.close()
+    return study
+
+
+def check_trials(trials: int | None, total_trials: int | None) -> None:
+    """RecipeError unless the trials to run are said, each 1 or more."""
     if trials is None and total_trials is None:
         raise RecipeError("say how many trials: --trials N (this worker) and/or --total-trials N (the whole study)")
     for flag, n in (("--trials", trials), ("--total-trials", total_trials)):
         if n is not None and n < 1:
             raise RecipeError(f"{flag} {n}: give 1 or more")
+
+
+def search_budgets(space: Space, budget: int | str | None, max_gflops: float | str | None,
+                   repair: str) -> tuple[int | None, float | None]:
+    """The budgets given (None: the space's), parsed, after checking that some design of the space fits them."""
+    if repair not in REPAIRS:
+        raise RecipeError(f"--repair {repair}: use one of {', '.join(REPAIRS)}")
     budget = parse_count(budget) if budget is not None else None
-    check_budget(space, budget, repair)
-    out = Path(out)
-    storage = storage_url(out, storage)
-    out.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(storage=open_storage(storage, heartbeat), study_name=study_name or space.name,
-                                direction="maximize", sampler=_sampler(sampler, seed),
-                                pruner=PRUNERS[pruner](), load_if_exists=True)
-    study.set_user_attr("space", space.name)
-    study.set_user_attr("budget", budget or parse_count(space.base.get("budget", Recipe.budget)))
-    target = [MaxTrialsCallback(total_trials, states=COUNTED)] if total_trials is not None else []
-    target.append(_say_trial)
-    if total_trials is not None:
-        optuna.storages.fail_stale_trials(study)
-        if len(study.get_trials(deepcopy=False, states=COUNTED)) >= total_trials:
-            return study
-    device, gpu_lock = worker_device(device or space.base.get("device", Recipe.device))
-    objective: Objective | None = None  # made once check_signal is bound; a stop requeues its running trial
-    try:
-        with sigterm_interrupts() as check_signal:  # a trial's start and end, and each epoch, check for SIGTERM
-            objective = Objective(space, out, budget, repair, device, check_signal, data_dir, data, progress)
-            study.optimize(objective, n_trials=trials, callbacks=[check_signal, *target],
-                           catch=(TrainingDiverged,), gc_after_trial=True)
-    except KeyboardInterrupt as e:
-        running = objective.running if objective is not None else None
-        raise SearchInterrupted(_requeue(study, running), getattr(e, "signum", signal.SIGINT)) from None
-    finally:
-        if gpu_lock is not None:
-            gpu_lock.close()
-    return study
+    max_gflops = parse_gflops(max_gflops) if max_gflops is not None else None
+    check_budget(space, budget, repair, max_gflops)
+    return budget, max_gflops
 
 
 def _sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
@@ -99,7 +119,9 @@ def _say_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         steps = trial.intermediate_values
         line = (f"stopped by --pruner after epoch {max(steps)}, val acc {steps[max(steps)]:.4f}{size}" if steps
                 else f"stopped by --pruner{size}")
-    else:  # the objective catches only a divergence
+    elif "failed" in trial.user_attrs:  # refused before training
+        line = f"failed: {trial.user_attrs['failed']}"
+    else:  # otherwise the objective catches only a divergence
         line = f"failed, training diverged{size}"
     print(f"trial {trial.number}: {line}", file=sys.stderr)
 
