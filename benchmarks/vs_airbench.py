@@ -58,7 +58,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from budgetnet.config import DataConfig, Recipe, load_recipe
 from budgetnet.data.augment import build_augment
-from budgetnet.data.cifar import Data, from_arrays, load_data, steps_per_epoch
+from budgetnet.data.cifar import Data, from_arrays, load_data, run_steps, steps_per_epoch
 from budgetnet.design.model import flops_per_image
 from budgetnet.training.loop import train_without_rundir
 from budgetnet.training.provenance import device_name
@@ -109,16 +109,16 @@ def run_budgetnet(recipe: Recipe, data: Data, device: torch.device, seed: int, e
     """One training run of a recipe with no run directory: accuracy (TTA, after the last epoch), seconds on the one
     clock, the loop's own train_seconds (evaluation excluded), FLOPs. It evaluates after the last epoch only, or
     every `eval_every`."""
-    recipe = load_recipe(recipe.to_dict(), [f"seed={seed}", f"eval_every={eval_every or recipe.epochs}"])
+    recipe = load_recipe(recipe.to_dict(), [f"seed={seed}", f"eval_every={eval_every or recipe.last_epoch}"])
     start = clock(device)
     summary = train_without_rundir(recipe, data=data, on_epoch=on_epoch)
     seconds = clock(device) - start
     flops = flops_per_image(recipe.model)
-    n_train = steps_per_epoch(len(data.train[0]), recipe.batch_size) * recipe.batch_size
+    seen = run_steps(recipe.epochs, steps_per_epoch(len(data.train[0]), recipe.batch_size)) * recipe.batch_size
     views = build_augment(recipe.augment, recipe.model.num_classes).num_views
     evaluated = sum(len(s[0]) for s in (data.val, data.test) if s is not None)
-    evaluations = len({*range(recipe.eval_every, recipe.epochs + 1, recipe.eval_every), recipe.epochs})
-    total = (flops["forward_backward"] * n_train * views * summary["epochs_done"]
+    evaluations = len({*range(recipe.eval_every, recipe.last_epoch + 1, recipe.eval_every), recipe.last_epoch})
+    total = (flops["forward_backward"] * seen * views
              + flops["forward"] * evaluated * TTA_VIEWS[recipe.tta] * evaluations)
     return {"accuracy": summary["final_test_acc"], "seconds": seconds, "train_seconds": summary["train_seconds"],
             "params": summary["params"], "precision": recipe.precision, "pflop": total / 1e15}

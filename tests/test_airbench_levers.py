@@ -107,7 +107,7 @@ def test_whitening_bias_as_norm_takes_the_bias_lr_and_falls_to_zero_over_its_epo
     assert whiten["lr"] == norms["lr"] == pytest.approx(1340 * 0.0791)
     assert whiten["weight_decay"] == norms["weight_decay"] == 3.774e-5
     schedule = build_scheduler(opt, ScheduleConfig(name="triangle", pct_start=1e-6, start_factor=1, end_factor=0),
-                               epochs=8, steps_per_epoch=25)
+                               total_steps=8 * 25, steps_per_epoch=25)
     lrs = []
     for _ in range(100):
         lrs.append([g["lr"] for g in opt.param_groups])

@@ -188,7 +188,7 @@ def bad_inputs(tmp_path_factory):
 BAD_INPUTS = [  # argv ({root}: the fixture's folder), exit code, the one line's text
     (["params", "--budget", "-5"], 2, "'-5' is not a parameter count: use a positive number"),
     (["params", "--set", "model.channels=0"], 2, "channels"),
-    (["train", "--set", "epochs=0", "--out", "{root}/r"], 2, "epochs=0 must be 1 or more"),
+    (["train", "--set", "epochs=0", "--out", "{root}/r"], 2, "epochs=0 must be > 0"),
     (["train", "--set", "batch_size=-5", "--out", "{root}/r"], 2, "batch_size=-5 must be 1 or more"),
     (["train", "--set", "eval_batch_size=0", "--out", "{root}/r"], 2, "eval_batch_size=0 must be 1 or more"),
     (["train", "--set", "tta=foo", "--out", "{root}/r"], 2, "tta='foo' is unknown"),

@@ -38,7 +38,7 @@ def test_seed_recipe_is_the_study():
     total = 1200 * 390
     for step in (0, 1, 1000, total // 3, total // 2, total - 1, total):
         study = 1e-6 + (0.1 - 1e-6) * 0.5 * (1 + math.cos(step / total * math.pi))
-        assert lr_at_step(r.schedule, r.optimizer.lr, step, 1200, 390) == pytest.approx(study, rel=1e-9, abs=1e-15)
+        assert lr_at_step(r.schedule, r.optimizer.lr, step, total, 390) == pytest.approx(study, rel=1e-9, abs=1e-15)
 
 
 def test_overrides_are_yaml_typed_and_dotted():
@@ -60,7 +60,7 @@ def test_channels_accept_a_scalar_or_a_list():
     ("optimizer.lrr=0.1", "unknown recipe key 'optimizer.lrr'; did you mean 'optimizer.lr'?"),
     ("epochz=3", "did you mean 'epochs'?"),
     ("model.chanels=32", "did you mean 'model.channels'?"),
-    ("epochs=many", "epochs must be int"),
+    ("epochs=many", "epochs must be float"),
     ("model.blocks=2", "model.blocks must be a list"),
     ("optimizer.nesterov=maybe", "optimizer.nesterov must be bool"),
     ("optimizer", "expected dotted.key=value"),

@@ -176,7 +176,7 @@ def test_fast_path_matches_a_plain_loop(tmp_path):
     torch.manual_seed(0)
     model = ResNet(recipe.model)
     opt = build_optimizer(model, recipe.optimizer)  # the same optimizer and schedule, a textbook data path
-    sched = build_scheduler(opt, recipe.schedule, 3, len(train_arrays[0]) // 64)
+    sched = build_scheduler(opt, recipe.schedule, 3 * (len(train_arrays[0]) // 64), len(train_arrays[0]) // 64)
     x, y = torch.as_tensor(train_arrays[0]), torch.as_tensor(train_arrays[1])
     rng = np.random.default_rng(0)
     for _ in range(3):

@@ -61,10 +61,10 @@ def test_schedule_sets_the_rates_torchs_lambdalr_would_and_resumes_from_its_step
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
     ours = build_optimizer(model, OptimizerConfig(lr=0.3, norm_lr_scale=4.0))
     theirs = build_optimizer(model, OptimizerConfig(lr=0.3, norm_lr_scale=4.0))
-    sched = build_scheduler(ours, cfg, epochs=3, steps_per_epoch=5)
+    sched = build_scheduler(ours, cfg, total_steps=15, steps_per_epoch=5)
 
     def factor(step):  # the old LambdaLR's
-        return lr_at_step(cfg, 0.3, step, 3, 5) / 0.3
+        return lr_at_step(cfg, 0.3, step, 15, 5) / 0.3
 
     reference = torch.optim.lr_scheduler.LambdaLR(theirs, factor)
     for _ in range(7):
@@ -73,7 +73,7 @@ def test_schedule_sets_the_rates_torchs_lambdalr_would_and_resumes_from_its_step
         theirs.step()
         reference.step()
     again = build_optimizer(model, OptimizerConfig(lr=0.3, norm_lr_scale=4.0))
-    resumed = build_scheduler(again, cfg, epochs=3, steps_per_epoch=5)
+    resumed = build_scheduler(again, cfg, total_steps=15, steps_per_epoch=5)
     resumed.load_state_dict(sched.state_dict())
     assert resumed.get_last_lr() == sched.get_last_lr() == reference.get_last_lr()
 
@@ -81,7 +81,7 @@ def test_schedule_sets_the_rates_torchs_lambdalr_would_and_resumes_from_its_step
 def lrs_driven(cfg, base_lr, epochs, steps_per_epoch):
     """The learning rate the optimizer sees at each step of a run driven by build_scheduler."""
     opt = build_optimizer(torch.nn.Linear(2, 2), OptimizerConfig(name="sgd", lr=base_lr))
-    sched = build_scheduler(opt, cfg, epochs=epochs, steps_per_epoch=steps_per_epoch)
+    sched = build_scheduler(opt, cfg, total_steps=epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch)
     seen = []
     for _ in range(epochs * steps_per_epoch):
         seen.append(opt.param_groups[0]["lr"])

@@ -229,7 +229,8 @@ def test_resume_honours_set_and_records_when_it_took_effect(tiny_data, tmp_path)
     rows, steps = files.read_metrics(), 512 // 64
     for row in rows:  # epochs 1-2 follow the schedule from 0.2, epochs 3-4 the same schedule from 0.01
         base = 0.2 if row["epoch"] <= 2 else 0.01
-        assert row["lr"] == pytest.approx(lr_at_step(recipe.schedule, base, row["epoch"] * steps, 4, steps), abs=1e-12)
+        expected = lr_at_step(recipe.schedule, base, row["epoch"] * steps, 4 * steps, steps)
+        assert row["lr"] == pytest.approx(expected, abs=1e-12)
     assert rows[2]["lr"] > 0
     groups = checkpoint.load(files.last)["optimizer"]["param_groups"]
     assert [g["initial_lr"] for g in groups] == [0.01, 0.01 * recipe.optimizer.norm_lr_scale]
@@ -248,8 +249,8 @@ def test_unknown_augmentation_fails_before_any_work(tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("epochs=0", "epochs=0 must be 1 or more"),
-    ("epochs=-1", "epochs=-1 must be 1 or more"),
+    ("epochs=0", "epochs=0 must be > 0"),
+    ("epochs=-1", "epochs=-1 must be > 0"),
     ("batch_size=0", "batch_size=0 must be 1 or more"),
     ("batch_size=-5", "batch_size=-5 must be 1 or more"),
     ("eval_batch_size=0", "eval_batch_size=0 must be 1 or more"),

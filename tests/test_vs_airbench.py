@@ -54,6 +54,16 @@ def test_airbench_flops_match_its_readme():
         assert total == pytest.approx(readme, rel=0.05)
 
 
+def test_budgetnets_flops_count_the_images_a_fractional_run_sees(tiny_data):
+    from budgetnet.design.model import flops_per_image
+    from conftest import tiny_recipe
+    recipe = tiny_recipe("epochs=1.5")
+    flops = flops_per_image(recipe.model)
+    run = vs_airbench.run_budgetnet(recipe, tiny_data, torch.device("cpu"), seed=0)
+    seen, tested = 12 * 64, 256  # 1.5 epochs of 8 batches of 64; the 256 test images once, after the last epoch
+    assert run["pflop"] * 1e15 == pytest.approx(flops["forward_backward"] * seen + flops["forward"] * tested)
+
+
 def test_the_cpu_network_keeps_fp32_weights_and_returns_fp32_logits():
     net = vs_airbench.cpu_net(airbench.make_net94, "bf16")
     assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in net.parameters())

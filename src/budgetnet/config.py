@@ -187,7 +187,8 @@ class Recipe:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     augment: list[dict] = field(default_factory=lambda: [{"name": "crop", "padding": 4}, {"name": "flip"}])
     description: str = ""
-    epochs: int = 30
+    epochs: int | float = 30          # a fraction (9.9) stops the last epoch, epoch ceil(epochs), part-way:
+                                      # training.loop takes data.cifar.run_steps steps in all
     batch_size: int = 128
     eval_batch_size: int = 1000
     seed: int = 0
@@ -209,6 +210,12 @@ class Recipe:
     compile_mode: CompileMode = "default"  # torch.compile's mode
     sync_bn: bool = False             # DDP: SyncBatchNorm, batch statistics over all ranks (else each rank's own)
 
+    @property
+    def last_epoch(self) -> int:
+        """The number of the run's last epoch, ceil(epochs): partial in a fractional run, and like the last of a
+        whole-number run evaluated, tested and checkpointed."""
+        return math.ceil(self.epochs)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -226,7 +233,8 @@ class Recipe:
         _check(self.budget >= 1, "budget", self.budget, "must be a positive parameter count, e.g. 5M")
         _check(self.max_gflops is None or self.max_gflops > 0, "max_gflops", self.max_gflops,
                "must be a positive forward+backward GFLOP per image, e.g. 0.71 (or null for no compute budget)")
-        for key in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
+        _check(self.epochs > 0, "epochs", self.epochs, "must be > 0 (whole or fractional, e.g. 30 or 9.9)")
+        for key in ("batch_size", "eval_batch_size", "eval_every"):
             _check(getattr(self, key) >= 1, key, getattr(self, key), "must be 1 or more")
         _check(self.checkpoint_every is None or self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every,
                "must be 0 or more (0: only after the last epoch), or null for the default interval")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import pickle
 import sys
@@ -260,6 +261,19 @@ def from_arrays(train: tuple, val: tuple | None, test: tuple, classes: list[str]
 def steps_per_epoch(n: int, batch_size: int) -> int:
     """Optimizer steps in an epoch of `n` images: full batches only (one short batch when n < batch_size)."""
     return max(1, n // batch_size)
+
+
+def steps_in(epochs: float, steps_per_epoch: int) -> int:
+    """Optimizer steps in `epochs` (a whole or fractional number of) epochs: epochs x steps_per_epoch rounded up
+    to a whole step, as airbench counts ceil(epochs x batches); rounded to 6 decimals first, so that float noise
+    adds no step (1.1 epochs of 10 steps are 11 steps, not 12)."""
+    return math.ceil(round(epochs * steps_per_epoch, 6))
+
+
+def run_steps(epochs: float, steps_per_epoch: int) -> int:
+    """Optimizer steps of an `epochs`-long run: `steps_in`, with at least one step in its last epoch, epoch
+    ceil(epochs), which a fractional run stops part-way (whole-number epochs: epochs x steps_per_epoch)."""
+    return max(steps_in(epochs, steps_per_epoch), (math.ceil(epochs) - 1) * steps_per_epoch + 1)
 
 
 def batch_indices(n: int, batch_size: int, device: torch.device | str, generator: torch.Generator | None = None,

@@ -47,7 +47,7 @@ class WhiteningStem(nn.Module):
     The filters are the eigenvectors of the training patches' second-moment matrix scaled by
     1/sqrt(eigenvalue + eps), and their negatives, so that the ReLU keeps both signs (Keller Jordan's airbench).
     With padding 'valid' the output is kernel - 1 pixels smaller (airbench's stem). They are a buffer: saved in checkpoints, never trained, not counted as trainable parameters. With `bias` a
-    zero-initialised bias follows the filters (airbench94 trains it for its first epochs: see `freeze_for_epoch`).
+    zero-initialised bias follows the filters (airbench94 trains it for its first epochs: see `train_whiten_bias`).
     """
 
     def __init__(self, c_in: int, kernel: int = WHITEN_KERNEL, bias: bool = False, act: nn.Module | None = None,
@@ -161,13 +161,13 @@ class ResNet(nn.Module):
         return logits if self.output_scale == 1 else logits * self.output_scale
 
 
-def freeze_for_epoch(model: nn.Module, epoch: int) -> None:
-    """Before epoch `epoch` (0-based) starts: the whitening bias trains only during the design's first
-    `whiten_bias_epochs` epochs (a function of the epoch alone, so a resumed run freezes it when an uninterrupted
-    one would)."""
+def train_whiten_bias(model: nn.Module, trains: bool) -> None:
+    """Before a step: whether the whitening bias trains in it (training.loop: during the design's first
+    `whiten_bias_epochs`, counted in steps, so a resumed run freezes it when an uninterrupted one would); designs
+    without one are left as they are."""
     for m in model.modules():
         if isinstance(m, ResNet) and isinstance(m.stem, WhiteningStem) and m.stem.bias is not None:
-            m.stem.bias.requires_grad_(epoch < m.spec.whiten_bias_epochs)
+            m.stem.bias.requires_grad_(trains)
 
 
 @torch.no_grad()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -56,8 +57,9 @@ class ModelSpec:
     output_scale: the logits are multiplied by this constant (airbench: 1/9).
     dirac_init: each conv's first C_in filters start as the identity (torch.nn.init.dirac_, as airbench's Conv);
         the others keep their random start.
-    whiten_bias_epochs: with stem 'whiten', a bias after the frozen filters, trained for this many epochs and then
-        frozen (airbench94: 3); 0: no bias. It counts in the budget (the optimizer updates it).
+    whiten_bias_epochs: with stem 'whiten', a bias after the frozen filters, trained for this many epochs (a
+        fraction stops it part-way through an epoch) and then frozen (airbench94: 3); 0: no bias. It counts in
+        the budget (the optimizer updates it).
     residual: False drops the 'single' block's shortcut, so that a 'pool' stage of one 'single' block is
         airbench's conv group exactly (conv, pool, BN, act, conv, BN, act); for block 'single' only.
     fc_init_std: the classifier's weights are rescaled after their random start to this standard deviation
@@ -83,7 +85,7 @@ class ModelSpec:
     activation: Activation = "relu"
     output_scale: float = 1.0
     dirac_init: bool = False
-    whiten_bias_epochs: int = 0
+    whiten_bias_epochs: int | float = 0
     residual: bool = True
     fc_init_std: float | None = None
 
@@ -147,9 +149,9 @@ class ModelSpec:
         if not 0 <= self.bn_momentum <= 1 or self.bn_eps <= 0:
             raise SpecError(f"model.bn_momentum={self.bn_momentum} must be in [0, 1] (torch's convention; "
                             f"airbench's 0.6 is 0.4) and model.bn_eps={self.bn_eps} > 0")
-        if self.whiten_bias_epochs < 0 or (self.whiten_bias_epochs and self.stem != "whiten"):
-            raise SpecError(f"model.whiten_bias_epochs={self.whiten_bias_epochs} must be >= 0, and is for "
-                            "model.stem=whiten only: set it to 0 or use the whitening stem")
+        if not 0 <= self.whiten_bias_epochs < math.inf or (self.whiten_bias_epochs and self.stem != "whiten"):
+            raise SpecError(f"model.whiten_bias_epochs={self.whiten_bias_epochs} must be a finite number >= 0, and "
+                            "is for model.stem=whiten only: set it to 0 or use the whitening stem")
         if not self.residual and self.block != "single":
             raise SpecError(f"model.residual=false is for model.block=single (airbench's conv group), not "
                             f"{self.block!r}: set it to true or use the single block")

@@ -19,8 +19,8 @@ from tqdm import tqdm
 from .. import __version__
 from ..config import Recipe, RecipeError, load_recipe
 from ..data.augment import Augment, build_augment
-from ..data.cifar import Data, batch_indices, load_data, steps_per_epoch as epoch_steps
-from ..design.model import ResNet, freeze_for_epoch, init_whitening
+from ..data.cifar import Data, batch_indices, load_data, run_steps, steps_in, steps_per_epoch as epoch_steps
+from ..design.model import ResNet, init_whitening, train_whiten_bias
 from ..design.spec import check_budget
 from ..errors import RunFailed
 from . import checkpoint
@@ -72,13 +72,14 @@ AUTO_CHECKPOINTS = 50  # checkpoint_every=null: at most this many checkpoints a 
 
 def checkpoint_due(recipe: Recipe, epoch: int) -> bool:
     """Whether finished `epoch` writes last.pt (and best.pt when it improved): every `checkpoint_every` epochs and
-    always the last; 0 only the last; null (the default) every epoch for runs of up to 50 epochs, else every
-    ceil(epochs / 50), so that a crash costs at most 2% of a long run and a 1,200-epoch run writes 50 checkpoints.
+    always the last (recipe.last_epoch, partial in a fractional run); 0 only the last; null (the default) every
+    epoch for runs of up to 50 epochs, else every ceil(epochs / 50), so that a crash costs at most 2% of a long run
+    and a 1,200-epoch run writes 50 checkpoints.
     A resume continues from the last one written and trains the epochs since again (exactly: see TrainState)."""
     every = recipe.checkpoint_every
     if every is None:
         every = math.ceil(recipe.epochs / AUTO_CHECKPOINTS)
-    return epoch == recipe.epochs or (every > 0 and epoch % every == 0)
+    return epoch == recipe.last_epoch or (every > 0 and epoch % every == 0)
 
 
 @dataclass
@@ -91,6 +92,7 @@ class TrainState:
     ema: AveragedModel | None
     lookahead: Lookahead | None
     steps_per_epoch: int
+    total_steps: int     # of the whole run (data.cifar.run_steps): the last epoch stops there
     epoch: int = 0       # epochs finished
     step: int = 0        # optimizer steps taken
     best: float = -1.0   # best validation (else test) accuracy of the checkpointed epochs so far (best.pt's)
@@ -125,7 +127,7 @@ class TrainState:
                 group.update(own)
         self.scheduler.load_state_dict(state["scheduler"])  # each group's lr from its initial_lr at the saved step
         self.epoch, self.best = state["epoch"], state["best"]
-        self.step = self.epoch * self.steps_per_epoch
+        self.step = self.scheduler.last_epoch  # the steps taken (a partial last epoch's included)
 
 
 def build_state(recipe: Recipe, data: Data, device: torch.device, ddp: Dist) -> TrainState:
@@ -139,10 +141,11 @@ def build_state(recipe: Recipe, data: Data, device: torch.device, ddp: Dist) -> 
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = build_optimizer(model, recipe.optimizer, recipe.batch_size)
     steps_per_epoch = epoch_steps(len(data.train[0]), recipe.batch_size)
-    scheduler = build_scheduler(optimizer, recipe.schedule, recipe.epochs, steps_per_epoch)
-    lookahead = (Lookahead(model, recipe.lookahead, recipe.epochs * steps_per_epoch) if recipe.lookahead.enabled
-                 else None)
-    return TrainState(model, optimizer, scheduler, build_ema(model, recipe.ema), lookahead, steps_per_epoch)
+    total_steps = run_steps(recipe.epochs, steps_per_epoch)
+    scheduler = build_scheduler(optimizer, recipe.schedule, total_steps, steps_per_epoch)
+    lookahead = Lookahead(model, recipe.lookahead, total_steps) if recipe.lookahead.enabled else None
+    return TrainState(model, optimizer, scheduler, build_ema(model, recipe.ema), lookahead, steps_per_epoch,
+                      total_steps)
 
 
 class RunWriter:
@@ -204,7 +207,7 @@ class RunWriter:
         if self.is_main:
             self.files.append_metrics(row)
         self.history.append(row)
-        self.write_summary("finished" if row["epoch"] == self.recipe.epochs else "running")
+        self.write_summary("finished" if row["epoch"] == self.recipe.last_epoch else "running")
 
     def summary(self, status: str, **extra) -> dict:
         return summarize(self.recipe, self.params, self.history, status, self.views, **self.provenance, **extra)
@@ -284,9 +287,9 @@ def _train(stop: StopRequest, recipe: Recipe | None, out_dir: str | Path | None,
             writer.resume(state.epoch, changes, saved.get("metrics"))
         net = DistributedDataParallel(state.model) if ddp.world_size > 1 else state.model
         step_fn = compile_model(net, recipe.compile, recipe.compile_mode)
-        writer.write_summary("finished" if state.epoch >= recipe.epochs else "running")
+        writer.write_summary("finished" if state.epoch >= recipe.last_epoch else "running")
         try:
-            while state.epoch < recipe.epochs:
+            while state.epoch < recipe.last_epoch:
                 _check_stop(stop, ddp, device)
                 row = _train_epoch(state, step_fn, augment, data, recipe, device, ddp, progress, stop)
                 _check_finite(row, writer, recipe)
@@ -316,7 +319,7 @@ def _train(stop: StopRequest, recipe: Recipe | None, out_dir: str | Path | None,
         except TrainingDiverged:
             raise
         except BaseException:  # a search pruned the trial, the caller gave up, or an error: say so in the summary
-            if state.epoch < recipe.epochs:
+            if state.epoch < recipe.last_epoch:
                 writer.write_summary("stopped")
             raise
     if ddp.world_size > 1:
@@ -407,18 +410,20 @@ def _check_run_dir(files: RunFiles, resume: bool, recipe: Recipe | None = None) 
 
 def _train_epoch(state: TrainState, step_fn: Callable, augment: Augment, data: Data, recipe: Recipe,
                  device: torch.device, ddp: Dist, progress: bool, stop: StopRequest) -> dict:
-    """One pass over the training set, stopped after any step by a Ctrl-C or SIGTERM (`stop`). The step never
-    waits for the device: metrics stay there until the end of the epoch, and the progress bar reads them every
-    PROGRESS_EVERY steps."""
+    """One pass over the training set, or the first batches of its order up to the run's last step (a fractional
+    run's last epoch), stopped after any step by a Ctrl-C or SIGTERM (`stop`). The step never waits for the
+    device: metrics stay there until the end of the epoch, and the progress bar reads them every PROGRESS_EVERY
+    steps."""
     epoch = state.epoch
     torch.manual_seed(recipe.seed * AUGMENT_SEED_STRIDE + epoch * AUGMENT_EPOCH_STRIDE + ddp.rank)
     state.model.train()
-    freeze_for_epoch(state.model, epoch)
     augment.set_epoch(epoch)
     x_all, y_all = data.train
     batches = batch_indices(len(x_all), recipe.batch_size, device,
                             generator=torch.Generator().manual_seed(recipe.seed * ORDER_SEED_STRIDE + epoch),
                             drop_last=len(x_all) >= recipe.batch_size, rank=ddp.rank, world_size=ddp.world_size)
+    batches = batches[:state.total_steps - state.step]
+    bias_steps = steps_in(recipe.model.whiten_bias_epochs, state.steps_per_epoch)  # the whitening bias's steps
     memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device)
@@ -427,6 +432,7 @@ def _train_epoch(state: TrainState, step_fn: Callable, augment: Augment, data: D
                disable=not (progress and ddp.is_main), mininterval=1.0, dynamic_ncols=True)
     start = time.perf_counter()
     for i, idx in enumerate(bar):
+        train_whiten_bias(state.model, state.step < bias_steps)
         images, labels = augment(x_all[idx], y_all[idx])
         images = data.normalize(images).contiguous(memory_format=memory_format)
         with autocast(device, recipe.precision):
@@ -449,7 +455,7 @@ def _train_epoch(state: TrainState, step_fn: Callable, augment: Augment, data: D
     seconds = time.perf_counter() - start
     loss_total, correct_total, seen_total = totals.tolist()
     state.epoch += 1
-    if state.lookahead is not None and state.epoch == recipe.epochs:
+    if state.lookahead is not None and state.epoch == recipe.last_epoch:
         state.lookahead.finish()
     return {"epoch": state.epoch, "lr": state.optimizer.param_groups[0]["lr"], "train_loss": loss_total / seen_total,
             "train_acc": correct_total / seen_total, "seconds": seconds, "images_per_s": seen_total / seconds}
@@ -490,7 +496,7 @@ def _evaluate(state: TrainState, data: Data, recipe: Recipe, device: torch.devic
     plain_test_acc, the test accuracy without TTA, every test_every epochs (the epoch's test_acc when that is
     already without TTA); both after the last epoch, {} on other epochs. Every rank first takes rank 0's BatchNorm
     statistics, so the figures are those of the checkpoint rank 0 writes."""
-    last = state.epoch == recipe.epochs
+    last = state.epoch == recipe.last_epoch
     evaluated = last or state.epoch % recipe.eval_every == 0
     plain = recipe.test_every > 0 and (last or state.epoch % recipe.test_every == 0)
     if not (evaluated or plain):
@@ -510,7 +516,7 @@ def _evaluate(state: TrainState, data: Data, recipe: Recipe, device: torch.devic
     return row
 
 
-def _epoch_line(row: dict, epochs: int) -> str:
+def _epoch_line(row: dict, epochs: int | float) -> str:
     parts = [f"epoch {row['epoch']}/{epochs}", f"lr {row['lr']:.4g}",
              f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}"]
     for split in ("val", "test"):

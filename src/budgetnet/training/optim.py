@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import SCHEDULE_ALIASES, OptimizerConfig, ScheduleConfig
+from ..data.cifar import steps_in
 from ..design.model import ResNet, WhiteningStem
 from ..errors import UsageError
 
@@ -262,18 +263,21 @@ class Schedule:
         self._apply()
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, epochs: int,
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, total_steps: int,
                     steps_per_epoch: int) -> Schedule:
-    """A schedule stepped once per optimizer step. A group with `zero_at_epoch` (param_groups) falls linearly from
-    its lr to 0 at that epoch instead, as airbench94_muon's whitening bias."""
+    """A schedule stepped once per optimizer step, over a run of `total_steps` steps. A group with `zero_at_epoch`
+    (param_groups) falls linearly from its lr to 0 at that epoch's step (data.cifar.steps_in: a fraction ends
+    part-way through an epoch) instead, as airbench94_muon's whitening bias."""
     base_lr = optimizer.param_groups[0]["lr"]  # every group follows the schedule scaled by its own base lr
-    own = {i: (lambda step, n=g["zero_at_epoch"] * steps_per_epoch: max(0.0, 1 - step / n))
+    own = {i: (lambda step, n=steps_in(g["zero_at_epoch"], steps_per_epoch): max(0.0, 1 - step / n))
            for i, g in enumerate(optimizer.param_groups) if g.get("zero_at_epoch")}
-    return Schedule(optimizer, lambda step: lr_at_step(cfg, base_lr, step, epochs, steps_per_epoch) / base_lr, own)
+    return Schedule(optimizer, lambda step: lr_at_step(cfg, base_lr, step, total_steps, steps_per_epoch) / base_lr,
+                    own)
 
 
-def lr_at_step(cfg: ScheduleConfig, base_lr: float, step: int, epochs: int, steps_per_epoch: int) -> float:
-    """Learning rate at optimizer step `step`; with per_step false it changes only at epoch ends."""
-    t = step / steps_per_epoch if cfg.per_step else float(step // steps_per_epoch)
-    return lr_at(cfg, base_lr, t, epochs)
-
+def lr_at_step(cfg: ScheduleConfig, base_lr: float, step: int, total_steps: int, steps_per_epoch: int) -> float:
+    """Learning rate at optimizer step `step` of a run of `total_steps` steps, total_steps / steps_per_epoch epochs
+    long (a fractional run's length as trained: data.cifar.run_steps); with per_step false it changes only at epoch
+    ends and at the run's end, where it reaches the schedule's end either way."""
+    t = step / steps_per_epoch if cfg.per_step or step >= total_steps else float(step // steps_per_epoch)
+    return lr_at(cfg, base_lr, t, total_steps / steps_per_epoch)

@@ -17,7 +17,7 @@ from typing import Callable, Literal
 
 from .. import atomic, plots
 from ..config import Recipe, RecipeError
-from ..data.cifar import SPLIT_SIZES, steps_per_epoch as epoch_steps
+from ..data.cifar import SPLIT_SIZES, run_steps, steps_per_epoch as epoch_steps
 from ..training.optim import lr_at_step
 from ..training.rundir import RunFiles, recipe_yaml, summarize as summarize_run
 
@@ -166,9 +166,9 @@ def schedule_curve(recipe: Recipe, points: int = 4000) -> tuple[list[float], lis
     """(epochs, lr) of a recipe's schedule as training steps it, at most `points` samples, without training."""
     n_train = recipe.data.train_size or SPLIT_SIZES["train"] - recipe.data.val_size
     steps_per_epoch = epoch_steps(n_train, recipe.batch_size)  # as training/loop.py steps it
-    total = recipe.epochs * steps_per_epoch
+    total = run_steps(recipe.epochs, steps_per_epoch)
     steps = range(0, total + 1, max(1, total // points))
-    lrs = [lr_at_step(recipe.schedule, recipe.optimizer.lr, s, recipe.epochs, steps_per_epoch) for s in steps]
+    lrs = [lr_at_step(recipe.schedule, recipe.optimizer.lr, s, total, steps_per_epoch) for s in steps]
     return [s / steps_per_epoch for s in steps], lrs
 
 

@@ -84,7 +84,7 @@ def cost_plan(runs: list[PlannedRun], jobs: int = 1, steps: int = 3) -> str:
             seconds = measured[key] * left
             total += seconds
         per_epoch = f"{measured[_cost_key(run.recipe)]:.1f}" if left else "-"
-        lines.append(f"{run.path.name[:48]:<48} {status:<9} {left:>6} {per_epoch:>9} "
+        lines.append(f"{run.path.name[:48]:<48} {status:<9} {left:>6g} {per_epoch:>9} "
                      f"{'-' if seconds is None else f'{seconds:.0f}':>9}")
     device = resolve_device(runs[0].recipe.device) if runs else "cpu"
     name = torch.cuda.get_device_name(device) if torch.cuda.is_available() and str(device).startswith("cuda") \
