@@ -279,7 +279,7 @@ class ModelSpec:
                 conv(c_in, c * exp, f, side)
                 c_in, side, grad_in = c * exp, s, True
             for b in range(n):
-                projects = side != s or c_in != c * exp
+                projects = self.residual and (side != s or c_in != c * exp)  # no shortcut without `residual`
                 if self.block == "bottleneck":
                     conv(c_in, c, 1, side)
                 else:
