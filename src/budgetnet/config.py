@@ -328,7 +328,9 @@ def parse_yaml(text: str, source: str) -> Any:
     try:
         _check_yaml_size(yaml.compose(text, Loader=yaml.SafeLoader), source, 0, {})
         return yaml.safe_load(text)
-    except yaml.YAMLError as e:
+    except RecipeError:  # the size check's own
+        raise
+    except (yaml.YAMLError, ValueError) as e:  # ValueError: an integer of more than Python's 4,300 digits
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or " ".join(str(e).split())
@@ -361,7 +363,7 @@ def load_recipe(name_or_path: str | Path | dict, overrides: list[str] | tuple[st
     raw = copy.deepcopy(name_or_path) if isinstance(name_or_path, dict) else read_yaml(name_or_path)[0]
     apply_overrides(raw, overrides)
     if "budget" in raw:
-        raw["budget"] = parse_count(raw["budget"])
+        raw["budget"] = parse_count(raw["budget"], "budget=")
     recipe = from_dict(Recipe, raw)
     recipe.model.validate()
     return recipe
@@ -400,8 +402,9 @@ def _index(node: list, part: str, key: str) -> int:
     return int(part)
 
 
-def parse_count(text: str | int) -> int:
-    """Parse a parameter count such as 5000000, '5M', '4.5M' or '500k' (1 to MAX_BUDGET)."""
+def parse_count(text: str | int, key: str = "") -> int:
+    """Parse a parameter count such as 5000000, '5M', '4.5M' or '500k' (1 to MAX_BUDGET); a RecipeError's message
+    starts with `key` (e.g. "budget=") and the text."""
     s = str(text).strip().lower().replace(",", "").replace("_", "")
     scale = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000}.get(s[-1:], 1)
     try:
@@ -409,7 +412,7 @@ def parse_count(text: str | int) -> int:
     except (ValueError, OverflowError):  # not a number, NaN, or infinite
         count = 0
     if not 1 <= count <= MAX_BUDGET:
-        raise RecipeError(f"{shown(text)} is not a parameter count: use a positive number up to {MAX_BUDGET:,}, "
+        raise RecipeError(f"{key}{shown(text)} is not a parameter count: use a positive number up to {MAX_BUDGET:,}, "
                           "e.g. 5000000, 5M or 500k")
     return count
 
