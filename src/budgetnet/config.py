@@ -412,8 +412,8 @@ def parse_count(text: str | int, key: str = "") -> int:
     except (ValueError, OverflowError):  # not a number, NaN, or infinite
         count = 0
     if not 1 <= count <= MAX_BUDGET:
-        raise RecipeError(f"{key}{shown(text)} is not a parameter count: use a positive number up to {MAX_BUDGET:,}, "
-                          "e.g. 5000000, 5M or 500k")
+        raise RecipeError(f"{key}{shown(text)} is not a parameter count: use a positive number up to "
+                          f"{MAX_BUDGET:,}, e.g. 5000000, 5M or 500k")
     return count
 
 
@@ -424,7 +424,7 @@ def parse_gflops(text: str | float) -> float:
     except (TypeError, ValueError):
         value = math.nan
     if not (math.isfinite(value) and value > 0):
-        raise RecipeError(f"{text!r} is not a GFLOP count: use a positive number of forward+backward GFLOP per "
+        raise RecipeError(f"{shown(text)} is not a GFLOP count: use a positive number of forward+backward GFLOP per "
                           "image, e.g. 0.71")
     return value
 
