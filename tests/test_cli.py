@@ -204,7 +204,7 @@ BAD_INPUTS = [  # argv ({root}: the fixture's folder), exit code, the one line's
     (["train", "--set", "optimizer.name=adam", "--set", "optimizer.decoupled_weight_decay=true", "--out",
       "{root}/r"], 2, "adamw decouples weight decay already"),
     (["train", "--set", "optimizer.name=muon", "--set", "optimizer.muon_ns_steps=0", "--out", "{root}/r"], 2,
-     "muon_ns_steps=0 >= 1"),
+     "optimizer.muon_ns_steps=0 must be 1 or more"),
     (["train", "--set", "schedule.name=linear", "--out", "{root}/r"], 2, "schedule.name='linear' is unknown"),
     (["train", "--set", "schedule.start_factor=2", "--out", "{root}/r"], 2, "schedule.start_factor=2.0 must be"),
     (["train", "--set", "model.activation=swish", "--out", "{root}/r"], 2, "model.activation='swish' is unknown"),

@@ -8,6 +8,7 @@ import pytest
 
 from budgetnet.config import DataConfig, Dataset, RecipeError
 from budgetnet.data.cifar import DATASETS, DataError, batch_indices, load_data, load_split
+from budgetnet.design.spec import ModelSpec
 
 
 def copy_of(fake_cifar, tmp_path):
@@ -102,7 +103,7 @@ def test_bad_data_sections_name_the_key():
     with pytest.raises(RecipeError, match="data.dataset='mnist' is unknown: use one of cifar10, cifar100"):
         DataConfig(dataset="mnist").validate()
     with pytest.raises(RecipeError, match="data.dataset=cifar100 has 100 classes but model.num_classes=10"):
-        DataConfig(dataset="cifar100").validate(num_classes=10)
+        DataConfig(dataset="cifar100").validate(ModelSpec(num_classes=10))
     with pytest.raises(DataError, match="data.dataset='mnist' is unknown"):
         load_split("mnist", "test")  # a tool's own dataset name, not a recipe's
 

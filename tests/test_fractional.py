@@ -100,8 +100,8 @@ def test_the_whitening_bias_freezes_part_way_through_an_epoch(tiny_data, monkeyp
     ("epochs=-2.5", RecipeError, "epochs=-2.5 must be > 0"),
     ("epochs=.inf", RecipeError, "epochs=inf is not a finite number"),
     ("epochs=.nan", RecipeError, "epochs=nan is not a finite number"),
-    ("model.whiten_bias_epochs=-0.5", SpecError, "model.whiten_bias_epochs=-0.5 must be a finite number >= 0"),
-    ("model.whiten_bias_epochs=.inf", SpecError, "model.whiten_bias_epochs=inf must be a finite number >= 0"),
+    ("model.whiten_bias_epochs=-0.5", SpecError, "model.whiten_bias_epochs=-0.5 must be 0 or more"),
+    ("model.whiten_bias_epochs=.inf", (SpecError, RecipeError), "model.whiten_bias_epochs=inf (must be at most|is no)"),
 ])
 def test_a_length_that_cannot_run_is_one_clear_line_before_anything_is_written(tiny_data, tmp_path, override, error,
                                                                               message):

@@ -205,7 +205,7 @@ def test_muon_steps_a_conv_filter_as_airbench94_muon_and_the_rest_with_sgd(chann
     (OptimizerConfig(units="per_batch"), "optimizer.units='per_batch' is unknown"),
     (OptimizerConfig(units="per_1024", decoupled_weight_decay=True), "units=per_1024 is airbench's convention"),
     (OptimizerConfig(name="muon", muon_momentum=1.0), "muon_momentum=1.0 in"),
-    (OptimizerConfig(name="muon", muon_ns_steps=0), "muon_ns_steps=0 >= 1"),
+    (OptimizerConfig(name="muon", muon_ns_steps=0), "optimizer.muon_ns_steps=0 must be 1 or more"),
     (OptimizerConfig(name="muon", muon_lr=0.0), "muon_lr=0.0 must be > 0"),
     (OptimizerConfig(name="adamw", decoupled_weight_decay=True), "adamw decouples weight decay already"),
 ])

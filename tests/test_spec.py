@@ -49,11 +49,11 @@ def test_stage_table_rows_sum_to_total():
     (dict(shortcut_kernel_size=2), "even size"),
     (dict(pool_size=3), "does not fit the final 4x4 feature map"),
     (dict(pool_size=8), "use one of [1, 2, 4]"),
-    (dict(channels=0), "must be positive"),
-    (dict(blocks=[2, -1, 2, 2]), "must be positive"),
+    (dict(channels=0), "model.channels=0 must be 1 or more"),
+    (dict(blocks=[2, -1, 2, 2]), "model.blocks.1=-1 must be 0 or more"),
     (dict(blocks=[]), "model.blocks is empty"),
     (dict(block="wide"), "model.block='wide' is unknown"),
-    (dict(num_classes=0), "model.num_classes is 0"),
+    (dict(num_classes=0), "model.num_classes=0 must be 1 or more"),
     (dict(blocks=[1] * 7), "does not divide evenly"),
 ])
 def test_validation_names_the_problem(kw, message):

@@ -255,7 +255,7 @@ def test_unknown_augmentation_fails_before_any_work(tiny_data, tmp_path):
     ("batch_size=-5", "batch_size=-5 must be 1 or more"),
     ("eval_batch_size=0", "eval_batch_size=0 must be 1 or more"),
     ("eval_every=0", "eval_every=0 must be 1 or more"),
-    ("test_every=-1", "test_every=-1 must be 0 (off) or more"),
+    ("test_every=-1", "test_every=-1 must be 0 or more"),
     ("tta=foo", "tta='foo' is unknown: use one of none, flip, flip_translate"),
     ("precision=fp8", "precision='fp8' is unknown: use one of auto, fp32, bf16"),
     ("compile_mode=fastest", "compile_mode='fastest' is unknown"),

@@ -21,9 +21,9 @@ from typing import Any, Literal
 
 import yaml
 
-from .choices import check_choices
+from .choices import check_choices, check_ranges
 from .design.spec import ModelSpec
-from .errors import UsageError
+from .errors import UsageError, shown
 
 Dataset = Literal["cifar10", "cifar100"]
 OptimizerName = Literal["sgd", "adam", "adamw", "radam", "muon"]
@@ -39,6 +39,29 @@ class RecipeError(UsageError):
     """A recipe that cannot be used: the message names the key and how to fix it."""
 
 
+# The range (inclusive) of every integer recipe value, checked by its section's validate() before anything is
+# written (epochs, which may be a fraction, in Recipe.validate); the model's are design.spec.MODEL_RANGES, the data's sizes are checked against the data set's
+# (DataConfig.validate). The seed's bound keeps every seed the training loop derives from it (seed * 100,003 +
+# epoch * 1,009 + rank: under 2**49) within what torch's generators (below 2**64) and numpy's (0 or more) take.
+MAX_EPOCHS = 100_000
+MAX_SEED = 2**32 - 1
+MAX_BUDGET = 10**10                   # trainable parameters ("10G")
+INT_RANGES = {
+    "batch_size": (1, 2**20),
+    "eval_batch_size": (1, 2**20),
+    "seed": (0, MAX_SEED),
+    "budget": (1, MAX_BUDGET),
+    "eval_every": (1, MAX_EPOCHS),
+    "test_every": (0, MAX_EPOCHS),    # 0: off
+    "checkpoint_every": (0, MAX_EPOCHS),  # 0: after the last epoch only
+    "optimizer.muon_ns_steps": (1, 100),
+    "optimizer.muon_normalize_every": (1, 10**6),
+    "schedule.T_mult": (1, 1_000),
+    "ema.every": (1, 10**6),
+    "lookahead.k": (1, 10**6),
+}
+
+
 @dataclass
 class DataConfig:
     dataset: Dataset = "cifar10"
@@ -46,9 +69,9 @@ class DataConfig:
     val_size: int = 0                 # hold the last N training images out for validation (tuning)
     test_size: int | None = None      # evaluate on the first N test images only (quick looks)
 
-    def validate(self, num_classes: int | None = None) -> None:
-        """Raise RecipeError for a data section that cannot load, or whose class count is not `num_classes`."""
-        from .data.cifar import DATASETS, SPLIT_SIZES  # the datasets' sizes live beside their files' format
+    def validate(self, model: ModelSpec | None = None) -> None:
+        """Raise RecipeError for a data section that cannot load, or whose images or classes `model` does not fit."""
+        from .data.cifar import DATASETS, IMAGE_SHAPE, SPLIT_SIZES  # the datasets' sizes live beside their format
 
         check_choices(self, "data.", RecipeError)
         n_train, n_test = SPLIT_SIZES["train"], SPLIT_SIZES["test"]
@@ -57,9 +80,16 @@ class DataConfig:
                self.train_size, f"must be between 1 and {n_train - self.val_size}")
         _check(self.test_size is None or 0 < self.test_size <= n_test, "data.test_size", self.test_size,
                f"must be between 1 and {n_test}")
-        classes = DATASETS[self.dataset].num_classes
-        _check(num_classes is None or num_classes == classes, "data.dataset", self.dataset,
-               f"has {classes} classes but model.num_classes={num_classes}: add --set model.num_classes={classes}")
+        if model is None:
+            return
+        classes, (channels, size, _) = DATASETS[self.dataset].num_classes, IMAGE_SHAPE
+        _check(model.num_classes == classes, "data.dataset", self.dataset,
+               f"has {classes} classes but model.num_classes={model.num_classes}: add --set "
+               f"model.num_classes={classes}")
+        _check(model.in_channels == channels, "model.in_channels", model.in_channels,
+               f"but {self.dataset} images have {channels} channels: set model.in_channels={channels}")
+        _check(model.image_size == size, "model.image_size", model.image_size,
+               f"but {self.dataset} images are {size}x{size}: set model.image_size={size}")
 
 
 @dataclass
@@ -94,6 +124,7 @@ class OptimizerConfig:
     def validate(self) -> None:
         """Raise RecipeError naming the first value outside its range or a combination that cannot run."""
         check_choices(self, "optimizer.", RecipeError)
+        check_ranges(self, INT_RANGES, "optimizer.", RecipeError)
         _check(self.lr > 0, "optimizer.lr", self.lr, "must be > 0")
         _check(0 <= self.momentum < 1, "optimizer.momentum", self.momentum, "must be in [0, 1)")
         _check(not self.nesterov or self.momentum > 0, "optimizer.momentum", self.momentum,
@@ -111,11 +142,9 @@ class OptimizerConfig:
         if self.decoupled_weight_decay and self.name not in ("sgd", "muon"):
             raise RecipeError("optimizer.decoupled_weight_decay is for sgd (and muon's SGD part); adamw decouples "
                               "weight decay already")
-        if self.name == "muon" and (self.muon_lr <= 0 or not 0 <= self.muon_momentum < 1 or self.muon_ns_steps < 1):
-            raise RecipeError(f"optimizer.muon_lr={self.muon_lr} must be > 0, muon_momentum={self.muon_momentum} in "
-                              f"[0, 1) and muon_ns_steps={self.muon_ns_steps} >= 1")
-        _check(self.muon_normalize_every >= 1, "optimizer.muon_normalize_every", self.muon_normalize_every,
-               "must be 1 or more (1: every step, as airbench94_muon)")
+        if self.name == "muon" and (self.muon_lr <= 0 or not 0 <= self.muon_momentum < 1):
+            raise RecipeError(f"optimizer.muon_lr={self.muon_lr} must be > 0 and muon_momentum={self.muon_momentum} "
+                              "in [0, 1)")
 
 
 @dataclass
@@ -127,8 +156,8 @@ class EmaConfig:
 
     def validate(self) -> None:
         """Raise RecipeError naming the first value outside its range."""
+        check_ranges(self, INT_RANGES, "ema.", RecipeError)
         _check(0 < self.decay < 1, "ema.decay", self.decay, "must be in (0, 1)")
-        _check(self.every >= 1, "ema.every", self.every, "must be 1 or more")
 
 
 @dataclass
@@ -142,7 +171,7 @@ class LookaheadConfig:
 
     def validate(self) -> None:
         """Raise RecipeError naming the first value outside its range."""
-        _check(self.k >= 1, "lookahead.k", self.k, "must be 1 or more")
+        check_ranges(self, INT_RANGES, "lookahead.", RecipeError)
         _check(0 < self.alpha <= 1, "lookahead.alpha", self.alpha, "must be in (0, 1]")
 
 
@@ -163,9 +192,9 @@ class ScheduleConfig:
     def validate(self) -> None:
         """Raise RecipeError naming the first value outside its range."""
         check_choices(self, "schedule.", RecipeError)
+        check_ranges(self, INT_RANGES, "schedule.", RecipeError)
         _check(self.eta_min >= 0, "schedule.eta_min", self.eta_min, "must be >= 0")
         _check(self.T_0 > 0, "schedule.T_0", self.T_0, "must be > 0 (epochs of the first cycle)")
-        _check(self.T_mult >= 1, "schedule.T_mult", self.T_mult, "must be 1 or more")
         for i, m in enumerate(self.milestones):
             _check(0 < m < 1, f"schedule.milestones.{i}", m, "must be a fraction of the run in (0, 1): for epoch "
                    "60 of 200 write 0.3")
@@ -226,21 +255,17 @@ class Recipe:
 
         _check_finite(self.to_dict())
         check_choices(self, "", RecipeError)
+        check_ranges(self, INT_RANGES, "", RecipeError)
         _check(self.label_smoothing >= 0 and self.label_smoothing < 1, "label_smoothing", self.label_smoothing,
                "must be in [0, 1)")
         _check(self.grad_clip is None or self.grad_clip > 0, "grad_clip", self.grad_clip,
                "must be > 0 (or null for no clipping)")
-        _check(self.budget >= 1, "budget", self.budget, "must be a positive parameter count, e.g. 5M")
         _check(self.max_gflops is None or self.max_gflops > 0, "max_gflops", self.max_gflops,
                "must be a positive forward+backward GFLOP per image, e.g. 0.71 (or null for no compute budget)")
-        _check(self.epochs > 0, "epochs", self.epochs, "must be > 0 (whole or fractional, e.g. 30 or 9.9)")
-        for key in ("batch_size", "eval_batch_size", "eval_every"):
-            _check(getattr(self, key) >= 1, key, getattr(self, key), "must be 1 or more")
-        _check(self.checkpoint_every is None or self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every,
-               "must be 0 or more (0: only after the last epoch), or null for the default interval")
-        _check(self.test_every >= 0, "test_every", self.test_every, "must be 0 (off) or more")
+        _check(0 < self.epochs <= MAX_EPOCHS, "epochs", self.epochs,
+               f"must be > 0 and at most {MAX_EPOCHS:,} (whole or fractional, e.g. 30 or 9.9)")
         self.model.validate()
-        self.data.validate(self.model.num_classes)
+        self.data.validate(self.model)
         for section in (self.optimizer, self.schedule, self.ema, self.lookahead):
             section.validate()
         _check(not self.optimizer.whiten_bias_as_norm or self.model.whiten_bias_epochs > 0,
@@ -285,13 +310,10 @@ def read_yaml(name_or_path: str | Path, kind: str = "recipes") -> tuple[dict, Pa
             raise RecipeError(f"{kind[:-1]} {str(name_or_path)!r} is neither a file nor a shipped name"
                               f"{did_you_mean(str(name_or_path), names)}; shipped: {', '.join(names)}")
         path = Path(str(shipped))
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise RecipeError(f"{path} is not valid YAML: {getattr(e, 'problem', None) or ' '.join(str(e).split())}"
-                          f"{where}; fix that line") from None
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise RecipeError(f"{path} has {path.stat().st_size:,} bytes, more than a {kind[:-1]} file's "
+                          f"{MAX_YAML_BYTES:,}: is it the right file?")
+    raw = parse_yaml(path.read_text(), str(path))
     if raw is None or raw == {}:
         raise RecipeError(f"{path} is empty: a {kind[:-1]} file must set something; copy a shipped "
                           f"{kind[:-1]} and change what differs")
@@ -300,12 +322,56 @@ def read_yaml(name_or_path: str | Path, kind: str = "recipes") -> tuple[dict, Pa
     return raw, path
 
 
+MAX_YAML_BYTES = 1_000_000  # the most a YAML file (or a --set value) may hold
+MAX_YAML_VALUES = 100_000   # the most values (keys, scalars, lists, mappings) once its aliases (*name) are expanded
+MAX_YAML_DEPTH = 50         # the most levels of nested lists and mappings
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """The value of YAML `text` (YAML's own types only), or a RecipeError naming `source` (a file, a --set) and the
+    line for text that does not parse, a tag that is not YAML's (!!python/...), or one bigger than the limits above
+    (an alias bomb: a few lines whose aliases expand to billions of values)."""
+    if len(text) > MAX_YAML_BYTES:
+        raise RecipeError(f"{source} has {len(text):,} characters, more than the {MAX_YAML_BYTES:,} a YAML value may")
+    try:
+        _check_yaml_size(yaml.compose(text, Loader=yaml.SafeLoader), source, 0, {})
+        return yaml.safe_load(text)
+    except RecipeError:  # the size check's own
+        raise
+    except (yaml.YAMLError, ValueError) as e:  # ValueError: an integer of more than Python's 4,300 digits
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or " ".join(str(e).split())
+        raise RecipeError(f"{source} is not valid YAML: {shown(problem)}{where}; fix that line") from None
+    except RecursionError:  # the composer recurses once per level, past Python's limit before our depth check
+        raise RecipeError(f"{source} nests lists or mappings more than {MAX_YAML_DEPTH} levels deep") from None
+
+
+def _check_yaml_size(node: yaml.Node | None, source: str, depth: int, sizes: dict[int, int]) -> int:
+    """The number of values below and including `node` with aliases expanded (`sizes` remembers each shared node's,
+    so that a bomb is counted without expanding it); RecipeError past MAX_YAML_VALUES or MAX_YAML_DEPTH (which
+    also stops an alias that contains itself)."""
+    if node is None or id(node) in sizes:
+        return sizes.get(id(node), 0)
+    if depth > MAX_YAML_DEPTH:
+        raise RecipeError(f"{source} nests lists or mappings more than {MAX_YAML_DEPTH} levels deep (or an alias "
+                          "contains itself)")
+    children = ([c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else
+                node.value if isinstance(node, yaml.SequenceNode) else [])
+    size = 1 + sum(_check_yaml_size(c, source, depth + 1, sizes) for c in children)
+    if size > MAX_YAML_VALUES:
+        raise RecipeError(f"{source} holds more than {MAX_YAML_VALUES:,} values once its aliases (*name) are "
+                          "expanded: write the values out, or use fewer aliases")
+    sizes[id(node)] = size
+    return size
+
+
 def load_recipe(name_or_path: str | Path | dict, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Resolve a recipe (shipped name, YAML file or mapping) plus `key=value` overrides into a checked Recipe."""
     raw = copy.deepcopy(name_or_path) if isinstance(name_or_path, dict) else read_yaml(name_or_path)[0]
     apply_overrides(raw, overrides)
     if "budget" in raw:
-        raw["budget"] = parse_count(raw["budget"])
+        raw["budget"] = parse_count(raw["budget"], "budget=")
     recipe = from_dict(Recipe, raw)
     recipe.model.validate()
     return recipe
@@ -316,17 +382,21 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
-            raise RecipeError(f"--set {item!r}: expected dotted.key=value, e.g. optimizer.lr=0.05")
-        value = yaml.safe_load(text) if text.strip() else None
+            raise RecipeError(f"--set {shown(item)}: expected dotted.key=value, e.g. optimizer.lr=0.05")
+        value = parse_yaml(text, f"--set {shown(item)}") if text.strip() else None
         node: Any = raw
         *parents, last = key.split(".")
-        for part in parents:
+        for i, part in enumerate(parents):
             if isinstance(node, list):
                 node = node[_index(node, part, key)]
             else:
                 node = node.setdefault(part, {})
                 if node is None:
                     raise RecipeError(f"--set {key}: {part} is empty in the recipe")
+            if not isinstance(node, (dict, list)):
+                section = ".".join(parents[:i + 1])
+                raise RecipeError(f"--set {key}: {section}={shown(node)} is a value, not a section with keys: set "
+                                  f"it whole, e.g. --set {section}=VALUE")
         if isinstance(node, list):
             node[_index(node, last, key)] = value
         else:
@@ -336,20 +406,22 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
 
 def _index(node: list, part: str, key: str) -> int:
     if not part.isdigit() or int(part) >= len(node):
-        raise RecipeError(f"--set {key}: {part!r} is not an index of a list of {len(node)} items")
+        raise RecipeError(f"--set {key}: {shown(part)} is not an index of a list of {len(node)} items")
     return int(part)
 
 
-def parse_count(text: str | int) -> int:
-    """Parse a parameter count such as 5000000, '5M', '4.5M' or '500k'."""
+def parse_count(text: str | int, key: str = "") -> int:
+    """Parse a parameter count such as 5000000, '5M', '4.5M' or '500k' (1 to MAX_BUDGET); a RecipeError's message
+    starts with `key` (e.g. "budget=") and the text."""
     s = str(text).strip().lower().replace(",", "").replace("_", "")
     scale = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000}.get(s[-1:], 1)
     try:
         count = text if isinstance(text, int) else int(round(float(s[:-1] if scale > 1 else s) * scale))
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, NaN, or infinite
         count = 0
-    if count < 1:
-        raise RecipeError(f"{text!r} is not a parameter count: use a positive number, e.g. 5000000, 5M or 500k")
+    if not 1 <= count <= MAX_BUDGET:
+        raise RecipeError(f"{key}{shown(text)} is not a parameter count: use a positive number up to "
+                          f"{MAX_BUDGET:,}, e.g. 5000000, 5M or 500k")
     return count
 
 
@@ -360,7 +432,7 @@ def parse_gflops(text: str | float) -> float:
     except (TypeError, ValueError):
         value = math.nan
     if not (math.isfinite(value) and value > 0):
-        raise RecipeError(f"{text!r} is not a GFLOP count: use a positive number of forward+backward GFLOP per "
+        raise RecipeError(f"{shown(text)} is not a GFLOP count: use a positive number of forward+backward GFLOP per "
                           "image, e.g. 0.71")
     return value
 
@@ -370,12 +442,12 @@ def parse_gflops(text: str | float) -> float:
 def from_dict(cls: type, raw: dict, prefix: str = "") -> Any:
     """Build dataclass `cls` from a mapping, checking every key and value type."""
     if not isinstance(raw, dict):
-        raise RecipeError(f"{prefix.rstrip('.') or 'recipe'} must be a mapping, got {raw!r}")
+        raise RecipeError(f"{prefix.rstrip('.') or 'recipe'} must be a mapping, got {shown(raw)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in raw:
         if key not in fields:
-            raise RecipeError(f"unknown recipe key '{prefix}{key}'{did_you_mean(key, list(fields), prefix)}; "
+            raise RecipeError(f"unknown recipe key {shown(f'{prefix}{key}')}{did_you_mean(key, list(fields), prefix)}; "
                               f"valid keys here: {', '.join(fields)}")
     kwargs = {}
     for key, value in raw.items():
@@ -402,7 +474,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         raise RecipeError(errors[-1])
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise RecipeError(f"{key} must be a list, got {value!r}")
+            raise RecipeError(f"{key} must be a list, got {shown(value)}")
         return [_coerce(v, args[0], f"{key}[{i}]") if args else v for i, v in enumerate(value)]
     if hint is float and isinstance(value, str):
         try:
@@ -420,7 +492,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if hint in (int, float, str, bool) and (type(value) is hint):
         return value
     kind = f"one of {', '.join(args)}" if origin is Literal else getattr(hint, "__name__", hint)
-    raise RecipeError(f"{key} must be {kind}, got {value!r}")
+    raise RecipeError(f"{key} must be {kind}, got {shown(value)}")
 
 
 def diff_recipes(old: Any, new: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:

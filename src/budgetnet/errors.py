@@ -7,6 +7,8 @@ Anything else that reaches the command line is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
+import reprlib
+
 
 class BudgetnetError(Exception):
     """An error budgetnet raised on purpose, with a one-line message naming the problem and the fix."""
@@ -18,3 +20,13 @@ class UsageError(BudgetnetError, ValueError):
 
 class RunFailed(BudgetnetError):
     """The work failed for a stated reason: out of memory, a full disk, a diverged run (exit code 1)."""
+
+
+def shown(value: object) -> str:
+    """A short repr of `value` for an error message: a few items of each container and level, strings cut to 100
+    characters and numbers to 60, so that a hostile or mistaken value (megabytes, or a YAML alias bomb) is echoed
+    in a short line (reprlib's repr, which stops at those bounds instead of building the whole text)."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxlong, short.maxother = 2, 100, 60, 60
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = 4
+    return short.repr(value)

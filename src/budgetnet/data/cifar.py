@@ -45,6 +45,7 @@ DATASETS = {
                             100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), torchvision.datasets.CIFAR100),
 }
 SPLIT_SIZES = {"train": 50_000, "test": 10_000}
+IMAGE_SHAPE = (3, 32, 32)  # channels, height, width of every image of both
 
 
 class DataError(UsageError):
@@ -91,7 +92,7 @@ def load_split(dataset: str, split: str, data_dir: str | Path | None = None,
         data = _batch_data(entry, folder / name)
         images.append(data)
         labels.append(_labels(entry.get(info.labels_key), folder / name, info.labels_key, len(data)))
-    x, y = np.concatenate(images).reshape(-1, 3, 32, 32), np.concatenate(labels)
+    x, y = np.concatenate(images).reshape(-1, *IMAGE_SHAPE), np.concatenate(labels)
     if len(x) != SPLIT_SIZES[split]:
         raise DataError(f"{folder}: the {split} split has {len(x):,} images, expected {SPLIT_SIZES[split]:,}; "
                         "the copy is incomplete")

@@ -48,7 +48,7 @@ def read_image(path: str | Path, size: int) -> tuple[np.ndarray, str | None]:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UsageError(f"{path}: more than {Image.MAX_IMAGE_PIXELS:,} pixels, too large to decode safely; "
                          f"resize it first (the model sees {size}x{size})") from None
-    except (OSError, UnidentifiedImageError) as e:
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:  # what PIL raises for a damaged file
         raise UsageError(f"{path}: not a readable image ({e}); give a PNG or JPEG file") from None
     note = None
     if image.size != (size, size):

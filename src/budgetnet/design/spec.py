@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..choices import check_choices
+from ..choices import check_choices, check_ranges
 from ..errors import UsageError
 
 # the choice fields' values (ModelSpec's docstring says what each means); validate() checks them
@@ -21,6 +20,19 @@ Activation = Literal["relu", "gelu"]
 
 EXPANSION = {"basic": 1, "bottleneck": 4, "single": 1}
 WHITEN_KERNEL = 2  # the whitening stem sees 2x2 patches: 2 * in_channels * 2 * 2 output channels (+/- eigenvectors)
+# the range (inclusive) of every integer field, checked first by validate() (a list item by item): wide enough for
+# any design a GPU trains, narrow enough that every later check and count is quick
+MODEL_RANGES = {
+    "model.blocks": (0, 100),
+    "model.channels": (1, 2**16),
+    "model.kernel_size": (1, 63),
+    "model.shortcut_kernel_size": (1, 63),
+    "model.pool_size": (1, 4096),
+    "model.num_classes": (1, 100_000),
+    "model.in_channels": (1, 1024),
+    "model.image_size": (1, 4096),
+    "model.whiten_bias_epochs": (0, 100_000),
+}
 
 
 class SpecError(UsageError):
@@ -143,15 +155,16 @@ class ModelSpec:
     def validate(self) -> "ModelSpec":
         """Raise SpecError naming the first problem; return self when the design can be built."""
         check_choices(self, "model.", SpecError)
+        check_ranges(self, MODEL_RANGES, "model.", SpecError)
         if self.whiten_padding == "valid" and (self.stem != "whiten" or self.downsample != "pool"):
             raise SpecError("model.whiten_padding=valid is for model.stem=whiten with model.downsample=pool (the "
                             "max-pools floor the odd sizes it makes): set it to same or use that stem and downsample")
         if not 0 <= self.bn_momentum <= 1 or self.bn_eps <= 0:
             raise SpecError(f"model.bn_momentum={self.bn_momentum} must be in [0, 1] (torch's convention; "
                             f"airbench's 0.6 is 0.4) and model.bn_eps={self.bn_eps} > 0")
-        if not 0 <= self.whiten_bias_epochs < math.inf or (self.whiten_bias_epochs and self.stem != "whiten"):
-            raise SpecError(f"model.whiten_bias_epochs={self.whiten_bias_epochs} must be a finite number >= 0, and "
-                            "is for model.stem=whiten only: set it to 0 or use the whitening stem")
+        if self.whiten_bias_epochs and self.stem != "whiten":
+            raise SpecError(f"model.whiten_bias_epochs={self.whiten_bias_epochs} is for model.stem=whiten only: set "
+                            "it to 0 or use the whitening stem")
         if not self.residual and self.block != "single":
             raise SpecError(f"model.residual=false is for model.block=single (airbench's conv group), not "
                             f"{self.block!r}: set it to true or use the single block")
@@ -160,15 +173,10 @@ class ModelSpec:
                             "torch's default start")
         if not self.blocks:
             raise SpecError("model.blocks is empty: give the number of blocks of every stage, e.g. [2, 2, 2, 2]")
-        if any(n < 0 for n in self.blocks) or (self.downsample == "stride" and 0 in self.blocks):
+        if self.downsample == "stride" and 0 in self.blocks:
             raise SpecError(f"model.blocks={self.blocks}: block counts must be positive (zero, a stage of one "
                             "conv + max-pool, is allowed only with model.downsample=pool)")
-        for name, values in [("channels", self.stage_channels()),
-                             ("kernel_size", self.stage_kernels()),
-                             ("shortcut_kernel_size", self.stage_shortcut_kernels())]:
-            for i, v in enumerate(values):
-                if v <= 0:
-                    raise SpecError(f"model.{name} of stage {i + 1} is {v}: sizes must be positive integers")
+        self.stage_channels()  # raises for a list of C_i of another length than model.blocks (the kernels' below)
         for name, values in [("kernel_size", self.stage_kernels()),
                              ("shortcut_kernel_size", self.stage_shortcut_kernels())]:
             for i, k in enumerate(values):
@@ -176,9 +184,6 @@ class ModelSpec:
                     raise SpecError(
                         f"model.{name} of stage {i + 1} is {k}, an even size: kernels must be odd so that "
                         f"'same' padding keeps the feature map aligned; use {k - 1} or {k + 1}")
-        for name in ("num_classes", "in_channels", "image_size", "pool_size"):
-            if getattr(self, name) <= 0:
-                raise SpecError(f"model.{name} is {getattr(self, name)}: it must be a positive integer")
         # The stages halve the stem's output, which under 'same' padding is the input image (stem_size() ==
         # image_size, so the message's "input" is right): it must halve evenly, since a stride-2 conv ceil-halves
         # an odd side where stage_sizes floors it. A 'valid' whitening stem's odd output is floor-halved by

@@ -21,7 +21,12 @@ def evaluate_all(run: str | Path, data_dir: str | Path | None = None, device: st
                  cifar10c_dir: str | Path | None = None, severities: tuple[int, ...] = (1, 2, 3, 4, 5),
                  limit: int | None = None, progress: bool = True) -> dict:
     """`budgetnet eval`: test accuracy, per class and confusion (eval.json, confusion.png), then, when asked,
-    corruption accuracy and calibration merged into the same eval.json."""
+    corruption accuracy and calibration merged into the same eval.json. `limit` is for those two (the test accuracy
+    is always the whole test set's): without them it is refused, as is one below 1."""
+    if limit is not None and not (corruptions or calibration):
+        raise UsageError(f"--limit {limit} is for --corruptions and --calibration (the test accuracy is always the "
+                         "whole test set's): add one, or drop --limit")
+    check_limit(limit)
     result = evaluate_run(run, data_dir, device, which, out_dir)
     if corruptions or calibration:
         result = robustness(run, data_dir, device, which, out_dir, corruptions, calibration, cifar10c_dir, severities,
@@ -40,6 +45,7 @@ def robustness(run: str | Path, data_dir: str | Path | None = None, device: str 
     in the release's layout under `corruption_cache` (default: <cache>/corruptions, the cache being
     $XDG_CACHE_HOME/budgetnet or ~/.cache/budgetnet), so that only the first evaluation of a test set generates
     them."""
+    check_limit(limit)
     dev = resolve_device(device)
     model, recipe, _ = load_model(run, which, dev)
     x, y, classes = load_split(recipe.data.dataset, "test", data_dir)
@@ -73,6 +79,12 @@ def robustness(run: str | Path, data_dir: str | Path | None = None, device: str 
                                 f"corruption error, {suite['source']}, {suite['num_images']:,} images each")
     files.write_eval(result)
     return result
+
+
+def check_limit(limit: int | None) -> None:
+    """Raise UsageError unless `limit` (test images) is None or 1 or more."""
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit {limit}: give 1 or more test images (or leave it out for all)")
 
 
 def compare_robustness(run_dirs: list[str | Path], out_dir: str | Path) -> Path:

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .ops import TORCHVISION, OpSet, apply_ops, to_device
 from .paper import PaperSpace
-from .registry import Policy, check, register
+from .registry import Policy, check, check_int, register
 from .spaces import AUTOAUGMENT, AUTOAUGMENT_POLICIES, SPACES
 
 JSD_LAMBDA = 12.0  # AugMix's weight of the JSD term in the training loss: the AugMix paper's and the study's
@@ -118,12 +118,9 @@ class RandAugment(OpPolicy):
     interpolation: str = "nearest"
 
     def __post_init__(self) -> None:
-        check(isinstance(self.num_ops, int) and self.num_ops >= 0, "randaugment",
-              f"num_ops must be an int >= 0, got {self.num_ops!r}")
-        check(isinstance(self.num_magnitude_bins, int) and self.num_magnitude_bins >= 2, "randaugment",
-              f"num_magnitude_bins must be an int >= 2, got {self.num_magnitude_bins!r}")
-        check(isinstance(self.magnitude, int) and 0 <= self.magnitude < self.num_magnitude_bins, "randaugment",
-              f"magnitude must be an int in [0, num_magnitude_bins), got {self.magnitude!r}")
+        check_int(self.num_ops, 0, 100, "randaugment", "num_ops")
+        check_int(self.num_magnitude_bins, 2, 1000, "randaugment", "num_magnitude_bins")
+        check_int(self.magnitude, 0, self.num_magnitude_bins - 1, "randaugment", "magnitude")
         check_interpolation("randaugment", self.interpolation)
 
     def sample(self, n: int, height: int, width: int, device: torch.device) -> tuple[OpSpace, list[Stage]]:
@@ -143,8 +140,7 @@ class TrivialAugmentWide(OpPolicy):
     interpolation: str = "nearest"
 
     def __post_init__(self) -> None:
-        check(isinstance(self.num_magnitude_bins, int) and self.num_magnitude_bins >= 2, "trivialaugment",
-              f"num_magnitude_bins must be an int >= 2, got {self.num_magnitude_bins!r}")
+        check_int(self.num_magnitude_bins, 2, 1000, "trivialaugment", "num_magnitude_bins")
         check_interpolation("trivialaugment", self.interpolation)
 
     def sample(self, n: int, height: int, width: int, device: torch.device) -> tuple[OpSpace, list[Stage]]:
@@ -176,12 +172,10 @@ class AugMix(OpPolicy):
     interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
-        check(isinstance(self.severity, int) and 1 <= self.severity <= 10, "augmix",
-              f"severity must be an int in [1, 10], got {self.severity!r}")
-        check(isinstance(self.mixture_width, int) and self.mixture_width >= 1, "augmix",
-              f"mixture_width must be an int >= 1, got {self.mixture_width!r}")
-        check(isinstance(self.chain_depth, int) and (self.chain_depth == -1 or self.chain_depth >= 1), "augmix",
-              f"chain_depth must be -1 (random in [1, 3]) or an int >= 1, got {self.chain_depth!r}")
+        check_int(self.severity, 1, 10, "augmix", "severity")
+        check_int(self.mixture_width, 1, 100, "augmix", "mixture_width")
+        check_int(self.chain_depth, -1, 100, "augmix", "chain_depth")
+        check(self.chain_depth != 0, "augmix", "chain_depth must be -1 (random in [1, 3]) or 1 or more, got 0")
         check(isinstance(self.alpha, (int, float)) and self.alpha > 0, "augmix", f"alpha must be > 0, got {self.alpha!r}")
         check(isinstance(self.all_ops, bool), "augmix", f"all_ops must be true or false, got {self.all_ops!r}")
         check(self.magnitudes in ("paper", "torchvision"), "augmix",

@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .registry import Policy, check, register
+from .registry import Policy, check, check_int, register
+
+MAX_PIXELS = 64  # the most pixels of crop padding or of a cutout's side: twice a CIFAR image's
 
 
 def shift_crop(images: Tensor, dy: Tensor, dx: Tensor, padding: int, mode: str = "constant") -> Tensor:
@@ -35,7 +37,7 @@ class Crop(Policy):
     padding_mode: str = "zero"
 
     def __post_init__(self) -> None:
-        check(isinstance(self.padding, int) and self.padding >= 0, "crop", f"padding must be an int >= 0, got {self.padding!r}")
+        check_int(self.padding, 0, MAX_PIXELS, "crop", "padding")
         check(self.padding_mode in ("zero", "reflect"), "crop", f"padding_mode must be 'zero' or 'reflect', got {self.padding_mode!r}")
 
     def __call__(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -125,7 +127,7 @@ class Cutout(Policy):
     p: float = 1.0
 
     def __post_init__(self) -> None:
-        check(isinstance(self.size, int) and self.size >= 0, "cutout", f"size must be an int >= 0, got {self.size!r}")
+        check_int(self.size, 0, MAX_PIXELS, "cutout", "size")
         check(isinstance(self.p, (int, float)) and 0 <= self.p <= 1, "cutout", f"p must be in [0, 1], got {self.p!r}")
 
     def __call__(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:

@@ -7,7 +7,7 @@ from typing import Callable
 
 from torch import Tensor
 
-from ...errors import UsageError
+from ...errors import UsageError, shown
 
 POLICIES: dict[str, type] = {}
 
@@ -36,6 +36,13 @@ def check(condition: bool, policy: str, message: str) -> None:
     """Raise ValueError(f"augment policy {policy!r}: {message}") unless `condition`."""
     if not condition:
         raise UsageError(f"augment policy {policy!r}: {message}")
+
+
+def check_int(value: object, lo: int, hi: int, policy: str, key: str) -> None:
+    """Raise UsageError unless parameter `key` of `policy` is an int in [lo, hi] (every int parameter has a range, so
+    that no value reaches torch's int64 arguments out of theirs)."""
+    check(isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi, policy,
+          f"{key} must be an int in [{lo}, {hi}], got {shown(value)}")
 
 
 def build_policy(spec: dict) -> Policy:

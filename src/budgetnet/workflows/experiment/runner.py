@@ -157,7 +157,8 @@ def train_runs(runs: list[PlannedRun], jobs: int, data_dir: str | Path | None = 
 
 def check_jobs(jobs: int | None) -> int:
     """The number of runs to train at once: `jobs`, by default one per CUDA device, else 1."""
-    jobs = jobs or (torch.cuda.device_count() if torch.cuda.is_available() else 1)
+    if jobs is None:
+        jobs = torch.cuda.device_count() if torch.cuda.is_available() else 1
     if jobs < 1:
         raise RecipeError(f"--jobs {jobs}: use 1 or more processes")
     return jobs

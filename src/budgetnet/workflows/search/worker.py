@@ -48,6 +48,11 @@ def run_search(space: Space, out: str | Path, trials: int | None = None, total_t
         if value not in known:
             raise RecipeError(f"{flag} {value}: use one of {', '.join(known)}")
     check_trials(trials, total_trials)
+    if heartbeat < 1:
+        raise RecipeError(f"--heartbeat {heartbeat}: give 1 or more")
+    if seed is not None and not 0 <= seed < 2**32:
+        raise RecipeError(f"--seed {seed}: give a number from 0 to {2**32 - 1:,} (numpy's seeds, which Optuna's "
+                          "samplers use)")
     budget, max_gflops = search_budgets(space, budget, max_gflops, repair)
     out = Path(out)
     storage = storage_url(out, storage)
