@@ -104,6 +104,21 @@ def test_schedule_curve_is_the_lr_training_logs(tmp_path, tiny_data, schedule):
         assert row["lr"] == pytest.approx(curve[float(row["epoch"])], abs=1e-9)
 
 
+def test_schedule_curve_of_small_is_the_lr_its_run_logs(tmp_path, tiny_data):
+    """small's lr is in per-1,024-example units (11.5): the curve is torch's lr of the run's first group (about 1.5
+    at the peak), stepped by the real schedule, not the recipe's number."""
+    recipe = load_recipe("small", ["model.channels=[8, 16, 16]", "epochs=2", "eval_every=1", "batch_size=128",
+                                   "precision=fp32", "channels_last=false", "tta=none"])
+    train(recipe, tmp_path / "run", data=tiny_data, progress=False)
+    epochs, lrs = schedule_curve(recipe)
+    assert max(lrs) < recipe.optimizer.lr / 5
+    curve = dict(zip(epochs, lrs))
+    rows = RunFiles(tmp_path / "run").read_metrics()
+    assert len(rows) == 2
+    for row in rows:
+        assert row["lr"] == pytest.approx(curve[float(row["epoch"])], rel=1e-9)
+
+
 def test_cli_report(tmp_path, capsys):
     a = fake_run(tmp_path / "a", [0.3])
     assert main(["report", str(a), "--out", str(tmp_path / "out"), "--title", "mine"]) == 0

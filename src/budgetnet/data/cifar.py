@@ -235,6 +235,14 @@ class Data:
         return (x - self.mean) / self.std
 
 
+def split_size(cfg: DataConfig, split: str) -> int:
+    """The number of images a recipe's data section trains on (`split` "train": the training split less the
+    validation images, or train_size) or tests on ("test": test_size, or the whole test split)."""
+    if split == "train":
+        return cfg.train_size if cfg.train_size is not None else SPLIT_SIZES["train"] - cfg.val_size
+    return cfg.test_size if cfg.test_size is not None else SPLIT_SIZES["test"]
+
+
 def load_data(cfg: DataConfig, data_dir: str | Path | None = None, device: str | torch.device = "cpu",
               note: bool = True) -> Data:
     """The train/val/test splits of a recipe, on `device`; val is the last `val_size` training images. `note`:

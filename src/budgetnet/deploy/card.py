@@ -8,7 +8,7 @@ import yaml
 from .. import atomic, plots
 from ..config import Recipe
 from ..data.augment import build_augment
-from ..data.cifar import SPLIT_SIZES
+from ..data.cifar import split_size
 from ..training.checkpoint import CheckpointError, class_names, load_model, written_by
 from ..training.rundir import RunFiles
 
@@ -43,7 +43,6 @@ def model_card(run: str | Path, out: str | Path | None = None) -> Path:
     table += [f"| {r['layer']} | {r['output']} | {r['channels']} | {r['kernel']} | {r['shortcut']} | {r['blocks']} "
               f"| {r['params']:,} |" for r in spec.stage_table()]
     data = recipe.data
-    n_train = data.train_size or SPLIT_SIZES["train"] - data.val_size
     size = f"{spec.image_size}x{spec.image_size}"
     lines = [f"# Model card: {run.name}", "",
              f"A {spec.block}-block residual network for {data.dataset} ({size} RGB, {spec.num_classes} classes), "
@@ -54,9 +53,9 @@ def model_card(run: str | Path, out: str | Path | None = None) -> Path:
              "## Design", "", *table, "",
              f"Trainable parameters: **{spec.count_params():,}**.", "",
              "## Data and training", "",
-             f"- trained on {n_train:,} images of {data.dataset}'s training split"
+             f"- trained on {split_size(data, 'train'):,} images of {data.dataset}'s training split"
              + (f", {data.val_size:,} held out for validation" if data.val_size else "")
-             + f"; tested on {data.test_size or SPLIT_SIZES['test']:,} test images",
+             + f"; tested on {split_size(data, 'test'):,} test images",
              f"- training loss: {training_loss(recipe)}", ""]
     lines += ["## Accuracy", ""]
     if "accuracy" in evaluation:

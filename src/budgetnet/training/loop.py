@@ -130,6 +130,17 @@ class TrainState:
         self.step = self.scheduler.last_epoch  # the steps taken (a partial last epoch's included)
 
 
+def build_optimization(model: nn.Module, recipe: Recipe,
+                       train_images: int) -> tuple[torch.optim.Optimizer | ConvMuon, Schedule, int, int]:
+    """The optimizer over `model`'s parameter groups and its schedule, as a run of `recipe` on `train_images`
+    images trains them, with the steps per epoch and the run's total steps."""
+    optimizer = build_optimizer(model, recipe.optimizer, recipe.batch_size)
+    steps_per_epoch = epoch_steps(train_images, recipe.batch_size)
+    total_steps = run_steps(recipe.epochs, steps_per_epoch)
+    return (optimizer, build_scheduler(optimizer, recipe.schedule, total_steps, steps_per_epoch), steps_per_epoch,
+            total_steps)
+
+
 def build_state(recipe: Recipe, data: Data, device: torch.device, ddp: Dist) -> TrainState:
     """A fresh TrainState for `recipe` (seeded with recipe.seed, so every rank starts from the same weights)."""
     torch.manual_seed(recipe.seed)
@@ -139,10 +150,7 @@ def build_state(recipe: Recipe, data: Data, device: torch.device, ddp: Dist) -> 
         init_whitening(model, data.normalize(data.train[0][:5000].float() / 255))
     if recipe.sync_bn and ddp.world_size > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = build_optimizer(model, recipe.optimizer, recipe.batch_size)
-    steps_per_epoch = epoch_steps(len(data.train[0]), recipe.batch_size)
-    total_steps = run_steps(recipe.epochs, steps_per_epoch)
-    scheduler = build_scheduler(optimizer, recipe.schedule, total_steps, steps_per_epoch)
+    optimizer, scheduler, steps_per_epoch, total_steps = build_optimization(model, recipe, len(data.train[0]))
     lookahead = Lookahead(model, recipe.lookahead, total_steps) if recipe.lookahead.enabled else None
     return TrainState(model, optimizer, scheduler, build_ema(model, recipe.ema), lookahead, steps_per_epoch,
                       total_steps)

@@ -15,10 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
+import torch
+
 from .. import atomic, plots
 from ..config import Recipe, RecipeError
-from ..data.cifar import SPLIT_SIZES, run_steps, steps_per_epoch as epoch_steps
-from ..training.optim import lr_at_step
+from ..data.cifar import split_size
+from ..design.model import ResNet
+from ..training.loop import build_optimization
 from ..training.rundir import RunFiles, recipe_yaml, summarize as summarize_run
 
 
@@ -163,12 +166,17 @@ def _metric_rows(groups: dict[str, list[Run]]) -> dict[str, list[list[dict]]]:
 
 
 def schedule_curve(recipe: Recipe, points: int = 4000) -> tuple[list[float], list[float]]:
-    """(epochs, lr) of a recipe's schedule as training steps it, at most `points` samples, without training."""
-    n_train = recipe.data.train_size or SPLIT_SIZES["train"] - recipe.data.val_size
-    steps_per_epoch = epoch_steps(n_train, recipe.batch_size)  # as training/loop.py steps it
-    total = run_steps(recipe.epochs, steps_per_epoch)
+    """(epochs, lr) of a recipe's schedule as training steps it, at most `points` samples, without training: the
+    learning rate of the first parameter group (the one a run logs) of the real optimizer and schedule, built
+    over the recipe's model on the meta device."""
+    with torch.device("meta"):
+        model = ResNet(recipe.model)
+    optimizer, scheduler, steps_per_epoch, total = build_optimization(model, recipe, split_size(recipe.data, "train"))
     steps = range(0, total + 1, max(1, total // points))
-    lrs = [lr_at_step(recipe.schedule, recipe.optimizer.lr, s, total, steps_per_epoch) for s in steps]
+    lrs = []
+    for step in steps:
+        scheduler.load_state_dict({"last_epoch": step})
+        lrs.append(optimizer.param_groups[0]["lr"])
     return [s / steps_per_epoch for s in steps], lrs
 
 
@@ -186,17 +194,17 @@ def plot_lr(groups: dict[str, list[Run]], path: Path, title: str) -> Path:
         shared = any(curves[other] == curves[label] for other in list(curves)[i + 1:])
         ax.plot(epochs, lrs, color=colours[label], lw=4.5 if shared and not same else 1.6, zorder=2 + i,
                 ls=["-", "--", ":", "-."][i % 4],
-                label=f"{label} ({recipe.optimizer.name}, {recipe.schedule.name}, lr {recipe.optimizer.lr:g})"
+                label=f"{label} ({recipe.optimizer.name}, {recipe.schedule.name}, peak lr {max(lrs):.3g})"
                       + (f", the same schedule as {same[0]}" if same else ""))
         logged = [(r["epoch"], r["lr"]) for r in runs[0].metrics]
         if logged:
             ax.plot(*zip(*logged), "o", color=colours[label], ms=4, mfc="none")
     ax.plot([], [], "o", color="grey", mfc="none", label="logged by the runs at epoch ends")
-    base = [runs[0].recipe.optimizer.lr for runs in groups.values()]
-    log = max(base) > 10 * min(base)
+    peaks = [max(lrs) for _, lrs in curves.values()]
+    log = max(peaks) > 10 * min(peaks)
     if log:
         ax.set_yscale("log", nonpositive="clip")
-        ax.set_ylim(bottom=min(base) / 1000)
+        ax.set_ylim(bottom=min(peaks) / 1000)
     ax.set_xlabel("epoch")
     ax.set_ylabel("learning rate" + (" (log scale)" if log else ""))
     ax.set_title(title)

@@ -11,7 +11,7 @@ import time
 import torch
 
 from ...config import Recipe
-from ...data.cifar import SPLIT_SIZES, from_arrays, steps_per_epoch
+from ...data.cifar import from_arrays, split_size, steps_per_epoch
 from ...training.loop import train_without_rundir
 from ...training.rundir import RunFiles
 from ...training.runtime import resolve_device
@@ -38,8 +38,8 @@ def measure_epoch_seconds(recipe: Recipe, steps: int = 3) -> float:
     device = resolve_device(recipe.device)
     probe = copy.deepcopy(recipe)
     probe.epochs, probe.eval_every = max(2, recipe.epochs), 1
-    n_train = recipe.data.train_size or SPLIT_SIZES["train"] - recipe.data.val_size
-    n_eval = (recipe.data.test_size or SPLIT_SIZES["test"]) + recipe.data.val_size
+    n_train = split_size(recipe.data, "train")
+    n_eval = split_size(recipe.data, "test") + recipe.data.val_size
     n_probe_eval = min(recipe.eval_batch_size, n_eval)
     gen = torch.Generator().manual_seed(0)
     classes = recipe.model.num_classes
