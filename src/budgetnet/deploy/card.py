@@ -16,9 +16,9 @@ from ..training.rundir import RunFiles
 def training_loss(recipe: Recipe) -> str:
     """The loss the recipe trains with, in words (what `train_loss` in metrics.jsonl measures)."""
     loss = "cross-entropy" + (f" with label smoothing {recipe.label_smoothing:g}" if recipe.label_smoothing else "")
-    if any(p.get("name") in ("mixup", "cutmix") for p in recipe.augment):
-        loss += " on mixed (soft) targets"
     augment = build_augment(recipe.augment, recipe.model.num_classes)
+    if augment.soft_targets:
+        loss += " on mixed (soft) targets"
     if augment.num_views > 1:
         loss += (f" on the clean view + {augment.jsd_lambda:g} x the Jensen-Shannon consistency of the clean and "
                  "two AugMix views")
