@@ -291,7 +291,8 @@ def _check_finite(value: Any, key: str = "") -> None:
 # ---- loading ----------------------------------------------------------------------------------
 
 # the folders of the YAML files that ship with budgetnet, by kind (the study's experiments live with the study)
-SHIPPED = {"recipes": "budgetnet.recipes", "spaces": "budgetnet.spaces", "experiments": "budgetnet.study.experiments"}
+SHIPPED = {"recipes": "budgetnet.recipes", "spaces": "budgetnet.spaces", "experiments": "budgetnet.study.experiments",
+           "facts": "budgetnet.study"}
 
 
 def recipe_names() -> list[str]:

@@ -153,6 +153,13 @@ def official_copy(dataset: str, data_dir: str | Path | None = None) -> bool | No
     return _OFFICIAL[folder]
 
 
+def decoded_test_sha256(dataset: str, data_dir: str | Path | None = None) -> str:
+    """sha256 of the test split's decoded uint8 images [N, 3, 32, 32]: the identity of a copy's pixels, shared by
+    every copy decoded from the same bytes (the shared JPEG copy's npz records it as test_sha256)."""
+    x, _, _ = load_split(dataset, "test", data_dir, note=False)
+    return hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
+
+
 class _SafeUnpickler(pickle.Unpickler):
     """Unpickles only numpy arrays and plain containers, so a data file cannot run code."""
 

@@ -12,17 +12,21 @@ render them.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from .. import atomic
-from ..config import RecipeError, load_recipe
-from ..data.cifar import official_copy
+from ..config import RecipeError, from_dict, load_recipe, read_yaml
+from ..errors import shown
+from ..data.cifar import decoded_test_sha256, official_copy
 from ..training.rundir import RunFiles
 from ..workflows import report
 from ..workflows.experiment.cost import cost_plan
@@ -32,7 +36,6 @@ from ..workflows.experiment.runner import check_data, check_jobs, train_runs
 from ..workflows.experiment.schema import Experiment, get_scale, load_experiment
 
 EXPERIMENTS = ("augmentation", "optimizer", "batch-size", "lr-schedule", "final")
-JPEG_OFFSET = 3.2  # points the shared JPEG copy costs: airbench 90.68/91.85% on it vs its published 94.01/95.01%
 CONTROLLED, AS_TRAINED = "controlled", "as trained"
 
 
@@ -49,44 +52,76 @@ class Row:
     reading: str                 # which reading (text or code) the row follows where they differ
 
 
-ROWS = (
-    Row("augmentation", "random flip", 87.08, "Table 1", "flip", "study-flip",
-        "text: horizontal flip only (the crop is not part of the row); as trained: script model1/model1.py "
-        "(Adam, 250 epochs), which augments its test images too (budgetnet evaluates clean ones)"),
-    Row("augmentation", "AutoAugment", 89.34, "Table 1", "autoaugment", "study-autoaugment",
-        "text: AutoAugment after crop + flip; as trained: a reconstruction from script model3/model3.py (Adam lr "
-        "7.5e-5, batch 64, 160 epochs), whose AutoAugment is defined but never applied; the only stored scripts "
-        "that trained with AutoAugment are model2/model2_128.py and model2_64.py (the CIFAR-10 policy alone, "
-        "Adam 1e-3, 250 epochs, augmented test images), not reproduced here"),
-    Row("augmentation", "AugMix + JSD", 95.56, "Table 1", "augmix", "augmix",
-        "code: model7, the seed recipe (one per-step cosine, Nesterov SGD)"),
-    Row("optimizer", "SGD", 89.0, "Table 2", "sgd", "study-sgd",
-        "text: SGD with one cosine (the seed recipe); as trained: a reconstruction of script model8/model8.py "
-        "(AutoAugment alone, batch 64, 500 epochs), which could not run as stored (its schedule reads "
-        "len(train_loader), a loader it never defines) and augments its test images (budgetnet's are clean)"),
-    Row("optimizer", "SGDR", 95.6, "Table 2", "sgdr", "sgd",
-        "controlled follows the text (warm restarts, T_0 = 80, T_mult = 2 at 1200 epochs); as trained follows "
-        "the code (model7: one cosine, the seed recipe)"),
-    Row("optimizer", "Adam", 89.0, "Table 2", "adam", "study-adam",
-        "text: Adam (lr 1e-3 here, the seed's cosine); code: model3 (lr 7.5e-5 constant, batch 64, 160 epochs)"),
-    Row("optimizer", "RAdam", 91.0, "Table 2", "radam", "study-radam",
-        "text: RAdam (lr 1e-3 here, the seed's cosine); code: model5 (lr 1.5e-4 constant, crop + flip, 500 epochs)"),
-    Row("batch-size", "batch 64", None, "Figure 1", "64", "study-64",
-        "as trained: a reconstruction of script model1/model1_batch64.py (flip, Adam lr 1e-3, 250 epochs), "
-        "which could not run as stored (it stops at epoch 10 on an undefined name)"),
-    Row("batch-size", "batch 128", None, "Figure 1", "128", "study-128",
-        "as trained: a reconstruction of script model1/model1_batch128.py (flip, Adam lr 1e-3, 250 epochs), "
-        "which could not run as stored (it stops at epoch 10 on an undefined name)"),
-    Row("lr-schedule", "one cosine", None, "Figure 2", "cosine", None, "code: model7's schedule (the seed recipe)"),
-    Row("lr-schedule", "warm restarts", None, "Figure 2", "warm_restarts", None,
-        "text: the SGDR equation with restarts (T_0 = 80, T_mult = 2 at 1200 epochs)"),
-    Row("final", "final model", 95.6, "Figure 3", "seed recipe", "seed recipe",
-        "text: 1200 epochs (the code's log stops at 490-500 epochs with 95.27-95.65%)"),
-)
+@dataclass(frozen=True)
+class DataCopy:
+    """An unofficial copy of CIFAR-10 whose cost is measured, recognised by its decoded test images' sha256."""
+
+    name: str
+    test_sha256: str
+    offset: float                # points the copy costs against the official release
+    evidence: str                # the measurement behind the offset
+
+
+@dataclass(frozen=True)
+class Facts:
+    """The study's published rows and the data copies whose offsets are known (study/facts.yaml)."""
+
+    rows: tuple[Row, ...]
+    data_copies: tuple[DataCopy, ...]
+
+
+@functools.cache
+def load_facts() -> Facts:
+    """study/facts.yaml, checked as a recipe is: a missing, unknown or mistyped key is one line naming it."""
+    raw, path = read_yaml("facts", "facts")
+    unknown = set(raw) - {"rows", "data_copies"}
+    if unknown or not isinstance(raw.get("rows"), list) or not isinstance(raw.get("data_copies", []), list):
+        raise RecipeError(f"{path}: must hold the lists 'rows' and 'data_copies'"
+                          + (f", not {', '.join(map(shown, sorted(unknown)))}" if unknown else ""))
+    return Facts(tuple(_fact(Row, entry, f"{path}: rows[{i}]") for i, entry in enumerate(raw["rows"])),
+                 tuple(_fact(DataCopy, entry, f"{path}: data_copies[{i}]")
+                       for i, entry in enumerate(raw.get("data_copies", []))))
+
+
+def _fact(cls: type, entry: object, where: str) -> Any:
+    fields = {f.name for f in dataclasses.fields(cls)}
+    if not isinstance(entry, dict) or set(entry) != fields:
+        got = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
+        raise RecipeError(f"{where} must set exactly {', '.join(sorted(fields))}; it has {shown(got)}")
+    return from_dict(cls, entry, f"{where}.")
+
+
+@dataclass(frozen=True)
+class DataVerdict:
+    """What the study knows of the data its runs trained on: the points to take off the published numbers and
+    STUDY.md's paragraph saying why."""
+
+    offset: float
+    text: str
+
+
+def data_verdict(official: bool | None, test_sha256: str | None = None) -> DataVerdict:
+    """The offset of the data copy (`official`: data.cifar.official_copy's verdict; `test_sha256`: the copy's
+    data.cifar.decoded_test_sha256): a copy listed in facts.yaml gets its measured offset, any other copy none."""
+    if official is None:
+        return DataVerdict(0.0, "No data folder was found, so the copy the runs trained on is unknown: no offset "
+                                "is applied, and the study's numbers are the targets as published.")
+    if official:
+        return DataVerdict(0.0, "The data is the official CIFAR-10 release (every md5 sum as published): the "
+                                "study's numbers are the targets as published.")
+    known = next((c for c in load_facts().data_copies if c.test_sha256 == test_sha256), None)
+    if known is None:
+        return DataVerdict(0.0, "The data is not the official release (its md5 sums differ), and no offset is known "
+                                "for this copy (its test images are none of those whose cost budgetnet has "
+                                "measured): the study's numbers are the targets as published.")
+    return DataVerdict(known.offset, f"The data is not the official release (its md5 sums differ): it is "
+                       f"{known.name}, which costs about {known.offset} points ({known.evidence}): on it, expect the "
+                       f"study's numbers less {known.offset}.")
+
 
 def verdict_rule(offset: float) -> str:
     """The rule the verdicts follow; `offset`: points the data copy costs (0 on the official files)."""
-    target = (f"the published value less the {offset} points the JPEG copy costs" if offset
+    target = (f"the published value less the {offset} points the data copy costs" if offset
               else "the published value")
     return ("The published numbers are the study's highest test accuracies, so they are judged against our best "
             "seen. A conclusion **holds** at a scale when, for every pair of rows whose published values differ, "
@@ -182,7 +217,7 @@ def why_too_small(planned: dict[str, tuple[Experiment, list[PlannedRun]]]) -> st
 def results(planned: dict[str, tuple[Experiment, list[PlannedRun]]]) -> list[Result]:
     """Our figure for every row of the study in both readings, from the run directories as they are."""
     out = []
-    for row in ROWS:
+    for row in load_facts().rows:
         _, runs = planned[row.experiment]
         for reading, setting in ((AS_TRAINED, row.as_trained), (CONTROLLED, row.controlled)):
             if setting is None:
@@ -223,7 +258,7 @@ def _pair_verdict(a: Result, b: Result) -> str | None:
     return None
 
 
-def verdict(result: Result, same_reading: list[Result], too_small: str | None, offset: float = JPEG_OFFSET) -> str:
+def verdict(result: Result, same_reading: list[Result], too_small: str | None, offset: float) -> str:
     """Whether the study's conclusion involving this row holds in this reading, on the best-seen figures
     (verdict_rule(offset)); `too_small`: why_too_small's reason, when the scale cannot judge."""
     row = result.row
@@ -250,11 +285,11 @@ def verdict(result: Result, same_reading: list[Result], too_small: str | None, o
     return "holds" if not reasons else "inconclusive: " + "; ".join(reasons)
 
 
-def conclusion(rows: list[Row], offset: float = JPEG_OFFSET) -> str:
+def conclusion(rows: list[Row], offset: float) -> str:
     """The study's conclusion over rows with numbers: their published order."""
     ranked = sorted((r for r in rows if r.published is not None), key=lambda r: -r.published)
     if len(ranked) == 1:
-        on_copy = f" ({ranked[0].published - offset:.1f}% on the JPEG copy)" if offset else ""
+        on_copy = f" ({ranked[0].published - offset:.1f}% on this data copy)" if offset else ""
         return f"{ranked[0].name} reaches {ranked[0].published:g}%{on_copy}"
     text = ranked[0].name if ranked else ""
     for prev, row in zip(ranked, ranked[1:]):
@@ -307,23 +342,23 @@ class Judgement:
     """What STUDY.md and study.csv report, computed from the run directories as they are."""
 
     scale: str
-    offset: float               # points the data copy costs (0 on the official files)
+    data: DataVerdict           # the data copy's offset and what STUDY.md says of it
     too_small: str | None       # why_too_small's reason, when the scale cannot judge
     seen_every: str             # "every 10 epochs": how often the runs recorded the best-seen figure
-    judged: list[RowVerdict]    # in the order of ROWS, as trained before controlled
+    judged: list[RowVerdict]    # in the order of the facts' rows, as trained before controlled
     conclusions: list[Conclusion]
 
 
-def judge(scale: str, planned: dict[str, tuple[Experiment, list[PlannedRun]]], offset: float = JPEG_OFFSET
-          ) -> Judgement:
-    """Every row's result and verdict and every experiment's conclusion, at `scale` (verdict_rule(offset))."""
+def judge(scale: str, planned: dict[str, tuple[Experiment, list[PlannedRun]]], data: DataVerdict) -> Judgement:
+    """Every row's result and verdict and every experiment's conclusion, at `scale`, on `data` (verdict_rule)."""
+    offset = data.offset
     too_small = why_too_small(planned)
     all_results = results(planned)
     judged = [RowVerdict(res, verdict(res, [r for r in all_results if r.row.experiment == res.row.experiment
                                         and r.reading == res.reading], too_small, offset)) for res in all_results]
     conclusions = []
     for name in EXPERIMENTS:
-        rows = [r for r in ROWS if r.experiment == name]
+        rows = [r for r in load_facts().rows if r.experiment == name]
         if not any(row.published is not None for row in rows):
             conclusions.append(Conclusion(name, f"{rows[0].source}: curves, no number", "both", "nothing to judge"))
             continue
@@ -334,7 +369,7 @@ def judge(scale: str, planned: dict[str, tuple[Experiment, list[PlannedRun]]], o
                                           "not judged: scale too small" if too_small
                                           else "holds" if all(v == "holds" for v in vs) else "inconclusive"))
     every = report.seen_every({run.recipe.test_every for _, runs in planned.values() for run in runs})
-    return Judgement(scale, offset, too_small, every, judged, conclusions)
+    return Judgement(scale, data, too_small, every, judged, conclusions)
 
 
 def _round(value: float | None) -> float | None:
@@ -356,7 +391,7 @@ def study_csv_rows(judgement: Judgement) -> list[dict]:
 
 def _experiment_section(name: str, judgement: Judgement, figure: Path | None) -> list[str]:
     """STUDY.md's section of one experiment: its rows in both readings, what each trained, its figure."""
-    rows = [r for r in ROWS if r.experiment == name]
+    rows = [r for r in load_facts().rows if r.experiment == name]
     mine = {(j.result.row, j.result.reading): j for j in judgement.judged if j.result.row.experiment == name}
     seen = f"best seen {judgement.seen_every} (%)"
     lines = [f"## {name}: the study's {', '.join(dict.fromkeys(r.source for r in rows))}", "",
@@ -385,7 +420,7 @@ def study_markdown(judgement: Judgement, out: Path, planned: dict[str, tuple[Exp
                    figures: dict[str, Path | None]) -> str:
     """STUDY.md: the scale's standing, the runs' cost, how to read the figures, the conclusions, then one section
     per experiment (`figures`: each experiment's study.png, where it has one)."""
-    scale, offset, too_small, every = judgement.scale, judgement.offset, judgement.too_small, judgement.seen_every
+    scale, offset, too_small, every = judgement.scale, judgement.data.offset, judgement.too_small, judgement.seen_every
     runs = distinct_runs(planned)
     summaries = [report.load_run(r.path).summary for r in runs if RunFiles(r.path).summary.is_file()]
     seconds = sum(s.get("train_seconds", 0) for s in summaries)
@@ -408,11 +443,7 @@ def study_markdown(judgement: Judgement, out: Path, planned: dict[str, tuple[Exp
              f"(chosen on the test set, as the study did: its scripts test every 10 epochs and its text reports "
              f"the highest accuracy). The published numbers are the study's highest, so they are judged against "
              f"the best seen; the differences are our best seen less the published value.{shorter}", "",
-             "**Data.** " + (f"The data is not the official release (its md5 sums differ): the shared copy of "
-             f"CIFAR-10 is re-encoded as JPEG, which costs about {offset} points (airbench scores 90.68%/91.85% "
-             f"on it against its published 94.01%/95.01%): on it, expect the study's numbers less {offset}."
-             if offset else "The data is the official CIFAR-10 release (every md5 sum as published): the "
-             "study's numbers are the targets as published."), "",
+             f"**Data.** {judgement.data.text}", "",
              "**Two readings per row.** *As the study trained it*: the settings of the study's own runs "
              "(CCGV2/DLProject1, model1-model8), which change augmentation, optimizer, learning rate, batch size "
              "and epochs at once. *Controlled*: the seed recipe (the study's final model7) with only the row's "
@@ -426,10 +457,10 @@ def study_markdown(judgement: Judgement, out: Path, planned: dict[str, tuple[Exp
 
 
 def write_study(scale: str, out: Path, planned: dict[str, tuple[Experiment, list[PlannedRun]]],
-                official: bool | None = None) -> Path:
-    """out/STUDY.md and out/study.csv (accuracies in percent) and, per experiment, its results and figures.
-    `official`: the data check's verdict (data.cifar.official_copy); the JPEG offset applies unless it is True."""
-    judgement = judge(scale, planned, 0.0 if official else JPEG_OFFSET)
+                data: DataVerdict) -> Path:
+    """out/STUDY.md and out/study.csv (accuracies in percent) and, per experiment, its results and figures, on the
+    data `data_verdict` describes."""
+    judgement = judge(scale, planned, data)
     out.mkdir(parents=True, exist_ok=True)
     all_results = [j.result for j in judgement.judged]
     figures = {}
@@ -472,7 +503,7 @@ def run_study(scale: str = "smoke", out: str | Path | None = None, jobs: int | N
     runs = distinct_runs(planned)
     jobs = check_jobs(jobs)
     too_small = why_too_small(planned)
-    print(f"study, scale {scale}: {len(runs)} distinct runs for {len(ROWS)} rows of the study into {out} "
+    print(f"study, scale {scale}: {len(runs)} distinct runs for {len(load_facts().rows)} rows of the study into {out} "
           f"({jobs} at a time)" + (f"; too small to judge the study's conclusions: {too_small}" if too_small
                                    else ""), file=sys.stderr)
     if dry_run:
@@ -485,4 +516,7 @@ def run_study(scale: str = "smoke", out: str | Path | None = None, jobs: int | N
     start = time.perf_counter()
     failed = train_runs(runs, jobs, data_dir)
     print(f"study, scale {scale}: trained in {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    return write_study(scale, out, planned, official_copy(runs[0].recipe.data.dataset, data_dir)), failed
+    dataset = runs[0].recipe.data.dataset
+    official = official_copy(dataset, data_dir)
+    copy = data_verdict(official, decoded_test_sha256(dataset, data_dir) if official is False else None)
+    return write_study(scale, out, planned, copy), failed
