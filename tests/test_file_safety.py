@@ -72,6 +72,23 @@ def test_a_lock_linked_to_another_file_is_refused_and_that_file_is_untouched(tmp
     assert target.read_text() == "keep me"
 
 
+def test_the_training_log_is_appended_without_following_a_link(tmp_path):
+    """The experiment runner's train.log: a link planted there (after the directory's check) is refused, and its
+    target is untouched; a plain log is appended to."""
+    files, target = RunFiles(tmp_path / "run"), tmp_path / "precious.txt"
+    target.write_text("keep me")
+    files.root.mkdir()
+    files.train_log.symlink_to(target)
+    with pytest.raises(LinkedRunError, match=r"train\.log is a symbolic link"):
+        files.open_log()
+    assert target.read_text() == "keep me"
+    files.train_log.unlink()
+    for line in ("one\n", "two\n"):
+        with files.open_log() as log:
+            log.write(line)
+    assert files.train_log.read_text() == "one\ntwo\n"
+
+
 @pytest.mark.parametrize("name", ["eval.json", "summary.json", "metrics.jsonl", "checkpoints"])
 def test_a_run_directory_whose_files_are_links_is_refused_before_training(tmp_path, tiny_data, name):
     files, target = RunFiles(tmp_path / "run"), tmp_path / "precious"

@@ -28,7 +28,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 import yaml
 
@@ -197,6 +197,16 @@ class RunFiles:
             yield
         finally:
             os.close(fd)  # releases the lock
+
+    def open_log(self) -> IO[str]:
+        """`train.log` opened for appending without following a link (a link there raises LinkedRunError)."""
+        try:
+            fd = os.open(self.train_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError:
+            if not os.path.islink(self.train_log):
+                raise
+            raise self._linked(self.train_log) from None
+        return os.fdopen(fd, "a")
 
     def remove_partial_writes(self) -> None:
         """Delete the `.tmp` files a killed writer left behind (the files they were replacing are intact)."""

@@ -65,7 +65,7 @@ def _launch(run: PlannedRun, data_dir: str | Path | None, env: dict[str, str], c
     cmd = [sys.executable, "-m", "budgetnet", "train", "--resume", str(run.path)]
     if data_dir:
         cmd += ["--data", str(data_dir)]
-    with files.train_log.open("a") as log:
+    with files.open_log() as log:
         log.write(f"$ {' '.join(cmd)}\n")
         log.flush()
         return children.run(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
