@@ -121,8 +121,8 @@ def stage_throughput(ctx: StageContext, record: dict) -> None:
     batches, modes = ([], []) if ctx.smoke else ([512, 1024], ["reduce-overhead"])
     if ctx.smoke:
         record["notes"].append("--smoke: no larger batches and no compile (compiling takes minutes on a CPU)")
-    train_throughput.measure(images, labels, ctx.device, steps, warmup, batches, modes, record["rows"].append,
-                             TINY_SEED if ctx.smoke else [])
+    train_throughput.measure(images, labels, ctx.device, steps, warmup, batch_sizes=batches, compile_modes=modes,
+                             on_row=record["rows"].append, model_overrides=TINY_SEED if ctx.smoke else [])
 
 
 def judge_throughput(ctx: StageContext, record: dict) -> None:
@@ -150,8 +150,8 @@ def judge_throughput(ctx: StageContext, record: dict) -> None:
 
 def stage_augmix(ctx: StageContext, record: dict) -> None:
     images, labels = arrays(ctx)
-    train_throughput.augmix_cost(images, labels, ctx.device, 2 if ctx.smoke else 60, record["rows"].append,
-                                 TINY_SEED if ctx.smoke else [])
+    train_throughput.augmix_cost(images, labels, ctx.device, 2 if ctx.smoke else 60, on_row=record["rows"].append,
+                                 model_overrides=TINY_SEED if ctx.smoke else [])
 
 
 def judge_augmix(ctx: StageContext, record: dict) -> None:
@@ -258,7 +258,7 @@ def stage_airbench(ctx: StageContext, record: dict) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         vs_airbench.compare(pairs, ctx.data, ctx.device, seeds_of(ctx, STAGES["airbench"]), Path(tmp) / "cifar10",
-                            on_run, ctx.smoke, muon_file=ctx.muon_file)
+                            on_run=on_run, smoke=ctx.smoke, muon_file=ctx.muon_file)
 
 
 def judge_airbench(ctx: StageContext, record: dict) -> None:

@@ -62,7 +62,7 @@ def eval_ips(run: Path, images: np.ndarray, tta: str | None) -> tuple[float, int
     tta = tta or recipe.tta
     views = {"none": 1, "flip": 2, "flip_translate": 6}[tta]
     start = time.perf_counter()
-    predict_logits(model, nchw, data, recipe.eval_batch_size, torch.device("cpu"), recipe.precision, tta)
+    predict_logits(model, nchw, data, recipe.eval_batch_size, torch.device("cpu"), precision=recipe.precision, tta=tta)
     return len(nchw) / (time.perf_counter() - start), recipe.eval_batch_size, views
 
 

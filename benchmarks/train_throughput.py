@@ -85,7 +85,7 @@ def reset_peak_memory(device: torch.device) -> None:
 
 
 def plain_run(images: np.ndarray, labels: np.ndarray, device: torch.device, steps: int, warmup: int,
-              model_overrides: list[str] = (), batch: int = 128) -> dict:
+              *, model_overrides: list[str] = (), batch: int = 128) -> dict:
     """Images/s of the plain loop over `steps` steps after `warmup` steps, and its peak memory."""
     info = DATASETS["cifar10"]
     transform = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
@@ -143,7 +143,7 @@ def watch_cudagraphs() -> Iterator[CudagraphSkips]:
 
 
 def budgetnet_run(images: np.ndarray, labels: np.ndarray, device: torch.device, steps: int, precision: str,
-                  batch: int = 128, augment: list[dict] | None = CROP_FLIP, compile: bool = False,
+                  *, batch: int = 128, augment: list[dict] | None = CROP_FLIP, compile: bool = False,
                   compile_mode: str = "default", model_overrides: list[str] = (), recipe_name: str = "seed") -> dict:
     """Images/s of budgetnet's loop in epoch 2 of a run of `steps` batches per epoch (epoch 1 is the warm-up),
     the warm-up's extra seconds, the peak memory and, for the modes that add CUDA graphs, whether Inductor logged
@@ -167,7 +167,7 @@ def budgetnet_run(images: np.ndarray, labels: np.ndarray, device: torch.device, 
                             else "no skip logged") if graphs else None}
 
 
-def row(loop: str, precision: str, batch: int, result: dict, flops: int, plain: float | None, views: int = 1,
+def row(loop: str, precision: str, batch: int, result: dict, flops: int, plain: float | None, *, views: int = 1,
         **extra) -> dict:
     """A table row: images/s (source images), the ratio to the plain loop, FLOPs, TFLOP/s, warm-up, memory."""
     ips = result["images_per_s"]
@@ -178,12 +178,12 @@ def row(loop: str, precision: str, batch: int, result: dict, flops: int, plain: 
 
 
 def measure(images: np.ndarray, labels: np.ndarray, device: torch.device, steps: int, warmup: int,
-            batch_sizes: list[int], compile_modes: list[str], on_row: Callable[[dict], None],
+            *, batch_sizes: list[int], compile_modes: list[str], on_row: Callable[[dict], None],
             model_overrides: list[str] = ()) -> float:
     """Measure the plain loop and budgetnet's variants in turn; each finished row goes to `on_row` (so a caller
     keeps what a time limit cuts). Returns the plain loop's images/s."""
     flops = flops_per_image(load_recipe("seed", model_overrides).model)["forward_backward"]
-    result = plain_run(images, labels, device, steps, warmup, model_overrides)
+    result = plain_run(images, labels, device, steps, warmup, model_overrides=model_overrides)
     plain = result["images_per_s"]
     on_row(row("plain (DataLoader, 2 workers)", "fp32", 128, result, flops, plain))
     run = lambda **kw: budgetnet_run(images, labels, device, steps, model_overrides=model_overrides, **kw)  # noqa: E731
@@ -198,7 +198,7 @@ def measure(images: np.ndarray, labels: np.ndarray, device: torch.device, steps:
 
 
 def augmix_cost(images: np.ndarray, labels: np.ndarray, device: torch.device, steps: int,
-                on_row: Callable[[dict], None], model_overrides: list[str] = (), plain: float | None = None) -> None:
+                *, on_row: Callable[[dict], None], model_overrides: list[str] = (), plain: float | None = None) -> None:
     """budgetnet's crop+flip step, then the study's crop+flip+AugMix+JSD step, in the recipes' default precision
     (bf16 on CUDA, fp32 on the CPU); the second row carries its cost per source image relative to the first."""
     flops = flops_per_image(load_recipe("seed", model_overrides).model)["forward_backward"]
@@ -212,7 +212,7 @@ def augmix_cost(images: np.ndarray, labels: np.ndarray, device: torch.device, st
                cost_vs_crop_flip=crop_flip["images_per_s"] / jsd["images_per_s"]))
 
 
-def optimizer_cost(images: np.ndarray, labels: np.ndarray, device: torch.device, steps: int, batch: int,
+def optimizer_cost(images: np.ndarray, labels: np.ndarray, device: torch.device, steps: int, *, batch: int,
                    optimizers: list[str], on_row: Callable[[dict], None], model_overrides: list[str] = ()) -> None:
     """budgetnet's loop on `small` (lookahead off) with each of `optimizers` (OPTIMIZERS' names) in turn at batch
     `batch`, in small's precision; each row after SGD's carries its images/s as a fraction of SGD's (vs_sgd)."""
@@ -220,7 +220,7 @@ def optimizer_cost(images: np.ndarray, labels: np.ndarray, device: torch.device,
     flops = flops_per_image(recipe.model)["forward_backward"]
     sgd = None
     for name in optimizers:
-        result = budgetnet_run(images, labels, device, steps, recipe.precision, batch, augment=None,
+        result = budgetnet_run(images, labels, device, steps, recipe.precision, batch=batch, augment=None,
                                model_overrides=[*model_overrides, "lookahead.enabled=false", *OPTIMIZERS[name]],
                                recipe_name="small")
         if name == "sgd":
@@ -273,14 +273,16 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise SystemExit(f"--optimizers: {', '.join(unknown)} unknown; use names from {', '.join(OPTIMIZERS)}")
         batch, steps = (32, 2) if args.smoke else (args.optimizer_batch, args.steps or 3)
-        optimizer_cost(images, labels, device, steps, batch, names, rows.append, SMOKE_SMALL if args.smoke else [])
+        optimizer_cost(images, labels, device, steps, batch=batch, optimizers=names, on_row=rows.append,
+                       model_overrides=SMOKE_SMALL if args.smoke else [])
         print(json.dumps(rows, indent=1) if args.json else
               f"small's network, {steps} timed steps of {batch} on {device_name(device)}"
               f"{' (SMOKE RUN: not a measurement)' if args.smoke else ''}\n\n{markdown(rows, COLUMNS)}")
         return 0
-    plain = measure(images, labels, device, steps, warmup, batch_sizes, compile_modes, rows.append, overrides)
+    plain = measure(images, labels, device, steps, warmup, batch_sizes=batch_sizes, compile_modes=compile_modes,
+                    on_row=rows.append, model_overrides=overrides)
     if args.augmix:
-        augmix_cost(images, labels, device, steps, rows.append, overrides, plain)
+        augmix_cost(images, labels, device, steps, on_row=rows.append, model_overrides=overrides, plain=plain)
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0

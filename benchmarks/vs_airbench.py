@@ -339,7 +339,7 @@ def run_airbench94_muon(path: Path, folder: Path, device: torch.device, seed: in
 
 
 def compare(pairs: list[tuple[str, str]], data: Data, device: torch.device, seeds: int, folder: Path,
-            on_run: Callable[[dict], None], smoke: bool = False, airbench_precision: str = "bf16",
+            *, on_run: Callable[[dict], None], smoke: bool = False, airbench_precision: str = "bf16",
             cold_seed: int | None = None, muon_file: Path = MUON_FILE) -> None:
     """Run every system of `pairs` cold once (seed `cold_seed`, by default `seeds`: one no warm run uses), then
     warm with seeds 0..seeds-1; each finished run goes to `on_run`. With smoke both sides train tiny for a few
@@ -460,8 +460,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run), file=sys.stderr, flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
-        compare(pairs, data, device, 1 if args.smoke else args.seeds, Path(tmp) / "cifar10", on_run, args.smoke,
-                args.airbench_precision, args.cold_seed, args.airbench94_muon)
+        compare(pairs, data, device, 1 if args.smoke else args.seeds, Path(tmp) / "cifar10", on_run=on_run,
+                smoke=args.smoke, airbench_precision=args.airbench_precision, cold_seed=args.cold_seed,
+                muon_file=args.airbench94_muon)
     rows = summarize([r for r in runs if "accuracy" in r], pairs)
     if args.json:
         print(json.dumps({"device_name": device_name(device), "rows": rows, "runs": runs}, indent=1))

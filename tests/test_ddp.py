@@ -70,7 +70,7 @@ def test_two_processes_match_one_with_the_same_global_batch(fake_cifar, tmp_path
     # the logged figures are those of the checkpoint rank 0 saved (all ranks evaluate with its BN statistics)
     model, run_recipe, state = load_model(tmp_path / "ddp", "last")
     data = load_data(run_recipe.data, fake_cifar)
-    loss, acc = evaluate_split(model, data.test, data, 256, torch.device("cpu"), run_recipe.precision)
+    loss, acc = evaluate_split(model, data.test, data, 256, torch.device("cpu"), precision=run_recipe.precision)
     assert state["epoch"] == 2
     assert acc == two[-1]["test_acc"] and loss == pytest.approx(two[-1]["test_loss"], rel=1e-5)
 

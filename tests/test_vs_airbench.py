@@ -90,7 +90,7 @@ def test_the_cold_run_takes_its_own_seed(monkeypatch, tmp_path, seeds, cold_seed
     monkeypatch.setattr(vs_airbench, "write_airbench_data", lambda data, folder: None)
     monkeypatch.setattr(vs_airbench, "run_airbench", lambda system, folder, device, seed, *a: seen.append(seed) or {})
     runs = []
-    vs_airbench.compare([("airbench94", "airbench94")], None, torch.device("cpu"), seeds, tmp_path, runs.append,
+    vs_airbench.compare([("airbench94", "airbench94")], None, torch.device("cpu"), seeds, tmp_path, on_run=runs.append,
                         cold_seed=cold_seed)
     assert seen == expected
     assert [r["seed"] for r in runs if r["system"] == "airbench94"] == expected

@@ -50,8 +50,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation.robustness import evaluate_all
 
-    result = evaluate_all(args.run, args.data, args.device, args.checkpoint, args.out, args.corruptions,
-                          args.calibration, args.cifar10c, tuple(args.severities), args.limit, progress=not args.json)
+    result = evaluate_all(args.run, args.data, device=args.device, which=args.checkpoint, out_dir=args.out,
+                          corruptions=args.corruptions, calibration=args.calibration, cifar10c_dir=args.cifar10c,
+                          severities=tuple(args.severities), limit=args.limit, progress=not args.json)
     print(json.dumps(result, indent=2) if args.json else console.eval_text(args.run, result))
     return 0
 
@@ -113,8 +114,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 0
     out = args.out or Path("runs") / f"search-{space.name}"
     try:
-        study = run_search(space, out, args.trials, args.total_trials, args.storage, args.study, args.budget,
-                           args.sampler, args.pruner, args.repair, args.seed, args.heartbeat, args.device,
+        study = run_search(space, out, trials=args.trials, total_trials=args.total_trials, storage=args.storage,
+                           study_name=args.study, budget=args.budget, sampler=args.sampler, pruner=args.pruner,
+                           repair=args.repair, seed=args.seed, heartbeat=args.heartbeat, device=args.device,
                            data_dir=args.data, progress=not args.quiet, max_gflops=args.max_gflops)
     except SearchInterrupted as e:
         print(e, file=sys.stderr)
@@ -138,8 +140,8 @@ def cmd_search_report(args: argparse.Namespace) -> int:
 def cmd_experiment(args: argparse.Namespace) -> int:
     from .workflows.experiment import run_experiment
 
-    return _train_grid(lambda: run_experiment(args.name, args.scale, args.out, args.jobs, args.data, args.set,
-                                              args.dry_run), args.dry_run,
+    return _train_grid(lambda: run_experiment(args.name, args.scale, args.out, jobs=args.jobs, data_dir=args.data,
+                                              overrides=args.set, dry_run=args.dry_run), args.dry_run,
                        lambda out: f"wrote {out / 'results.md'}, {out / 'results.csv'} and figures in {out}")
 
 

@@ -293,7 +293,7 @@ def run_steps(epochs: float, steps_per_epoch: int) -> int:
 
 
 def batch_indices(n: int, batch_size: int, device: torch.device | str, generator: torch.Generator | None = None,
-                  drop_last: bool = False, rank: int = 0, world_size: int = 1) -> list[Tensor]:
+                  *, drop_last: bool = False, rank: int = 0, world_size: int = 1) -> list[Tensor]:
     """Index tensors of the batches of one epoch, shuffled by `generator` (in order without one).
 
     With several ranks every rank draws the same order and takes its 1/world_size of every batch.

@@ -512,7 +512,7 @@ _UNWRITABLE: set[Path] = set()
 
 def corruption_suite(images: np.ndarray, labels: np.ndarray,
                      evaluate_fn: Callable[[np.ndarray, np.ndarray], float],
-                     names: Sequence[str] = CORRUPTIONS, severities: Sequence[int] = SEVERITIES,
+                     *, names: Sequence[str] = CORRUPTIONS, severities: Sequence[int] = SEVERITIES,
                      cifar10c_dir: str | Path | None = None, progress: bool = True,
                      limit: int | None = None, seed: int = 0, cache_dir: str | Path | None = None) -> dict:
     """Accuracy under each corruption and severity.

@@ -84,8 +84,8 @@ def evaluate_run(run: str | Path, data_dir: str | Path | None = None, device: st
     model, recipe, state = load_model(run, which, dev)
     x, y, classes = load_split(recipe.data.dataset, "test", data_dir)
     data = from_arrays((x[:0], y[:0]), None, (x, y), classes, recipe.data.dataset, dev)
-    logits = predict_logits(model, data.test[0], data, batch_size or recipe.eval_batch_size, dev, recipe.precision,
-                            recipe.tta)
+    logits = predict_logits(model, data.test[0], data, batch_size or recipe.eval_batch_size, dev,
+                            precision=recipe.precision, tta=recipe.tta)
     check_finite_logits(logits, f"{run} (checkpoint of epoch {state['epoch']})")
     result = {"run": str(run), "checkpoint_epoch": state["epoch"], "params": count_trainable(model),
               **classification_report(logits, data.test[1], classes)}

@@ -16,7 +16,7 @@ from .corruptions import CORRUPTIONS, corruption_suite, plot_corruption_heatmap
 from .evaluate import eval_files, evaluate_run
 
 
-def evaluate_all(run: str | Path, data_dir: str | Path | None = None, device: str = "auto", which: str = "best",
+def evaluate_all(run: str | Path, data_dir: str | Path | None = None, *, device: str = "auto", which: str = "best",
                  out_dir: str | Path | None = None, corruptions: bool = False, calibration: bool = False,
                  cifar10c_dir: str | Path | None = None, severities: tuple[int, ...] = (1, 2, 3, 4, 5),
                  limit: int | None = None, progress: bool = True) -> dict:
@@ -29,12 +29,13 @@ def evaluate_all(run: str | Path, data_dir: str | Path | None = None, device: st
     check_limit(limit)
     result = evaluate_run(run, data_dir, device, which, out_dir)
     if corruptions or calibration:
-        result = robustness(run, data_dir, device, which, out_dir, corruptions, calibration, cifar10c_dir, severities,
-                            limit, progress=progress)
+        result = robustness(run, data_dir, device=device, which=which, out_dir=out_dir, corruptions=corruptions,
+                            calibration=calibration, cifar10c_dir=cifar10c_dir, severities=severities, limit=limit,
+                            progress=progress)
     return result
 
 
-def robustness(run: str | Path, data_dir: str | Path | None = None, device: str = "auto", which: str = "best",
+def robustness(run: str | Path, data_dir: str | Path | None = None, *, device: str = "auto", which: str = "best",
                out_dir: str | Path | None = None, corruptions: bool = True, calibration: bool = True,
                cifar10c_dir: str | Path | None = None, severities: tuple[int, ...] = (1, 2, 3, 4, 5),
                limit: int | None = None, batch_size: int | None = None, progress: bool = True,
@@ -56,8 +57,8 @@ def robustness(run: str | Path, data_dir: str | Path | None = None, device: str 
 
     def logits_of(images_nhwc):
         images = torch.from_numpy(images_nhwc).permute(0, 3, 1, 2).contiguous()
-        return predict_logits(model, images, data, batch_size or recipe.eval_batch_size, dev, recipe.precision,
-                              recipe.tta).cpu()
+        return predict_logits(model, images, data, batch_size or recipe.eval_batch_size, dev,
+                              precision=recipe.precision, tta=recipe.tta).cpu()
 
     if calibration:
         probs = logits_of(x.transpose(0, 2, 3, 1)).softmax(1)
@@ -68,7 +69,8 @@ def robustness(run: str | Path, data_dir: str | Path | None = None, device: str 
     if corruptions:
         suite = corruption_suite(x.transpose(0, 2, 3, 1), y,
                                  lambda im, t: (logits_of(im).argmax(1).numpy() == t).mean(),
-                                 CORRUPTIONS, severities, cifar10c_dir, progress, limit,
+                                 names=CORRUPTIONS, severities=severities, cifar10c_dir=cifar10c_dir,
+                                 progress=progress, limit=limit,
                                  cache_dir=corruption_cache or default_cache() / "corruptions")
         result.update({"corruption_accuracy": suite["corruption_accuracy"],
                        "corruption_error": suite["corruption_error"], "per_corruption": suite["per_corruption"],

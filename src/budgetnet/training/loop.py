@@ -246,8 +246,8 @@ class RunWriter:
         return ""
 
 
-def train(recipe: Recipe | None, out_dir: str | Path | None, data_dir: str | Path | None = None, resume: bool = False,
-          progress: bool = True, on_epoch: EpochCallback | None = None, data: Data | None = None,
+def train(recipe: Recipe | None, out_dir: str | Path | None, data_dir: str | Path | None = None, *,
+          resume: bool = False, progress: bool = True, on_epoch: EpochCallback | None = None, data: Data | None = None,
           overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """Train `recipe` into run directory `out_dir`, or continue the run there (`resume`, with `overrides`:
     key=value changes such as optimizer.lr=0.01, recorded in overrides.jsonl), and return its summary.
@@ -516,11 +516,11 @@ def _evaluate(state: TrainState, data: Data, recipe: Recipe, device: torch.devic
         images = getattr(data, split)
         if images is not None:
             loss, acc = evaluate_split(state.eval_model, images, data, recipe.eval_batch_size, device,
-                                       recipe.precision, ddp, recipe.tta)
+                                       precision=recipe.precision, ddp=ddp, tta=recipe.tta)
             row.update({f"{split}_loss": loss, f"{split}_acc": acc})
     if plain:
         row["plain_test_acc"] = row["test_acc"] if evaluated and recipe.tta == "none" else evaluate_split(
-            state.eval_model, data.test, data, recipe.eval_batch_size, device, recipe.precision, ddp)[1]
+            state.eval_model, data.test, data, recipe.eval_batch_size, device, precision=recipe.precision, ddp=ddp)[1]
     return row
 
 

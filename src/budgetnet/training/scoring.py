@@ -31,7 +31,7 @@ def tta_views(x: Tensor, tta: TTAMode = "none") -> list[tuple[float, Tensor]]:
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: Tensor, data: Data, batch_size: int, device: torch.device,
-                   precision: Precision = "auto", tta: TTAMode = "none") -> Tensor:
+                   *, precision: Precision = "auto", tta: TTAMode = "none") -> Tensor:
     """float32 logits [N, K] of uint8 images [N, 3, H, W], in eval mode, averaged over the `tta` views."""
     was_training = model.training
     model.eval()
@@ -48,11 +48,11 @@ def predict_logits(model: nn.Module, images: Tensor, data: Data, batch_size: int
 
 
 def evaluate_split(model: nn.Module, split: tuple[Tensor, Tensor], data: Data, batch_size: int,
-                   device: torch.device, precision: Precision = "auto", ddp: Dist = Dist(),
+                   device: torch.device, *, precision: Precision = "auto", ddp: Dist = Dist(),
                    tta: TTAMode = "none") -> tuple[float, float]:
     """(mean cross-entropy, accuracy) on a split; under DDP each rank scores its share and the sums are reduced."""
     images, labels = split[0][ddp.rank::ddp.world_size], split[1][ddp.rank::ddp.world_size]
-    logits = predict_logits(model, images, data, batch_size, device, precision, tta)
+    logits = predict_logits(model, images, data, batch_size, device, precision=precision, tta=tta)
     labels = labels.to(device)
     totals = torch.stack([F.cross_entropy(logits, labels, reduction="sum"),
                           (logits.argmax(1) == labels).sum().float(),

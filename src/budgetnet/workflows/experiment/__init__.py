@@ -24,7 +24,7 @@ from .schema import load_experiment
 
 
 def run_experiment(name_or_path: str | Path, scale: str = "full", out: str | Path | None = None,
-                   jobs: int | None = None, data_dir: str | Path | None = None, overrides: list[str] = (),
+                   *, jobs: int | None = None, data_dir: str | Path | None = None, overrides: list[str] = (),
                    dry_run: bool = False) -> tuple[Path, list[PlannedRun]]:
     """Plan, train what is not done, and write the results of an experiment at a scale.
 

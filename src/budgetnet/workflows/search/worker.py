@@ -28,11 +28,11 @@ COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # what -
 
 
 @optuna_quiet()
-def run_search(space: Space, out: str | Path, trials: int | None = None, total_trials: int | None = None,
+def run_search(space: Space, out: str | Path, *, trials: int | None = None, total_trials: int | None = None,
                storage: str | None = None, study_name: str | None = None, budget: int | str | None = None,
                sampler: str = "tpe", pruner: str = "hyperband", repair: str = "fit-channels", seed: int | None = None,
                heartbeat: int = 60, device: str | None = None, data_dir: str | Path | None = None,
-               data: Data | None = None, progress: bool = False, *, max_gflops: float | str | None = None
+               data: Data | None = None, progress: bool = False, max_gflops: float | str | None = None
                ) -> optuna.Study:
     """Run trials of the study (created on first use) in this process until either target is met; returns the study.
 
