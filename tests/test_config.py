@@ -135,3 +135,24 @@ def test_parse_count(text, value):
 def test_parse_count_rejects_garbage():
     with pytest.raises(RecipeError, match="not a parameter count"):
         parse_count("lots")
+
+
+def test_checking_a_recipe_imports_no_torchvision():
+    """Loading and checking every shipped recipe, and one with each auto-augment policy, leaves torchvision
+    unimported: the data section's and the augment registry's checks need no image library."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import budgetnet
+
+    script = ("import sys; import budgetnet.config as c\n"
+              "for name in c.recipe_names(): c.load_recipe(name).validate()\n"
+              "for policy in ('autoaugment', 'randaugment', 'trivialaugment', 'augmix'):\n"
+              "    c.load_recipe('small', [f'augment=[{{name: {policy}}}]']).validate()\n"
+              "assert 'torchvision' not in sys.modules, 'torchvision imported'\n")
+    src = str(Path(budgetnet.__file__).parents[1])
+    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": src}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

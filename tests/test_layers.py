@@ -1,5 +1,6 @@
-"""The import graph follows the flow: every import of a budgetnet module (at the top of a file or inside a function)
-goes to its own package or one earlier in LAYERS, and no module imports itself back through others."""
+"""The import graph follows the flow: every import of a budgetnet module (at the top of a file, inside a function or
+under `if TYPE_CHECKING:`) goes to its own package or one earlier in LAYERS, and no module imports itself back through
+others."""
 import ast
 from pathlib import Path
 
@@ -17,15 +18,12 @@ def module_name(path: Path) -> str:
 
 
 def imports(path: Path) -> set[str]:
-    """The budgetnet modules `path` imports at run time (imports under `if TYPE_CHECKING:` are annotations only)."""
+    """The budgetnet modules `path` imports, those under `if TYPE_CHECKING:` included (an annotation's import is a
+    dependency too)."""
     tree = ast.parse(path.read_text())
     package = module_name(path).split(".") if path.name == "__init__.py" else module_name(path).split(".")[:-1]
-    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-                   and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING") for n in ast.walk(node)}
     found = set()
     for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.split(".")[0] == "budgetnet"}
         elif isinstance(node, ast.ImportFrom):

@@ -2,7 +2,8 @@
 values, and an integer field the range its section's table gives it.
 
 The allowed values are written once, in the type or the table (config.py, design/spec.py); `choices` reads them, and
-`check_choices` and `check_ranges`, which each section's validate() calls, are the one check of them.
+`check_choices` and `check_ranges`, which each section's validate() calls, are the one check of them; `check_rule`
+is the one form of every other rule's message.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import dataclasses
 import typing
 from typing import Any, Literal
 
-from .errors import UsageError, shown
+from .errors import RecipeError, UsageError, shown
 
 
 def choices(hint: Any) -> tuple[str, ...]:
@@ -43,3 +44,9 @@ def check_ranges(section: Any, ranges: dict[str, tuple[int, int]], prefix: str =
             if v is not None and not lo <= v <= hi:
                 raise error(f"{prefix}{name}={v} must be {lo:,} or more" if v < lo else
                             f"{prefix}{name}={v} must be at most {hi:,}")
+
+
+def check_rule(ok: bool, key: str, value: Any, rule: str, error: type[UsageError] = RecipeError) -> None:
+    """Raise `error` "key=value rule" unless `ok`."""
+    if not ok:
+        raise error(f"{key}={value} {rule}")

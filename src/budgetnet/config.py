@@ -1,7 +1,7 @@
 """Recipes: YAML files resolved into a typed Recipe, with dotted `--set` overrides and unknown-key suggestions.
 
 The recipe's schema: every key, its type and its default is in the dataclasses below (the `model` section's in
-design.spec.ModelSpec); a choice field is typed `Literal[...]`, which lists its values. Each section's validate() checks
+design.spec.ModelSpec, the `data` section's in data.schema.DataConfig); a choice field is typed `Literal[...]`, which lists its values. Each section's validate() checks
 its values (its choices through choices.check_choices) and Recipe.validate() runs them all, the augment list's
 check included, so that the builders (optimizer, schedule, averages, autocast, compile, evaluation) trust a
 validated recipe. What depends on the machine (the device, the number of processes) is checked where it is known.
@@ -21,11 +21,11 @@ from typing import Any, Literal
 
 import yaml
 
-from .choices import check_choices, check_ranges
+from .choices import check_choices, check_ranges, check_rule as _check
+from .data.schema import DataConfig, Dataset  # noqa: F401 (re-exported: the recipe's data section)
 from .design.spec import ModelSpec
-from .errors import UsageError, shown
+from .errors import RecipeError, UsageError, shown
 
-Dataset = Literal["cifar10", "cifar100"]
 OptimizerName = Literal["sgd", "adam", "adamw", "radam", "muon"]
 Units = Literal["torch", "per_1024"]
 ScheduleName = Literal["cosine", "warm_restarts", "step", "triangle", "constant", "onecycle"]
@@ -33,10 +33,6 @@ SCHEDULE_ALIASES = {"onecycle": "triangle"}  # the triangle's former name (it is
 Precision = Literal["auto", "fp32", "bf16"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 TTAMode = Literal["none", "flip", "flip_translate"]
-
-
-class RecipeError(UsageError):
-    """A recipe that cannot be used: the message names the key and how to fix it."""
 
 
 # The range (inclusive) of every integer recipe value, checked by its section's validate() before anything is
@@ -60,36 +56,6 @@ INT_RANGES = {
     "ema.every": (1, 10**6),
     "lookahead.k": (1, 10**6),
 }
-
-
-@dataclass
-class DataConfig:
-    dataset: Dataset = "cifar10"
-    train_size: int | None = None     # use only the first N training images (quick runs)
-    val_size: int = 0                 # hold the last N training images out for validation (tuning)
-    test_size: int | None = None      # evaluate on the first N test images only (quick looks)
-
-    def validate(self, model: ModelSpec | None = None) -> None:
-        """Raise RecipeError for a data section that cannot load, or whose images or classes `model` does not fit."""
-        from .data.cifar import DATASETS, IMAGE_SHAPE, SPLIT_SIZES  # the datasets' sizes live beside their format
-
-        check_choices(self, "data.", RecipeError)
-        n_train, n_test = SPLIT_SIZES["train"], SPLIT_SIZES["test"]
-        _check(0 <= self.val_size < n_train, "data.val_size", self.val_size, f"must be between 0 and {n_train - 1}")
-        _check(self.train_size is None or 0 < self.train_size <= n_train - self.val_size, "data.train_size",
-               self.train_size, f"must be between 1 and {n_train - self.val_size}")
-        _check(self.test_size is None or 0 < self.test_size <= n_test, "data.test_size", self.test_size,
-               f"must be between 1 and {n_test}")
-        if model is None:
-            return
-        classes, (channels, size, _) = DATASETS[self.dataset].num_classes, IMAGE_SHAPE
-        _check(model.num_classes == classes, "data.dataset", self.dataset,
-               f"has {classes} classes but model.num_classes={model.num_classes}: add --set "
-               f"model.num_classes={classes}")
-        _check(model.in_channels == channels, "model.in_channels", model.in_channels,
-               f"but {self.dataset} images have {channels} channels: set model.in_channels={channels}")
-        _check(model.image_size == size, "model.image_size", model.image_size,
-               f"but {self.dataset} images are {size}x{size}: set model.image_size={size}")
 
 
 @dataclass
@@ -271,12 +237,6 @@ class Recipe:
         _check(not self.optimizer.whiten_bias_as_norm or self.model.whiten_bias_epochs > 0,
                "optimizer.whiten_bias_as_norm", True, "needs a whitening bias: set model.whiten_bias_epochs (e.g. 3)")
         build_augment(self.augment, self.model.num_classes)  # the augment registry's check of every entry
-
-
-def _check(ok: bool, key: str, value: Any, rule: str) -> None:
-    """Raise RecipeError "key=value rule" unless `ok`."""
-    if not ok:
-        raise RecipeError(f"{key}={value} {rule}")
 
 
 def _check_finite(value: Any, key: str = "") -> None:

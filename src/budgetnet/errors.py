@@ -18,6 +18,10 @@ class UsageError(BudgetnetError, ValueError):
     """The input was wrong: fix the command and rerun (exit code 2)."""
 
 
+class RecipeError(UsageError):
+    """A recipe that cannot be used: the message names the key and how to fix it."""
+
+
 class RunFailed(BudgetnetError):
     """The work failed for a stated reason: out of memory, a full disk, a diverged run (exit code 1)."""
 

@@ -8,7 +8,6 @@ import pickle
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,9 +15,7 @@ import torchvision
 from torch import Tensor
 
 from ..errors import UsageError
-
-if TYPE_CHECKING:  # load_data's argument only: the recipe's schema (config) checks data sections with these sizes
-    from ..config import DataConfig
+from .schema import IMAGE_SHAPE, NUM_CLASSES, SPLIT_SIZES, DataConfig
 
 ENV_VAR = "BUDGETNET_DATA"
 
@@ -39,13 +36,12 @@ class DatasetInfo:
 
 DATASETS = {
     "cifar10": DatasetInfo("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
-                           "batches.meta", "label_names", "labels", 10,
+                           "batches.meta", "label_names", "labels", NUM_CLASSES["cifar10"],
                            (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), torchvision.datasets.CIFAR10),
     "cifar100": DatasetInfo("cifar-100-python", ("train",), ("test",), "meta", "fine_label_names", "fine_labels",
-                            100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), torchvision.datasets.CIFAR100),
+                            NUM_CLASSES["cifar100"], (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+                            torchvision.datasets.CIFAR100),
 }
-SPLIT_SIZES = {"train": 50_000, "test": 10_000}
-IMAGE_SHAPE = (3, 32, 32)  # channels, height, width of every image of both
 
 
 class DataError(UsageError):

@@ -13,7 +13,6 @@ from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
 
@@ -139,14 +138,20 @@ def solarize(images: Tensor, magnitude: Tensor) -> Tensor:
 
 
 def autocontrast(images: Tensor, magnitude: Tensor) -> Tensor:
+    import torchvision.transforms.v2.functional as TF  # torchvision when an image is transformed, not when checked
+
     return TF.autocontrast(images)
 
 
 def equalize(images: Tensor, magnitude: Tensor) -> Tensor:
+    import torchvision.transforms.v2.functional as TF  # torchvision when an image is transformed, not when checked
+
     return TF.equalize(images)
 
 
 def invert(images: Tensor, magnitude: Tensor) -> Tensor:
+    import torchvision.transforms.v2.functional as TF  # torchvision when an image is transformed, not when checked
+
     return TF.invert(images)
 
 

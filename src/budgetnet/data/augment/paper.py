@@ -26,7 +26,6 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import torch
-import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
 from . import ops
@@ -86,6 +85,8 @@ def autocontrast(images: Tensor, level: Tensor) -> Tensor:
 
 def equalize(images: Tensor, level: Tensor) -> Tensor:
     """ImageOps.equalize, which torchvision's equalize reproduces exactly."""
+    import torchvision.transforms.v2.functional as TF  # torchvision when an image is transformed, not when checked
+
     return TF.equalize(images)
 
 
