@@ -1,10 +1,11 @@
 """Recipes: YAML files resolved into a typed Recipe, with dotted `--set` overrides and unknown-key suggestions.
 
 The recipe's schema: every key, its type and its default is in the dataclasses below (the `model` section's in
-design.spec.ModelSpec, the `data` section's in data.schema.DataConfig); a choice field is typed `Literal[...]`, which lists its values. Each section's validate() checks
-its values (its choices through choices.check_choices) and Recipe.validate() runs them all, the augment list's
-check included, so that the builders (optimizer, schedule, averages, autocast, compile, evaluation) trust a
-validated recipe. What depends on the machine (the device, the number of processes) is checked where it is known.
+design.spec.ModelSpec, the `data` section's in data.schema.DataConfig); a choice field is typed `Literal[...]`,
+which lists its values. Each section's validate() checks its values (its choices through choices.check_choices) and
+Recipe.validate() runs them all, the augment list's check included, so that the builders (optimizer, schedule,
+averages, autocast, compile, evaluation) trust a validated recipe. What depends on the machine (the device, the
+number of processes) is checked where it is known.
 """
 from __future__ import annotations
 

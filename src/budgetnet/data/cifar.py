@@ -253,10 +253,8 @@ def load_data(cfg: DataConfig, data_dir: str | Path | None = None, device: str |
     which Recipe.validate checks (DataConfig.validate)."""
     x, y, classes = load_split(cfg.dataset, "train", data_dir, note)
     xt, yt, _ = load_split(cfg.dataset, "test", data_dir, note)
-    n_train = len(x) - cfg.val_size
-    val = (x[n_train:], y[n_train:]) if cfg.val_size else None
-    n_train = n_train if cfg.train_size is None else cfg.train_size
-    n_test = len(xt) if cfg.test_size is None else cfg.test_size
+    val = (x[len(x) - cfg.val_size:], y[len(x) - cfg.val_size:]) if cfg.val_size else None
+    n_train, n_test = split_size(cfg, "train"), split_size(cfg, "test")
     return from_arrays((x[:n_train], y[:n_train]), val, (xt[:n_test], yt[:n_test]), classes, cfg.dataset, device)
 
 

@@ -25,8 +25,8 @@ import yaml
 
 from .. import atomic
 from ..config import RecipeError, from_dict, load_recipe, read_yaml
-from ..errors import shown
 from ..data.cifar import decoded_test_sha256, official_copy
+from ..errors import shown
 from ..training.rundir import RunFiles
 from ..workflows import report
 from ..workflows.experiment.cost import cost_plan
