@@ -3,6 +3,7 @@
     benchmarks/gpu_job.sh                                            # the GPU machine's one command (see it)
     python benchmarks/gpu_check.py --out DIR [--npz .device/cifar10-jpeg.npz] [--deadline 480]
     python benchmarks/gpu_check.py --out DIR --stage seed-fast      # one stage alone, with its full seed count
+    python benchmarks/gpu_check.py --out DIR --stage levers --stage airbench --pairs airbench94_muon:small-muon
     python benchmarks/gpu_check.py --out DIR --smoke                # every stage for a few steps on the CPU
     python benchmarks/gpu_check.py --out DIR --stage seed-steps --device cpu --deadline 900   # the real thing, CPU
 
@@ -16,11 +17,15 @@ Stages, in order (seconds are the share of the deadline each is planned to take 
                 weights and momentum (any non-finite gradient would have made them non-finite).
     seed-fast   the `seed-fast` recipe, 1 seed (2 with --stage): >= 92.4% within 120 s of training. Its time to
                 90% only with --stage (a TTA evaluation after every epoch, outside the training clock).
+    levers      issue 26's levers on the validation split (data.val_size=5000): `small`, `small-muon` and
+                `small-muon` with each lever (LEVERS), 4 seeds each: validation and test accuracy, seconds, PFLOP.
     airbench    vs_airbench.py: airbench94 beside `small`, airbench95 beside `fast`, airbench94_muon.py (from
                 --airbench94-muon; skipped without it) beside `small`, 1 warm seed each after a cold run of another
                 seed (3 with --stage): at least airbench's accuracy in less time; `fast` cold within 2x of warm.
                 Both sides train with no run directory; train_seconds beside the one clock. airbench94_muon runs
                 last and compiles with max-autotune in its cold run: in a whole job it may be cut by the deadline.
+    recipes     `small` and `cpu` (RECIPES), 2 seeds (4 with --stage): test accuracy, seconds and images/s of each
+                epoch, on all 50,000 training images. Their targets are on the CPU: this is their accuracy in seconds.
     best        the `best` recipe, 1 seed (2 with --stage): >= 93.5% within 240 s of training. Only with
                 --stage best (120 epochs and a cold compile do not fit a share of the whole job).
 
@@ -84,6 +89,8 @@ class StageContext:
     seeds: int | None  # None: the stage's own count for a whole-job run; --stage gives its full count
     full: bool
     muon_file: Path = vs_airbench.MUON_FILE  # airbench94_muon.py for the airbench stage
+    pairs: list[tuple[str, str]] | None = None  # the airbench stage's pairs (None: vs_airbench's for the device)
+    data_dir: str | Path | None = None  # where ctx.data came from (the levers stage loads a validation split)
 
 
 @dataclass
@@ -243,10 +250,64 @@ def judge_seed_fast(ctx: StageContext, record: dict) -> None:
     accuracy_check(record, record["rows"], 0.924, 120)
 
 
+# issue 26's levers: (name, recipe, overrides), each trained on the validation split beside its base recipe
+LEVERS = [
+    ("small", "small", []),
+    ("small-muon", "small-muon", []),
+    ("small-muon, Muon batched by shape", "small-muon", ["optimizer.muon_batched=true"]),
+    ("small-muon, Muon normalised every 4th step", "small-muon", ["optimizer.muon_normalize_every=4"]),
+    ("small-muon, both Muon options", "small-muon", ["optimizer.muon_batched=true", "optimizer.muon_normalize_every=4"]),
+    ("small-muon, SiLU", "small-muon", ["model.activation=silu"]),
+    ("small-muon, 7 epochs", "small-muon", ["epochs=7"]),
+    ("small-muon, 6.5 epochs", "small-muon", ["epochs=6.5"]),
+]
+VAL_SIZE = 5000
+
+
+def validation_data(ctx: StageContext) -> Data:
+    """ctx's data with its last VAL_SIZE training images held out (random images under --smoke)."""
+    if not ctx.smoke:
+        return load_data(DataConfig(val_size=VAL_SIZE), ctx.data_dir, ctx.device, note=False)
+    (x, y), n = ctx.data.train, len(ctx.data.train[0]) // 4
+    return replace(ctx.data, train=(x[:-n], y[:-n]), val=(x[-n:], y[-n:]))
+
+
+def stage_levers(ctx: StageContext, record: dict) -> None:
+    data = validation_data(ctx)
+    runs = record.setdefault("runs", [])
+    for name, recipe_name, overrides in LEVERS:
+        recipe = load_recipe(recipe_name, [f"device={ctx.device}", f"data.val_size={VAL_SIZE}", *overrides,
+                                           *(vs_airbench.SMOKE if ctx.smoke else [])])
+        for seed in range(seeds_of(ctx, STAGES["levers"])):
+            last: list[dict] = []
+            result = vs_airbench.run_budgetnet(recipe, data, ctx.device, seed, on_epoch=last.append)
+            runs.append({"lever": name, "seed": seed, "val_acc": last[-1]["val_acc"], "test_acc": result["accuracy"],
+                         "train_seconds": result["train_seconds"], "pflop": result["pflop"]})
+            record["rows"] = summarize_levers(runs)
+
+
+def summarize_levers(runs: list[dict]) -> list[dict]:
+    """One row per lever: the mean over its seeds of validation and test accuracy and training seconds."""
+    rows = []
+    for name in dict.fromkeys(r["lever"] for r in runs):
+        mine = [r for r in runs if r["lever"] == name]
+        mean = lambda key: sum(r[key] for r in mine) / len(mine)  # noqa: E731
+        rows.append({"lever": name, "seeds": len(mine), "val_acc": mean("val_acc"),
+                     "val_spread": max(r["val_acc"] for r in mine) - min(r["val_acc"] for r in mine),
+                     "test_acc": mean("test_acc"), "train_seconds": mean("train_seconds"), "pflop": mine[0]["pflop"]})
+    return rows
+
+
+LEVER_COLUMNS = [("lever", "lever", ""), ("seeds", "seeds", ""), ("val acc (mean)", "val_acc", ".2%"),
+                 ("val max-min", "val_spread", ".2%"), ("test acc (mean)", "test_acc", ".2%"),
+                 ("train s (mean)", "train_seconds", ".2f"), ("PFLOP a run", "pflop", ".4g")]
+
+
 def stage_airbench(ctx: StageContext, record: dict) -> None:
     runs = record.setdefault("runs", [])
-    pairs = vs_airbench.available_pairs(list(vs_airbench.DEFAULT_PAIRS["cuda"]), ctx.muon_file)
-    if len(pairs) < len(vs_airbench.DEFAULT_PAIRS["cuda"]):
+    wanted = ctx.pairs or list(vs_airbench.DEFAULT_PAIRS["cuda"])
+    pairs = vs_airbench.available_pairs(wanted, ctx.muon_file)
+    if len(pairs) < len(wanted):
         record["notes"].append(vs_airbench.missing_muon_file(ctx.muon_file))
 
     def on_run(run: dict) -> None:
@@ -271,6 +332,14 @@ def judge_airbench(ctx: StageContext, record: dict) -> None:
                   row["cold_seconds"] <= 2 * row["seconds"])
 
 
+RECIPES = ("small", "cpu")  # the recipes whose targets are set on the CPU: their accuracy here, where runs take seconds
+
+
+def stage_recipes(ctx: StageContext, record: dict) -> None:
+    for name in RECIPES:
+        train_seeds(ctx, STAGES["recipes"], record, name)
+
+
 def stage_best(ctx: StageContext, record: dict) -> None:
     train_seeds(ctx, STAGES["best"], record, "best")
 
@@ -285,7 +354,9 @@ STAGES = {s.name: s for s in [
     Stage("seed-steps", 15, stage_seed_steps, judge_seed_steps),
     Stage("seed-fast", 140, stage_seed_fast, judge_seed_fast, seeds=1, full_seeds=2,
           smoke=[*TINY_SEED, "epochs=1", "batch_size=64"]),
+    Stage("levers", 150, stage_levers, columns=LEVER_COLUMNS, seeds=4, full_seeds=4),
     Stage("airbench", 90, stage_airbench, judge_airbench, seeds=1, full_seeds=3, columns=vs_airbench.COLUMNS),
+    Stage("recipes", 60, stage_recipes, seeds=2, full_seeds=4, smoke=vs_airbench.SMOKE),
     Stage("best", 130, stage_best, judge_best, seeds=1, full_seeds=2,
           smoke=["model.channels=[8, 16, 16]", "epochs=1", "batch_size=64", "compile=false"]),
 ]}
@@ -361,7 +432,8 @@ def rebuild_data(npz: Path, out: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="folder for results.md and results.json")
-    p.add_argument("--stage", choices=list(STAGES), help="run this stage alone, with its full seed count")
+    p.add_argument("--stage", choices=list(STAGES), action="append",
+                   help="run this stage alone, with its full seed count (repeat for several, in the order given)")
     p.add_argument("--seeds", type=int, help="seeds per trained recipe (default: 1 in a whole job, the full count "
                                              "with --stage)")
     p.add_argument("--deadline", type=float, default=480, help="seconds for the whole job (default: %(default)s)")
@@ -370,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--airbench94-muon", type=Path, default=vs_airbench.MUON_FILE, metavar="PATH",
                    help="airbench94_muon.py for the airbench stage (default: ../shared/ref/airbench94_muon.py; "
                         "gpu_job.sh passes .device/airbench94_muon.py)")
+    p.add_argument("--pairs", type=vs_airbench.parse_pairs, metavar="AIRBENCH:RECIPE,...",
+                   help="the airbench stage's pairs (default: %s)" % ",".join(map(":".join, vs_airbench.DEFAULT_PAIRS["cuda"])))
     p.add_argument("--smoke", action="store_true", help="every stage for a few steps on the CPU, random data")
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                    help="cpu measures for real on the CPU, e.g. --stage seed-steps (about 5 minutes on 2 cores)")
@@ -382,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = rebuild_data(args.npz, Path(tmp)) if args.npz else args.data
         data = vs_airbench.smoke_data(512, 32) if args.smoke else load_data(DataConfig(), data_dir, device)
-        names = [args.stage] if args.stage else [name for name in STAGES if name not in ONLY_ALONE]
+        names = args.stage or [name for name in STAGES if name not in ONLY_ALONE]
         configure_backend(device)  # before the first stage: the plain loop runs under the settings train() uses
         header = {"device": device_name(device) + (" (SMOKE RUN: not a measurement)" if args.smoke else ""),
                   "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -392,7 +466,8 @@ def main(argv: list[str] | None = None) -> int:
                   "deadline_s": args.deadline,
                   "backend": ("cudnn.benchmark and TF32 matmuls/convolutions in every loop: the fp32 rows are TF32"
                               if device.type == "cuda" else "CPU defaults in every loop")}
-        ctx = StageContext(device, data, args.smoke, args.seeds, args.stage is not None, args.airbench94_muon)
+        ctx = StageContext(device, data, args.smoke, args.seeds, args.stage is not None, args.airbench94_muon,
+                           args.pairs, data_dir)
         records = run_stages(names, ctx, deadline, lambda records: write_results(out, header, records))
     print((out / "results.md").read_text())
     failed = [r["stage"] for r in records if r["status"].startswith("failed")]

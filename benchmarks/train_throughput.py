@@ -21,10 +21,10 @@ extra seconds, compilation included, are reported as warm-up). Every row has the
 (forward+backward, torch.utils.flop_counter; times three views with JSD), the achieved TFLOP/s and, on CUDA,
 the peak memory allocated (torch.cuda.max_memory_allocated).
 
---optimizers measures the optimizer step's cost instead: budgetnet's loop on the `small` recipe (airbench94's
-network, bf16, its augmentation; lookahead off, constant learning rate) at one batch size (--optimizer-batch,
-default 2000, airbench94_muon's) with each named optimizer in turn (OPTIMIZERS: small's SGD, airbench94_muon's
-Muon on the conv filters, and Muon with its cheaper options), timed as above; each row's images/s is also given
+--optimizers measures the optimizer step's cost instead: budgetnet's loop on the `small` recipe (airbench94_muon's
+network, bf16, its augmentation; constant learning rate) at one batch size (--optimizer-batch, default 2000,
+airbench94_muon's) with each named optimizer in turn (OPTIMIZERS: airbench94's SGD, airbench94_muon's Muon on the
+conv filters, and Muon with its cheaper options, which `small` ships), timed as above; each row's images/s is also given
 as a fraction of SGD's. --smoke: a tiny network for 2 steps of 32 images on random data (CI).
 """
 from __future__ import annotations
@@ -54,8 +54,11 @@ from tables import markdown
 
 CROP_FLIP = [{"name": "crop", "padding": 4}, {"name": "flip", "p": 0.5}]
 TINY = ["model.channels=4"]  # --smoke: the study's ResNet-18 at C_1=4, the same code path in a second on the CPU
-MUON = ["optimizer.name=muon"]  # airbench94_muon's filters optimizer, SGD kept on the rest
-OPTIMIZERS = {"sgd": [], "muon": MUON, "muon_batched": [*MUON, "optimizer.muon_batched=true"],
+# airbench94's SGD (small's optimizer before Muon) and airbench94_muon's Muon step with small's cheaper options off
+SGD = ["optimizer.name=sgd", "optimizer.units=per_1024", "optimizer.lr=11.5", "optimizer.weight_decay=0.0153",
+       "optimizer.norm_lr_scale=64", "optimizer.norm_weight_decay=null", "optimizer.whiten_bias_as_norm=false"]
+MUON = ["optimizer.name=muon", "optimizer.muon_batched=false", "optimizer.muon_normalize_every=1"]
+OPTIMIZERS = {"sgd": SGD, "muon": MUON, "muon_batched": [*MUON, "optimizer.muon_batched=true"],
               "muon_every_4": [*MUON, "optimizer.muon_normalize_every=4"],
               "muon_cheap": [*MUON, "optimizer.muon_batched=true", "optimizer.muon_normalize_every=4"]}
 SMOKE_SMALL = ["model.channels=[8, 16, 16]"]  # --smoke with --optimizers: small at tiny widths

@@ -69,7 +69,7 @@ from tables import markdown
 AIRBENCH = ("airbench94", "airbench95", "airbench96", "airbench94_muon")
 MUON = "airbench94_muon"  # a script, not part of the airbench package: see the module's doc
 MUON_FILE = Path(__file__).resolve().parents[2] / "shared" / "ref" / "airbench94_muon.py"
-DEFAULT_PAIRS = {"cuda": (("airbench94", "small"), ("airbench95", "fast"), (MUON, "small")),
+DEFAULT_PAIRS = {"cuda": (("airbench94", "small"), ("airbench95", "fast"), (MUON, "small"), (MUON, "small-muon")),
                  "cpu": (("airbench94", "small"), ("airbench94", "cpu"))}
 SMOKE_PAIRS = (*DEFAULT_PAIRS["cpu"], (MUON, "small"))
 SMOKE = ["epochs=1", "batch_size=32", "eval_batch_size=64", "compile=false", "model.channels=[8, 16, 16]"]

@@ -104,10 +104,10 @@ def test_schedule_curve_is_the_lr_training_logs(tmp_path, tiny_data, schedule):
         assert row["lr"] == pytest.approx(curve[float(row["epoch"])], abs=1e-9)
 
 
-def test_schedule_curve_of_small_is_the_lr_its_run_logs(tmp_path, tiny_data):
-    """small's lr is in per-1,024-example units (11.5): the curve is torch's lr of the run's first group (about 1.5
-    at the peak), stepped by the real schedule, not the recipe's number."""
-    recipe = load_recipe("small", ["model.channels=[8, 16, 16]", "epochs=2", "eval_every=1", "batch_size=128",
+def test_schedule_curve_of_fast_is_the_lr_its_run_logs(tmp_path, tiny_data):
+    """fast's lr is in per-1,024-example units: the curve is torch's lr of the run's first group, stepped by the
+    real schedule, not the recipe's number."""
+    recipe = load_recipe("fast", ["model.channels=[8, 16, 16]", "epochs=2", "eval_every=1", "batch_size=128",
                                    "precision=fp32", "channels_last=false", "tta=none"])
     train(recipe, tmp_path / "run", data=tiny_data, progress=False)
     epochs, lrs = schedule_curve(recipe)

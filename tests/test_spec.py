@@ -245,8 +245,9 @@ def test_single_block_is_one_conv_bn_and_the_identity():
 @pytest.mark.parametrize("recipe, module, make_net", [("small", "lib_airbench94", "make_net94"),
                                                      ("fast", "lib_airbench95", "make_net95")])
 def test_recipe_is_airbenchs_network(recipe, module, make_net, monkeypatch):
-    """small's design is airbench94's make_net94 and fast's airbench95's make_net95: the same layers, FLOPs per
-    image and trainable parameters (budgetnet's classifier adds a 10-value bias), and a residual add per stage."""
+    """small's design is airbench94's make_net94 (airbench94_muon's network is the same) and fast's airbench95's
+    make_net95: the same layers, FLOPs per image and trainable parameters (budgetnet's classifier adds a 10-value
+    bias)."""
     airbench = pytest.importorskip(f"airbench.{module}")
     from torch.utils.flop_counter import FlopCounterMode
 

@@ -20,8 +20,12 @@ def norm(c: int, spec: ModelSpec) -> nn.BatchNorm2d:
 
 
 def activation(spec: ModelSpec, inplace: bool = False) -> nn.Module:
-    """The design's activation module: ReLU or GELU."""
-    return nn.GELU() if spec.activation == "gelu" else nn.ReLU(inplace=inplace)
+    """The design's activation module: ReLU, GELU or SiLU."""
+    if spec.activation == "gelu":
+        return nn.GELU()
+    if spec.activation == "silu":
+        return nn.SiLU(inplace=inplace)
+    return nn.ReLU(inplace=inplace)
 
 
 def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1, *, spec: ModelSpec) -> nn.Sequential:

@@ -16,7 +16,7 @@ Stem = Literal["conv", "whiten"]
 WhitenPadding = Literal["same", "valid"]
 Downsample = Literal["stride", "pool"]
 PoolType = Literal["avg", "max"]
-Activation = Literal["relu", "gelu"]
+Activation = Literal["relu", "gelu", "silu"]
 
 EXPANSION = {"basic": 1, "bottleneck": 4, "single": 1}
 WHITEN_KERNEL = 2  # the whitening stem sees 2x2 patches: 2 * in_channels * 2 * 2 output channels (+/- eigenvectors)
@@ -65,7 +65,8 @@ class ModelSpec:
     bn_momentum, bn_eps: every BatchNorm's running-statistics momentum in torch's convention
         (running = (1 - m) running + m batch) and epsilon; airbench94's "momentum 0.6" is m = 1 - 0.6 = 0.4 here,
         with eps 1e-12.
-    activation: 'relu' or 'gelu' (airbench) after the stem and every BN that torch's ResNet follows with a ReLU.
+    activation: 'relu', 'gelu' (airbench) or 'silu' (hiverge's speedrun) after the stem and every BN that torch's
+        ResNet follows with a ReLU.
     output_scale: the logits are multiplied by this constant (airbench: 1/9).
     dirac_init: each conv's first C_in filters start as the identity (torch.nn.init.dirac_, as airbench's Conv);
         the others keep their random start.
