@@ -19,6 +19,7 @@ Stages, in order (seconds are the share of the deadline each is planned to take 
                 90% only with --stage (a TTA evaluation after every epoch, outside the training clock).
     levers      issue 26's levers on the validation split (data.val_size=5000): `small`, `small-muon` and
                 `small-muon` with each lever (LEVERS), 4 seeds each: validation and test accuracy, seconds, PFLOP.
+                Only with --stage levers (a decision's measurement, not a target).
     airbench    vs_airbench.py: airbench94 beside `small`, airbench95 beside `fast`, airbench94_muon.py (from
                 --airbench94-muon; skipped without it) beside `small`, 1 warm seed each after a cold run of another
                 seed (3 with --stage): at least airbench's accuracy in less time; `fast` cold within 2x of warm.
@@ -26,6 +27,10 @@ Stages, in order (seconds are the share of the deadline each is planned to take 
                 last and compiles with max-autotune in its cold run: in a whole job it may be cut by the deadline.
     recipes     `small` and `cpu` (RECIPES), 2 seeds (4 with --stage): test accuracy, seconds and images/s of each
                 epoch, on all 50,000 training images. Their targets are on the CPU: this is their accuracy in seconds.
+    fidelity    issue 27's trial length: 10 designs of the fast-family space (within its budgets), each trained on
+                the validation split for 2 epochs, the space's trial length and the full recipe's; the Spearman
+                rank agreement of each shorter length with the full one. Needs optuna (gpu_job.sh carries it).
+                Only with --stage fidelity.
     best        the `best` recipe, 1 seed (2 with --stage): >= 93.5% within 240 s of training. Only with
                 --stage best (120 epochs and a cold compile do not fit a share of the whole job).
 
@@ -58,6 +63,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
 from budgetnet.config import DataConfig, load_recipe
 from budgetnet.data.cifar import Data, load_data
@@ -332,6 +338,48 @@ def judge_airbench(ctx: StageContext, record: dict) -> None:
                   row["cold_seconds"] <= 2 * row["seconds"])
 
 
+FIDELITY_SPACE, FIDELITY_DESIGNS = "fast-family", 10  # issue 27: the trial length whose ranking agrees with the full recipe's
+
+
+def stage_fidelity(ctx: StageContext, record: dict) -> None:
+    """FIDELITY_DESIGNS designs drawn from the space within its budgets, each trained on the validation split for 2
+    epochs, the space's trial length and the full recipe's; rows[...]["spearman"] is the rank agreement of each
+    shorter length with the full one."""
+    from budgetnet.workflows.search.space import describe, design_points, load_space, trial_designs
+    space = load_space(FIDELITY_SPACE)
+    points, _ = design_points(space, limit=4 * FIDELITY_DESIGNS, seed=0)
+    designs = [narrowest for narrowest, _ in trial_designs(space, None, None, "reject", points[2:])]  # random draws
+    designs = designs[:2 if ctx.smoke else FIDELITY_DESIGNS]
+    full = load_recipe("small").epochs  # the space trains small's recipe, shortened to its trial length
+    lengths = sorted({2, designs[0].epochs, full})
+    data = validation_data(ctx)
+    runs = record.setdefault("runs", [])
+    for i, design in enumerate(designs):
+        for epochs in lengths:
+            recipe = load_recipe(design.to_dict(), [f"device={ctx.device}", f"epochs={epochs}", f"eval_every={epochs}",
+                                                    *(vs_airbench.SMOKE if ctx.smoke else [])])
+            last: list[dict] = []
+            result = vs_airbench.run_budgetnet(recipe, data, ctx.device, 0, on_epoch=last.append)
+            runs.append({"design": i, "epochs": epochs, "val_acc": last[-1]["val_acc"],
+                         "train_seconds": result["train_seconds"], "model": describe(design.model)})
+        record["rows"] = rank_agreement(runs, full)
+
+
+def rank_agreement(runs: list[dict], full: float) -> list[dict]:
+    """Per trial length: Spearman's rank correlation of the designs' validation accuracy with the full length's."""
+    done = sorted({r["design"] for r in runs if r["epochs"] == full})
+    acc = {(r["design"], r["epochs"]): r["val_acc"] for r in runs}
+    rows = []
+    for epochs in sorted({r["epochs"] for r in runs}):
+        both = [d for d in done if (d, epochs) in acc]
+        row = {"epochs": epochs, "designs": len(both), "spearman": None,
+               "train_seconds": sum(r["train_seconds"] for r in runs if r["epochs"] == epochs and r["design"] in both)}
+        if len(both) >= 3:
+            row["spearman"] = float(spearmanr([acc[d, epochs] for d in both], [acc[d, full] for d in both])[0])
+        rows.append(row)
+    return rows
+
+
 RECIPES = ("small", "cpu")  # the recipes whose targets are set on the CPU: their accuracy here, where runs take seconds
 
 
@@ -357,12 +405,15 @@ STAGES = {s.name: s for s in [
     Stage("levers", 150, stage_levers, columns=LEVER_COLUMNS, seeds=4, full_seeds=4),
     Stage("airbench", 90, stage_airbench, judge_airbench, seeds=1, full_seeds=3, columns=vs_airbench.COLUMNS),
     Stage("recipes", 60, stage_recipes, seeds=2, full_seeds=4, smoke=vs_airbench.SMOKE),
+    Stage("fidelity", 120, stage_fidelity, columns=[("trial epochs", "epochs", ""), ("designs", "designs", ""),
+                                                    ("Spearman vs full", "spearman", ".3f"),
+                                                    ("train s (all designs)", "train_seconds", ".1f")]),
     Stage("best", 130, stage_best, judge_best, seeds=1, full_seeds=2,
           smoke=["model.channels=[8, 16, 16]", "epochs=1", "batch_size=64", "compile=false"]),
 ]}
 
 
-ONLY_ALONE = ("best",)  # stages that run only with --stage NAME
+ONLY_ALONE = ("levers", "fidelity", "best")  # stages that run only with --stage NAME
 
 
 # ---- the job ------------------------------------------------------------------------------------------------
