@@ -17,18 +17,19 @@ Stages, in order (seconds are the share of the deadline each is planned to take 
                 weights and momentum (any non-finite gradient would have made them non-finite).
     seed-fast   the `seed-fast` recipe, 1 seed (2 with --stage): >= 92.4% within 120 s of training. Its time to
                 90% only with --stage (a TTA evaluation after every epoch, outside the training clock).
+    recipes     `small` and `cpu` (RECIPES), 2 seeds (4 with --stage): test accuracy, seconds and images/s of each
+                epoch, on all 50,000 training images. Their targets are on the CPU: this is their accuracy in seconds.
     levers      issue 26's levers on the validation split (data.val_size=5000): `small`, `small-muon` and
                 `small-muon` with each lever (LEVERS), 4 seeds each: validation and test accuracy, seconds, PFLOP.
                 Only with --stage levers (a decision's measurement, not a target).
     airbench    vs_airbench.py: airbench94 beside `small`, airbench95 beside `fast`, airbench94_muon.py (from
-                --airbench94-muon; skipped without it) beside `small`, 1 warm seed each after a cold run of another
-                seed (3 with --stage): at least airbench's accuracy in less time; `fast` cold within 2x of warm.
+                --airbench94-muon; skipped without it) beside `small` and `small-muon`, 1 warm seed each after a
+                cold run of another seed (3 with --stage): at least airbench's accuracy in less time; `fast` cold
+                within 2x of warm (--pairs chooses the pairs).
                 Both sides train with no run directory; train_seconds beside the one clock. airbench94_muon runs
                 last and compiles with max-autotune in its cold run: in a whole job it may be cut by the deadline.
-    recipes     `small` and `cpu` (RECIPES), 2 seeds (4 with --stage): test accuracy, seconds and images/s of each
-                epoch, on all 50,000 training images. Their targets are on the CPU: this is their accuracy in seconds.
     fidelity    issue 27's trial length: 10 designs of the fast-family space (within its budgets), each trained on
-                the validation split for 2 epochs, the space's trial length and the full recipe's; the Spearman
+                the validation split for 2 and 4 epochs, its trial length and the full recipe's; the Spearman
                 rank agreement of each shorter length with the full one. Needs optuna (gpu_job.sh carries it).
                 Only with --stage fidelity.
     best        the `best` recipe, 1 seed (2 with --stage): >= 93.5% within 240 s of training. Only with
@@ -262,7 +263,8 @@ LEVERS = [
     ("small-muon", "small-muon", []),
     ("small-muon, Muon batched by shape", "small-muon", ["optimizer.muon_batched=true"]),
     ("small-muon, Muon normalised every 4th step", "small-muon", ["optimizer.muon_normalize_every=4"]),
-    ("small-muon, both Muon options", "small-muon", ["optimizer.muon_batched=true", "optimizer.muon_normalize_every=4"]),
+    ("small-muon, both Muon options", "small-muon",
+     ["optimizer.muon_batched=true", "optimizer.muon_normalize_every=4"]),
     ("small-muon, SiLU", "small-muon", ["model.activation=silu"]),
     ("small-muon, 7 epochs", "small-muon", ["epochs=7"]),
     ("small-muon, 6.5 epochs", "small-muon", ["epochs=6.5"]),
@@ -338,20 +340,21 @@ def judge_airbench(ctx: StageContext, record: dict) -> None:
                   row["cold_seconds"] <= 2 * row["seconds"])
 
 
-FIDELITY_SPACE, FIDELITY_DESIGNS = "fast-family", 10  # issue 27: the trial length whose ranking agrees with the full recipe's
+# issue 27: the trial lengths (epochs) tried beside the space's own and the full recipe's, on this many designs
+FIDELITY_SPACE, FIDELITY_DESIGNS, FIDELITY_LENGTHS = "fast-family", 10, (2, 4)
 
 
 def stage_fidelity(ctx: StageContext, record: dict) -> None:
-    """FIDELITY_DESIGNS designs drawn from the space within its budgets, each trained on the validation split for 2
-    epochs, the space's trial length and the full recipe's; rows[...]["spearman"] is the rank agreement of each
-    shorter length with the full one."""
+    """FIDELITY_DESIGNS designs drawn from the space within its budgets, each trained on the validation split for
+    FIDELITY_LENGTHS, the space's trial length and the full recipe's epochs; each row's "spearman" is the rank
+    agreement of that length with the full one."""
     from budgetnet.workflows.search.space import describe, design_points, load_space, trial_designs
     space = load_space(FIDELITY_SPACE)
     points, _ = design_points(space, limit=4 * FIDELITY_DESIGNS, seed=0)
     designs = [narrowest for narrowest, _ in trial_designs(space, None, None, "reject", points[2:])]  # random draws
     designs = designs[:2 if ctx.smoke else FIDELITY_DESIGNS]
     full = load_recipe("small").epochs  # the space trains small's recipe, shortened to its trial length
-    lengths = sorted({2, designs[0].epochs, full})
+    lengths = sorted({*FIDELITY_LENGTHS, designs[0].epochs, full})
     data = validation_data(ctx)
     runs = record.setdefault("runs", [])
     for i, design in enumerate(designs):
@@ -402,9 +405,9 @@ STAGES = {s.name: s for s in [
     Stage("seed-steps", 15, stage_seed_steps, judge_seed_steps),
     Stage("seed-fast", 140, stage_seed_fast, judge_seed_fast, seeds=1, full_seeds=2,
           smoke=[*TINY_SEED, "epochs=1", "batch_size=64"]),
+    Stage("recipes", 60, stage_recipes, seeds=2, full_seeds=4, smoke=vs_airbench.SMOKE),
     Stage("levers", 150, stage_levers, columns=LEVER_COLUMNS, seeds=4, full_seeds=4),
     Stage("airbench", 90, stage_airbench, judge_airbench, seeds=1, full_seeds=3, columns=vs_airbench.COLUMNS),
-    Stage("recipes", 60, stage_recipes, seeds=2, full_seeds=4, smoke=vs_airbench.SMOKE),
     Stage("fidelity", 120, stage_fidelity, columns=[("trial epochs", "epochs", ""), ("designs", "designs", ""),
                                                     ("Spearman vs full", "spearman", ".3f"),
                                                     ("train s (all designs)", "train_seconds", ".1f")]),
@@ -494,7 +497,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="airbench94_muon.py for the airbench stage (default: ../shared/ref/airbench94_muon.py; "
                         "gpu_job.sh passes .device/airbench94_muon.py)")
     p.add_argument("--pairs", type=vs_airbench.parse_pairs, metavar="AIRBENCH:RECIPE,...",
-                   help="the airbench stage's pairs (default: %s)" % ",".join(map(":".join, vs_airbench.DEFAULT_PAIRS["cuda"])))
+                   help="the airbench stage's pairs (default: "
+                        + ",".join(map(":".join, vs_airbench.DEFAULT_PAIRS["cuda"])) + ")")
     p.add_argument("--smoke", action="store_true", help="every stage for a few steps on the CPU, random data")
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                    help="cpu measures for real on the CPU, e.g. --stage seed-steps (about 5 minutes on 2 cores)")

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from budgetnet.config import load_recipe
+from budgetnet.workflows.search.space import load_space
 from budgetnet.data.cifar import from_arrays
 from budgetnet.design.model import flops_per_image
 
@@ -63,12 +64,40 @@ def test_the_gpu_machines_command_runs_every_stage_of_the_smoke_job(tmp_path):
     assert jsd["gflop_per_image"] == pytest.approx(3 * tiny / 1e9)
     assert jsd["cost_vs_crop_flip"] == pytest.approx(crop_flip["images_per_s"] / jsd["images_per_s"])
     assert stages["seed-steps"]["rows"][0]["weights_and_momentum_finite"] is True
-    muon = ["airbench94_muon", "small"] if vs_airbench.MUON_FILE.is_file() else []  # small's second row: vs muon
+    # small's second row: vs airbench94_muon, beside small-muon's
+    muon = ["airbench94_muon", "small", "small-muon"] if vs_airbench.MUON_FILE.is_file() else []
     assert [r["system"] for r in stages["airbench"]["rows"]] == ["airbench94", "small", "airbench95", "fast", *muon]
     assert sum("airbench.CifarLoader" in n for n in stages["airbench"]["notes"]) == 1
     assert [r["epoch"] for r in stages["seed-fast"]["rows"]] == [1, "run"]
     markdown = (out / "results.md").read_text()
     assert all(f"## {name}: done" in markdown for name in stages) and "## Targets" in markdown
+
+
+def test_the_decision_stages_run_only_when_named_and_measure_each_lever_and_trial_length(tmp_path):
+    """levers: one row per lever (seeds, validation and test accuracy); fidelity: one row per trial length, the
+    full length's agreement with itself 1 once 3 designs are in. Neither runs in a whole job."""
+    assert {"levers", "fidelity"} <= set(gpu_check.ONLY_ALONE)
+    assert gpu_check.main(["--out", str(tmp_path), "--smoke", "--stage", "levers", "--stage", "fidelity"]) == 0
+    stages = {r["stage"]: r for r in json.loads((tmp_path / "results.json").read_text())["stages"]}
+    assert list(stages) == ["levers", "fidelity"] and all(r["status"] == "done" for r in stages.values())
+    levers = stages["levers"]["rows"]
+    assert [r["lever"] for r in levers] == [name for name, _, _ in gpu_check.LEVERS]
+    assert all(r["seeds"] == 1 and 0 <= r["val_acc"] <= 1 and 0 <= r["test_acc"] <= 1 for r in levers)
+    trial = load_space(gpu_check.FIDELITY_SPACE).recipe({}).epochs
+    lengths = sorted({*gpu_check.FIDELITY_LENGTHS, trial, load_recipe("small").epochs})
+    assert [r["epochs"] for r in stages["fidelity"]["rows"]] == lengths
+    assert all(r["designs"] == 2 and r["spearman"] is None for r in stages["fidelity"]["rows"])
+
+
+def test_rank_agreement_is_spearmans_over_the_designs_trained_at_full_length():
+    accs = {0: [0.5, 0.6, 0.7], 1: [0.4, 0.7, 0.8], 2: [0.3, 0.8, 0.9], 3: [0.2, 0.5, None]}  # 2, 4, 8 epochs
+    runs = [{"design": d, "epochs": e, "val_acc": a, "train_seconds": 1.0}
+            for d, row in accs.items() for e, a in zip((2, 4, 8), row) if a is not None]
+    rows = {r["epochs"]: r for r in gpu_check.rank_agreement(runs, 8)}
+    assert rows[8]["spearman"] == pytest.approx(1.0) and rows[4]["spearman"] == pytest.approx(1.0)
+    assert rows[2]["spearman"] == pytest.approx(-1.0)  # design 3, never trained for 8 epochs, is left out
+    assert rows[2]["designs"] == 3 and rows[2]["train_seconds"] == 3.0
+    assert gpu_check.rank_agreement(runs[:6], 8)[0]["spearman"] is None  # two designs: no agreement to state
 
 
 def test_a_stage_out_of_time_keeps_its_rows_and_the_job_goes_on(tmp_path, monkeypatch):

@@ -191,6 +191,12 @@ def test_whitening_bias_counts_in_the_budget_and_freezes():
         assert model.stem.bias.requires_grad is trains
 
 
+def test_silu_replaces_every_relu():
+    model = ResNet(ModelSpec(blocks=[1, 1], channels=8, activation="silu"))
+    assert any(isinstance(m, torch.nn.SiLU) for m in model.modules())
+    assert not any(isinstance(m, (torch.nn.ReLU, torch.nn.GELU)) for m in model.modules())
+
+
 def test_gelu_dirac_and_output_scale_change_the_network_as_airbench():
     spec = ModelSpec(blocks=[1, 1], channels=8, activation="gelu", dirac_init=True, output_scale=1 / 9)
     model = ResNet(spec)
