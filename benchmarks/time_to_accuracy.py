@@ -37,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
             elapsed += row["seconds"]
             acc = f"{row['test_acc']:.4f}" if "test_acc" in row else "-"
             print(f"{row['epoch']:>5}  {row['seconds']:>8.1f}  {elapsed:>8.1f}  {row['train_loss']:>10.4f}  {acc:>8}")
-    result = {"recipe": args.recipe, "device": device_name(device), "params": summary["params"],
-              "epochs": summary["epochs_done"], "train_seconds": round(summary["train_seconds"], 2),
-              "accuracy": summary["final_test_acc"]}
+    result = {"recipe": args.recipe, "device": device_name(device), "params": summary.params,
+              "epochs": summary.epochs_done, "train_seconds": round(summary.train_seconds, 2),
+              "accuracy": summary.final_test_acc}
     if args.json:
         print(json.dumps(result))
     else:

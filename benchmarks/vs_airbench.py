@@ -120,8 +120,8 @@ def run_budgetnet(recipe: Recipe, data: Data, device: torch.device, seed: int, e
     evaluations = len({*range(recipe.eval_every, recipe.last_epoch + 1, recipe.eval_every), recipe.last_epoch})
     total = (flops["forward_backward"] * seen * views
              + flops["forward"] * evaluated * TTA_VIEWS[recipe.tta] * evaluations)
-    return {"accuracy": summary["final_test_acc"], "seconds": seconds, "train_seconds": summary["train_seconds"],
-            "params": summary["params"], "precision": recipe.precision, "pflop": total / 1e15}
+    return {"accuracy": summary.final_test_acc, "seconds": seconds, "train_seconds": summary.train_seconds,
+            "params": summary.params, "precision": recipe.precision, "pflop": total / 1e15}
 
 
 class WallEvent:

@@ -83,7 +83,7 @@ def test_train_refuses_a_value_out_of_range_before_its_run_directory_exists(tiny
 
 def test_a_train_with_the_largest_seed_runs(tiny_data, tmp_path):
     summary = train(tiny_recipe(f"seed={MAX_SEED}", "epochs=1"), tmp_path / "r", data=tiny_data, progress=False)
-    assert summary["epochs_done"] == 1
+    assert summary.epochs_done == 1
 
 
 def int_parameters() -> list[tuple[str, str]]:

@@ -35,7 +35,7 @@ def test_a_run_killed_between_checkpoints_resumes_bit_identically_with_one_row_p
         train(recipe, killed.root, data=tiny_data, progress=False, on_epoch=crash_after(3))
     assert checkpoint.load(killed.last)["epoch"] == 2 and [r["epoch"] for r in killed.read_metrics()] == [1, 2, 3]
     summary = train(None, killed.root, data=tiny_data, progress=False, resume=True)  # redoes epoch 3, then 4 and 5
-    assert summary["epochs_done"] == 5
+    assert summary.epochs_done == 5
     assert [r["epoch"] for r in killed.read_metrics()] == [1, 2, 3, 4, 5]  # epoch 3's first row was dropped
     full, resumed = checkpoint.load(tmp_path / "full" / "checkpoints" / "last.pt"), checkpoint.load(killed.last)
     for key, value in full["model"].items():
@@ -87,9 +87,9 @@ def test_training_without_a_run_directory_writes_nothing_and_runs_no_git(tiny_da
     rows = []
     summary = train_without_rundir(tiny_recipe(), data=tiny_data, on_epoch=rows.append)
     assert saved == [] and list(tmp_path.iterdir()) == []
-    assert summary["status"] == "finished" and summary["epochs_done"] == 2 and [r["epoch"] for r in rows] == [1, 2]
-    assert summary["final_test_acc"] > 0.1 and summary["train_seconds"] == sum(r["seconds"] for r in rows)
-    assert summary["budgetnet_commit"] is None and summary["device_name"]
+    assert summary.status == "finished" and summary.epochs_done == 2 and [r["epoch"] for r in rows] == [1, 2]
+    assert summary.final_test_acc > 0.1 and summary.train_seconds == sum(r["seconds"] for r in rows)
+    assert summary.budgetnet_commit is None and summary.device_name
     provenance.git_commit.cache_clear()
 
 

@@ -61,8 +61,8 @@ def test_fast_recipes_are_under_budget_and_train(name, tmp_path):
     test_images, test_labels = synthetic_arrays(32, 1)
     data = from_arrays(synthetic_arrays(64, 0), None, (test_images, test_labels), CLASSES)
     summary = train(recipe, tmp_path / name, progress=False, data=data)
-    assert summary["status"] == "finished"
-    assert summary["final_test_acc"] == accuracy_by_hand(tmp_path / name, recipe, test_images, test_labels)
+    assert summary.status == "finished"
+    assert summary.final_test_acc == accuracy_by_hand(tmp_path / name, recipe, test_images, test_labels)
 
 
 def accuracy_by_hand(run, recipe, images: np.ndarray, labels: np.ndarray) -> float:

@@ -20,7 +20,7 @@ from budgetnet.training import checkpoint
 from budgetnet.training.checkpoint import CheckpointError, load_model
 from budgetnet.training.loop import train
 from budgetnet.training.rundir import DamagedFileError, LinkedRunError, RunFiles
-from budgetnet.workflows.report import load_run, report
+from budgetnet.workflows.report import report
 from budgetnet.workflows.search.errors import RunDirRefused
 from budgetnet.workflows.search.objective import run_path
 from budgetnet.workflows.search.space import load_space
@@ -248,8 +248,8 @@ def test_report_without_a_summary_works_it_out_from_the_metrics(tmp_path):
     for epoch, acc in ((1, 0.4), (2, 0.5)):
         files.append_metrics({"epoch": epoch, "lr": 0.1, "test_acc": acc, "test_loss": 1.0, "seconds": 1.0,
                               "images_per_s": 10.0})
-    loaded = load_run(run)
-    assert (loaded.status, loaded.summary["epochs_done"], loaded.summary["final_test_acc"]) == (
+    loaded = files.read_run()
+    assert (loaded.status, loaded.summary.epochs_done, loaded.summary.final_test_acc) == (
         "summary missing", 2, 0.5)
     md = report([loaded], tmp_path / "out").read_text()
     assert "summary missing" in md and "not started" not in md

@@ -8,11 +8,16 @@ from budgetnet.cli import main
 from budgetnet.config import RecipeError, load_recipe
 from budgetnet.training.loop import train
 from budgetnet.training.rundir import RunFiles
-from budgetnet.workflows.report import (find_runs, load_run, markdown_table, plot_lr, report, run_labels,
-                                        schedule_curve, summarize)
+from budgetnet.workflows.report import (find_runs, markdown_table, plot_lr, report, run_labels, schedule_curve,
+                                        setting_rows)
 from conftest import tiny_recipe
 
 TINY = ["model.blocks=[1, 1]", "model.pool_size=16", "epochs=3"]
+
+
+def read_run(path):
+    """The run directory at `path` as RunFiles reads it."""
+    return RunFiles(path).read_run()
 
 
 def fake_run(path, accs, channels=8, status="finished", seen=None):
@@ -50,10 +55,10 @@ def test_no_params_scatter_when_the_design_is_the_same(tmp_path):
 
 
 def test_summary_rows_average_seeds_and_count_unfinished(tmp_path):
-    runs = [load_run(fake_run(tmp_path / f"s{i}", accs, status=s))
+    runs = [read_run(fake_run(tmp_path / f"s{i}", accs, status=s))
             for i, (accs, s) in enumerate([([0.2, 0.4], "finished"), ([0.2, 0.6], "finished"), ([0.1], "running")])]
-    rows = summarize({"setting": runs[:2], "partial": runs[2:]})
-    assert summarize({"mixed": runs})[0]["final_test_acc_pct_mean"] == pytest.approx(50.0)  # the running seed waits
+    rows = setting_rows({"setting": runs[:2], "partial": runs[2:]})
+    assert setting_rows({"mixed": runs})[0]["final_test_acc_pct_mean"] == pytest.approx(50.0)  # the running seed waits
     assert rows[0]["final_test_acc_pct_mean"] == pytest.approx(50.0)  # percent, like the Markdown
     assert rows[0]["final_test_acc_pct_std"] == pytest.approx(14.14, abs=1e-2)
     assert rows[1]["final_test_acc_pct_std"] is None  # no std from one run
@@ -63,9 +68,9 @@ def test_summary_rows_average_seeds_and_count_unfinished(tmp_path):
 
 
 def test_the_best_seen_every_10_epochs_stands_beside_the_final_and_old_runs_show_a_dash(tmp_path):
-    runs = [load_run(fake_run(tmp_path / f"s{i}", [0.2, acc], seen=acc + 0.1)) for i, acc in enumerate([0.4, 0.6])]
-    old = load_run(fake_run(tmp_path / "old", [0.3]))
-    rows = summarize({"new": runs, "old": [old]})
+    runs = [read_run(fake_run(tmp_path / f"s{i}", [0.2, acc], seen=acc + 0.1)) for i, acc in enumerate([0.4, 0.6])]
+    old = read_run(fake_run(tmp_path / "old", [0.3]))
+    rows = setting_rows({"new": runs, "old": [old]})
     assert rows[0]["best_seen_test_acc_pct_mean"] == pytest.approx(60.0) and rows[0]["test_every"] == 10
     assert rows[1]["best_seen_test_acc_pct_mean"] is None and rows[1]["test_every"] == 0
     table = markdown_table(rows)
@@ -162,7 +167,7 @@ def test_accuracy_bars_show_the_chosen_figure(tmp_path, monkeypatch, figure, wid
     from budgetnet.workflows import report as report_module
     a = fake_run(tmp_path / "narrow", [0.3, 0.4, 0.5], channels=8, seen=0.55)
     b = fake_run(tmp_path / "wide", [0.35, 0.5, 0.6], channels=16, seen=0.65)
-    rows = summarize({"narrow": [load_run(a)], "wide": [load_run(b)]})
+    rows = setting_rows({"narrow": [read_run(a)], "wide": [read_run(b)]})
     saved = {}
     monkeypatch.setattr(report_module.plots, "save", lambda fig, path: saved.setdefault("fig", fig))
     report_module.plot_accuracy_bars(rows, tmp_path / "acc.png", "t", {"wide": 70.0}, figure)

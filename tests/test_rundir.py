@@ -10,7 +10,7 @@ import yaml
 from budgetnet.config import diff_recipes, load_recipe
 from budgetnet.deploy.card import model_card
 from budgetnet.evaluation.evaluate import evaluate_run
-from budgetnet.training.rundir import RunFiles, recipe_changes, summarize
+from budgetnet.training.rundir import RunFiles, RunSummary, recipe_changes, summarize
 
 
 def test_metrics_round_trip_and_a_missing_file_reads_empty(tmp_path):
@@ -23,8 +23,8 @@ def test_metrics_round_trip_and_a_missing_file_reads_empty(tmp_path):
 
 def test_summary_is_replaced_whole_and_leaves_no_temporary_file(tmp_path):
     files = RunFiles(tmp_path)
-    files.write_summary({"status": "running"})
-    files.write_summary({"status": "finished"})
+    files.write_summary(RunSummary.from_dict({"status": "running"}))
+    files.write_summary(RunSummary.from_dict({"status": "finished"}))
     assert json.loads(files.summary.read_text()) == {"status": "finished"}
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
 
@@ -35,10 +35,10 @@ def test_summary_picks_the_best_epoch_on_validation_and_reports_the_last_test_fi
             {"epoch": 2, "val_acc": 0.6, "test_acc": 0.58, "seconds": 2.0, "images_per_s": 300.0},
             {"epoch": 3, "val_acc": 0.5, "test_acc": 0.61, "test_loss": 1.5, "seconds": 3.0, "images_per_s": 200.0}]
     s = summarize(recipe, 1234, rows, "finished", device="cpu")
-    assert (s["best_by"], s["best_epoch"], s["best_acc"], s["best_test_acc"]) == ("val_acc", 2, 0.6, 0.58)
-    assert (s["final_test_acc"], s["final_test_loss"], s["epochs_done"], s["epochs"]) == (0.61, 1.5, 3, 3)
-    assert (s["train_seconds"], s["images_per_s"], s["device"]) == (6.0, 200.0, "cpu")
-    assert s["description"] == "three epochs" and s["params"] == 1234
+    assert (s.best_by, s.best_epoch, s.best_acc, s.best_test_acc) == ("val_acc", 2, 0.6, 0.58)
+    assert (s.final_test_acc, s.final_test_loss, s.epochs_done, s.epochs) == (0.61, 1.5, 3, 3)
+    assert (s.train_seconds, s.images_per_s, s.device) == (6.0, 200.0, "cpu")
+    assert s.description == "three epochs" and s.params == 1234
 
 
 def test_eval_json_is_written_and_read_through_run_files(tmp_path):
@@ -68,7 +68,7 @@ def test_an_old_run_directory_still_loads(tmp_path):
     files.recipe.write_text(yaml.safe_dump({"epochs": 3, "model": {"channels": 8}}))
     recipe = files.read_recipe()
     assert (recipe.epochs, recipe.model.channels, recipe.checkpoint_every, recipe.ema.enabled) == (3, 8, None, False)
-    assert (files.read_summary(), files.read_metrics(), files.read_overrides(), files.read_eval()) == ({}, [], [], {})
+    assert (files.read_summary(), files.read_metrics(), files.read_overrides(), files.read_eval()) == (None, [], [], {})
 
 
 def test_recipe_changes_compare_recipes_as_recipe_yaml_records_them():

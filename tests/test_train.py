@@ -32,7 +32,7 @@ def test_trains_above_chance_and_writes_the_run(tiny_data, tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert {"lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds", "images_per_s"} <= set(rows[0])
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
-    assert summary["status"] == "finished" and summary["final_test_acc"] > 0.3  # chance is 0.1
+    assert summary.status == "finished" and summary.final_test_acc > 0.3  # chance is 0.1
     for name in ("recipe.yaml", "summary.json", "checkpoints/last.pt", "checkpoints/best.pt"):
         assert (tmp_path / "run" / name).is_file()
     # provenance: class names and the code that wrote them travel with the weights; figures name their machine
@@ -41,9 +41,9 @@ def test_trains_above_chance_and_writes_the_run(tiny_data, tmp_path):
     state = checkpoint.load(tmp_path / "run" / "checkpoints" / "best.pt")
     assert (state["classes"], state["budgetnet_version"], state["budgetnet_commit"]) == (
         CLASSES, budgetnet.__version__, commit)
-    assert (summary["device"], summary["torch"], summary["cuda"], summary["budgetnet_version"],
-            summary["budgetnet_commit"]) == ("cpu", torch.__version__, torch.version.cuda, budgetnet.__version__, commit)
-    assert summary["device_name"]
+    assert (summary.device, summary.torch, summary.cuda, summary.budgetnet_version,
+            summary.budgetnet_commit) == ("cpu", torch.__version__, torch.version.cuda, budgetnet.__version__, commit)
+    assert summary.device_name
 
 
 def test_sync_bn_converts_batchnorm_under_ddp_and_is_refused_on_the_cpu(tiny_data, tmp_path, monkeypatch):
@@ -70,7 +70,7 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tiny_data, tm
         train(recipe, tmp_path / "killed", data=tiny_data, progress=False, on_epoch=crash_after(2))
     assert json.loads((tmp_path / "killed" / "summary.json").read_text())["epochs_done"] == 2
     summary = train(None, tmp_path / "killed", data=tiny_data, progress=False, resume=True)
-    assert summary["epochs_done"] == 3
+    assert summary.epochs_done == 3
     full = checkpoint.load(tmp_path / "full" / "checkpoints" / "last.pt")
     resumed = checkpoint.load(tmp_path / "killed" / "checkpoints" / "last.pt")
     for key, value in full["model"].items():
@@ -96,8 +96,8 @@ def test_test_every_records_the_plain_test_accuracy_and_the_best_seen(tiny_data,
     assert rows[-1]["plain_test_acc"] == pytest.approx((plain.argmax(1) == labels).float().mean().item())
     assert rows[-1]["test_acc"] == pytest.approx(((plain + flipped).argmax(1) == labels).float().mean().item())
     best = max(rows[1:], key=lambda r: r["plain_test_acc"])
-    assert (summary["best_seen_test_acc"], summary["best_seen_test_epoch"]) == (best["plain_test_acc"], best["epoch"])
-    assert summary["train_seconds"] == pytest.approx(sum(r["seconds"] for r in rows))  # training epochs alone
+    assert (summary.best_seen_test_acc, summary.best_seen_test_epoch) == (best["plain_test_acc"], best["epoch"])
+    assert summary.train_seconds == pytest.approx(sum(r["seconds"] for r in rows))  # training epochs alone
 
 
 def test_without_tta_the_plain_test_accuracy_is_the_epochs_own_and_off_records_none(tiny_data, tmp_path):
@@ -106,7 +106,7 @@ def test_without_tta_the_plain_test_accuracy_is_the_epochs_own_and_off_records_n
     assert [r.get("plain_test_acc") for r in rows] == [None, rows[1]["test_acc"], rows[2]["test_acc"]]
     summary = train(tiny_recipe("epochs=2"), tmp_path / "off", data=tiny_data, progress=False)
     assert not any("plain_test_acc" in r for r in RunFiles(tmp_path / "off").read_metrics())
-    assert (summary["best_seen_test_acc"], summary["best_seen_test_epoch"]) == (None, None)
+    assert (summary.best_seen_test_acc, summary.best_seen_test_epoch) == (None, None)
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
@@ -338,7 +338,7 @@ def test_eval_of_a_run_matches_its_last_epoch(tiny_data, fake_cifar, tmp_path):
     summary = train(tiny_recipe("epochs=1", "data.train_size=512"), tmp_path / "run", data_dir=fake_cifar,
                     progress=False)
     result = evaluate_run(tmp_path / "run", data_dir=fake_cifar, device="cpu")
-    assert result["accuracy"] == pytest.approx(summary["final_test_acc"], abs=1e-6)
-    assert result["params"] == summary["params"]
+    assert result["accuracy"] == pytest.approx(summary.final_test_acc, abs=1e-6)
+    assert result["params"] == summary.params
     assert sum(map(sum, result["confusion_matrix"])) == 10_000
     assert (tmp_path / "run" / "eval.json").is_file() and (tmp_path / "run" / "confusion.png").is_file()

@@ -65,12 +65,11 @@ def model_card(run: str | Path, out: str | Path | None = None) -> Path:
         if "ece" in evaluation:
             lines.append(f"- expected calibration error {evaluation['ece']:.4f} "
                          f"({evaluation.get('ece_images', '?')} images, 15 bins)")
-    if summary:
-        lines.append(f"- training: {summary.get('status')}, {summary.get('epochs_done')} of "
-                     f"{summary.get('epochs')} epochs, best test accuracy {summary.get('best_test_acc')} "
-                     f"(epoch {summary.get('best_epoch')}), {summary.get('train_seconds', 0):.0f} s on "
-                     f"{summary.get('device')}")
-    if not ("accuracy" in evaluation or summary):
+    if summary is not None:
+        lines.append(f"- training: {summary.status}, {summary.epochs_done} of {summary.epochs} epochs, best test "
+                     f"accuracy {summary.best_test_acc} (epoch {summary.best_epoch}), {summary.train_seconds or 0:.0f} "
+                     f"s on {summary.device}")
+    if not ("accuracy" in evaluation or summary is not None):
         lines.append(f"Not measured: run `budgetnet eval {run}`.")
     if rows:
         curves = plots.plot_curves({run.name: [rows]}, ["train_loss", "test_loss", "train_acc", "test_acc"],

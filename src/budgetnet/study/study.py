@@ -226,11 +226,11 @@ def results(planned: dict[str, tuple[Experiment, list[PlannedRun]]]) -> list[Res
             if not mine:
                 raise RecipeError(f"experiment {row.experiment} has no setting {setting!r} for the study's row "
                                   f"{row.name!r}")
-            done = [report.load_run(r.path).summary for r in mine if RunFiles(r.path).summary.is_file()]
-            finished = [s for s in done if s.get("status") == "finished"]
-            out.append(Result(row, reading, setting, Figure.of([s["final_test_acc"] for s in finished]),
-                              Figure.of([s["best_seen_test_acc"] for s in finished
-                                         if s.get("best_seen_test_acc") is not None]), mine))
+            summaries = [RunFiles(r.path).read_summary() for r in mine]
+            finished = [s for s in summaries if s is not None and s.status == "finished"]
+            out.append(Result(row, reading, setting, Figure.of([s.final_test_acc for s in finished]),
+                              Figure.of([s.best_seen_test_acc for s in finished
+                                         if s.best_seen_test_acc is not None]), mine))
     return out
 
 
@@ -422,10 +422,10 @@ def study_markdown(judgement: Judgement, out: Path, planned: dict[str, tuple[Exp
     per experiment (`figures`: each experiment's study.png, where it has one)."""
     scale, offset, too_small, every = judgement.scale, judgement.data.offset, judgement.too_small, judgement.seen_every
     runs = distinct_runs(planned)
-    summaries = [report.load_run(r.path).summary for r in runs if RunFiles(r.path).summary.is_file()]
-    seconds = sum(s.get("train_seconds", 0) for s in summaries)
-    finished = sum(s.get("status") == "finished" for s in summaries)
-    devices = sorted({str(s.get("device", "?")) for s in summaries}) or ["none yet"]
+    summaries = [s for r in runs if (s := RunFiles(r.path).read_summary()) is not None]
+    seconds = sum(s.train_seconds or 0 for s in summaries)
+    finished = sum(s.status == "finished" for s in summaries)
+    devices = sorted({s.device or "?" for s in summaries}) or ["none yet"]
     test_every = max((r.recipe.test_every for r in runs), default=0)
     scale_line = (f"> **The {scale} scale is too small to judge the study's conclusions**: {too_small}. Its "
                   "numbers show that the pipeline runs end to end, not whether the study holds." if too_small else

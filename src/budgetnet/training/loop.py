@@ -30,7 +30,7 @@ from .losses import training_loss
 from .optim import ConvMuon, Schedule, build_optimizer, build_scheduler, decay_weights
 from .provenance import git_commit, provenance
 from ..atomic import DiskFullError
-from .rundir import RunFiles, recipe_changes, summarize
+from .rundir import RunFiles, RunSummary, recipe_changes, summarize
 from .runtime import (Dist, autocast, broadcast_buffers, compile_model, configure_backend, init_distributed,
                       resolve_device)
 from .scoring import evaluate_split
@@ -217,12 +217,13 @@ class RunWriter:
         self.history.append(row)
         self.write_summary("finished" if row["epoch"] == self.recipe.last_epoch else "running")
 
-    def summary(self, status: str, **extra) -> dict:
-        return summarize(self.recipe, self.params, self.history, status, self.views, **self.provenance, **extra)
+    def summary(self, status: str, error: str | None = None) -> RunSummary:
+        """The summary of the epochs so far with `status`, this process's provenance and `error` (why it stopped)."""
+        return summarize(self.recipe, self.params, self.history, status, self.views, **self.provenance, error=error)
 
-    def write_summary(self, status: str, **extra) -> dict:
-        """Write (on rank 0) and return the summary with `status`."""
-        summary = self.summary(status, **extra)
+    def write_summary(self, status: str, error: str | None = None) -> RunSummary:
+        """Write (on rank 0) and return the summary with `status` and `error`."""
+        summary = self.summary(status, error)
         if self.is_main:
             self.files.write_summary(summary)
         return summary
@@ -248,7 +249,7 @@ class RunWriter:
 
 def train(recipe: Recipe | None, out_dir: str | Path | None, data_dir: str | Path | None = None, *,
           resume: bool = False, progress: bool = True, on_epoch: EpochCallback | None = None, data: Data | None = None,
-          overrides: list[str] | tuple[str, ...] = ()) -> dict:
+          overrides: list[str] | tuple[str, ...] = ()) -> RunSummary:
     """Train `recipe` into run directory `out_dir`, or continue the run there (`resume`, with `overrides`:
     key=value changes such as optimizer.lr=0.01, recorded in overrides.jsonl), and return its summary.
 
@@ -266,7 +267,7 @@ def train(recipe: Recipe | None, out_dir: str | Path | None, data_dir: str | Pat
 
 def _train(stop: StopRequest, recipe: Recipe | None, out_dir: str | Path | None, data_dir: str | Path | None,
            resume: bool, progress: bool, on_epoch: EpochCallback | None, data: Data | None,
-           overrides: list[str] | tuple[str, ...]) -> dict:
+           overrides: list[str] | tuple[str, ...]) -> RunSummary:
     files = RunFiles(Path(out_dir)) if out_dir is not None else None
     # every rank reads the run's recipe before the process group forms, so before rank 0 can rewrite it
     recipe, changes = _run_recipe(files, recipe, resume, overrides)
@@ -336,7 +337,7 @@ def _train(stop: StopRequest, recipe: Recipe | None, out_dir: str | Path | None,
 
 
 def train_without_rundir(recipe: Recipe, data: Data | None = None, data_dir: str | Path | None = None,
-                         progress: bool = False, on_epoch: EpochCallback | None = None) -> dict:
+                         progress: bool = False, on_epoch: EpochCallback | None = None) -> RunSummary:
     """Train `recipe` and return its summary (final_test_acc, train_seconds, epochs_done, params, device_name...)
     with no run directory at all: no recipe, metrics, summary or checkpoint is written and no git commit is looked
     up (budgetnet_commit is None), so that a benchmark's clock times training and evaluation alone."""

@@ -4,7 +4,7 @@
       recipe.yaml       the resolved recipe (after --resume --set: the one the run continues with)
       metrics.jsonl     one row per finished epoch
       overrides.jsonl   each --resume --set change and the epoch it took effect from
-      summary.json      status, figures and provenance
+      summary.json      status, figures and provenance (RunSummary)
       checkpoints/      last.pt and best.pt (their contents: checkpoint.py)
       eval.json         `budgetnet eval`'s results, with confusion.png, reliability.png and corruptions.png
       MODEL_CARD.md     `budgetnet card`'s card, with MODEL_CARD_curves.png
@@ -25,7 +25,7 @@ import json
 import math
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -46,6 +46,87 @@ class LinkedRunError(UsageError):
 
 class DamagedFileError(UsageError):
     """A run-directory file that does not parse (beyond a torn last metric row, which is dropped)."""
+
+
+SUMMARY_MISSING = "summary missing"  # the status of a run whose metric rows exist but whose summary.json does not
+
+
+@dataclass
+class RunSummary:
+    """summary.json: what a run reached so far (`summarize`), and what it was trained with (provenance: the
+    device, the software's versions, budgetnet's commit; `error` says why a run stopped early). A field is None
+    where a summary written by an older budgetnet lacks its key; keys this budgetnet does not know are kept in
+    `extra`, so that a summary read and written back is byte-identical."""
+
+    status: str | None
+    params: int | None
+    epochs: int | float | None
+    epochs_done: int | None
+    final_test_acc: float | None
+    final_test_loss: float | None
+    best_by: str | None
+    best_epoch: int | None
+    best_acc: float | None
+    best_test_acc: float | None
+    best_seen_test_acc: float | None
+    best_seen_test_epoch: int | None
+    train_seconds: float | None
+    images_per_s: float | None
+    gflop_per_image: float | None
+    train_images: int | None
+    train_pflop: float | None
+    description: str | None
+    device: str | None = None
+    device_name: str | None = None
+    torch: str | None = None
+    cuda: str | None = None
+    budgetnet_version: str | None = None
+    budgetnet_commit: str | None = None
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    _keys: list[str] | None = field(default=None, init=False, repr=False, compare=False)  # the file's, as read
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        """The keys summary.json holds, in its order (`extra`'s after them)."""
+        return [f.name for f in fields(cls) if f.name not in ("extra", "_keys")]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as summary.json holds it: every key in `keys()` order (`error` only when there is one),
+        then `extra`. A summary read by `from_dict` keeps the keys it was read with, in their order, and adds
+        after them only the fields set since."""
+        values = {k: getattr(self, k) for k in self.keys()}
+        order = self._keys if self._keys is not None else [k for k in values if k != "error" or self.error is not None]
+        out = {k: values[k] if k in values else self.extra[k] for k in order}
+        out.update((k, v) for k, v in values.items() if k not in out and v is not None)
+        out.update((k, v) for k, v in self.extra.items() if k not in out)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunSummary:
+        """The summary of summary.json's object `d`, as any budgetnet wrote it: a key it lacks is None, a key this
+        budgetnet does not know goes to `extra`."""
+        known = cls.keys()
+        summary = cls(**{k: d.get(k) for k in known}, extra={k: v for k, v in d.items() if k not in known})
+        summary._keys = list(d)
+        return summary
+
+
+@dataclass
+class RunRecord:
+    """A run directory as read from disk: its recipe, summary (None before the run wrote one and any epoch
+    finished) and metric rows."""
+
+    path: Path
+    recipe: Recipe
+    summary: RunSummary | None
+    metrics: list[dict]
+
+    @property
+    def status(self) -> str:
+        """The summary's status, "not started" when there is none."""
+        status = self.summary.status if self.summary is not None else None
+        return status if status is not None else "not started"
 
 
 @dataclass
@@ -151,13 +232,21 @@ class RunFiles:
         atomic.append(self.overrides, dumps({"from_epoch": from_epoch, "changes": {
             k: {"from": old, "to": new} for k, (old, new) in sorted(changes.items())}}) + "\n")
 
-    def read_summary(self) -> dict:
-        """summary.json ({} before the run wrote one)."""
-        return _read_json(self.summary)
+    def read_summary(self) -> RunSummary | None:
+        """summary.json (None before the run wrote one)."""
+        return RunSummary.from_dict(_read_json(self.summary)) if self.summary.is_file() else None
 
-    def write_summary(self, summary: dict) -> None:
+    def write_summary(self, summary: RunSummary) -> None:
         """Replace summary.json atomically, so that a reader or a kill never sees half of it."""
-        atomic.write_bytes(self.summary, dumps(summary, indent=2).encode())
+        atomic.write_bytes(self.summary, dumps(summary.to_dict(), indent=2).encode())
+
+    def read_run(self) -> RunRecord:
+        """The run directory's recipe, summary and metric rows; RecipeError when it is not a run directory. Without
+        summary.json, the summary is worked out from the metric rows (status SUMMARY_MISSING; no provenance)."""
+        recipe, summary, metrics = self.read_recipe(), self.read_summary(), self.read_metrics()
+        if summary is None and metrics:
+            summary = summarize(recipe, recipe.model.count_params(), metrics, SUMMARY_MISSING)
+        return RunRecord(self.root, recipe, summary, metrics)
 
     def read_eval(self) -> dict:
         """eval.json ({} before `budgetnet eval` wrote one)."""
@@ -269,28 +358,30 @@ def recipe_changes(recorded: Recipe, recipe: Recipe) -> dict[str, tuple[Any, Any
     return diff_recipes(as_recorded(recorded), as_recorded(recipe))
 
 
-def summarize(recipe: Recipe, params: int, history: list[dict], status: str, views: int = 1, **extra: Any) -> dict:
+def summarize(recipe: Recipe, params: int, history: list[dict], status: str, views: int = 1,
+              **provenance: str | None) -> RunSummary:
     """What a run reached so far; `final_test_acc` is the honest figure, `best_*` is chosen on validation
     when there is a validation split (on test otherwise) among the epochs evaluated every eval_every, and
     `best_seen_*` is the best plain test accuracy (no TTA) recorded every test_every epochs, chosen on the test
     set as the study did (None without test_every). Its compute: `train_images`, the images the network trained
     on (each training image `views` times: the augmentation's views), times the design's forward+backward
-    `gflop_per_image` is `train_pflop` (evaluation not counted). `extra` adds keys (provenance)."""
+    `gflop_per_image` is `train_pflop` (evaluation not counted). `provenance` sets RunSummary's provenance fields
+    (device, ..., error)."""
     images = views * sum(round(r["images_per_s"] * r["seconds"]) for r in history)
     gflop = recipe.model.gflop_per_image()
     last = history[-1] if history else {}
     key = "val_acc" if any("val_acc" in r for r in history) else "test_acc"
     best_row = max((r for r in history if key in r), key=lambda r: r[key], default={})
     seen_row = max((r for r in history if "plain_test_acc" in r), key=lambda r: r["plain_test_acc"], default={})
-    return {"status": status, "params": params, "epochs": recipe.epochs,
-            "epochs_done": len(history), "final_test_acc": last.get("test_acc"),
-            "final_test_loss": last.get("test_loss"), "best_by": key, "best_epoch": best_row.get("epoch"),
-            "best_acc": best_row.get(key), "best_test_acc": best_row.get("test_acc"),
-            "best_seen_test_acc": seen_row.get("plain_test_acc"), "best_seen_test_epoch": seen_row.get("epoch"),
-            "train_seconds": sum(r["seconds"] for r in history),
-            "images_per_s": (sum(r["images_per_s"] for r in history) / len(history)) if history else None,
-            "gflop_per_image": gflop, "train_images": images, "train_pflop": gflop * images / 1e6,
-            "description": recipe.description, **extra}
+    return RunSummary(
+        status=status, params=params, epochs=recipe.epochs, epochs_done=len(history),
+        final_test_acc=last.get("test_acc"), final_test_loss=last.get("test_loss"), best_by=key,
+        best_epoch=best_row.get("epoch"), best_acc=best_row.get(key), best_test_acc=best_row.get("test_acc"),
+        best_seen_test_acc=seen_row.get("plain_test_acc"), best_seen_test_epoch=seen_row.get("epoch"),
+        train_seconds=sum(r["seconds"] for r in history),
+        images_per_s=(sum(r["images_per_s"] for r in history) / len(history)) if history else None,
+        gflop_per_image=gflop, train_images=images, train_pflop=gflop * images / 1e6, description=recipe.description,
+        **provenance)
 
 
 def default_run_dir(name: str) -> Path:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -22,52 +21,25 @@ from ..config import Recipe, RecipeError
 from ..data.cifar import split_size
 from ..design.model import ResNet
 from ..training.loop import build_optimization
-from ..training.rundir import RunFiles, recipe_yaml, summarize as summarize_run
+from ..training.rundir import RunFiles, RunRecord, recipe_yaml
 
 
-@dataclass
-class Run:
-    """A run directory as read from disk: its recipe, summary (if any epoch finished) and metric rows."""
-
-    path: Path
-    recipe: Recipe
-    summary: dict
-    metrics: list[dict]
-
-    @property
-    def status(self) -> str:
-        return self.summary.get("status", "not started")
-
-
-SUMMARY_MISSING = "summary missing"  # the status of a run whose metric rows exist but whose summary.json does not
-
-
-def load_run(path: str | Path) -> Run:
-    """Read a run directory; RecipeError when it is not one. Without summary.json, the summary is worked out
-    from the metric rows (status SUMMARY_MISSING; no provenance)."""
-    files = RunFiles(Path(path))
-    recipe, summary, metrics = files.read_recipe(), files.read_summary(), files.read_metrics()
-    if not summary and metrics:
-        summary = summarize_run(recipe, recipe.model.count_params(), metrics, SUMMARY_MISSING)
-    return Run(files.root, recipe, summary, metrics)
-
-
-def find_runs(paths: list[str | Path]) -> list[Run]:
+def find_runs(paths: list[str | Path]) -> list[RunRecord]:
     """The runs named: run directories, or experiment directories (every run under their runs/)."""
     runs = []
     for path in map(Path, paths):
         if not path.is_dir():
             raise RecipeError(f"{path}: no such directory")
         if not RunFiles(path).recipe.is_file() and (path / "runs").is_dir():
-            runs += [load_run(p) for p in sorted((path / "runs").iterdir()) if RunFiles(p).recipe.is_file()]
+            runs += [RunFiles(p).read_run() for p in sorted((path / "runs").iterdir()) if RunFiles(p).recipe.is_file()]
         else:
-            runs.append(load_run(path))
+            runs.append(RunFiles(path).read_run())
     if not runs:
         raise RecipeError(f"no run directories in {', '.join(map(str, paths))}")
     return runs
 
 
-def run_labels(runs: list[Run]) -> list[str]:
+def run_labels(runs: list[RunRecord]) -> list[str]:
     """Short unique names: the folder name, or more of the path where folder names repeat."""
     names = [r.path.name for r in runs]
     if len(set(names)) == len(names):
@@ -98,19 +70,19 @@ TABLE_NOTE = ("Final: the last epoch's test accuracy. Best seen: the best plain 
               "there is a validation split, else on test, among the epochs evaluated every `eval_every`.")
 
 
-def summarize(groups: dict[str, list[Run]]) -> list[dict]:
+def setting_rows(groups: dict[str, list[RunRecord]]) -> list[dict]:
     """One row per setting: mean and std over its finished runs (seeds; over the unfinished ones while none has
     finished) of final, best-seen and best test accuracy (percent), final test loss and training time (whole
     seconds), std only with two runs or more; parameters, epochs and test_every; how many runs finished."""
     rows = []
     for label, runs in groups.items():
-        done = [r for r in runs if r.status == "finished"] or [r for r in runs if r.summary]
+        done = [r.summary for r in runs if r.status == "finished"] or [r.summary for r in runs if r.summary]
         row = {"setting": label, "runs": len(runs), "finished": sum(r.status == "finished" for r in runs),
-               "params": done[0].summary["params"] if done else None,
-               "epochs": max((r.summary["epochs_done"] for r in done), default=0),
+               "params": done[0].params if done else None,
+               "epochs": max((s.epochs_done for s in done), default=0),
                "test_every": runs[0].recipe.test_every}
         for key, (name, factor, digits) in SUMMARY_COLUMNS.items():
-            mean, std = mean_std([None if r.summary.get(key) is None else factor * r.summary[key] for r in done])
+            mean, std = mean_std([None if getattr(s, key) is None else factor * getattr(s, key) for s in done])
             row[f"{name}_mean"], row[f"{name}_std"] = (None if v is None else round(v, digits) if digits else round(v)
                                                        for v in (mean, std))
         row["status"] = ",".join(sorted({r.status for r in runs}))
@@ -161,7 +133,7 @@ def write_csv(rows: list[dict], path: Path, extra: dict | None = None) -> Path:
 
 # ---- figures ------------------------------------------------------------------------------------
 
-def _metric_rows(groups: dict[str, list[Run]]) -> dict[str, list[list[dict]]]:
+def _metric_rows(groups: dict[str, list[RunRecord]]) -> dict[str, list[list[dict]]]:
     return {label: [run.metrics for run in runs] for label, runs in groups.items()}
 
 
@@ -180,7 +152,7 @@ def schedule_curve(recipe: Recipe, points: int = 4000) -> tuple[list[float], lis
     return [s / steps_per_epoch for s in steps], lrs
 
 
-def plot_lr(groups: dict[str, list[Run]], path: Path, title: str) -> Path:
+def plot_lr(groups: dict[str, list[RunRecord]], path: Path, title: str) -> Path:
     """Each setting's learning rate: its schedule per step (line) and what its runs logged at each epoch's end
     (markers); a log axis when the base learning rates differ more than tenfold (SGD 0.1 vs Adam 1e-3).
     A schedule equal to an earlier setting's is drawn thin on top of a wide one and says whose it equals."""
@@ -265,7 +237,7 @@ def plot_params_vs_acc(rows: list[dict], path: Path, title: str) -> Path:
 
 # ---- TensorBoard ------------------------------------------------------------------------------
 
-def export_tensorboard(runs: list[Run], log_dir: str | Path) -> Path:
+def export_tensorboard(runs: list[RunRecord], log_dir: str | Path) -> Path:
     """Write each run's per-epoch metrics as TensorBoard events in log_dir/<run label>/ (needs the optional
     `tensorboard` package: pip install budgetnet[tensorboard])."""
     try:
@@ -286,11 +258,11 @@ def export_tensorboard(runs: list[Run], log_dir: str | Path) -> Path:
 
 # ---- reports ------------------------------------------------------------------------------------
 
-def designs_differ(groups: dict[str, list[Run]]) -> bool:
+def designs_differ(groups: dict[str, list[RunRecord]]) -> bool:
     return len({json.dumps(runs[0].recipe.model.to_dict(), sort_keys=True) for runs in groups.values()}) > 1
 
 
-PLOTS: dict[str, Callable[[dict[str, list[Run]], list[dict], Path, str], Path]] = {
+PLOTS: dict[str, Callable[[dict[str, list[RunRecord]], list[dict], Path, str], Path]] = {
     "curves": lambda g, rows, p, t: plots.plot_curves(_metric_rows(g), ["train_loss", "test_loss", "train_acc",
                                                                         "test_acc"], p, t),
     "test_curves": lambda g, rows, p, t: plots.plot_curves(_metric_rows(g), ["test_acc", "test_loss"], p, t),
@@ -303,18 +275,18 @@ PLOT_TITLES = {"curves": "loss and accuracy per epoch", "test_curves": "test acc
                "params_vs_acc": "parameters vs final test accuracy"}
 
 
-def draw(groups: dict[str, list[Run]], rows: list[dict], plots: list[str], out: Path, title: str) -> list[Path]:
+def draw(groups: dict[str, list[RunRecord]], rows: list[dict], plots: list[str], out: Path, title: str) -> list[Path]:
     """Write the named figures as out/<name>.png, each titled '<title>: <what it shows>'."""
     return [PLOTS[name](groups, rows, out / f"{name}.png", f"{title}: {PLOT_TITLES[name]}") for name in plots]
 
 
-def report(runs: list[Run], out: str | Path, title: str = "run comparison") -> Path:
+def report(runs: list[RunRecord], out: str | Path, title: str = "run comparison") -> Path:
     """Compare runs: out/report.md (table and figures), curves.png, lr.png, params_vs_acc.png when the
     designs differ, and robustness.png when runs hold corruption results."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     groups = dict(zip(run_labels(runs), ([r] for r in runs)))
-    rows = summarize(groups)
+    rows = setting_rows(groups)
     plots = ["curves", "lr"] + (["params_vs_acc"] if designs_differ(groups) else [])
     figures = draw(groups, rows, plots, out, title)
     robust = [r.path for r in runs if "per_corruption" in RunFiles(r.path).read_eval()]

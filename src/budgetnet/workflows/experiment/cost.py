@@ -97,7 +97,8 @@ def cost_plan(runs: list[PlannedRun], jobs: int = 1, steps: int = 3) -> str:
 
 
 def _epochs_done(run: PlannedRun) -> int:
-    return RunFiles(run.path).read_summary().get("epochs_done", 0)
+    summary = RunFiles(run.path).read_summary()
+    return (summary.epochs_done or 0) if summary is not None else 0
 
 
 def hours(seconds: float) -> str:

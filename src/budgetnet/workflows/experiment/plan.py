@@ -11,7 +11,7 @@ from ... import __version__
 from ...config import Recipe, RecipeError, load_recipe, read_yaml
 from ...training.loop import check_recipe
 from ...training.provenance import git_commit
-from ...training.rundir import RunFiles, recipe_changes
+from ...training.rundir import RunFiles, RunSummary, recipe_changes
 from .schema import Experiment, Setting, get_scale
 
 TO_TRAIN = ("new", "resume", "retrain")  # the run_status values that still need training
@@ -34,9 +34,10 @@ def run_status(run: PlannedRun) -> str:
     resume (has a checkpoint or metric rows), or new."""
     files = RunFiles(run.path)
     summary = files.read_summary()
-    if summary.get("status") == "finished":
+    status = summary.status if summary is not None else None
+    if status == "finished":
         return "finished"
-    if summary.get("status") == "diverged":
+    if status == "diverged":
         return "diverged" if made_by(summary) == code_version() else "retrain"
     # metric rows without a checkpoint: a run stopped before its first checkpoint was due, which --resume
     # trains again from the start (a new --out there is refused, so as not to mix rows)
@@ -45,16 +46,17 @@ def run_status(run: PlannedRun) -> str:
 
 def code_version() -> str:
     """The budgetnet that runs now, in made_by's terms (train records the same version and commit)."""
-    return made_by({"budgetnet_version": __version__, "budgetnet_commit": git_commit()})
+    commit = git_commit()
+    return f"{__version__}+{commit}" if commit else __version__
 
 
-def made_by(summary: dict) -> str | None:
-    """The budgetnet that wrote a run's summary (None when the summary predates that record)."""
-    version = summary.get("budgetnet_version")
-    if version is None:
+def made_by(summary: RunSummary | None) -> str | None:
+    """The budgetnet that wrote a run's summary, in code_version's terms (None when the summary predates that
+    record, or there is none)."""
+    if summary is None or summary.budgetnet_version is None:
         return None
-    commit = summary.get("budgetnet_commit")
-    return f"{version}+{commit}" if commit else version
+    commit = summary.budgetnet_commit
+    return f"{summary.budgetnet_version}+{commit}" if commit else summary.budgetnet_version
 
 
 def _dir_name(text: str) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ... import atomic
-from ...training.rundir import RunFiles
+from ...training.rundir import RunFiles, RunRecord
 from .. import report
 from .plan import PlannedRun
 from .schema import Experiment, Scale, get_scale
@@ -18,7 +18,7 @@ class ExperimentResults:
     """What results.md, results.csv and the figures show, computed from the run directories."""
 
     settings: int                         # settings of the grid, trained or not
-    groups: dict[str, list[report.Run]]   # setting label -> its runs that have a recipe (settings with none left out)
+    groups: dict[str, list[RunRecord]]    # setting label -> its runs that have a recipe (settings with none left out)
     rows: list[dict]                      # one per setting in `groups`: its axis values, runs planned, figures
     axis_columns: list[str]               # the rows' axis keys (an axis named like a figure is prefixed "axis_")
 
@@ -26,12 +26,12 @@ class ExperimentResults:
 def experiment_results(runs: list[PlannedRun]) -> ExperimentResults:
     """Group the runs by setting (seeds of one setting share a row) and summarise each setting's runs."""
     labels = list(dict.fromkeys(r.setting.label for r in runs))
-    loaded = {r.name: report.load_run(r.path) for r in runs if RunFiles(r.path).recipe.is_file()}
+    loaded = {r.name: RunFiles(r.path).read_run() for r in runs if RunFiles(r.path).recipe.is_file()}
     groups = {label: [loaded[r.name] for r in runs if r.setting.label == label and r.name in loaded]
               for label in labels}
     groups = {label: g for label, g in groups.items() if g}
     rows, axis_columns = [], []
-    for row in report.summarize(groups):
+    for row in report.setting_rows(groups):
         planned = [r for r in runs if r.setting.label == row["setting"]]
         row["runs"] = len(planned)
         values = {("axis_" + a if a in row else a): v for a, v in planned[0].setting.values.items()}

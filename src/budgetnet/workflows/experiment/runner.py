@@ -19,7 +19,6 @@ from ...config import RecipeError
 from ...data.cifar import load_split
 from ...training.interrupts import stop_on_signals
 from ...training.rundir import RunFiles
-from .. import report
 from .plan import TO_TRAIN, PlannedRun, code_version, made_by, run_status
 
 STOP_POLL_S = 0.5  # how often the waiting experiment looks whether Ctrl-C or SIGTERM asked it to stop
@@ -107,8 +106,9 @@ def train_runs(runs: list[PlannedRun], jobs: int, data_dir: str | Path | None = 
         status = run_status(run)
         if status == "retrain":
             old = _set_aside(run)
-            print(f"retrain {run.name}: it diverged under budgetnet {made_by(report.load_run(old).summary) or '(unrecorded)'}, "
-                  f"this is {code_version()}; the diverged run is kept in {old}", file=sys.stderr)
+            made = made_by(RunFiles(old).read_summary()) or "(unrecorded)"
+            print(f"retrain {run.name}: it diverged under budgetnet {made}, this is {code_version()}; the diverged run "
+                  f"is kept in {old}", file=sys.stderr)
             status = run_status(run)  # read again: its directory has moved away, so it trains from the start
         if status in ("new", "resume"):
             todo.append((run, status))
@@ -128,14 +128,15 @@ def train_runs(runs: list[PlannedRun], jobs: int, data_dir: str | Path | None = 
             code = _launch(run, data_dir, env, children)
             if children.stopping:  # stopped with the experiment: neither a result nor a failure
                 return
-            summary = report.load_run(run.path).summary
-            if code and summary.get("status") != "diverged":  # a diverged run is a result, not a failure
+            record = RunFiles(run.path).read_run()
+            if code and record.status != "diverged":  # a diverged run is a result, not a failure
                 failed.append(run)
                 print(f"[{i}/{len(todo)}] {run.name} FAILED (exit {code}): see {RunFiles(run.path).train_log}",
                       file=sys.stderr)
             else:
-                print(f"[{i}/{len(todo)}] {run.name} {summary.get('status')}: final test accuracy "
-                      f"{summary.get('final_test_acc')} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+                acc = record.summary.final_test_acc if record.summary is not None else None
+                print(f"[{i}/{len(todo)}] {run.name} {record.status}: final test accuracy {acc} "
+                      f"({time.perf_counter() - start:.0f} s)", file=sys.stderr)
         finally:
             slots.put(env)
 

@@ -16,7 +16,7 @@ from ...config import Recipe
 from ...data.cifar import Data, load_data
 from ...design.spec import BudgetError, SpecError
 from ...training.loop import check_recipe, train
-from ...training.rundir import RunFiles
+from ...training.rundir import RunFiles, RunSummary
 from ...training.runtime import resolve_device
 from .errors import RunDirRefused
 from .space import Space, fit_design
@@ -86,9 +86,9 @@ class Objective:
                         progress=self.progress, on_epoch=on_epoch,
                         data=self.datasets[key] if self.data is None else self.data,
                         overrides=[f"device={self.device}"] if resume else ())  # this worker's device, not the last's
-        trial.set_user_attr("test_acc", summary["final_test_acc"])
+        trial.set_user_attr("test_acc", summary.final_test_acc)
         _record_compute(trial, summary)
-        return summary["best_acc"]
+        return summary.best_acc
 
 
 def run_path(out: Path, run_dir: object) -> Path:
@@ -104,10 +104,12 @@ def run_path(out: Path, run_dir: object) -> Path:
     return where
 
 
-def _record_compute(trial: optuna.Trial, summary: dict) -> None:
-    """The trial's training so far, from its run summary: PFLOP (GFLOP per image x images trained on) and seconds."""
-    trial.set_user_attr("train_pflop", summary["train_pflop"])
-    trial.set_user_attr("train_seconds", summary["train_seconds"])
+def _record_compute(trial: optuna.Trial, summary: RunSummary | None) -> None:
+    """The trial's training so far, from its run summary: PFLOP (GFLOP per image x images trained on) and seconds
+    (nothing before the run wrote a summary)."""
+    if summary is not None:
+        trial.set_user_attr("train_pflop", summary.train_pflop)
+        trial.set_user_attr("train_seconds", summary.train_seconds)
 
 
 def _trial_recipe(trial: optuna.Trial, space: Space, budget: int | None, max_gflops: float | None,
