@@ -291,10 +291,10 @@ def stage_levers(ctx: StageContext, record: dict) -> None:
             result = vs_airbench.run_budgetnet(recipe, data, ctx.device, seed, on_epoch=last.append)
             runs.append({"lever": name, "seed": seed, "val_acc": last[-1]["val_acc"], "test_acc": result["accuracy"],
                          "train_seconds": result["train_seconds"], "pflop": result["pflop"]})
-            record["rows"] = summarize_levers(runs)
+            record["rows"] = lever_rows(runs)
 
 
-def summarize_levers(runs: list[dict]) -> list[dict]:
+def lever_rows(runs: list[dict]) -> list[dict]:
     """One row per lever: the mean over its seeds of validation and test accuracy and training seconds."""
     rows = []
     for name in dict.fromkeys(r["lever"] for r in runs):
@@ -323,7 +323,7 @@ def stage_airbench(ctx: StageContext, record: dict) -> None:
         if run["run"] == "smoke":
             record["notes"].append(f"airbench's data files hold our {run['checked_images']:,} training images "
                                    "(read back with airbench.CifarLoader)")
-        record["rows"] = vs_airbench.summarize([r for r in runs if "accuracy" in r], pairs)
+        record["rows"] = vs_airbench.pair_rows([r for r in runs if "accuracy" in r], pairs)
 
     with tempfile.TemporaryDirectory() as tmp:
         vs_airbench.compare(pairs, ctx.data, ctx.device, seeds_of(ctx, STAGES["airbench"]), Path(tmp) / "cifar10",

@@ -359,7 +359,7 @@ def compare(pairs: list[tuple[str, str]], data: Data, device: torch.device, seed
             on_run({"system": system, "run": "cold" if i == 0 else "warm", "seed": seed, **result})
 
 
-def summarize(runs: list[dict], pairs: list[tuple[str, str]]) -> list[dict]:
+def pair_rows(runs: list[dict], pairs: list[tuple[str, str]]) -> list[dict]:
     """One row per system (warm runs: accuracy mean and spread, seconds, train_seconds, PFLOP a run; the cold run's
     seconds), with each budgetnet recipe's ratios to its airbench partner; a recipe paired with two airbench
     systems has a second row with the second one's ratios."""
@@ -463,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         compare(pairs, data, device, 1 if args.smoke else args.seeds, Path(tmp) / "cifar10", on_run=on_run,
                 smoke=args.smoke, airbench_precision=args.airbench_precision, cold_seed=args.cold_seed,
                 muon_file=args.airbench94_muon)
-    rows = summarize([r for r in runs if "accuracy" in r], pairs)
+    rows = pair_rows([r for r in runs if "accuracy" in r], pairs)
     if args.json:
         print(json.dumps({"device_name": device_name(device), "rows": rows, "runs": runs}, indent=1))
     else:

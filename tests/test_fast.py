@@ -158,7 +158,7 @@ def test_resume_is_exact_with_ema_and_lookahead(tiny_data, tmp_path):
     assert {k: rows[0][k] for k in ("train_loss", "test_loss", "test_acc")} == \
         {k: first_straight[k] for k in ("train_loss", "test_loss", "test_acc")}
     resumed = train(recipe, tmp_path / "b", resume=True, progress=False, data=tiny_data)
-    assert resumed["final_test_acc"] == straight["final_test_acc"]
+    assert resumed.final_test_acc == straight.final_test_acc
     a = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)
     for key in ("model", "train_model"):
@@ -171,7 +171,7 @@ def test_fast_path_matches_a_plain_loop(tmp_path):
     train_arrays, test_arrays = synthetic_arrays(1024, 0), synthetic_arrays(512, 1)
     data = from_arrays(train_arrays, None, test_arrays, CLASSES)
     recipe = tiny_recipe("epochs=3", "precision=fp32")
-    fast = train(recipe, tmp_path / "fast", progress=False, data=data)["final_test_acc"]
+    fast = train(recipe, tmp_path / "fast", progress=False, data=data).final_test_acc
 
     torch.manual_seed(0)
     model = ResNet(recipe.model)

@@ -35,7 +35,7 @@ def test_a_refused_resume_value_is_not_written_into_the_recipe(stopped_run, tiny
     with pytest.raises(RecipeError, match=r"^optimizer.lr=-1.0 must be > 0$"):
         train(None, stopped_run.root, data=tiny_data, progress=False, resume=True, overrides=["optimizer.lr=-1"])
     assert stopped_run.recipe.read_text() == before
-    assert train(None, stopped_run.root, data=tiny_data, progress=False, resume=True)["epochs_done"] == 3
+    assert train(None, stopped_run.root, data=tiny_data, progress=False, resume=True).epochs_done == 3
 
 
 def test_the_recipe_is_replaced_only_once_the_run_continues(stopped_run, tiny_data, monkeypatch):
@@ -71,7 +71,7 @@ def test_a_second_writer_is_refused_naming_the_pid_holding_the_run(tiny_data, tm
     finally:
         holder.kill()  # a killed holder leaves nothing stuck: the kernel drops its lock
         holder.wait()
-    assert train(tiny_recipe("epochs=1"), files.root, data=tiny_data, progress=False)["status"] == "finished"
+    assert train(tiny_recipe("epochs=1"), files.root, data=tiny_data, progress=False).status == "finished"
     assert [r["epoch"] for r in files.read_metrics()] == [1]
 
 

@@ -196,7 +196,7 @@ def test_a_full_disk_keeps_the_last_good_checkpoint_and_says_where(tiny_data, tm
     assert (summary["status"], summary["epochs_done"]) == ("disk_full", 1) and "no space left" in summary["error"]
     monkeypatch.undo()
     (files.checkpoints / "best.pt.tmp").write_bytes(b"")  # what a SIGKILL mid-write leaves
-    assert train(None, files.root, data=tiny_data, progress=False, resume=True)["epochs_done"] == 3
+    assert train(None, files.root, data=tiny_data, progress=False, resume=True).epochs_done == 3
     assert not list(files.root.rglob("*.tmp"))
 
 

@@ -76,7 +76,7 @@ def test_a_cold_run_alone_fills_its_row():
              "train_seconds": None, "params": 1, "pflop": 0.36, "precision": "bf16"},
             {"system": "cpu", "run": "cold", "seed": 0, "accuracy": 0.91, "seconds": 80.0, "train_seconds": 70.0,
              "params": 2, "pflop": 0.3, "precision": "bf16"}]
-    rows = {r["system"]: r for r in vs_airbench.summarize(runs, [("airbench94", "cpu")])}
+    rows = {r["system"]: r for r in vs_airbench.pair_rows(runs, [("airbench94", "cpu")])}
     assert rows["cpu"]["seeds"] == 0 and rows["cpu"]["accuracy"] == 0.91 and rows["cpu"]["cold_seconds"] == 80.0
     assert rows["cpu"]["time_ratio"] == pytest.approx(0.8) and rows["cpu"]["target_met"] is True
 
@@ -130,7 +130,7 @@ def test_a_recipe_beside_two_airbench_systems_has_a_row_for_each():
              "params": 1, "pflop": pflop, "precision": "bf16"}
             for name, acc, secs, pflop in (("airbench94", 0.90, 100.0, 0.36), ("airbench94_muon", 0.91, 80.0, 0.29),
                                            ("small", 0.905, 90.0, 0.36))]
-    rows = vs_airbench.summarize(runs, [("airbench94", "small"), ("airbench94_muon", "small")])
+    rows = vs_airbench.pair_rows(runs, [("airbench94", "small"), ("airbench94_muon", "small")])
     ours = [r for r in rows if r["system"] == "small"]
     assert [r["vs"] for r in ours] == ["airbench94", "airbench94_muon"]
     assert [r["time_ratio"] for r in ours] == pytest.approx([0.9, 90 / 80])
