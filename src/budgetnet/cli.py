@@ -43,7 +43,8 @@ def cmd_train(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 128 + getattr(e, "signum", signal.SIGINT)
     if from_env().is_main:
-        print(json.dumps(summary.to_dict(), indent=2) if args.json else console.run_text(out, summary))
+        text = console.run_text(out, summary.status, summary.final_test_acc)
+        print(json.dumps(summary.to_dict(), indent=2) if args.json else text)
     return 0
 
 

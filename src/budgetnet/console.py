@@ -1,11 +1,5 @@
-"""What the commands print: each command's result (a dict, or train's RunSummary: also what --json prints) as the
-text a person reads."""
+"""What the commands print: each command's result (a dict, also what --json prints) as the text a person reads."""
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .training.rundir import RunSummary
 
 
 def stage_table(rows: list[dict]) -> str:
@@ -50,10 +44,9 @@ def design_text(result: dict) -> str:
     return "\n".join(lines)
 
 
-def run_text(out: str, summary: RunSummary) -> str:
-    """`budgetnet train`: where the run is, how it ended, its final test accuracy."""
-    acc = summary.final_test_acc
-    return f"run {out}: {summary.status}, final test accuracy " + (f"{acc:.4f}" if acc is not None else "none")
+def run_text(out: str, status: str, acc: float | None) -> str:
+    """`budgetnet train`: where the run is, how it ended (`status`), its final test accuracy `acc`."""
+    return f"run {out}: {status}, final test accuracy " + (f"{acc:.4f}" if acc is not None else "none")
 
 
 def eval_text(run: str, result: dict) -> str:
