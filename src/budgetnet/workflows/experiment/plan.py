@@ -44,10 +44,14 @@ def run_status(run: PlannedRun) -> str:
     return "resume" if files.last.is_file() or files.metrics.is_file() else "new"
 
 
+def _version_label(version: str, commit: str | None) -> str:
+    """'0.2.0+<commit>', or the version alone outside a git checkout: how runs and the running code are compared."""
+    return f"{version}+{commit}" if commit else version
+
+
 def code_version() -> str:
     """The budgetnet that runs now, in made_by's terms (train records the same version and commit)."""
-    commit = git_commit()
-    return f"{__version__}+{commit}" if commit else __version__
+    return _version_label(__version__, git_commit())
 
 
 def made_by(summary: RunSummary | None) -> str | None:
@@ -55,8 +59,7 @@ def made_by(summary: RunSummary | None) -> str | None:
     record, or there is none)."""
     if summary is None or summary.budgetnet_version is None:
         return None
-    commit = summary.budgetnet_commit
-    return f"{summary.budgetnet_version}+{commit}" if commit else summary.budgetnet_version
+    return _version_label(summary.budgetnet_version, summary.budgetnet_commit)
 
 
 def _dir_name(text: str) -> str:
