@@ -232,8 +232,8 @@ def test_optimizers_are_fused_on_cuda_only(name):
 
 
 @pytest.mark.parametrize("policy", [{"name": "crop", "padding": 4, "padding_mode": "reflect"}, {"name": "flip"},
-                                    {"name": "translate"}, {"name": "cutout"}, {"name": "autoaugment"},
-                                    {"name": "randaugment"}, {"name": "trivialaugment"},
+                                    {"name": "translate"}, {"name": "cutout"}, {"name": "brightness_contrast"},
+                                    {"name": "autoaugment"}, {"name": "randaugment"}, {"name": "trivialaugment"},
                                     {"name": "augmix", "jsd": True}, {"name": "mixup"}, {"name": "cutmix"}])
 def test_augmentation_never_reads_the_images_device(policy):
     """A meta tensor has no values: any .item(), .tolist() or bool() of device data (a host sync on the GPU)
