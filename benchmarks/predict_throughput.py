@@ -30,7 +30,7 @@ from budgetnet.data.cifar import from_arrays
 from budgetnet.deploy.predict import Predictor, write_csv
 from budgetnet.design.model import ResNet
 from budgetnet.training import checkpoint
-from budgetnet.training.scoring import predict_logits
+from budgetnet.training.scoring import TTA_VIEWS, predict_logits
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -60,7 +60,7 @@ def eval_ips(run: Path, images: np.ndarray, tta: str | None) -> tuple[float, int
     nchw = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
     data = from_arrays((nchw[:0], np.zeros(0)), None, (nchw, np.zeros(len(nchw))), CLASSES)
     tta = tta or recipe.tta
-    views = {"none": 1, "flip": 2, "flip_translate": 6}[tta]
+    views = TTA_VIEWS[tta]
     start = time.perf_counter()
     predict_logits(model, nchw, data, recipe.eval_batch_size, torch.device("cpu"), precision=recipe.precision, tta=tta)
     return len(nchw) / (time.perf_counter() - start), recipe.eval_batch_size, views

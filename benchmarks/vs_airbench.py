@@ -12,7 +12,8 @@ Neither side writes a checkpoint, a log or a summary. Beside that clock, budgetn
 epochs alone). The first run of each system in the process is the cold run (cuDNN autotuning, compilation, first
 allocations) and is reported apart; it uses seed N, the warm runs seeds 0..N-1, so no warm run repeats it.
 FLOPs of a run: torch.utils.flop_counter on each network (forward+backward per training image times the images
-seen, every view counted; forward per test image times the TTA views); airbench's whitening set-up is left out.
+seen, every view counted; forward per test image times the TTA views, with tta_fraction one plain pass per image
+plus the views of those retested); airbench's whitening set-up is left out.
 
 airbench reads `cifar10/train.pt` and `cifar10/test.pt` under the working directory; they are written from
 budgetnet's loader, so both sides see the same images. On the CPU airbench's code runs unedited, with these
@@ -63,6 +64,7 @@ from budgetnet.design.model import flops_per_image
 from budgetnet.training.loop import train_without_rundir
 from budgetnet.training.provenance import device_name
 from budgetnet.training.runtime import configure_backend
+from budgetnet.training.scoring import TTA_VIEWS, forward_passes  # airbench's TTA levels 0, 1, 2: the same views
 
 from tables import markdown
 
@@ -74,7 +76,6 @@ DEFAULT_PAIRS = {"cuda": (("airbench94", "small"), ("airbench95", "fast"), (MUON
 SMOKE_PAIRS = (*DEFAULT_PAIRS["cpu"], (MUON, "small"))
 SMOKE = ["epochs=1", "batch_size=32", "eval_batch_size=64", "compile=false", "model.channels=[8, 16, 16]"]
 SMOKE_AIRBENCH = {"batch_size": 64, "steps": 2}
-TTA_VIEWS = {"none": 1, "flip": 2, "flip_translate": 6}  # budgetnet's tta; airbench's levels 0, 1, 2 likewise
 def clock(device: torch.device) -> float:
     """Seconds of a wall clock after the device has finished its queued work."""
     if device.type == "cuda":
@@ -116,10 +117,10 @@ def run_budgetnet(recipe: Recipe, data: Data, device: torch.device, seed: int, e
     flops = flops_per_image(recipe.model)
     seen = run_steps(recipe.epochs, steps_per_epoch(len(data.train[0]), recipe.batch_size)) * recipe.batch_size
     views = build_augment(recipe.augment, recipe.model.num_classes).num_views
-    evaluated = sum(len(s[0]) for s in (data.val, data.test) if s is not None)
+    scored = sum(forward_passes(len(split[0]), recipe.tta, recipe.tta_fraction)
+                 for split in (data.val, data.test) if split is not None)
     evaluations = len({*range(recipe.eval_every, recipe.last_epoch + 1, recipe.eval_every), recipe.last_epoch})
-    total = (flops["forward_backward"] * seen * views
-             + flops["forward"] * evaluated * TTA_VIEWS[recipe.tta] * evaluations)
+    total = flops["forward_backward"] * seen * views + flops["forward"] * scored * evaluations
     return {"accuracy": summary.final_test_acc, "seconds": seconds, "train_seconds": summary.train_seconds,
             "params": summary.params, "precision": recipe.precision, "pflop": total / 1e15}
 

@@ -168,3 +168,47 @@ def test_alternating_flip_must_come_first():
         build_augment([{"name": "crop"}, {"name": "flip", "mode": "alternate"}], 10)
     with pytest.raises(ValueError, match="mode must be one of random, alternate"):
         build_augment([{"name": "flip", "mode": "every_other"}], 10)
+
+
+def test_brightness_contrast_is_hiverges_jitter_of_the_standardised_images():
+    """hiverge's batch_color_jitter on standardised images z: (z + b) * c, b and c per image from two uniform draws;
+    ours on [0, 1] images, standardised after, gives the same from the same draws."""
+    from budgetnet.data.cifar import DATASETS
+
+    x, n = images(), 16
+    torch.manual_seed(3)
+    out, _ = build_augment([{"name": "brightness_contrast"}], 10)(x, torch.zeros(n, dtype=torch.long))
+    torch.manual_seed(3)
+    u = torch.rand(2, n, 1, 1, 1) * 2 - 1
+    b, c = u[0] * 0.1399, u[1] * 0.1308 + 1  # hiverge's cifar10_speedrun.py:609-610
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (DATASETS["cifar10"].mean, DATASETS["cifar10"].std))
+    z = (x.float() / 255 - mean) / std
+    assert out.shape == x.shape and out.dtype == torch.float32
+    assert torch.allclose((out - mean) / std, (z + b) * c, atol=1e-5)
+    assert -0.11 < out.min() < 0 and 1 < out.max() < 1.12  # not clipped: hiverge's neither
+
+
+def test_brightness_contrast_draws_one_shift_and_scale_per_image_and_zero_ranges_change_nothing():
+    x = torch.full((2000, 3, 4, 4), 128, dtype=torch.uint8)
+    x[:, :, 0] = 0  # two levels per channel, to read each image's scale and shift back
+    torch.manual_seed(0)
+    aug = build_augment([{"name": "brightness_contrast", "brightness": 0.2, "contrast": 0.5}], 10)
+    out, _ = aug(x, torch.zeros(2000, dtype=torch.long))
+    scale = (out[:, :, 1] - out[:, :, 0]).mean(-1) / (128 / 255)  # [n, 3]
+    assert torch.allclose(scale, scale[:, :1], atol=1e-5)  # one scale for every channel of an image
+    assert 0.5 <= scale.min() < 0.52 and 1.48 < scale.max() <= 1.5  # uniform over 1 +- 0.5
+    torch.manual_seed(0)
+    again, _ = aug(x, torch.zeros(2000, dtype=torch.long))
+    assert torch.equal(out, again)  # torch's RNG only
+    off, _ = build_augment([{"name": "brightness_contrast", "brightness": 0, "contrast": 0}], 10)(x, x[:, 0, 0, 0])
+    assert torch.equal(off, x.float() / 255)
+
+
+@pytest.mark.parametrize("policies, words", [
+    ([{"name": "brightness_contrast", "brightness": -0.1}], "brightness must be >= 0"),
+    ([{"name": "brightness_contrast", "contrast": 1.0}], r"contrast must be in \[0, 1\)"),
+    ([{"name": "brightness_contrast"}, {"name": "trivialaugment"}], "'brightness_contrast' must come after"),
+])
+def test_brightness_contrast_validation(policies, words):
+    with pytest.raises(ValueError, match=words):
+        build_augment(policies, 10)

@@ -16,7 +16,7 @@ from budgetnet.training.checkpoint import load_model
 from budgetnet.training.loop import train
 from budgetnet.training.optim import build_optimizer, build_scheduler, decay_weights
 from budgetnet.training.rundir import RunFiles
-from budgetnet.training.scoring import predict_logits, tta_views
+from budgetnet.training.scoring import TTA_VIEWS, forward_passes, predict_logits, tta_views
 
 from conftest import CLASSES, synthetic_arrays, tiny_recipe
 
@@ -129,6 +129,73 @@ def test_tta_averages_flipped_and_translated_views(tiny_data):
     assert torch.allclose(both, (plain + mirrored) / 2, atol=1e-5)
 
 
+class Lopsided(torch.nn.Module):
+    """Two logits, +-(left half's mean - right half's): a mirror negates them, so its flip TTA scores 0 (a
+    tie), and an image's confidence grows with the imbalance. It counts the images it sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen += len(x)
+        d = x[..., :16].mean((1, 2, 3)) - x[..., 16:].mean((1, 2, 3))
+        return torch.stack([d, -d], 1)
+
+
+def lopsided_images(n: int = 8) -> torch.Tensor:
+    """uint8 images whose left half is brighter than the right by 10, 20, ... levels, in a shuffled order."""
+    x = torch.full((n, 3, 32, 32), 100, dtype=torch.uint8)
+    x[..., :16] += (torch.randperm(n, generator=torch.Generator().manual_seed(0)) * 10 + 10).to(torch.uint8).view(
+        n, 1, 1, 1)
+    return x
+
+
+@pytest.mark.parametrize("fraction", [0.125, 0.25, 0.5, 0.99])
+def test_tta_fraction_retests_only_the_least_confident_images(tiny_data, fraction):
+    x, model = lopsided_images(), Lopsided()
+    cpu = torch.device("cpu")
+    plain = predict_logits(model, x, tiny_data, 3, cpu)
+    model.seen = 0
+    logits = predict_logits(model, x, tiny_data, 3, cpu, tta="flip", tta_fraction=fraction)
+    k = int(8 * fraction)  # hiverge's count: int(n x fraction), the smallest imbalances
+    unsure = plain[:, 0].abs().argsort()[:k]
+    sure = plain[:, 0].abs().argsort()[k:]
+    assert torch.equal(logits[sure], plain[sure])  # confident images keep their plain logits exactly
+    assert torch.equal(logits[unsure], torch.zeros(k, 2))  # the others get the flip TTA's (a tie: 0)
+    assert model.seen == forward_passes(8, "flip", fraction) == 8 + 2 * k
+
+
+def test_tta_fraction_edges_are_plain_scoring_and_full_tta(tiny_data):
+    torch.manual_seed(0)
+    model = ResNet(ModelSpec(blocks=[1], channels=4, pool_size=32))
+    images, cpu = tiny_data.test[0][:16], torch.device("cpu")
+    plain = predict_logits(model, images, tiny_data, 8, cpu)
+    full = predict_logits(model, images, tiny_data, 8, cpu, tta="flip_translate")
+    assert torch.equal(predict_logits(model, images, tiny_data, 8, cpu, tta="flip_translate", tta_fraction=0.06),
+                       plain)  # int(16 x 0.06) = 0 images retested
+    every = predict_logits(model, images, tiny_data, 8, cpu, tta="flip_translate", tta_fraction=1.0)
+    assert torch.allclose(every, full, atol=1e-5) and not torch.allclose(full, plain, atol=1e-3)
+    assert [forward_passes(16, "flip_translate", f) for f in (None, 0.06, 0.25, 1.0)] == [96, 16, 40, 112]
+    assert all(len(tta_views(images.float(), tta)) == views for tta, views in TTA_VIEWS.items())
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["tta_fraction=0"], "tta_fraction=0.0 must be in (0, 1]"),
+    (["tta_fraction=1.5"], "tta_fraction=1.5 must be in (0, 1]"),
+    (["tta_fraction=0.25", "tta=none"], "tta_fraction=0.25 needs test-time augmentation: set tta"),
+    (["tta_fraction=0.25"], None),
+])
+def test_tta_fraction_is_validated(overrides, message):
+    recipe = load_recipe("small", overrides)
+    if message is None:
+        recipe.validate()
+        return
+    with pytest.raises(ValueError) as info:
+        recipe.validate()
+    assert message in str(info.value)
+
+
 def test_norm_parameters_get_their_own_lr_and_decoupled_decay():
     model = ResNet(ModelSpec(blocks=[1], channels=4, pool_size=32))
     opt = build_optimizer(model, OptimizerConfig(lr=0.1, weight_decay=0.01, norm_lr_scale=4.0, norm_weight_decay=0.0,
@@ -232,8 +299,8 @@ def test_optimizers_are_fused_on_cuda_only(name):
 
 
 @pytest.mark.parametrize("policy", [{"name": "crop", "padding": 4, "padding_mode": "reflect"}, {"name": "flip"},
-                                    {"name": "translate"}, {"name": "cutout"}, {"name": "autoaugment"},
-                                    {"name": "randaugment"}, {"name": "trivialaugment"},
+                                    {"name": "translate"}, {"name": "cutout"}, {"name": "brightness_contrast"},
+                                    {"name": "autoaugment"}, {"name": "randaugment"}, {"name": "trivialaugment"},
                                     {"name": "augmix", "jsd": True}, {"name": "mixup"}, {"name": "cutmix"}])
 def test_augmentation_never_reads_the_images_device(policy):
     """A meta tensor has no values: any .item(), .tolist() or bool() of device data (a host sync on the GPU)

@@ -64,6 +64,16 @@ def test_budgetnets_flops_count_the_images_a_fractional_run_sees(tiny_data):
     assert run["pflop"] * 1e15 == pytest.approx(flops["forward_backward"] * seen + flops["forward"] * tested)
 
 
+def test_budgetnets_flops_count_the_views_a_tta_fraction_scores(tiny_data):
+    from budgetnet.design.model import flops_per_image
+    from conftest import tiny_recipe
+    recipe = tiny_recipe("epochs=1", "tta=flip_translate", "tta_fraction=0.25")
+    flops = flops_per_image(recipe.model)
+    run = vs_airbench.run_budgetnet(recipe, tiny_data, torch.device("cpu"), seed=0)
+    seen, tested = 8 * 64, 256 + 64 * 6  # every test image plainly, then the 6 views of the least confident 64
+    assert run["pflop"] * 1e15 == pytest.approx(flops["forward_backward"] * seen + flops["forward"] * tested)
+
+
 def test_the_cpu_network_keeps_fp32_weights_and_returns_fp32_logits():
     net = vs_airbench.cpu_net(airbench.make_net94, "bf16")
     assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in net.parameters())

@@ -194,6 +194,9 @@ class Recipe:
     ema: EmaConfig = field(default_factory=EmaConfig)
     lookahead: LookaheadConfig = field(default_factory=LookaheadConfig)
     tta: TTAMode = "none"             # test-time augmentation at evaluation (training.scoring.tta_views)
+    tta_fraction: float | None = None # the tta views only for this fraction of the evaluated images, those whose
+                                      # plain prediction is least confident; the rest keep it (hiverge: 0.25).
+                                      # None: the views for every image (training.scoring.predict_logits)
     grad_clip: float | None = None    # max gradient norm
     eval_every: int = 1               # evaluate every k epochs (and always after the last)
     test_every: int = 0               # also the plain test accuracy (no TTA) every k epochs and after the last, for
@@ -229,6 +232,10 @@ class Recipe:
                "must be > 0 (or null for no clipping)")
         _check(self.max_gflops is None or self.max_gflops > 0, "max_gflops", self.max_gflops,
                "must be a positive forward+backward GFLOP per image, e.g. 0.71 (or null for no compute budget)")
+        _check(self.tta_fraction is None or 0 < self.tta_fraction <= 1, "tta_fraction", self.tta_fraction,
+               "must be in (0, 1] (the share of the images that get the TTA views, e.g. 0.25), or null for all")
+        _check(self.tta_fraction is None or self.tta != "none", "tta_fraction", self.tta_fraction,
+               "needs test-time augmentation: set tta (flip or flip_translate), or tta_fraction=null")
         _check(0 < self.epochs <= MAX_EPOCHS, "epochs", self.epochs,
                f"must be > 0 and at most {MAX_EPOCHS:,} (whole or fractional, e.g. 30 or 9.9)")
         self.model.validate()

@@ -85,7 +85,7 @@ def evaluate_run(run: str | Path, data_dir: str | Path | None = None, device: st
     x, y, classes = load_split(recipe.data.dataset, "test", data_dir)
     data = from_arrays((x[:0], y[:0]), None, (x, y), classes, recipe.data.dataset, dev)
     logits = predict_logits(model, data.test[0], data, batch_size or recipe.eval_batch_size, dev,
-                            precision=recipe.precision, tta=recipe.tta)
+                            precision=recipe.precision, tta=recipe.tta, tta_fraction=recipe.tta_fraction)
     check_finite_logits(logits, f"{run} (checkpoint of epoch {state['epoch']})")
     result = {"run": str(run), "checkpoint_epoch": state["epoch"], "params": count_trainable(model),
               **classification_report(logits, data.test[1], classes)}

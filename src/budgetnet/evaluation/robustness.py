@@ -58,7 +58,7 @@ def robustness(run: str | Path, data_dir: str | Path | None = None, *, device: s
     def logits_of(images_nhwc):
         images = torch.from_numpy(images_nhwc).permute(0, 3, 1, 2).contiguous()
         return predict_logits(model, images, data, batch_size or recipe.eval_batch_size, dev,
-                              precision=recipe.precision, tta=recipe.tta).cpu()
+                              precision=recipe.precision, tta=recipe.tta, tta_fraction=recipe.tta_fraction).cpu()
 
     if calibration:
         probs = logits_of(x.transpose(0, 2, 3, 1)).softmax(1)

@@ -517,7 +517,8 @@ def _evaluate(state: TrainState, data: Data, recipe: Recipe, device: torch.devic
         images = getattr(data, split)
         if images is not None:
             loss, acc = evaluate_split(state.eval_model, images, data, recipe.eval_batch_size, device,
-                                       precision=recipe.precision, ddp=ddp, tta=recipe.tta)
+                                       precision=recipe.precision, ddp=ddp, tta=recipe.tta,
+                                       tta_fraction=recipe.tta_fraction)
             row.update({f"{split}_loss": loss, f"{split}_acc": acc})
     if plain:
         row["plain_test_acc"] = row["test_acc"] if evaluated and recipe.tta == "none" else evaluate_split(

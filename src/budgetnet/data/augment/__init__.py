@@ -14,6 +14,8 @@ drawn on the CPU, so the host never waits for the GPU. A recipe names them:
                                                                  each image every other epoch, airbench)
     translate       max_fraction=0.125                           integer shift, zero fill
     cutout          size=16, p=1.0                               zero a square (clipped at the edges)
+    brightness_contrast  brightness=0.1399, contrast=0.1308  (hiverge's jitter of the standardised pixels, per
+                    image; a little beyond [0, 1], not clipped: after the op policies)
     autoaugment     policy=cifar10|imagenet|svhn, interpolation=nearest
     randaugment     num_ops=2, magnitude=9, num_magnitude_bins=31, interpolation=nearest
     trivialaugment  num_magnitude_bins=31, interpolation=nearest  (TrivialAugmentWide)
@@ -32,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...errors import UsageError
-from . import auto, basic, mix  # importing them registers their policies
+from . import auto, basic, color, mix  # importing them registers their policies
 from .auto import JSD_LAMBDA
 from .registry import POLICIES, Policy, build_policy
 
@@ -54,6 +56,10 @@ class Augment:
         if any(getattr(p, "mode", None) == "alternate" for p in policies[1:]):
             raise UsageError("augment policy 'flip' with mode: alternate must come first (it keys each image by "
                              "its own pixels, which the policies before it would change)")
+        jittered = [i for i, p in enumerate(policies) if isinstance(p, color.BrightnessContrast)]
+        if jittered and any(isinstance(p, auto.OpPolicy) for p in policies[jittered[0]:]):
+            raise UsageError("augment policy 'brightness_contrast' must come after autoaugment, randaugment, "
+                             "trivialaugment and augmix (they round images to uint8; its values leave [0, 1])")
 
     def set_epoch(self, epoch: int) -> None:
         """Tell the policies that depend on the epoch (flip with mode: alternate) which one is about to start."""
@@ -62,8 +68,9 @@ class Augment:
                 policy.set_epoch(epoch)
 
     def __call__(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """uint8 images [B, 3, H, W] and int64 labels [B] -> views float32 [V*B, 3, H, W] in [0, 1], view-major
-        (clean view first), and targets: int64 [B], or float32 [B, num_classes] with mixup or cutmix."""
+        """uint8 images [B, 3, H, W] and int64 labels [B] -> views float32 [V*B, 3, H, W] in [0, 1] (a little
+        beyond after brightness_contrast), view-major (clean view first), and targets: int64 [B], or float32
+        [B, num_classes] with mixup or cutmix."""
         targets = F.one_hot(labels, self.num_classes).float() if self.soft_targets else labels
         for policy in self.policies:
             images, targets = policy(images, targets)

@@ -23,7 +23,8 @@ def register(name: str) -> Callable[[type], type]:
 class Policy:
     """A batched augmentation: (images [V*B, 3, H, W], targets [B] or [B, K]) -> the same, augmented.
 
-    Images are uint8, or float32 in [0, 1] once a policy has mixed pixels (augmix, mixup). With V > 1 views
+    Images are uint8, or float32 once a policy has mixed pixels (augmix, mixup: in [0, 1]) or jittered them
+    (brightness_contrast: a little beyond [0, 1]). With V > 1 views
     (AugMix with JSD) the rows are view-major and the targets are shared by the V views.
     """
     mixes_labels = False  # mixup, cutmix: targets become soft labels [B, K]
