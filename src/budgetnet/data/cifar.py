@@ -15,7 +15,7 @@ import torchvision
 from torch import Tensor
 
 from ..errors import UsageError
-from .schema import IMAGE_SHAPE, NUM_CLASSES, SPLIT_SIZES, DataConfig
+from .schema import CHANNEL_MEAN, CHANNEL_STD, IMAGE_SHAPE, NUM_CLASSES, SPLIT_SIZES, DataConfig
 
 ENV_VAR = "BUDGETNET_DATA"
 
@@ -37,9 +37,9 @@ class DatasetInfo:
 DATASETS = {
     "cifar10": DatasetInfo("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
                            "batches.meta", "label_names", "labels", NUM_CLASSES["cifar10"],
-                           (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), torchvision.datasets.CIFAR10),
+                           CHANNEL_MEAN["cifar10"], CHANNEL_STD["cifar10"], torchvision.datasets.CIFAR10),
     "cifar100": DatasetInfo("cifar-100-python", ("train",), ("test",), "meta", "fine_label_names", "fine_labels",
-                            NUM_CLASSES["cifar100"], (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+                            NUM_CLASSES["cifar100"], CHANNEL_MEAN["cifar100"], CHANNEL_STD["cifar100"],
                             torchvision.datasets.CIFAR100),
 }
 

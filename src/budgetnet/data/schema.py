@@ -13,6 +13,8 @@ Dataset = Literal["cifar10", "cifar100"]
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 SPLIT_SIZES = {"train": 50_000, "test": 10_000}
 IMAGE_SHAPE = (3, 32, 32)  # channels, height, width of every image of both
+CHANNEL_MEAN = {"cifar10": (0.4914, 0.4822, 0.4465), "cifar100": (0.5071, 0.4865, 0.4409)}  # of the [0, 1] pixels
+CHANNEL_STD = {"cifar10": (0.2470, 0.2435, 0.2616), "cifar100": (0.2673, 0.2564, 0.2762)}
 
 
 @dataclass

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..schema import CHANNEL_MEAN, CHANNEL_STD
 from .registry import Policy, check, register
 
-# hiverge jitters images standardised by CIFAR-10's channel means and standard deviations (cifar10_speedrun.py:248-249,
-# data.cifar's too; not imported from there, which would load torchvision wherever a recipe is checked)
-MEAN = torch.tensor((0.4914, 0.4822, 0.4465)).view(1, 3, 1, 1)
-STD = torch.tensor((0.2470, 0.2435, 0.2616)).view(1, 3, 1, 1)
+# hiverge jitters images standardised by CIFAR-10's channel means and standard deviations (cifar10_speedrun.py:248-249)
+MEAN = torch.tensor(CHANNEL_MEAN["cifar10"]).view(1, 3, 1, 1)
+STD = torch.tensor(CHANNEL_STD["cifar10"]).view(1, 3, 1, 1)
 
 
 @register("brightness_contrast")
