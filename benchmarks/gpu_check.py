@@ -20,8 +20,9 @@ Stages, in order (seconds are the share of the deadline each is planned to take 
     recipes     `small` and `cpu` (RECIPES), 2 seeds (4 with --stage): test accuracy, seconds and images/s of each
                 epoch, on all 50,000 training images. Their targets are on the CPU: this is their accuracy in seconds.
     levers      issue 26's levers on the validation split (data.val_size=5000): `small` and `small` with each
-                of hiverge's levers not yet measured, then with all of them (LEVERS), 4 seeds each: validation
-                and test accuracy, seconds, PFLOP.
+                of hiverge's levers not yet measured, then with all of them, and `fast` beside small's Muon
+                training on fast's network for fewer epochs (LEVERS), 4 seeds each: validation and test
+                accuracy, seconds, PFLOP.
                 Only with --stage levers (a decision's measurement, not a target).
     airbench    vs_airbench.py: airbench94 beside `small`, airbench95 beside `fast`, airbench94_muon.py (from
                 --airbench94-muon; skipped without it) beside `small` and `small-muon`, 1 warm seed each after a
@@ -270,6 +271,7 @@ HIVERGE_BATCH = ["batch_size=1536", "epochs=7.59", "model.whiten_bias_epochs=0.1
 HIVERGE_JITTER = ["augment=[{name: flip, mode: alternate}, {name: crop, padding: 2, padding_mode: reflect}, "
                   "{name: brightness_contrast}]"]
 HIVERGE_TTA = ["tta_fraction=0.25"]
+FAST_NET = ["model.channels=[128, 384, 384]", "model.residual=true"]  # fast's widths, a shortcut per stage
 LEVERS = [
     ("small", "small", []),
     ("small, brightness and contrast jitter (hiverge)", "small", HIVERGE_JITTER),
@@ -278,6 +280,12 @@ LEVERS = [
     # with SiLU, measured alone before (RESULTS.md); budgetnet's also follows the stem, where hiverge keeps GELU
     ("small, all of hiverge's levers", "small",
      [*HIVERGE_BATCH, *HIVERGE_JITTER, *HIVERGE_TTA, "model.activation=silu"]),
+    # fast's target is 0.8x airbench95's FLOPs: small's Muon training on fast's network (1.808 GFLOP an image)
+    ("fast", "fast", []),
+    ("small's training on fast's network, 11.5 epochs", "small", [*FAST_NET, "epochs=11.5"]),
+    ("small's training on fast's network, 10 epochs", "small", [*FAST_NET, "epochs=10"]),
+    ("small's training on fast's network without shortcuts, 11.5 epochs", "small",
+     [*FAST_NET, "model.residual=false", "epochs=11.5"]),
 ]
 VAL_SIZE = 5000
 
