@@ -86,7 +86,8 @@ def test_test_every_records_the_plain_test_accuracy_and_the_best_seen(tiny_data,
     recipe = tiny_recipe("epochs=3", "test_every=2", "eval_every=2", "tta=flip")
     summary = train(recipe, tmp_path / "run", data=tiny_data, progress=False)
     rows = RunFiles(tmp_path / "run").read_metrics()
-    assert [("plain_test_acc" in r, "test_acc" in r) for r in rows] == [(False, False), (True, True), (True, True)]
+    assert [(r.plain_test_acc is not None, r.test_acc is not None) for r in rows] == [
+        (False, False), (True, True), (True, True)]
     model = ResNet(recipe.model)
     model.load_state_dict(checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")["model"])
     model.eval()
@@ -97,8 +98,8 @@ def test_test_every_records_the_plain_test_accuracy_and_the_best_seen(tiny_data,
     assert rows[-1].plain_test_acc == pytest.approx((plain.argmax(1) == labels).float().mean().item())
     assert rows[-1].test_acc == pytest.approx(((plain + flipped).argmax(1) == labels).float().mean().item())
     best = max(rows[1:], key=lambda r: r.plain_test_acc)
-    assert (summary.best_seen_test_acc, summary.best_seen_test_epoch) == (best["plain_test_acc"], best["epoch"])
-    assert summary.train_seconds == pytest.approx(sum(r["seconds"] for r in rows))  # training epochs alone
+    assert (summary.best_seen_test_acc, summary.best_seen_test_epoch) == (best.plain_test_acc, best.epoch)
+    assert summary.train_seconds == pytest.approx(sum(r.seconds for r in rows))  # training epochs alone
 
 
 def test_without_tta_the_plain_test_accuracy_is_the_epochs_own_and_off_records_none(tiny_data, tmp_path):
