@@ -77,13 +77,14 @@ def main() -> None:
         clean = timed(evaluate_run, run, data, args.device, out_dir=tmp / "eval")
         first = timed(robustness, run, **common)
         cached = timed(robustness, run, **common)
-    result = {"recipe": args.recipe, "params": count_trainable(model), "device": args.device,
+    params = count_trainable(model)
+    result = {"recipe": args.recipe, "params": params, "device": args.device,
               "images_per_corruption": args.limit, "clean_eval_s (10,000 images)": round(clean, 2),
               "corruptions_first_call_s": round(first, 2), "corruptions_cached_call_s": round(cached, 2)}
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"{args.recipe} design, {result['params']:,} parameters, on {args.device}; 15 corruptions x 5 severities "
+    print(f"{args.recipe} design, {params:,} parameters, on {args.device}; 15 corruptions x 5 severities "
           f"x {args.limit:,} images\n")
     print("| clean eval (10,000 images) | corruptions, first call (generates) | corruptions, cached call |")
     print("|---:|---:|---:|")

@@ -73,6 +73,7 @@ from budgetnet.data.cifar import Data, load_data
 from budgetnet.training import checkpoint
 from budgetnet.training.loop import train
 from budgetnet.training.provenance import device_name
+from budgetnet.training.rundir import MetricRow
 from budgetnet.training.runtime import configure_backend
 
 import train_throughput
@@ -184,9 +185,9 @@ def stage_seed_steps(ctx: StageContext, record: dict) -> None:
                    test=(ctx.data.test[0][:batch], ctx.data.test[1][:batch]))
     recipe = load_recipe("seed", [f"device={ctx.device}", f"batch_size={batch}", "checkpoint_every=1",
                                   *(TINY_SEED if ctx.smoke else [])])
-    epochs: list[dict] = []
+    epochs: list[MetricRow] = []
 
-    def stop(row: dict) -> None:
+    def stop(row: MetricRow) -> None:
         epochs.append(row)
         raise StopAfterEpoch
 
@@ -200,8 +201,8 @@ def stage_seed_steps(ctx: StageContext, record: dict) -> None:
                *(v for s in state["optimizer"]["state"].values() for v in s.values() if torch.is_tensor(v))]
     finite = all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
     row = epochs[0]
-    record["rows"].append({"recipe": "seed", "steps": steps, "batch": batch, "train_loss": row["train_loss"],
-                           "seconds": row["seconds"], "weights_and_momentum_finite": finite})
+    record["rows"].append({"recipe": "seed", "steps": steps, "batch": batch, "train_loss": row.train_loss,
+                           "seconds": row.seconds, "weights_and_momentum_finite": finite})
 
 
 def judge_seed_steps(ctx: StageContext, record: dict) -> None:
@@ -219,20 +220,19 @@ def train_seeds(ctx: StageContext, stage: Stage, record: dict, recipe_name: str,
     autotuning (and compilation when the recipe compiles)."""
     recipe = load_recipe(recipe_name, [f"device={ctx.device}", *(stage.smoke if ctx.smoke else [])])
     for seed in range(seeds_of(ctx, stage)):
-        epochs: list[dict] = []
+        epochs: list[MetricRow] = []
 
-        def on_epoch(row: dict) -> None:
+        def on_epoch(row: MetricRow) -> None:
             epochs.append(row)
-            record["rows"].append({"recipe": recipe_name, "seed": seed, "epoch": row["epoch"],
-                                   "seconds": row["seconds"], "images_per_s": row["images_per_s"],
-                                   "test_acc": row.get("test_acc"),
-                                   "train_seconds": sum(r["seconds"] for r in epochs)})
+            record["rows"].append({"recipe": recipe_name, "seed": seed, "epoch": row.epoch, "seconds": row.seconds,
+                                   "images_per_s": row.images_per_s, "test_acc": row.test_acc,
+                                   "train_seconds": sum(r.seconds for r in epochs)})
 
         result = vs_airbench.run_budgetnet(recipe, ctx.data, ctx.device, seed, eval_every, on_epoch)
         elapsed, to_90 = 0.0, None
         for row in epochs:
-            elapsed += row["seconds"]
-            if to_90 is None and row.get("test_acc", 0) >= 0.90:
+            elapsed += row.seconds
+            if to_90 is None and (row.test_acc or 0) >= 0.90:
                 to_90 = elapsed
         record["rows"].append({"recipe": recipe_name, "seed": seed, "epoch": "run", **result, "epochs": len(epochs),
                                "train_seconds_to_90": to_90})
@@ -305,9 +305,9 @@ def stage_levers(ctx: StageContext, record: dict) -> None:
         recipe = load_recipe(recipe_name, [f"device={ctx.device}", f"data.val_size={VAL_SIZE}", *overrides,
                                            *(vs_airbench.SMOKE if ctx.smoke else [])])
         for seed in range(seeds_of(ctx, STAGES["levers"])):
-            last: list[dict] = []
+            last: list[MetricRow] = []
             result = vs_airbench.run_budgetnet(recipe, data, ctx.device, seed, on_epoch=last.append)
-            runs.append({"lever": name, "seed": seed, "val_acc": last[-1]["val_acc"], "test_acc": result["accuracy"],
+            runs.append({"lever": name, "seed": seed, "val_acc": last[-1].val_acc, "test_acc": result["accuracy"],
                          "train_seconds": result["train_seconds"], "pflop": result["pflop"]})
             record["rows"] = lever_rows(runs)
 
@@ -379,9 +379,9 @@ def stage_fidelity(ctx: StageContext, record: dict) -> None:
         for epochs in lengths:
             recipe = load_recipe(design.to_dict(), [f"device={ctx.device}", f"epochs={epochs}", f"eval_every={epochs}",
                                                     *(vs_airbench.SMOKE if ctx.smoke else [])])
-            last: list[dict] = []
+            last: list[MetricRow] = []
             result = vs_airbench.run_budgetnet(recipe, data, ctx.device, 0, on_epoch=last.append)
-            runs.append({"design": i, "epochs": epochs, "val_acc": last[-1]["val_acc"],
+            runs.append({"design": i, "epochs": epochs, "val_acc": last[-1].val_acc,
                          "train_seconds": result["train_seconds"], "model": describe(design.model)})
         record["rows"] = rank_agreement(runs, full)
 

@@ -15,6 +15,7 @@ import sys
 from budgetnet.config import load_recipe
 from budgetnet.training.loop import train_without_rundir
 from budgetnet.training.provenance import device_name
+from budgetnet.training.rundir import MetricRow
 from budgetnet.training.runtime import resolve_device
 
 
@@ -28,24 +29,23 @@ def main(argv: list[str] | None = None) -> int:
 
     recipe = load_recipe(args.recipe, ["eval_every=1", *args.set])
     device = resolve_device(recipe.device)
-    rows: list[dict] = []
+    rows: list[MetricRow] = []
     summary = train_without_rundir(recipe, data_dir=args.data, on_epoch=rows.append)
     elapsed = 0.0
     if not args.json:
         print(f"{'epoch':>5}  {'seconds':>8}  {'total s':>8}  {'train loss':>10}  {'test acc':>8}")
         for row in rows:
-            elapsed += row["seconds"]
-            acc = f"{row['test_acc']:.4f}" if "test_acc" in row else "-"
-            print(f"{row['epoch']:>5}  {row['seconds']:>8.1f}  {elapsed:>8.1f}  {row['train_loss']:>10.4f}  {acc:>8}")
-    result = {"recipe": args.recipe, "device": device_name(device), "params": summary.params,
-              "epochs": summary.epochs_done, "train_seconds": round(summary.train_seconds, 2),
-              "accuracy": summary.final_test_acc}
+            elapsed += row.seconds
+            acc = f"{row.test_acc:.4f}" if row.test_acc is not None else "-"
+            print(f"{row.epoch:>5}  {row.seconds:>8.1f}  {elapsed:>8.1f}  {row.train_loss:>10.4f}  {acc:>8}")
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps({"recipe": args.recipe, "device": device_name(device), "params": summary.params,
+                          "epochs": summary.epochs_done, "train_seconds": round(summary.train_seconds, 2),
+                          "accuracy": summary.final_test_acc}))
     else:
-        print(f"\nrecipe {result['recipe']} on {result['device']}: {result['params']:,} parameters, "
-              f"{result['epochs']} epochs, {result['train_seconds']:.1f} s of training, "
-              f"final test accuracy {result['accuracy']:.4f}")
+        print(f"\nrecipe {args.recipe} on {device_name(device)}: {summary.params:,} parameters, "
+              f"{summary.epochs_done} epochs, {summary.train_seconds:.1f} s of training, "
+              f"final test accuracy {summary.final_test_acc:.4f}")
     return 0
 
 

@@ -49,6 +49,7 @@ from budgetnet.data.cifar import DATASETS, from_arrays, load_split
 from budgetnet.design.model import ResNet, flops_per_image
 from budgetnet.training.loop import train_without_rundir
 from budgetnet.training.provenance import device_name
+from budgetnet.training.rundir import MetricRow
 
 from tables import markdown
 
@@ -159,12 +160,12 @@ def budgetnet_run(images: np.ndarray, labels: np.ndarray, device: torch.device, 
     n = min(steps * batch, len(images))
     data = from_arrays((images[:n], labels[:n]), None, (images[:batch], labels[:batch]), [str(i) for i in range(10)],
                        device=device)
-    rows: list[dict] = []
+    rows: list[MetricRow] = []
     reset_peak_memory(device)
     graphs = compile and compile_mode in ("reduce-overhead", "max-autotune")
     with watch_cudagraphs() if graphs else contextlib.nullcontext() as skips:
         train_without_rundir(recipe, data=data, on_epoch=rows.append)
-    return {"images_per_s": rows[-1]["images_per_s"], "warmup_s": rows[0]["seconds"] - rows[1]["seconds"],
+    return {"images_per_s": rows[-1].images_per_s, "warmup_s": rows[0].seconds - rows[1].seconds,
             "peak_memory_gib": peak_memory_gib(device),
             "cuda_graphs": (("skipped: " + "; ".join(dict.fromkeys(skips.reasons))) if skips.reasons
                             else "no skip logged") if graphs else None}

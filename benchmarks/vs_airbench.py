@@ -63,6 +63,7 @@ from budgetnet.data.cifar import Data, from_arrays, load_data, run_steps, steps_
 from budgetnet.design.model import flops_per_image
 from budgetnet.training.loop import train_without_rundir
 from budgetnet.training.provenance import device_name
+from budgetnet.training.rundir import MetricRow
 from budgetnet.training.runtime import configure_backend
 from budgetnet.training.scoring import TTA_VIEWS, forward_passes  # airbench's TTA levels 0, 1, 2: the same views
 
@@ -106,7 +107,7 @@ def check_airbench_data(data: Data, folder: Path) -> int:
 
 
 def run_budgetnet(recipe: Recipe, data: Data, device: torch.device, seed: int, eval_every: int | None = None,
-                  on_epoch: Callable[[dict], None] | None = None) -> dict:
+                  on_epoch: Callable[[MetricRow], None] | None = None) -> dict:
     """One training run of a recipe with no run directory: accuracy (TTA, after the last epoch), seconds on the one
     clock, the loop's own train_seconds (evaluation excluded), FLOPs. It evaluates after the last epoch only, or
     every `eval_every`."""

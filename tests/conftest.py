@@ -10,6 +10,7 @@ import pytest
 
 from budgetnet.config import load_recipe
 from budgetnet.data.cifar import from_arrays
+from budgetnet.training.rundir import MetricRow
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 TINY_MODEL = ["model.blocks=[1, 1]", "model.channels=8", "model.pool_size=16"]
@@ -49,8 +50,8 @@ class Crash(Exception):
 
 def crash_after(epoch: int):
     """An on_epoch callback that raises Crash once `epoch` has finished (its checkpoint and row are written)."""
-    def on_epoch(row: dict) -> None:
-        if row["epoch"] == epoch:
+    def on_epoch(row: MetricRow) -> None:
+        if row.epoch == epoch:
             raise Crash
 
     return on_epoch

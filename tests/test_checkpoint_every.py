@@ -33,16 +33,16 @@ def test_a_run_killed_between_checkpoints_resumes_bit_identically_with_one_row_p
     killed = RunFiles(tmp_path / "killed")
     with pytest.raises(Crash):
         train(recipe, killed.root, data=tiny_data, progress=False, on_epoch=crash_after(3))
-    assert checkpoint.load(killed.last)["epoch"] == 2 and [r["epoch"] for r in killed.read_metrics()] == [1, 2, 3]
+    assert checkpoint.load(killed.last)["epoch"] == 2 and [r.epoch for r in killed.read_metrics()] == [1, 2, 3]
     summary = train(None, killed.root, data=tiny_data, progress=False, resume=True)  # redoes epoch 3, then 4 and 5
     assert summary.epochs_done == 5
-    assert [r["epoch"] for r in killed.read_metrics()] == [1, 2, 3, 4, 5]  # epoch 3's first row was dropped
+    assert [r.epoch for r in killed.read_metrics()] == [1, 2, 3, 4, 5]  # epoch 3's first row was dropped
     full, resumed = checkpoint.load(tmp_path / "full" / "checkpoints" / "last.pt"), checkpoint.load(killed.last)
     for key, value in full["model"].items():
         assert torch.equal(value, resumed["model"][key]), key
 
     def untimed(root):
-        return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")}
+        return [{k: v for k, v in r.to_dict().items() if k not in ("seconds", "images_per_s")}
                 for r in RunFiles(root).read_metrics()]
 
     assert untimed(killed.root) == untimed(tmp_path / "full")  # losses and accuracies of every epoch, bit for bit
@@ -50,7 +50,7 @@ def test_a_run_killed_between_checkpoints_resumes_bit_identically_with_one_row_p
 
 def test_an_interrupt_names_the_last_checkpoint_written_not_the_last_epoch(tiny_data, tmp_path):
     def interrupt_after_3(row):
-        if row["epoch"] == 3:
+        if row.epoch == 3:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt, match="last good checkpoint, after epoch 2"):
@@ -87,8 +87,8 @@ def test_training_without_a_run_directory_writes_nothing_and_runs_no_git(tiny_da
     rows = []
     summary = train_without_rundir(tiny_recipe(), data=tiny_data, on_epoch=rows.append)
     assert saved == [] and list(tmp_path.iterdir()) == []
-    assert summary.status == "finished" and summary.epochs_done == 2 and [r["epoch"] for r in rows] == [1, 2]
-    assert summary.final_test_acc > 0.1 and summary.train_seconds == sum(r["seconds"] for r in rows)
+    assert summary.status == "finished" and summary.epochs_done == 2 and [r.epoch for r in rows] == [1, 2]
+    assert summary.final_test_acc > 0.1 and summary.train_seconds == sum(r.seconds for r in rows)
     assert summary.budgetnet_commit is None and summary.device_name
     provenance.git_commit.cache_clear()
 
@@ -104,9 +104,9 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again_with_one_row_per_
     files = RunFiles(tmp_path / "run")
     with pytest.raises(Crash):
         train(recipe, files.root, data=tiny_data, progress=False, on_epoch=crash_after(2))
-    assert not files.last.is_file() and [r["epoch"] for r in files.read_metrics()] == [1, 2]
+    assert not files.last.is_file() and [r.epoch for r in files.read_metrics()] == [1, 2]
     with pytest.raises(RecipeError, match="2 epoch rows"):  # a new run there would mix its rows with those
         train(recipe, files.root, data=tiny_data, progress=False)
     # no checkpoint was due yet: a resume (what `experiment` does for such a folder) trains from the start
     train(None, files.root, resume=True, data=tiny_data, progress=False)
-    assert [r["epoch"] for r in files.read_metrics()] == [1, 2, 3, 4]
+    assert [r.epoch for r in files.read_metrics()] == [1, 2, 3, 4]

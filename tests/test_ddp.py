@@ -68,10 +68,10 @@ def test_two_processes_match_one_with_the_same_global_batch(fake_cifar, tmp_path
     assert ddp_out.count("differs from the official release") == 1  # the data note comes from rank 0 only
 
     # the logged figures are those of the checkpoint rank 0 saved (all ranks evaluate with its BN statistics)
-    model, run_recipe, state = load_model(tmp_path / "ddp", "last")
+    model, run_recipe, meta = load_model(tmp_path / "ddp", "last")
     data = load_data(run_recipe.data, fake_cifar)
     loss, acc = evaluate_split(model, data.test, data, 256, torch.device("cpu"), precision=run_recipe.precision)
-    assert state["epoch"] == 2
+    assert meta.epoch == 2
     assert acc == two[-1]["test_acc"] and loss == pytest.approx(two[-1]["test_loss"], rel=1e-5)
 
 

@@ -327,7 +327,7 @@ def test_finished_runs_are_skipped_and_killed_runs_resume(tmp_path, fake_cifar):
                  "--jobs", "2"]) == 0
     assert RunFiles(done.path).metrics.stat().st_mtime_ns == done_mtime and not (done.path / "train.log").exists()
     resumed = RunFiles(killed.path).read_metrics()
-    assert [r["epoch"] for r in resumed] == [1, 2] and resumed[0] == first_epoch[0]
+    assert [r.epoch for r in resumed] == [1, 2] and resumed[0] == first_epoch[0]
     assert "resuming" in (killed.path / "train.log").read_text()
     assert json.loads(RunFiles(killed.path).summary.read_text())["status"] == "finished"
     assert {p.name for p in out.glob("*.png")} == {"test_curves.png"}

@@ -216,14 +216,14 @@ def test_resume_is_exact_with_ema_and_lookahead(tiny_data, tmp_path):
 
     def stop_after_one(row):
         rows.append(row)
-        if row["epoch"] == 1:
+        if row.epoch == 1:
             raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
         train(recipe, tmp_path / "b", progress=False, data=tiny_data, on_epoch=stop_after_one)
-    assert [r["epoch"] for r in rows] == [1]  # stopped after its first epoch, as a kill would
+    assert [r.epoch for r in rows] == [1]  # stopped after its first epoch, as a kill would
     first_straight = RunFiles(tmp_path / "a").read_metrics()[0]
-    assert {k: rows[0][k] for k in ("train_loss", "test_loss", "test_acc")} == \
-        {k: first_straight[k] for k in ("train_loss", "test_loss", "test_acc")}
+    assert (rows[0].train_loss, rows[0].test_loss, rows[0].test_acc) == \
+        (first_straight.train_loss, first_straight.test_loss, first_straight.test_acc)
     resumed = train(recipe, tmp_path / "b", resume=True, progress=False, data=tiny_data)
     assert resumed.final_test_acc == straight.final_test_acc
     a = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=True)

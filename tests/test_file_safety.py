@@ -19,8 +19,9 @@ from budgetnet.design.model import ResNet
 from budgetnet.training import checkpoint
 from budgetnet.training.checkpoint import CheckpointError, load_model
 from budgetnet.training.loop import train
-from budgetnet.training.rundir import DamagedFileError, LinkedRunError, RunFiles
+from budgetnet.training.rundir import DamagedFileError, EvalRecord, LinkedRunError, MetricRow, RunFiles
 from budgetnet.workflows.report import report
+from budgetnet.workflows.search.storage import TrialAttrs
 from budgetnet.workflows.search.errors import RunDirRefused
 from budgetnet.workflows.search.objective import run_path
 from budgetnet.workflows.search.space import load_space
@@ -56,7 +57,7 @@ def test_a_search_worker_fails_a_queued_trial_recorded_outside_out_and_writes_no
     study.enqueue_trial({"optimizer.lr": 0.1}, user_attrs={"run_dir": "../victim"})
     run_search(load_space(str(space_file)), out, trials=1, data=tiny_data, device="cpu")
     trial = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'search.db'}").trials[0]
-    assert trial.state == optuna.trial.TrialState.FAIL and "not inside --out" in trial.user_attrs["failed"]
+    assert trial.state == optuna.trial.TrialState.FAIL and "not inside --out" in TrialAttrs.of(trial).failed
     assert not victim.exists()
     assert "trial 0: failed: the study records run directory '../victim'" in capsys.readouterr().err
 
@@ -105,9 +106,9 @@ def test_replacing_a_file_never_writes_through_a_link_left_at_an_old_temporary_n
     target.write_text("keep me")
     files.root.mkdir()
     (files.root / "eval.json.tmp").symlink_to(target)  # what an adversary plants at the old fixed temporary name
-    files.write_eval({"accuracy": 0.5})
+    files.write_eval(EvalRecord(accuracy=0.5))
     assert target.read_text() == "keep me" and not files.eval.is_symlink()
-    assert files.read_eval() == {"accuracy": 0.5}
+    assert files.read_eval() == EvalRecord(accuracy=0.5)
 
 
 def write_checkpoint(path: Path, recipe_overrides=(), weights_from=(), **fields) -> Path:
@@ -186,7 +187,7 @@ def test_a_full_disk_at_best_pt_redoes_the_epoch_and_says_so(tiny_data, tmp_path
     assert not files.last.exists() and files.read_metrics() == []
     monkeypatch.undo()
     train(None, files.root, data=tiny_data, progress=False, resume=True)
-    assert [r["epoch"] for r in files.read_metrics()] == [1, 2, 3]
+    assert [r.epoch for r in files.read_metrics()] == [1, 2, 3]
 
 
 def test_a_full_disk_at_the_metric_row_keeps_the_checkpoint_and_the_resume_restores_the_row(tiny_data, tmp_path,
@@ -195,27 +196,27 @@ def test_a_full_disk_at_the_metric_row_keeps_the_checkpoint_and_the_resume_resto
     full_disk_when(monkeypatch, lambda file, data: isinstance(file, int) and b'{"epoch": 2,' in data)
     with pytest.raises(DiskFullError, match=r"after epoch 2 .*; epoch 2's metrics row, not written, is restored"):
         train(tiny_recipe("epochs=3"), files.root, data=tiny_data, progress=False)
-    assert checkpoint.load(files.last)["epoch"] == 2 and [r["epoch"] for r in files.read_metrics()] == [1]
+    assert checkpoint.load(files.last)["epoch"] == 2 and [r.epoch for r in files.read_metrics()] == [1]
     monkeypatch.undo()
     train(None, files.root, data=tiny_data, progress=False, resume=True)
-    assert [r["epoch"] for r in files.read_metrics()] == [1, 2, 3]
+    assert [r.epoch for r in files.read_metrics()] == [1, 2, 3]
     assert "its metrics row restored from" in capsys.readouterr().err
 
 
 def test_an_append_on_a_full_disk_leaves_the_file_as_it_was(tmp_path, monkeypatch):
     files = RunFiles(tmp_path)
-    files.append_metrics({"epoch": 1})
+    files.append_metrics(MetricRow.from_dict({"epoch": 1}))
 
     full_disk_when(monkeypatch, lambda file, data: isinstance(file, int))
     with pytest.raises(DiskFullError, match="metrics.jsonl"):
-        files.append_metrics({"epoch": 2, "test_acc": 0.5})
+        files.append_metrics(MetricRow.from_dict({"epoch": 2, "test_acc": 0.5}))
     assert files.metrics.read_text() == '{"epoch": 1}\n'
 
 
 def test_a_torn_last_row_is_dropped_with_a_note_once(tmp_path, capsys):
     files = RunFiles(tmp_path)
     files.metrics.write_text('{"epoch": 1}\n{"epoch": 2, "test_a')
-    assert files.read_metrics() == [{"epoch": 1}] and files.read_metrics() == [{"epoch": 1}]
+    assert [r.to_dict() for r in files.read_metrics()] == [{"epoch": 1}] == [r.to_dict() for r in files.read_metrics()]
     err = capsys.readouterr().err
     assert err.count(f"note: {files.metrics}: line 2 is cut short") == 1
 
@@ -246,8 +247,8 @@ def test_report_without_a_summary_works_it_out_from_the_metrics(tmp_path):
     recipe = tiny_recipe("epochs=3")
     files.write_recipe(recipe)
     for epoch, acc in ((1, 0.4), (2, 0.5)):
-        files.append_metrics({"epoch": epoch, "lr": 0.1, "test_acc": acc, "test_loss": 1.0, "seconds": 1.0,
-                              "images_per_s": 10.0})
+        files.append_metrics(MetricRow(epoch=epoch, lr=0.1, train_loss=1.0, train_acc=0.5, seconds=1.0,
+                                       images_per_s=10.0, test_loss=1.0, test_acc=acc))
     loaded = files.read_run()
     assert (loaded.status, loaded.summary.epochs_done, loaded.summary.final_test_acc) == (
         "summary missing", 2, 0.5)

@@ -48,14 +48,14 @@ def test_a_fractional_run_trains_its_steps_and_evaluates_tests_and_checkpoints_i
                          "schedule.end_factor=0.07")
     summary = train(recipe, tmp_path / "run", data=tiny_data, progress=False)
     rows = RunFiles(tmp_path / "run").read_metrics()
-    assert [r["epoch"] for r in rows] == [1, 2, 3]
-    assert [r["images_per_s"] * r["seconds"] for r in rows] == pytest.approx([512, 512, 256])  # 4 of 8 batches
-    assert "test_acc" not in rows[0] and {"test_acc", "plain_test_acc"} <= rows[2].keys()  # the last is evaluated
-    assert rows[2]["lr"] == pytest.approx(0.07 * recipe.optimizer.lr)  # the schedule's end, at step 20
+    assert [r.epoch for r in rows] == [1, 2, 3]
+    assert [r.images_per_s * r.seconds for r in rows] == pytest.approx([512, 512, 256])  # 4 of 8 batches
+    assert rows[0].test_acc is None and None not in (rows[2].test_acc, rows[2].plain_test_acc)  # the last is evaluated
+    assert rows[2].lr == pytest.approx(0.07 * recipe.optimizer.lr)  # the schedule's end, at step 20
     last = checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")
     assert (last["epoch"], last["scheduler"]["last_epoch"]) == (3, 20)
     assert (summary.status, summary.epochs, summary.epochs_done) == ("finished", 2.5, 3)
-    assert summary.final_test_acc == rows[2]["test_acc"]
+    assert summary.final_test_acc == rows[2].test_acc
     assert "epochs: 2.5" in (tmp_path / "run" / "recipe.yaml").read_text()
 
 
@@ -72,7 +72,7 @@ def test_a_fractional_run_interrupted_after_epoch_1_resumes_to_the_same_weights(
     after_one = checkpoint.load(killed.last)
     assert (after_one["epoch"], after_one["scheduler"]["last_epoch"]) == (1, STEPS)
     summary = train(None, killed.root, data=tiny_data, progress=False, resume=True)
-    assert (summary.status, [r["epoch"] for r in killed.read_metrics()]) == ("finished", [1, 2, 3])
+    assert (summary.status, [r.epoch for r in killed.read_metrics()]) == ("finished", [1, 2, 3])
     full, resumed = checkpoint.load(tmp_path / "full" / "checkpoints" / "last.pt"), checkpoint.load(killed.last)
     assert full["scheduler"]["last_epoch"] == resumed["scheduler"]["last_epoch"] == 20
     for part in ("model", "train_model"):  # the EMA's weights and the trained ones

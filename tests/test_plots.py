@@ -3,9 +3,11 @@ import subprocess
 import sys
 
 import matplotlib.pyplot as plt
+import pytest
 from PIL import Image
 
 from budgetnet import plots
+from budgetnet.training.rundir import MetricRow
 
 
 def test_save_creates_the_folder_writes_a_png_and_leaves_no_pyplot_figure(tmp_path):
@@ -20,8 +22,10 @@ def test_save_creates_the_folder_writes_a_png_and_leaves_no_pyplot_figure(tmp_pa
 def test_plot_curves_draws_runs_their_mean_and_names_missing_metrics(tmp_path, monkeypatch):
     drawn = {}
     monkeypatch.setattr(plots, "save", lambda fig, path, dpi=plots.DPI: drawn.setdefault("fig", fig) and path)
-    one = [{"epoch": 1, "train_loss": 2.0, "test_acc": 0.3}, {"epoch": 2, "train_loss": 1.0, "test_acc": 0.4}]
-    two = [{"epoch": 1, "train_loss": 4.0, "test_acc": 0.5}, {"epoch": 2, "train_loss": 3.0, "test_acc": 0.6}]
+    one = [MetricRow.from_dict({"epoch": e, "train_loss": loss, "test_acc": acc}) for e, loss, acc in ((1, 2.0, 0.3),
+                                                                                                     (2, 1.0, 0.4))]
+    two = [MetricRow.from_dict({"epoch": e, "train_loss": loss, "test_acc": acc}) for e, loss, acc in ((1, 4.0, 0.5),
+                                                                                                     (2, 3.0, 0.6))]
     plots.plot_curves({"a": [one, two], "b": [one]}, ["train_loss", "test_acc", "val_loss"], tmp_path / "c.png",
                       "t", names={"train_loss": "cross-entropy + JSD"})
     loss, acc, val, spare = drawn["fig"].axes
@@ -30,6 +34,12 @@ def test_plot_curves_draws_runs_their_mean_and_names_missing_metrics(tmp_path, m
     assert lines["a (mean of 2)"] == [40.0, 50.0] and lines["b"] == [30.0, 40.0]  # accuracies in percent
     assert [t.get_text() for t in val.texts] == ["no validation loss recorded"]
     assert not spare.axison
+
+
+def test_the_curves_are_metric_row_fields_and_no_other_name_is_drawn(tmp_path):
+    assert set(plots.CURVE_METRICS) <= set(MetricRow.keys())
+    with pytest.raises(ValueError, match="no curve for test_accuracy"):
+        plots.plot_curves({"a": [[]]}, ["test_accuracy"], tmp_path / "c.png", "t")
 
 
 def test_colours_are_distinct_per_label():

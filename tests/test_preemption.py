@@ -61,7 +61,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(uninterrupted, fake_cifa
     wait_for_line(proc, "epoch 1/3 |")  # printed after epoch 1's checkpoint and row; epoch 2 starts at once
     proc.kill()
     proc.wait()
-    assert [r["epoch"] for r in RunFiles(run).read_metrics()] == [1]  # killed inside epoch 2
+    assert [r.epoch for r in RunFiles(run).read_metrics()] == [1]  # killed inside epoch 2
     out, _ = start("--resume", str(run), "--data", str(fake_cifar)).communicate()
     assert "resuming" in out and "finished" in out, out
     assert_same_weights(run, full)

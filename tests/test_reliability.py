@@ -17,7 +17,7 @@ from budgetnet.config import RecipeError
 from budgetnet.console import predictions_text
 from budgetnet.training import checkpoint
 from budgetnet.training.loop import TrainingDiverged, train
-from budgetnet.training.rundir import RunBusyError, RunFiles, dumps
+from budgetnet.training.rundir import MetricRow, RunBusyError, RunFiles, dumps
 from conftest import TINY_MODEL, Crash, crash_after, tiny_recipe
 
 
@@ -72,7 +72,7 @@ def test_a_second_writer_is_refused_naming_the_pid_holding_the_run(tiny_data, tm
         holder.kill()  # a killed holder leaves nothing stuck: the kernel drops its lock
         holder.wait()
     assert train(tiny_recipe("epochs=1"), files.root, data=tiny_data, progress=False).status == "finished"
-    assert [r["epoch"] for r in files.read_metrics()] == [1]
+    assert [r.epoch for r in files.read_metrics()] == [1]
 
 
 def test_the_lock_is_released_when_the_run_ends_however_it_ends(stopped_run, tmp_path):
@@ -96,10 +96,11 @@ def test_resume_refuses_metric_rows_whose_checkpoints_are_gone(stopped_run, tiny
 def test_a_new_run_refuses_a_folder_holding_metrics_without_a_checkpoint(tiny_data, tmp_path):
     files = RunFiles(tmp_path / "run")
     files.root.mkdir()
-    files.append_metrics({"epoch": 1, "test_acc": 0.5})
+    files.append_metrics(MetricRow.from_dict({"epoch": 1, "test_acc": 0.5}))
     with pytest.raises(RecipeError, match=r"holds metrics.jsonl \(1 epoch rows\) but no checkpoint"):
         train(tiny_recipe("epochs=1"), files.root, data=tiny_data, progress=False)
-    assert files.read_metrics() == [{"epoch": 1, "test_acc": 0.5}] and not files.checkpoints.exists()
+    rows = [r.to_dict() for r in files.read_metrics()]
+    assert rows == [{"epoch": 1, "test_acc": 0.5}] and not files.checkpoints.exists()
 
 
 def test_a_broken_recipe_yaml_read_by_resume_is_one_line(stopped_run, capsys):
@@ -131,7 +132,8 @@ def test_a_nan_evaluation_is_a_divergence_and_the_json_stays_standard(tiny_data,
 
 def test_json_files_write_null_for_non_finite_numbers(tmp_path):
     files = RunFiles(tmp_path)
-    files.append_metrics({"epoch": 1, "test_loss": math.nan, "test_acc": math.inf, "x": [-math.inf]})
+    files.append_metrics(MetricRow.from_dict({"epoch": 1, "test_loss": math.nan, "test_acc": math.inf,
+                                              "x": [-math.inf]}))
     assert files.metrics.read_text() == '{"epoch": 1, "test_loss": null, "test_acc": null, "x": [null]}\n'
     assert dumps({"a": 1.5}) == '{"a": 1.5}'
 

@@ -106,7 +106,7 @@ def test_schedule_curve_is_the_lr_training_logs(tmp_path, tiny_data, schedule):
     epochs, lrs = schedule_curve(recipe)
     curve = dict(zip(epochs, lrs))
     for row in RunFiles(tmp_path / "run").read_metrics():
-        assert row["lr"] == pytest.approx(curve[float(row["epoch"])], abs=1e-9)
+        assert row.lr == pytest.approx(curve[float(row.epoch)], abs=1e-9)
 
 
 def test_schedule_curve_of_fast_is_the_lr_its_run_logs(tmp_path, tiny_data):
@@ -121,7 +121,7 @@ def test_schedule_curve_of_fast_is_the_lr_its_run_logs(tmp_path, tiny_data):
     rows = RunFiles(tmp_path / "run").read_metrics()
     assert len(rows) == 2
     for row in rows:
-        assert row["lr"] == pytest.approx(curve[float(row["epoch"])], rel=1e-9)
+        assert row.lr == pytest.approx(curve[float(row.epoch)], rel=1e-9)
 
 
 def test_cli_report(tmp_path, capsys):

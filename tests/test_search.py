@@ -31,7 +31,7 @@ from budgetnet.workflows.search.errors import SearchError
 from budgetnet.workflows.search.gpu import claim_gpu, worker_device
 from budgetnet.workflows.search.report import _importances, pareto_front, search_report, worker_summary
 from budgetnet.workflows.search.space import check_budget, load_space
-from budgetnet.workflows.search.storage import load_study, shown_url, storage_url
+from budgetnet.workflows.search.storage import TrialAttrs, load_study, shown_url, storage_url
 from budgetnet.workflows.search.worker import _sampler, run_search
 
 BUDGET = 20_000
@@ -57,6 +57,19 @@ def val_data():
 
 
 # ---- space files -------------------------------------------------------------------------------------
+
+def test_trial_attrs_are_stored_by_their_names_and_read_back_as_a_record():
+    """What a study's storage holds per trial keeps its names: a study written before TrialAttrs reads the same."""
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.set_user_attr("run_dir", "trials/0")  # as an older budgetnet wrote it
+    TrialAttrs.record(trial, params=1234, rejected="over_budget", test_acc=None)
+    assert trial.user_attrs == {"run_dir": "trials/0", "params": 1234, "rejected": "over_budget", "test_acc": None}
+    attrs = TrialAttrs.of(study.trials[0])
+    assert (attrs.run_dir, attrs.params, attrs.rejected, attrs.failed) == ("trials/0", 1234, "over_budget", None)
+    with pytest.raises(TypeError, match="not a trial attr: param"):
+        TrialAttrs.record(trial, param=1)
+
 
 def test_space_file_becomes_distributions_and_a_base(tmp_path):
     space = load_space(write_space(tmp_path, {**TINY_PARAMS, "data.val_size": 200}))

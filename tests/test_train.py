@@ -29,9 +29,10 @@ from conftest import CLASSES, TINY_MODEL, Crash, crash_after, tiny_recipe
 def test_trains_above_chance_and_writes_the_run(tiny_data, tmp_path):
     summary = train(tiny_recipe("epochs=3"), tmp_path / "run", data=tiny_data, progress=False)
     rows = RunFiles(tmp_path / "run").read_metrics()
-    assert [r["epoch"] for r in rows] == [1, 2, 3]
-    assert {"lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds", "images_per_s"} <= set(rows[0])
-    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert [r.epoch for r in rows] == [1, 2, 3]
+    assert None not in (rows[0].lr, rows[0].train_loss, rows[0].train_acc, rows[0].test_loss, rows[0].test_acc,
+                        rows[0].seconds, rows[0].images_per_s)
+    assert rows[-1].train_loss < rows[0].train_loss
     assert summary.status == "finished" and summary.final_test_acc > 0.3  # chance is 0.1
     for name in ("recipe.yaml", "summary.json", "checkpoints/last.pt", "checkpoints/best.pt"):
         assert (tmp_path / "run" / name).is_file()
@@ -76,7 +77,7 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tiny_data, tm
     for key, value in full["model"].items():
         assert torch.equal(value, resumed["model"][key]), key
     full, killed = RunFiles(tmp_path / "full").read_metrics(), RunFiles(tmp_path / "killed").read_metrics()
-    assert full[-1]["test_acc"] == killed[-1]["test_acc"]
+    assert full[-1].test_acc == killed[-1].test_acc
 
 
 def test_test_every_records_the_plain_test_accuracy_and_the_best_seen(tiny_data, tmp_path):
@@ -85,7 +86,8 @@ def test_test_every_records_the_plain_test_accuracy_and_the_best_seen(tiny_data,
     recipe = tiny_recipe("epochs=3", "test_every=2", "eval_every=2", "tta=flip")
     summary = train(recipe, tmp_path / "run", data=tiny_data, progress=False)
     rows = RunFiles(tmp_path / "run").read_metrics()
-    assert [("plain_test_acc" in r, "test_acc" in r) for r in rows] == [(False, False), (True, True), (True, True)]
+    assert [(r.plain_test_acc is not None, r.test_acc is not None) for r in rows] == [
+        (False, False), (True, True), (True, True)]
     model = ResNet(recipe.model)
     model.load_state_dict(checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")["model"])
     model.eval()
@@ -93,19 +95,19 @@ def test_test_every_records_the_plain_test_accuracy_and_the_best_seen(tiny_data,
     with torch.no_grad():
         x = tiny_data.normalize(images.float() / 255)
         plain, flipped = model(x), model(x.flip(-1))
-    assert rows[-1]["plain_test_acc"] == pytest.approx((plain.argmax(1) == labels).float().mean().item())
-    assert rows[-1]["test_acc"] == pytest.approx(((plain + flipped).argmax(1) == labels).float().mean().item())
-    best = max(rows[1:], key=lambda r: r["plain_test_acc"])
-    assert (summary.best_seen_test_acc, summary.best_seen_test_epoch) == (best["plain_test_acc"], best["epoch"])
-    assert summary.train_seconds == pytest.approx(sum(r["seconds"] for r in rows))  # training epochs alone
+    assert rows[-1].plain_test_acc == pytest.approx((plain.argmax(1) == labels).float().mean().item())
+    assert rows[-1].test_acc == pytest.approx(((plain + flipped).argmax(1) == labels).float().mean().item())
+    best = max(rows[1:], key=lambda r: r.plain_test_acc)
+    assert (summary.best_seen_test_acc, summary.best_seen_test_epoch) == (best.plain_test_acc, best.epoch)
+    assert summary.train_seconds == pytest.approx(sum(r.seconds for r in rows))  # training epochs alone
 
 
 def test_without_tta_the_plain_test_accuracy_is_the_epochs_own_and_off_records_none(tiny_data, tmp_path):
     train(tiny_recipe("epochs=3", "test_every=2"), tmp_path / "on", data=tiny_data, progress=False)
     rows = RunFiles(tmp_path / "on").read_metrics()
-    assert [r.get("plain_test_acc") for r in rows] == [None, rows[1]["test_acc"], rows[2]["test_acc"]]
+    assert [r.plain_test_acc for r in rows] == [None, rows[1].test_acc, rows[2].test_acc]
     summary = train(tiny_recipe("epochs=2"), tmp_path / "off", data=tiny_data, progress=False)
-    assert not any("plain_test_acc" in r for r in RunFiles(tmp_path / "off").read_metrics())
+    assert not any("plain_test_acc" in r.to_dict() for r in RunFiles(tmp_path / "off").read_metrics())
     assert (summary.best_seen_test_acc, summary.best_seen_test_epoch) == (None, None)
 
 
@@ -191,7 +193,7 @@ def test_a_full_disk_keeps_the_last_good_checkpoint_and_says_where(tiny_data, tm
     assert str(info.value).startswith(f"no space left on device while writing {files.last}; the partial file was "
                                       f"removed and the run keeps its last good checkpoint, after epoch 1")
     assert not list(files.root.rglob("*.tmp"))
-    assert checkpoint.load(files.last)["epoch"] == 1 and [r["epoch"] for r in files.read_metrics()] == [1]
+    assert checkpoint.load(files.last)["epoch"] == 1 and [r.epoch for r in files.read_metrics()] == [1]
     summary = json.loads(files.summary.read_text())
     assert (summary["status"], summary["epochs_done"]) == ("disk_full", 1) and "no space left" in summary["error"]
     monkeypatch.undo()
@@ -228,10 +230,10 @@ def test_resume_honours_set_and_records_when_it_took_effect(tiny_data, tmp_path)
     assert "lr: 0.01" in files.recipe.read_text()
     rows, steps = files.read_metrics(), 512 // 64
     for row in rows:  # epochs 1-2 follow the schedule from 0.2, epochs 3-4 the same schedule from 0.01
-        base = 0.2 if row["epoch"] <= 2 else 0.01
-        expected = lr_at_step(recipe.schedule, base, row["epoch"] * steps, 4 * steps, steps)
-        assert row["lr"] == pytest.approx(expected, abs=1e-12)
-    assert rows[2]["lr"] > 0
+        base = 0.2 if row.epoch <= 2 else 0.01
+        expected = lr_at_step(recipe.schedule, base, row.epoch * steps, 4 * steps, steps)
+        assert row.lr == pytest.approx(expected, abs=1e-12)
+    assert rows[2].lr > 0
     groups = checkpoint.load(files.last)["optimizer"]["param_groups"]
     assert [g["initial_lr"] for g in groups] == [0.01, 0.01 * recipe.optimizer.norm_lr_scale]
 
@@ -338,7 +340,7 @@ def test_eval_of_a_run_matches_its_last_epoch(tiny_data, fake_cifar, tmp_path):
     summary = train(tiny_recipe("epochs=1", "data.train_size=512"), tmp_path / "run", data_dir=fake_cifar,
                     progress=False)
     result = evaluate_run(tmp_path / "run", data_dir=fake_cifar, device="cpu")
-    assert result["accuracy"] == pytest.approx(summary.final_test_acc, abs=1e-6)
-    assert result["params"] == summary.params
-    assert sum(map(sum, result["confusion_matrix"])) == 10_000
+    assert result.accuracy == pytest.approx(summary.final_test_acc, abs=1e-6)
+    assert result.params == summary.params
+    assert sum(map(sum, result.confusion_matrix)) == 10_000
     assert (tmp_path / "run" / "eval.json").is_file() and (tmp_path / "run" / "confusion.png").is_file()

@@ -49,12 +49,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluation.robustness import evaluate_all
+    from .evaluation.robustness import eval_text, evaluate_all
 
     result = evaluate_all(args.run, args.data, device=args.device, which=args.checkpoint, out_dir=args.out,
                           corruptions=args.corruptions, calibration=args.calibration, cifar10c_dir=args.cifar10c,
                           severities=tuple(args.severities), limit=args.limit, progress=not args.json)
-    print(json.dumps(result, indent=2) if args.json else console.eval_text(args.run, result))
+    print(json.dumps(result.to_dict(), indent=2) if args.json else eval_text(args.run, result))
     return 0
 
 

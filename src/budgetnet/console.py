@@ -49,24 +49,6 @@ def run_text(out: str, status: str, acc: float | None) -> str:
     return f"run {out}: {status}, final test accuracy " + (f"{acc:.4f}" if acc is not None else "none")
 
 
-def eval_text(run: str, result: dict) -> str:
-    """`budgetnet eval`: accuracy, per-class accuracy, and calibration and corruption errors when measured."""
-    lines = [f"{run}: test accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}, "
-             f"{result['params']:,} parameters (checkpoint of epoch {result['checkpoint_epoch']})"]
-    lines += [f"  {name:<12} {acc:.4f}" for name, acc in result["per_class_accuracy"].items()]
-    if "ece" in result:
-        lines.append(f"expected calibration error {result['ece']:.4f} ({result['ece_images']:,} images)")
-    if "per_corruption" in result:
-        lines.append(f"corruption accuracy {result['corruption_accuracy']:.4f} ({result['corruption_source']}, "
-                     f"{result['corruption_images']:,} images each); error (%):")
-        columns = next(iter(result["per_corruption"].values()))
-        lines.append(f"  {'corruption':<18} " + " ".join(f"{k:>5}" for k in columns))
-        lines += [f"  {name:<18} " + " ".join(f"{100 * (1 - v):5.1f}" for v in acc.values())
-                  for name, acc in result["per_corruption"].items()]
-        lines += [f"  {name:<18} skipped: {why}" for name, why in result.get("corruptions_skipped", {}).items()]
-    return "\n".join(lines)
-
-
 def export_text(result: dict) -> str:
     """`budgetnet export`: the files written and how closely they reproduce budgetnet's logits."""
     return (f"wrote {', '.join(result['files'])}; logits match budgetnet's "

@@ -21,6 +21,7 @@ from . import atomic
 
 DPI = 120
 GRID_ALPHA = 0.3
+# the fields of a metric row (training.rundir.MetricRow) that plot_curves draws, with their axis labels
 CURVE_METRICS = {"train_loss": "train loss", "test_loss": "test loss", "train_acc": "train accuracy (%)",
                  "test_acc": "test accuracy (%)", "val_loss": "validation loss", "val_acc": "validation accuracy (%)"}
 
@@ -50,12 +51,13 @@ def colours(labels: list[str]) -> dict[str, tuple]:
     return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
 
 
-def _draw_metric(ax, groups: dict[str, list[list[dict]]], metric: str, palette: dict) -> bool:
+def _draw_metric(ax, groups: dict[str, list[list[Any]]], metric: str, palette: dict) -> bool:
     """Each run as a thin line and, with several runs in a group, their mean (epochs all share) as a thick one."""
     drawn = False
     scale = 100 if metric.endswith("_acc") else 1
     for label, runs in groups.items():
-        series = [{r["epoch"]: scale * r[metric] for r in rows if r.get(metric) is not None} for rows in runs]
+        series = [{r.epoch: scale * getattr(r, metric) for r in rows if getattr(r, metric) is not None}
+                  for rows in runs]
         series = [s for s in series if s]
         if not series:
             continue
@@ -72,13 +74,16 @@ def _draw_metric(ax, groups: dict[str, list[list[dict]]], metric: str, palette: 
     return drawn
 
 
-def plot_curves(groups: dict[str, list[list[dict]]], metrics: list[str], path: str | Path, title: str,
+def plot_curves(groups: dict[str, list[list[Any]]], metrics: list[str], path: str | Path, title: str,
                 names: dict[str, str] | None = None) -> Path:
-    """One panel per metric (per epoch, accuracies in %), one colour per group of runs.
+    """One panel per metric of CURVE_METRICS (per epoch, accuracies in %), one colour per group of runs.
 
-    `groups` maps a label to the metric rows (`metrics.jsonl`, one dict per epoch) of each of its runs;
+    `groups` maps a label to the metric rows (rundir.MetricRow, one per epoch) of each of its runs;
     `names` overrides a metric's axis label (e.g. the loss a run actually trained with).
     """
+    unknown = [m for m in metrics if m not in CURVE_METRICS]
+    if unknown:
+        raise ValueError(f"no curve for {', '.join(unknown)}: a metric row's curves are {', '.join(CURVE_METRICS)}")
     names = {**CURVE_METRICS, **(names or {})}
     cols = 2 if len(metrics) > 1 else 1
     rows = math.ceil(len(metrics) / cols)

@@ -9,7 +9,7 @@ from .. import atomic, plots
 from ..config import Recipe
 from ..data.augment import build_augment
 from ..data.cifar import split_size
-from ..training.checkpoint import CheckpointError, class_names, load_model, written_by
+from ..training.checkpoint import CheckpointError, load_model
 from ..training.rundir import RunFiles
 
 
@@ -32,8 +32,8 @@ def model_card(run: str | Path, out: str | Path | None = None) -> Path:
     if not run.is_dir():
         raise CheckpointError(f"{run} is not a run directory (give the folder `budgetnet train --out` wrote)")
     files.refuse_links()
-    _, recipe, state = load_model(run, "best")
-    classes = class_names(state)
+    _, recipe, meta = load_model(run, "best")
+    classes = meta.classes
     out = Path(out) if out else files.card
     out.parent.mkdir(parents=True, exist_ok=True)
     summary, evaluation, rows = files.read_summary(), files.read_eval(), files.read_metrics()
@@ -48,7 +48,7 @@ def model_card(run: str | Path, out: str | Path | None = None) -> Path:
              f"A {spec.block}-block residual network for {data.dataset} ({size} RGB, {spec.num_classes} classes), "
              "trained with budgetnet.", "",
              f"Classes, in logit order: {', '.join(classes)}." if classes else
-             f"Class names: not stored (a checkpoint of {written_by(state)}); logit i is class i of {data.dataset}.",
+             f"Class names: not stored (a checkpoint of {meta.written_by}); logit i is class i of {data.dataset}.",
              "",
              "## Design", "", *table, "",
              f"Trainable parameters: **{spec.count_params():,}**.", "",
@@ -58,33 +58,34 @@ def model_card(run: str | Path, out: str | Path | None = None) -> Path:
              + f"; tested on {split_size(data, 'test'):,} test images",
              f"- training loss: {training_loss(recipe)}", ""]
     lines += ["## Accuracy", ""]
-    if "accuracy" in evaluation:
-        lines.append(f"- test accuracy {evaluation['accuracy']:.2%}, loss {evaluation['loss']:.4f} "
-                     f"({evaluation['images']:,} images, checkpoint of epoch {evaluation['checkpoint_epoch']}; "
+    evaluated = evaluation is not None and evaluation.accuracy is not None
+    if evaluated:
+        lines.append(f"- test accuracy {evaluation.accuracy:.2%}, loss {evaluation.loss:.4f} "
+                     f"({evaluation.images:,} images, checkpoint of epoch {evaluation.checkpoint_epoch}; "
                      "`budgetnet eval`)")
-        if "ece" in evaluation:
-            lines.append(f"- expected calibration error {evaluation['ece']:.4f} "
-                         f"({evaluation.get('ece_images', '?')} images, 15 bins)")
+        if evaluation.ece is not None:
+            lines.append(f"- expected calibration error {evaluation.ece:.4f} "
+                         f"({_known(evaluation.ece_images)} images, 15 bins)")
     if summary is not None:
         lines.append(f"- training: {summary.status}, {summary.epochs_done} of {summary.epochs} epochs, best test "
                      f"accuracy {summary.best_test_acc} (epoch {summary.best_epoch}), {summary.train_seconds or 0:.0f} "
                      f"s on {summary.device}")
-    if not ("accuracy" in evaluation or summary is not None):
+    if not (evaluated or summary is not None):
         lines.append(f"Not measured: run `budgetnet eval {run}`.")
     if rows:
         curves = plots.plot_curves({run.name: [rows]}, ["train_loss", "test_loss", "train_acc", "test_acc"],
                                    out.with_name(out.stem + "_curves.png"), f"{run.name}: loss and accuracy per epoch")
         lines += ["", f"![loss and accuracy per epoch]({curves.name})"]
     lines += ["", "## Robustness", ""]
-    if "per_corruption" in evaluation:
-        lines.append(f"Mean accuracy under {len(evaluation['per_corruption'])} CIFAR-10-C corruptions "
-                     f"x severities ({evaluation.get('corruption_source', 'generated')}, "
-                     f"{evaluation.get('corruption_images', '?')} images each): "
-                     f"**{evaluation['corruption_accuracy']:.2%}**.")
+    if evaluation is not None and evaluation.per_corruption is not None:
+        lines.append(f"Mean accuracy under {len(evaluation.per_corruption)} CIFAR-10-C corruptions "
+                     f"x severities ({evaluation.corruption_source or 'generated'}, "
+                     f"{_known(evaluation.corruption_images)} images each): "
+                     f"**{evaluation.corruption_accuracy:.2%}**.")
         lines += ["", "| corruption | 1 | 2 | 3 | 4 | 5 | mean |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {name} | " + " | ".join(f"{acc[k]:.1%}" if k in acc else "-"
                                              for k in ("1", "2", "3", "4", "5", "mean")) + " |"
-                  for name, acc in evaluation["per_corruption"].items()]
+                  for name, acc in evaluation.per_corruption.items()]
     else:
         lines.append(f"Not measured: run `budgetnet eval {run} --corruptions --calibration`.")
     lines += ["", "## Recipe", "", "The resolved recipe (its free-text description left out: the facts above are measured "
@@ -101,3 +102,7 @@ def model_card(run: str | Path, out: str | Path | None = None) -> Path:
               "- Not for decisions about people or safety-relevant uses.", ""]
     atomic.write_text(out, "\n".join(lines))
     return out
+
+
+def _known(count: int | None) -> str:
+    return "?" if count is None else str(count)

@@ -23,7 +23,7 @@ from .. import __version__, atomic
 from ..data.cifar import DATASETS
 from ..design.spec import ModelSpec
 from ..errors import RunFailed, UsageError
-from ..training.checkpoint import class_names, load_model
+from ..training.checkpoint import load_model
 
 FORMATS = ("onnx", "pt2", "standalone")
 TOLERANCE = 1e-4  # max absolute logit difference accepted between budgetnet and an export
@@ -160,8 +160,8 @@ def export_run(run: str | Path, fmt: str, out_dir: str | Path, which: str = "bes
     if fmt not in FORMATS:
         raise UsageError(f"format {fmt!r} is unknown: use one of {', '.join(FORMATS)}")
     out = _output_dir(Path(out_dir))
-    net, recipe, state = load_model(run, which, "cpu")
-    classes = class_names(state)
+    net, recipe, meta = load_model(run, which, "cpu")
+    classes = meta.classes
     stats = DATASETS[recipe.data.dataset]
     model = Normalized(net, stats.mean, stats.std).eval()
     size = recipe.model.image_size

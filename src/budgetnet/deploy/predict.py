@@ -16,7 +16,7 @@ from tqdm import tqdm
 from ..data.cifar import DATASETS, load_split, read_batch_images
 from ..errors import UsageError
 from ..evaluation.evaluate import check_finite_logits
-from ..training.checkpoint import class_names, load_model, written_by
+from ..training.checkpoint import load_model
 from ..training.runtime import resolve_device
 from .export import Normalized
 
@@ -125,14 +125,14 @@ class Predictor:
         if top_k < 1:
             raise UsageError(f"--top-k {top_k}: give at least 1")
         self.device = resolve_device(device)
-        net, recipe, state = load_model(run, which, self.device)
+        net, recipe, meta = load_model(run, which, self.device)
         stats = DATASETS[recipe.data.dataset]
         self.model = Normalized(net, stats.mean, stats.std).to(self.device).eval()
         self.run, self.size = str(run), recipe.model.image_size
         self.notes: list[str] = []
-        classes = class_names(state)
+        classes = meta.classes
         if classes is None:
-            self.notes.append(f"note: {run} was written by {written_by(state)}, which stored no class names: reading "
+            self.notes.append(f"note: {run} was written by {meta.written_by}, which stored no class names: reading "
                               f"them from the {recipe.data.dataset} files")
             classes = load_split(recipe.data.dataset, "test", data_dir)[2]
         self.classes = classes

@@ -1,6 +1,7 @@
 """Evaluation of a run: accuracy and loss, per-class accuracy and the confusion matrix of its checkpoint (eval.json)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -11,7 +12,7 @@ from ..data.cifar import from_arrays, load_split
 from ..design.model import count_trainable
 from ..errors import RunFailed
 from ..training.checkpoint import load_model
-from ..training.rundir import RunFiles
+from ..training.rundir import EvalRecord, RunFiles
 from ..training.runtime import resolve_device
 from ..training.scoring import predict_logits
 
@@ -35,16 +36,14 @@ def confusion_matrix(predictions: Tensor, labels: Tensor, num_classes: int) -> T
                           minlength=num_classes ** 2).view(num_classes, num_classes)
 
 
-def classification_report(logits: Tensor, labels: Tensor, classes: list[str]) -> dict:
+def classification_report(logits: Tensor, labels: Tensor, classes: list[str]) -> EvalRecord:
     """Accuracy, loss, per-class accuracy and the confusion matrix of logits against labels."""
     labels = labels.to(logits.device)
     cm = confusion_matrix(logits.argmax(1), labels, len(classes))
     per_class = (cm.diag().float() / cm.sum(1).clamp(min=1).float()).tolist()
-    return {"accuracy": cm.diag().sum().item() / max(len(labels), 1),
-            "loss": F.cross_entropy(logits, labels).item(),
-            "images": len(labels),
-            "per_class_accuracy": dict(zip(classes, per_class)),
-            "confusion_matrix": cm.tolist()}
+    return EvalRecord(accuracy=cm.diag().sum().item() / max(len(labels), 1),
+                      loss=F.cross_entropy(logits, labels).item(), images=len(labels),
+                      per_class_accuracy=dict(zip(classes, per_class)), confusion_matrix=cm.tolist())
 
 
 def plot_confusion(cm: list[list[int]], classes: list[str], out: Path, title: str = "") -> Path:
@@ -75,21 +74,21 @@ def eval_files(run: str | Path, out_dir: str | Path | None = None) -> RunFiles:
 
 
 def evaluate_run(run: str | Path, data_dir: str | Path | None = None, device: str = "auto", which: str = "best",
-                 out_dir: str | Path | None = None, batch_size: int | None = None) -> dict:
+                 out_dir: str | Path | None = None, batch_size: int | None = None) -> EvalRecord:
     """Score a run's checkpoint (or a checkpoint file) on the full test set, `batch_size` images at a time (default:
     the recipe's eval_batch_size); write eval.json and confusion.png."""
     files = eval_files(run, out_dir)
     files.refuse_links()  # before any work: eval.json and the figures go there
     dev = resolve_device(device)
-    model, recipe, state = load_model(run, which, dev)
+    model, recipe, meta = load_model(run, which, dev)
     x, y, classes = load_split(recipe.data.dataset, "test", data_dir)
     data = from_arrays((x[:0], y[:0]), None, (x, y), classes, recipe.data.dataset, dev)
     logits = predict_logits(model, data.test[0], data, batch_size or recipe.eval_batch_size, dev,
                             precision=recipe.precision, tta=recipe.tta, tta_fraction=recipe.tta_fraction)
-    check_finite_logits(logits, f"{run} (checkpoint of epoch {state['epoch']})")
-    result = {"run": str(run), "checkpoint_epoch": state["epoch"], "params": count_trainable(model),
-              **classification_report(logits, data.test[1], classes)}
+    check_finite_logits(logits, f"{run} (checkpoint of epoch {meta.epoch})")
+    result = replace(classification_report(logits, data.test[1], classes), run=str(run),
+                     checkpoint_epoch=meta.epoch, params=count_trainable(model))
     files.write_eval(result)
-    plot_confusion(result["confusion_matrix"], classes, files.confusion_plot,
-                   f"confusion matrix, test accuracy {result['accuracy']:.2%}")
+    plot_confusion(result.confusion_matrix, classes, files.confusion_plot,
+                   f"confusion matrix, test accuracy {result.accuracy:.2%}")
     return result

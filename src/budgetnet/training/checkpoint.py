@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import pickle
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,46 @@ from ..config import Recipe, from_dict
 from ..design.model import ResNet
 from ..design.spec import check_budget
 from ..errors import UsageError
-from .rundir import RunFiles
+from .rundir import MetricRow, RunFiles
 
 FORMAT = "budgetnet-checkpoint-1"
 
 
 class CheckpointError(UsageError):
     """A checkpoint that is missing, unreadable, or does not fit the model it is loaded into."""
+
+
+@dataclass
+class CheckpointMeta:
+    """What a checkpoint holds besides the weights and the optimizer's, schedule's and lookahead's state dicts: the
+    epochs finished, the best validation (else test) accuracy of the checkpointed epochs, the EMA's updates (with an
+    EMA), the run's recipe, parameter count and class names, the budgetnet that wrote it, and the epoch's metric
+    row. A field is None where a checkpoint of an older budgetnet lacks it (class names before 0.2.0)."""
+
+    format: str
+    epoch: int
+    best: float
+    ema_updates: int | None
+    recipe: dict[str, Any]
+    params: int | None
+    classes: list[str] | None
+    budgetnet_version: str | None
+    budgetnet_commit: str | None
+    metrics: MetricRow | None
+
+    @classmethod
+    def of(cls, state: dict[str, Any]) -> CheckpointMeta:
+        """The metadata of a loaded checkpoint `state` (checked by `checked_recipe` when it is to be trusted)."""
+        meta = cls(**{f.name: state.get(f.name) for f in fields(cls)})
+        meta.classes = list(meta.classes) if meta.classes else None
+        meta.metrics = MetricRow.from_dict(meta.metrics) if isinstance(meta.metrics, dict) else None
+        return meta
+
+    @property
+    def written_by(self) -> str:
+        """Which budgetnet wrote the checkpoint, for messages: 'budgetnet 0.2.0', or 'budgetnet 0.1.0' for one
+        written before checkpoints recorded their version."""
+        return f"budgetnet {self.budgetnet_version or '0.1.0'}"
 
 
 def save(state: dict[str, Any], path: Path) -> None:
@@ -51,21 +85,10 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
     if not isinstance(state, dict) or "format" not in state:
         raise CheckpointError(f"{path} is not a budgetnet checkpoint (format {FORMAT} expected)")
     if state["format"] != FORMAT:
-        raise CheckpointError(f"{path} was written by {written_by(state)} in format {state['format']}, which this "
-                              f"budgetnet {__version__} does not read ({FORMAT}): load it with the version that wrote it")
+        raise CheckpointError(f"{path} was written by {CheckpointMeta.of(state).written_by} in format "
+                              f"{state['format']}, which this budgetnet {__version__} does not read ({FORMAT}): load "
+                              "it with the version that wrote it")
     return state
-
-
-def class_names(state: dict[str, Any]) -> list[str] | None:
-    """The class names stored with a checkpoint's weights; None for one written before budgetnet 0.2.0, which
-    stored none (it still loads)."""
-    return list(state["classes"]) if state.get("classes") else None
-
-
-def written_by(state: dict[str, Any]) -> str:
-    """Which budgetnet wrote a checkpoint, for messages: 'budgetnet 0.2.0', or 'budgetnet 0.1.0' for one
-    written before checkpoints recorded their version."""
-    return f"budgetnet {state.get('budgetnet_version', '0.1.0')}"
 
 
 def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
@@ -134,12 +157,12 @@ def resolve(run_or_checkpoint: str | Path, which: str = "best") -> Path:
 
 
 def load_model(run_or_checkpoint: str | Path, which: str = "best",
-               device: str | torch.device = "cpu") -> tuple[nn.Module, Recipe, dict[str, Any]]:
-    """The trained model (eval mode, on `device`), its recipe and the raw checkpoint of a run or file; the
+               device: str | torch.device = "cpu") -> tuple[nn.Module, Recipe, CheckpointMeta]:
+    """The trained model (eval mode, on `device`), its recipe and the checkpoint's metadata, of a run or file; the
     checkpoint is checked (`checked_recipe`) before the model is built."""
     path = resolve(run_or_checkpoint, which)
     state = load(path, device)
     recipe = checked_recipe(state, path)
     model = ResNet(recipe.model)
     load_weights(model, state["model"])
-    return model.to(device).eval(), recipe, state
+    return model.to(device).eval(), recipe, CheckpointMeta.of(state)

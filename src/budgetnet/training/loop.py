@@ -6,7 +6,7 @@ import math
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -30,7 +30,7 @@ from .losses import training_loss
 from .optim import ConvMuon, Schedule, build_optimizer, build_scheduler, decay_weights
 from .provenance import git_commit, provenance
 from ..atomic import DiskFullError
-from .rundir import RunFiles, RunSummary, recipe_changes, summarize
+from .rundir import MetricRow, RunFiles, RunSummary, recipe_changes, summarize
 from .runtime import (Dist, autocast, broadcast_buffers, compile_model, configure_backend, init_distributed,
                       resolve_device)
 from .scoring import evaluate_split
@@ -53,7 +53,7 @@ class TrainingInterrupted(Interrupted):
     """Ctrl-C or SIGTERM stopped the run; the message says which checkpoint is kept and how to continue."""
 
 
-EpochCallback = Callable[[dict], None]
+EpochCallback = Callable[[MetricRow], None]
 
 
 def check_recipe(recipe: Recipe) -> int:
@@ -114,10 +114,11 @@ class TrainState:
     def load_state_dict(self, state: dict, new_hyperparameters: bool = False) -> None:
         """Continue from a checkpoint; with `new_hyperparameters` the optimizer keeps its moments but takes this
         recipe's settings (learning rate, weight decay, schedule) from the checkpoint's step on."""
+        meta = checkpoint.CheckpointMeta.of(state)
         checkpoint.load_weights(self.model, state["train_model"] if self.ema is not None else state["model"])
         if self.ema is not None:
             checkpoint.load_weights(self.ema.module, state["model"], "EMA checkpoint")
-            self.ema.n_averaged.fill_(state["ema_updates"])
+            self.ema.n_averaged.fill_(meta.ema_updates)
         if self.lookahead is not None:
             self.lookahead.load_state_dict(state["lookahead"])
         settings = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
@@ -126,7 +127,7 @@ class TrainState:
             for group, own in zip(self.optimizer.param_groups, settings):
                 group.update(own)
         self.scheduler.load_state_dict(state["scheduler"])  # each group's lr from its initial_lr at the saved step
-        self.epoch, self.best = state["epoch"], state["best"]
+        self.epoch, self.best = meta.epoch, meta.best
         self.step = self.scheduler.last_epoch  # the steps taken (a partial last epoch's included)
 
 
@@ -169,7 +170,7 @@ class RunWriter:
         self.files, self.recipe, self.params, self.classes, self.views = files, recipe, params, classes, views
         self.is_main = is_main and files is not None
         self.provenance = provenance(device, commit=files is not None)
-        self.history: list[dict] = []
+        self.history: list[MetricRow] = []
         self.saved_epoch = 0  # the epoch of the last checkpoint written (or resumed from)
 
     def start(self, resume: bool = False) -> None:
@@ -181,7 +182,7 @@ class RunWriter:
             if not resume:
                 self.files.write_recipe(self.recipe)
 
-    def resume(self, epoch: int, changes: dict[str, tuple], row: dict | None = None) -> None:
+    def resume(self, epoch: int, changes: dict[str, tuple], row: MetricRow | None = None) -> None:
         """Keep the metric rows up to the checkpoint's `epoch` (later rows belong to lost work), with the
         checkpoint's own `row` when the disk filled before it was appended, and record the recipe changes that
         take effect from the next epoch."""
@@ -200,22 +201,22 @@ class RunWriter:
               + (f" (its metrics row restored from {self.files.last})" if restored else "")
               + "".join(f"; {k}: {old!r} -> {new!r}" for k, (old, new) in sorted(changes.items())), file=sys.stderr)
 
-    def epoch_done(self, row: dict, state: TrainState, improved: bool, save: bool = True) -> None:
+    def epoch_done(self, row: MetricRow, state: TrainState, improved: bool, save: bool = True) -> None:
         """Checkpoint when `save` (best when `improved`, then last, each holding the row), then the metric row,
         then the summary."""
         if self.is_main and save:
             ckpt = {**state.state_dict(), "recipe": self.recipe.to_dict(), "params": self.params,
                     "classes": self.classes, "budgetnet_version": __version__, "budgetnet_commit": git_commit(),
-                    "metrics": row}
+                    "metrics": row.to_dict()}
             if improved:
                 checkpoint.save(ckpt, self.files.best)
             checkpoint.save(ckpt, self.files.last)
         if save:
-            self.saved_epoch = row["epoch"]
+            self.saved_epoch = row.epoch
         if self.is_main:
             self.files.append_metrics(row)
         self.history.append(row)
-        self.write_summary("finished" if row["epoch"] == self.recipe.last_epoch else "running")
+        self.write_summary("finished" if row.epoch == self.recipe.last_epoch else "running")
 
     def summary(self, status: str, error: str | None = None) -> RunSummary:
         """The summary of the epochs so far with `status`, this process's provenance and `error` (why it stopped)."""
@@ -293,7 +294,7 @@ def _train(stop: StopRequest, recipe: Recipe | None, out_dir: str | Path | None,
             state.load_state_dict(saved, new_hyperparameters=bool(changes))
         writer.start(resume)
         if resume:
-            writer.resume(state.epoch, changes, saved.get("metrics"))
+            writer.resume(state.epoch, changes, checkpoint.CheckpointMeta.of(saved).metrics)
         net = DistributedDataParallel(state.model) if ddp.world_size > 1 else state.model
         step_fn = compile_model(net, recipe.compile, recipe.compile_mode)
         writer.write_summary("finished" if state.epoch >= recipe.last_epoch else "running")
@@ -302,12 +303,13 @@ def _train(stop: StopRequest, recipe: Recipe | None, out_dir: str | Path | None,
                 _check_stop(stop, ddp, device)
                 row = _train_epoch(state, step_fn, augment, data, recipe, device, ddp, progress, stop)
                 _check_finite(row, writer, recipe)
-                row.update(_evaluate(state, data, recipe, device, ddp))
+                row = _evaluate(row, state, data, recipe, device, ddp)
                 _check_finite(row, writer, recipe)  # a NaN evaluation is a divergence too, never a result
-                key = "val_acc" if data.val is not None else "test_acc"
+                score = row.val_acc if data.val is not None else row.test_acc
+                score = -1.0 if score is None else score
                 save = checkpoint_due(recipe, state.epoch)
-                improved = save and row.get(key, -1.0) > state.best
-                state.best = max(state.best, row.get(key, -1.0)) if save else state.best
+                improved = save and score > state.best
+                state.best = max(state.best, score) if save else state.best
                 writer.epoch_done(row, state, improved, save)
                 if progress and ddp.is_main:
                     print(_epoch_line(row, recipe.epochs), file=sys.stderr)
@@ -347,14 +349,14 @@ def train_without_rundir(recipe: Recipe, data: Data | None = None, data_dir: str
 FINITE = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")  # a NaN in one is a divergence
 
 
-def _check_finite(row: dict, writer: RunWriter, recipe: Recipe) -> None:
+def _check_finite(row: MetricRow, writer: RunWriter, recipe: Recipe) -> None:
     """Stop with TrainingDiverged (recorded in summary.json, with why) when one of the epoch's losses or
     accuracies is NaN or infinite; the epoch's checkpoint and metric row are not written."""
-    bad = next((k for k in FINITE if k in row and not math.isfinite(row[k])), None)
+    bad = next((k for k in FINITE if getattr(row, k) is not None and not math.isfinite(getattr(row, k))), None)
     if bad is None:
         return
     fix = "Lower the learning rate or set grad_clip"
-    message = f"epoch {row['epoch']}: the {bad.replace('_', ' ')} is {row[bad]}; "
+    message = f"epoch {row.epoch}: the {bad.replace('_', ' ')} is {getattr(row, bad)}; "
     message += (f"{fix}." if writer.files is None else
                 f"the run stopped with {writer.kept()}. {fix} and continue: budgetnet train --resume "
                 f"{writer.files.root} --set optimizer.lr={recipe.optimizer.lr / 2:g}")
@@ -410,7 +412,7 @@ def _check_run_dir(files: RunFiles, resume: bool, recipe: Recipe | None = None) 
         return
     if not files.recipe.is_file():
         raise RecipeError(f"--resume {files.root}: no recipe.yaml there, so it is not a budgetnet run directory")
-    due = recipe is not None and any(checkpoint_due(recipe, r["epoch"]) for r in history)
+    due = recipe is not None and any(checkpoint_due(recipe, r.epoch) for r in history)
     if due and not files.last.is_file():
         raise RecipeError(f"--resume {files.root}: metrics.jsonl holds {rows} epoch rows but {files.last} is gone, "
                           "so the run cannot continue where it stopped; restore the checkpoint, or start a new run "
@@ -418,7 +420,7 @@ def _check_run_dir(files: RunFiles, resume: bool, recipe: Recipe | None = None) 
 
 
 def _train_epoch(state: TrainState, step_fn: Callable, augment: Augment, data: Data, recipe: Recipe,
-                 device: torch.device, ddp: Dist, progress: bool, stop: StopRequest) -> dict:
+                 device: torch.device, ddp: Dist, progress: bool, stop: StopRequest) -> MetricRow:
     """One pass over the training set, or the first batches of its order up to the run's last step (a fractional
     run's last epoch), stopped after any step by a Ctrl-C or SIGTERM (`stop`). The step never waits for the
     device: metrics stay there until the end of the epoch, and the progress bar reads them every PROGRESS_EVERY
@@ -466,8 +468,8 @@ def _train_epoch(state: TrainState, step_fn: Callable, augment: Augment, data: D
     state.epoch += 1
     if state.lookahead is not None and state.epoch == recipe.last_epoch:
         state.lookahead.finish()
-    return {"epoch": state.epoch, "lr": state.optimizer.param_groups[0]["lr"], "train_loss": loss_total / seen_total,
-            "train_acc": correct_total / seen_total, "seconds": seconds, "images_per_s": seen_total / seconds}
+    return MetricRow(epoch=state.epoch, lr=state.optimizer.param_groups[0]["lr"], train_loss=loss_total / seen_total,
+                     train_acc=correct_total / seen_total, seconds=seconds, images_per_s=seen_total / seconds)
 
 
 def _check_stop(stop: StopRequest, ddp: Dist, device: torch.device, step: int | None = None) -> None:
@@ -500,37 +502,37 @@ def _optimizer_step(state: TrainState, loss: torch.Tensor, recipe: Recipe) -> No
         state.lookahead.step(state.step)
 
 
-def _evaluate(state: TrainState, data: Data, recipe: Recipe, device: torch.device, ddp: Dist) -> dict:
-    """Loss and accuracy on the val and test splits when this epoch is evaluated (every eval_every epochs), and
-    plain_test_acc, the test accuracy without TTA, every test_every epochs (the epoch's test_acc when that is
-    already without TTA); both after the last epoch, {} on other epochs. Every rank first takes rank 0's BatchNorm
-    statistics, so the figures are those of the checkpoint rank 0 writes."""
+def _evaluate(row: MetricRow, state: TrainState, data: Data, recipe: Recipe, device: torch.device,
+              ddp: Dist) -> MetricRow:
+    """The epoch's `row` with the loss and accuracy on the val and test splits when this epoch is evaluated
+    (every eval_every epochs), and plain_test_acc, the test accuracy without TTA, every test_every epochs (the
+    epoch's test_acc when that is already without TTA); both after the last epoch, neither on other epochs. Every
+    rank first takes rank 0's BatchNorm statistics, so the figures are those of the checkpoint rank 0 writes."""
     last = state.epoch == recipe.last_epoch
     evaluated = last or state.epoch % recipe.eval_every == 0
     plain = recipe.test_every > 0 and (last or state.epoch % recipe.test_every == 0)
     if not (evaluated or plain):
-        return {}
+        return row
     broadcast_buffers(state.model, ddp)
     broadcast_buffers(state.eval_model, ddp)
-    row = {}
     for split in ("val", "test") if evaluated else ():
         images = getattr(data, split)
         if images is not None:
             loss, acc = evaluate_split(state.eval_model, images, data, recipe.eval_batch_size, device,
                                        precision=recipe.precision, ddp=ddp, tta=recipe.tta,
                                        tta_fraction=recipe.tta_fraction)
-            row.update({f"{split}_loss": loss, f"{split}_acc": acc})
+            row = replace(row, **{f"{split}_loss": loss, f"{split}_acc": acc})
     if plain:
-        row["plain_test_acc"] = row["test_acc"] if evaluated and recipe.tta == "none" else evaluate_split(
-            state.eval_model, data.test, data, recipe.eval_batch_size, device, precision=recipe.precision, ddp=ddp)[1]
+        row = replace(row, plain_test_acc=row.test_acc if evaluated and recipe.tta == "none" else evaluate_split(
+            state.eval_model, data.test, data, recipe.eval_batch_size, device, precision=recipe.precision, ddp=ddp)[1])
     return row
 
 
-def _epoch_line(row: dict, epochs: int | float) -> str:
-    parts = [f"epoch {row['epoch']}/{epochs}", f"lr {row['lr']:.4g}",
-             f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}"]
+def _epoch_line(row: MetricRow, epochs: int | float) -> str:
+    parts = [f"epoch {row.epoch}/{epochs}", f"lr {row.lr:.4g}",
+             f"train loss {row.train_loss:.4f} acc {row.train_acc:.4f}"]
     for split in ("val", "test"):
-        if f"{split}_acc" in row:
-            parts.append(f"{split} loss {row[f'{split}_loss']:.4f} acc {row[f'{split}_acc']:.4f}")
-    parts.append(f"{row['seconds']:.1f}s ({row['images_per_s']:.0f} img/s)")
+        if getattr(row, f"{split}_acc") is not None:
+            parts.append(f"{split} loss {getattr(row, f'{split}_loss'):.4f} acc {getattr(row, f'{split}_acc'):.4f}")
+    parts.append(f"{row.seconds:.1f}s ({row.images_per_s:.0f} img/s)")
     return " | ".join(parts)

@@ -2,11 +2,11 @@
 
     runs/mine/
       recipe.yaml       the resolved recipe (after --resume --set: the one the run continues with)
-      metrics.jsonl     one row per finished epoch
+      metrics.jsonl     one row per finished epoch (MetricRow)
       overrides.jsonl   each --resume --set change and the epoch it took effect from
       summary.json      status, figures and provenance (RunSummary)
-      checkpoints/      last.pt and best.pt (their contents: checkpoint.py)
-      eval.json         `budgetnet eval`'s results, with confusion.png, reliability.png and corruptions.png
+      checkpoints/      last.pt and best.pt (their contents: checkpoint.py, their metadata CheckpointMeta)
+      eval.json         `budgetnet eval`'s results (EvalRecord), with confusion.png, reliability.png and corruptions.png
       MODEL_CARD.md     `budgetnet card`'s card, with MODEL_CARD_curves.png
       train.log         what the train process printed, when `budgetnet experiment` started it
       .lock             the writer's flock, holding its PID
@@ -28,7 +28,7 @@ import sys
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, ClassVar, Iterator, TypeVar
 
 import yaml
 
@@ -49,14 +49,47 @@ class DamagedFileError(UsageError):
 
 
 SUMMARY_MISSING = "summary missing"  # the status of a run whose metric rows exist but whose summary.json does not
+R = TypeVar("R", bound="Record")
+
+
+class Record:
+    """A run file's JSON object as a typed record: one field per key (None where a file written by an older
+    budgetnet lacks it), the keys this budgetnet does not know in `extra`, and the keys in the order they were read,
+    so that a record read and written back is byte-identical. `OPTIONAL` keys are written only when not None."""
+
+    OPTIONAL: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        """The keys the file holds, in its order (`extra`'s after them)."""
+        return [f.name for f in fields(cls) if f.name not in ("extra", "_keys")]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as its file holds it: every key in `keys()` order (an OPTIONAL one only when set), then
+        `extra`. A record read by `from_dict` keeps the keys it was read with, in their order, and adds after them
+        only the fields set since."""
+        values = {k: getattr(self, k) for k in self.keys()}
+        order = self._keys if self._keys is not None else [
+            k for k, v in values.items() if k not in self.OPTIONAL or v is not None]
+        out = {k: values[k] if k in values else self.extra[k] for k in order}
+        out.update((k, v) for k, v in values.items() if k not in out and v is not None)
+        out.update((k, v) for k, v in self.extra.items() if k not in out)
+        return out
+
+    @classmethod
+    def from_dict(cls: type[R], d: dict[str, Any]) -> R:
+        """The record of the JSON object `d`, as any budgetnet wrote it: a key it lacks is None, a key this
+        budgetnet does not know goes to `extra`."""
+        known = cls.keys()
+        record = cls(**{k: d.get(k) for k in known}, extra={k: v for k, v in d.items() if k not in known})
+        record._keys = list(d)
+        return record
 
 
 @dataclass
-class RunSummary:
+class RunSummary(Record):
     """summary.json: what a run reached so far (`summarize`), and what it was trained with (provenance: the
-    device, the software's versions, budgetnet's commit; `error` says why a run stopped early). A field is None
-    where a summary written by an older budgetnet lacks its key; keys this budgetnet does not know are kept in
-    `extra`, so that a summary read and written back is byte-identical."""
+    device, the software's versions, budgetnet's commit; `error` says why a run stopped early)."""
 
     status: str | None
     params: int | None
@@ -86,30 +119,60 @@ class RunSummary:
     extra: dict[str, Any] = field(default_factory=dict)
     _keys: list[str] | None = field(default=None, init=False, repr=False, compare=False)  # the file's, as read
 
-    @classmethod
-    def keys(cls) -> list[str]:
-        """The keys summary.json holds, in its order (`extra`'s after them)."""
-        return [f.name for f in fields(cls) if f.name not in ("extra", "_keys")]
+    OPTIONAL = ("error",)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The summary as summary.json holds it: every key in `keys()` order (`error` only when there is one),
-        then `extra`. A summary read by `from_dict` keeps the keys it was read with, in their order, and adds
-        after them only the fields set since."""
-        values = {k: getattr(self, k) for k in self.keys()}
-        order = self._keys if self._keys is not None else [k for k in values if k != "error" or self.error is not None]
-        out = {k: values[k] if k in values else self.extra[k] for k in order}
-        out.update((k, v) for k, v in values.items() if k not in out and v is not None)
-        out.update((k, v) for k, v in self.extra.items() if k not in out)
-        return out
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunSummary:
-        """The summary of summary.json's object `d`, as any budgetnet wrote it: a key it lacks is None, a key this
-        budgetnet does not know goes to `extra`."""
-        known = cls.keys()
-        summary = cls(**{k: d.get(k) for k in known}, extra={k: v for k, v in d.items() if k not in known})
-        summary._keys = list(d)
-        return summary
+@dataclass
+class MetricRow(Record):
+    """One row of metrics.jsonl: a finished epoch's training figures, its val_* and test_* on the epochs evaluated
+    (every eval_every, and the last), and plain_test_acc (the test accuracy without TTA) every test_every epochs."""
+
+    epoch: int
+    lr: float
+    train_loss: float
+    train_acc: float
+    seconds: float
+    images_per_s: float
+    val_loss: float | None = None
+    val_acc: float | None = None
+    test_loss: float | None = None
+    test_acc: float | None = None
+    plain_test_acc: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    _keys: list[str] | None = field(default=None, init=False, repr=False, compare=False)
+
+    OPTIONAL = ("val_loss", "val_acc", "test_loss", "test_acc", "plain_test_acc")
+
+
+@dataclass
+class EvalRecord(Record):
+    """eval.json: `budgetnet eval`'s scores of a run's checkpoint on the test set (accuracy, loss, per class and
+    the confusion matrix [true class][predicted class]), and, when measured, its calibration (ece, on ece_images
+    images) and its accuracy under the CIFAR-10-C corruptions (per corruption and severity, and their mean)."""
+
+    run: str | None = None
+    checkpoint_epoch: int | None = None
+    params: int | None = None
+    accuracy: float | None = None
+    loss: float | None = None
+    images: int | None = None
+    per_class_accuracy: dict[str, float] | None = None
+    confusion_matrix: list[list[int]] | None = None
+    ece: float | None = None
+    ece_images: int | None = None
+    corruption_accuracy: float | None = None
+    corruption_error: float | None = None
+    per_corruption: dict[str, dict[str, float]] | None = None
+    corruption_source: str | None = None
+    corruption_images: int | None = None
+    corruptions_generated: list[str] | None = None
+    corruptions_read: dict[str, str] | None = None
+    corruptions_skipped: dict[str, str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    _keys: list[str] | None = field(default=None, init=False, repr=False, compare=False)
+
+
+EvalRecord.OPTIONAL = tuple(EvalRecord.keys())  # eval.json holds what was measured, nothing else
 
 
 @dataclass
@@ -120,7 +183,7 @@ class RunRecord:
     path: Path
     recipe: Recipe
     summary: RunSummary | None
-    metrics: list[dict]
+    metrics: list[MetricRow]
 
     @property
     def status(self) -> str:
@@ -211,17 +274,17 @@ class RunFiles:
         """Replace recipe.yaml with `recipe`, resolved, in the recipe's key order."""
         atomic.write_bytes(self.recipe, recipe_yaml(recipe).encode())
 
-    def read_metrics(self) -> list[dict]:
+    def read_metrics(self) -> list[MetricRow]:
         """The per-epoch metric rows ([] before the first epoch finished)."""
-        return self._read_jsonl(self.metrics)
+        return [MetricRow.from_dict(r) for r in self._read_jsonl(self.metrics)]
 
-    def append_metrics(self, row: dict) -> None:
+    def append_metrics(self, row: MetricRow) -> None:
         """Add one epoch's row (a full disk raises DiskFullError)."""
-        atomic.append(self.metrics, dumps(row) + "\n")
+        atomic.append(self.metrics, dumps(row.to_dict()) + "\n")
 
-    def write_metrics(self, rows: list[dict]) -> None:
+    def write_metrics(self, rows: list[MetricRow]) -> None:
         """Replace the metric rows atomically (a resume drops the rows after its checkpoint)."""
-        atomic.write_bytes(self.metrics, "".join(dumps(r) + "\n" for r in rows).encode())
+        atomic.write_bytes(self.metrics, "".join(dumps(r.to_dict()) + "\n" for r in rows).encode())
 
     def read_overrides(self) -> list[dict]:
         """Each `--resume --set` record: {"from_epoch": N, "changes": {key: {"from": old, "to": new}}}."""
@@ -248,15 +311,15 @@ class RunFiles:
             summary = summarize(recipe, recipe.model.count_params(), metrics, SUMMARY_MISSING)
         return RunRecord(self.root, recipe, summary, metrics)
 
-    def read_eval(self) -> dict:
-        """eval.json ({} before `budgetnet eval` wrote one)."""
-        return _read_json(self.eval)
+    def read_eval(self) -> EvalRecord | None:
+        """eval.json (None before `budgetnet eval` wrote one)."""
+        return EvalRecord.from_dict(_read_json(self.eval)) if self.eval.is_file() else None
 
-    def write_eval(self, result: dict) -> None:
-        """Replace eval.json atomically with `result` (the folder is created when missing)."""
+    def write_eval(self, record: EvalRecord) -> None:
+        """Replace eval.json atomically with `record` (the folder is created when missing)."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.refuse_links()
-        atomic.write_bytes(self.eval, dumps(result, indent=2).encode())
+        atomic.write_bytes(self.eval, dumps(record.to_dict(), indent=2).encode())
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -358,7 +421,7 @@ def recipe_changes(recorded: Recipe, recipe: Recipe) -> dict[str, tuple[Any, Any
     return diff_recipes(as_recorded(recorded), as_recorded(recipe))
 
 
-def summarize(recipe: Recipe, params: int, history: list[dict], status: str, views: int = 1,
+def summarize(recipe: Recipe, params: int, history: list[MetricRow], status: str, views: int = 1,
               **provenance: str | None) -> RunSummary:
     """What a run reached so far; `final_test_acc` is the honest figure, `best_*` is chosen on validation
     when there is a validation split (on test otherwise) among the epochs evaluated every eval_every, and
@@ -367,19 +430,19 @@ def summarize(recipe: Recipe, params: int, history: list[dict], status: str, vie
     on (each training image `views` times: the augmentation's views), times the design's forward+backward
     `gflop_per_image` is `train_pflop` (evaluation not counted). `provenance` sets RunSummary's provenance fields
     (device, ..., error)."""
-    images = views * sum(round(r["images_per_s"] * r["seconds"]) for r in history)
+    images = views * sum(round(r.images_per_s * r.seconds) for r in history)
     gflop = recipe.model.gflop_per_image()
-    last = history[-1] if history else {}
-    key = "val_acc" if any("val_acc" in r for r in history) else "test_acc"
-    best_row = max((r for r in history if key in r), key=lambda r: r[key], default={})
-    seen_row = max((r for r in history if "plain_test_acc" in r), key=lambda r: r["plain_test_acc"], default={})
+    last = history[-1] if history else None
+    key = "val_acc" if any(r.val_acc is not None for r in history) else "test_acc"
+    best_row = max((r for r in history if getattr(r, key) is not None), key=lambda r: getattr(r, key), default=None)
+    seen_row = max((r for r in history if r.plain_test_acc is not None), key=lambda r: r.plain_test_acc, default=None)
     return RunSummary(
         status=status, params=params, epochs=recipe.epochs, epochs_done=len(history),
-        final_test_acc=last.get("test_acc"), final_test_loss=last.get("test_loss"), best_by=key,
-        best_epoch=best_row.get("epoch"), best_acc=best_row.get(key), best_test_acc=best_row.get("test_acc"),
-        best_seen_test_acc=seen_row.get("plain_test_acc"), best_seen_test_epoch=seen_row.get("epoch"),
-        train_seconds=sum(r["seconds"] for r in history),
-        images_per_s=(sum(r["images_per_s"] for r in history) / len(history)) if history else None,
+        final_test_acc=last and last.test_acc, final_test_loss=last and last.test_loss, best_by=key,
+        best_epoch=best_row and best_row.epoch, best_acc=best_row and getattr(best_row, key),
+        best_test_acc=best_row and best_row.test_acc, best_seen_test_acc=seen_row and seen_row.plain_test_acc,
+        best_seen_test_epoch=seen_row and seen_row.epoch, train_seconds=sum(r.seconds for r in history),
+        images_per_s=(sum(r.images_per_s for r in history) / len(history)) if history else None,
         gflop_per_image=gflop, train_images=images, train_pflop=gflop * images / 1e6, description=recipe.description,
         **provenance)
 

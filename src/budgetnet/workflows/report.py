@@ -21,7 +21,7 @@ from ..config import Recipe, RecipeError
 from ..data.cifar import split_size
 from ..design.model import ResNet
 from ..training.loop import build_optimization
-from ..training.rundir import RunFiles, RunRecord, recipe_yaml
+from ..training.rundir import MetricRow, RunFiles, RunRecord, recipe_yaml
 
 
 def find_runs(paths: list[str | Path]) -> list[RunRecord]:
@@ -133,7 +133,7 @@ def write_csv(rows: list[dict], path: Path, extra: dict | None = None) -> Path:
 
 # ---- figures ------------------------------------------------------------------------------------
 
-def _metric_rows(groups: dict[str, list[RunRecord]]) -> dict[str, list[list[dict]]]:
+def _metric_rows(groups: dict[str, list[RunRecord]]) -> dict[str, list[list[MetricRow]]]:
     return {label: [run.metrics for run in runs] for label, runs in groups.items()}
 
 
@@ -168,7 +168,7 @@ def plot_lr(groups: dict[str, list[RunRecord]], path: Path, title: str) -> Path:
                 ls=["-", "--", ":", "-."][i % 4],
                 label=f"{label} ({recipe.optimizer.name}, {recipe.schedule.name}, peak lr {max(lrs):.3g})"
                       + (f", the same schedule as {same[0]}" if same else ""))
-        logged = [(r["epoch"], r["lr"]) for r in runs[0].metrics]
+        logged = [(r.epoch, r.lr) for r in runs[0].metrics]
         if logged:
             ax.plot(*zip(*logged), "o", color=colours[label], ms=4, mfc="none")
     ax.plot([], [], "o", color="grey", mfc="none", label="logged by the runs at epoch ends")
@@ -248,10 +248,10 @@ def export_tensorboard(runs: list[RunRecord], log_dir: str | Path) -> Path:
     for label, run in zip(run_labels(runs), runs):
         with SummaryWriter(log_dir / label.replace("/", "_")) as writer:
             for row in run.metrics:
-                for key, value in row.items():
+                for key, value in row.to_dict().items():
                     if key != "epoch" and isinstance(value, (int, float)):
                         group = "loss" if key.endswith("_loss") else "accuracy" if key.endswith("_acc") else "train"
-                        writer.add_scalar(f"{group}/{key}", value, row["epoch"])
+                        writer.add_scalar(f"{group}/{key}", value, row.epoch)
             writer.add_text("recipe", "    " + recipe_yaml(run.recipe).replace("\n", "\n    "))
     return log_dir
 
@@ -289,7 +289,8 @@ def report(runs: list[RunRecord], out: str | Path, title: str = "run comparison"
     rows = setting_rows(groups)
     plots = ["curves", "lr"] + (["params_vs_acc"] if designs_differ(groups) else [])
     figures = draw(groups, rows, plots, out, title)
-    robust = [r.path for r in runs if "per_corruption" in RunFiles(r.path).read_eval()]
+    evaluations = [(r.path, RunFiles(r.path).read_eval()) for r in runs]
+    robust = [path for path, e in evaluations if e is not None and e.per_corruption is not None]
     if robust:  # runs evaluated with `budgetnet eval --corruptions`: their corruption errors side by side
         from ..evaluation.robustness import compare_robustness
         figures.append(compare_robustness(robust, out))

@@ -13,7 +13,7 @@ import torch
 from ...config import Recipe
 from ...data.cifar import from_arrays, split_size, steps_per_epoch
 from ...training.loop import train_without_rundir
-from ...training.rundir import RunFiles
+from ...training.rundir import MetricRow, RunFiles
 from ...training.runtime import resolve_device
 from .plan import TO_TRAIN, PlannedRun, run_status
 
@@ -51,9 +51,9 @@ def measure_epoch_seconds(recipe: Recipe, steps: int = 3) -> float:
 
     data = from_arrays(random_split(steps * recipe.batch_size), None, random_split(n_probe_eval),
                        [str(c) for c in range(classes)], recipe.data.dataset, device)
-    ends: list[tuple[float, dict]] = []  # (when, row) at the end of each epoch, its evaluation included
+    ends: list[tuple[float, MetricRow]] = []  # (when, row) at the end of each epoch, its evaluation included
 
-    def on_epoch(row: dict) -> None:
+    def on_epoch(row: MetricRow) -> None:
         ends.append((time.perf_counter(), row))
         if len(ends) == 2:
             raise _Measured
@@ -61,8 +61,8 @@ def measure_epoch_seconds(recipe: Recipe, steps: int = 3) -> float:
     with contextlib.suppress(_Measured):
         train_without_rundir(probe, data=data, on_epoch=on_epoch)
     (warm_end, _), (timed_end, row) = ends
-    step_seconds = row["seconds"] / steps
-    eval_seconds = timed_end - warm_end - row["seconds"]
+    step_seconds = row.seconds / steps
+    eval_seconds = timed_end - warm_end - row.seconds
     return (steps_per_epoch(n_train, recipe.batch_size) * step_seconds
             + n_eval / n_probe_eval * eval_seconds / recipe.eval_every)
 

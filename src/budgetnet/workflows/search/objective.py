@@ -16,10 +16,11 @@ from ...config import Recipe
 from ...data.cifar import Data, load_data
 from ...design.spec import BudgetError, SpecError
 from ...training.loop import check_recipe, train
-from ...training.rundir import RunFiles, RunSummary
+from ...training.rundir import MetricRow, RunFiles, RunSummary
 from ...training.runtime import resolve_device
 from .errors import RunDirRefused
 from .space import Space, fit_design
+from .storage import TrialAttrs
 
 
 @dataclass
@@ -47,16 +48,17 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         self.running = trial.number
         self.check_signal()
-        resumed = "run_dir" in trial.user_attrs  # a queued retry inherits its run directory (relative to OUT)
-        run_dir = trial.user_attrs.get("run_dir", f"trials/{trial.number}")
+        inherited = TrialAttrs.of(trial).run_dir  # a queued retry inherits its run directory (relative to OUT)
+        resumed = inherited is not None
+        run_dir = inherited if resumed else f"trials/{trial.number}"
         try:
             path = run_path(self.out, run_dir)
         except RunDirRefused as e:
-            trial.set_user_attr("failed", str(e))
+            TrialAttrs.record(trial, failed=str(e))
             raise
         recipe = _trial_recipe(trial, self.space, self.budget, self.max_gflops, self.repair)
-        trial.set_user_attr("run_dir", run_dir)
-        trial.set_user_attr("recipe", recipe.to_dict())  # reproducible from the study alone, whatever disk OUT is on
+        # the whole recipe: reproducible from the study alone, whatever disk OUT is on
+        TrialAttrs.record(trial, run_dir=run_dir, recipe=recipe.to_dict())
         recipe.device = self.device
         check_recipe(recipe)  # a combination of sampled values that cannot run fails before its data is loaded
         key = (self.device, *vars(recipe.data).values())
@@ -67,16 +69,16 @@ class Objective:
         resume = resumed and files.recipe.is_file()
         backfill = resume  # a resumed run reports its earlier epochs first, so the pruner sees the whole curve
 
-        def on_epoch(row: dict) -> None:
+        def on_epoch(row: MetricRow) -> None:
             nonlocal backfill
             self.check_signal()
             _record_compute(trial, files.read_summary())  # a pruned trial keeps what it spent
             for r in files.read_metrics() if backfill else [row]:
-                if "val_acc" in r:
-                    trial.report(r["val_acc"], r["epoch"])
+                if r.val_acc is not None:
+                    trial.report(r.val_acc, r.epoch)
             backfill = False
-            if "val_acc" in row and trial.should_prune():
-                raise optuna.TrialPruned(f"val acc {row['val_acc']:.4f} after epoch {row['epoch']}")
+            if row.val_acc is not None and trial.should_prune():
+                raise optuna.TrialPruned(f"val acc {row.val_acc:.4f} after epoch {row.epoch}")
 
         if resumed and not resume:
             print(f"trial {trial.number} retries a failed trial whose run directory {run_dir} is not under {self.out} "
@@ -86,7 +88,7 @@ class Objective:
                         progress=self.progress, on_epoch=on_epoch,
                         data=self.datasets[key] if self.data is None else self.data,
                         overrides=[f"device={self.device}"] if resume else ())  # this worker's device, not the last's
-        trial.set_user_attr("test_acc", summary.final_test_acc)
+        TrialAttrs.record(trial, test_acc=summary.final_test_acc)
         _record_compute(trial, summary)
         return summary.best_acc
 
@@ -108,8 +110,7 @@ def _record_compute(trial: optuna.Trial, summary: RunSummary | None) -> None:
     """The trial's training so far, from its run summary: PFLOP (GFLOP per image x images trained on) and seconds
     (nothing before the run wrote a summary)."""
     if summary is not None:
-        trial.set_user_attr("train_pflop", summary.train_pflop)
-        trial.set_user_attr("train_seconds", summary.train_seconds)
+        TrialAttrs.record(trial, train_pflop=summary.train_pflop, train_seconds=summary.train_seconds)
 
 
 def _trial_recipe(trial: optuna.Trial, space: Space, budget: int | None, max_gflops: float | None,
@@ -135,22 +136,20 @@ def _trial_recipe(trial: optuna.Trial, space: Space, budget: int | None, max_gfl
     except BudgetError as e:
         _reject(trial, "over_budget", str(e))
     if repaired:
-        trial.set_user_attr("repaired", repaired)
+        TrialAttrs.record(trial, repaired=repaired)
     recipe.model = widest
     if within:
         step = 1 if repaired else channels.step
         recipe.model = replace(widest, channels=trial.suggest_int(
             "model.channels", narrowest.channels, widest.channels, step=step, log=channels.log))
     design = recipe.model.to_dict()
-    trial.set_user_attr("params", recipe.model.count_params())
-    trial.set_user_attr("gflop_per_image", recipe.model.gflop_per_image())
-    trial.set_user_attr("design", {k: design[k] for k in ("blocks", "channels", "kernel_size",
-                                                            "shortcut_kernel_size", "pool_size", "block")})
+    TrialAttrs.record(trial, params=recipe.model.count_params(), gflop_per_image=recipe.model.gflop_per_image(),
+                      design={k: design[k] for k in ("blocks", "channels", "kernel_size", "shortcut_kernel_size",
+                                                     "pool_size", "block")})
     return recipe
 
 
 def _reject(trial: optuna.Trial, reason: str, message: str) -> NoReturn:
     """Prune before training (pruned rather than failed, so that the sampler learns to avoid the region)."""
-    trial.set_user_attr("rejected", reason)
-    trial.set_user_attr("reason", message)
+    TrialAttrs.record(trial, rejected=reason, reason=message)
     raise optuna.TrialPruned(f"{reason}: {message}")

@@ -13,18 +13,19 @@ from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from ... import atomic, plots
-from .storage import load_study, optuna_quiet, shown_url
+from .storage import TrialAttrs, load_study, optuna_quiet, shown_url
 
 
 def trial_counts(trials: list[FrozenTrial]) -> dict[str, int]:
     """Trials by outcome: completed, pruned by the pruner, rejected before training, repaired, failed, running."""
-    rejected = [t.user_attrs.get("rejected") for t in trials]
+    attrs = [TrialAttrs.of(t) for t in trials]
+    rejected = [a.rejected for a in attrs]
     return {"trials": len(trials),
             "complete": sum(t.state == TrialState.COMPLETE for t in trials),
             "pruned": sum(t.state == TrialState.PRUNED and r is None for t, r in zip(trials, rejected)),
             "rejected_over_budget": rejected.count("over_budget"),
             "rejected_invalid": rejected.count("invalid_design"),
-            "repaired": sum("repaired" in t.user_attrs for t in trials),
+            "repaired": sum(a.repaired is not None for a in attrs),
             "failed": sum(t.state == TrialState.FAIL for t in trials),
             "running": sum(t.state == TrialState.RUNNING for t in trials)}
 
@@ -37,7 +38,7 @@ def worker_summary(study: optuna.Study, out: str | Path, storage: str | None) ->
     where = f" --storage '{shown_url(storage)}'" if storage else ""  # else $BUDGETNET_STORAGE or OUT/search.db
     return "\n".join([
         f"study {study.study_name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()),
-        f"best: trial {best.number}, val acc {best.value:.4f}, {best.user_attrs['params']:,} params, {best.params}"
+        f"best: trial {best.number}, val acc {best.value:.4f}, {TrialAttrs.of(best).params:,} params, {best.params}"
         if best else "no trial completed yet",
         f"report: budgetnet search-report{where} --study {study.study_name} --out {out}"])
 
@@ -81,9 +82,9 @@ def search_report(storage: str, out: str | Path, study_name: str | None = None, 
              "| rank | trial | params | val acc | test acc | design | sampled | run directory |",
              "|---:|---:|---:|---:|---:|---|---|---|"]
     for rank, t in enumerate(done[:top], 1):
-        lines.append(f"| {rank} | {t.number} | {t.user_attrs['params']:,} | {t.value:.4f} | "
-                     f"{_fmt(t.user_attrs.get('test_acc'))} | {_design(t)} | {_sampled(t)} | "
-                     f"`{t.user_attrs['run_dir']}` |")
+        a = TrialAttrs.of(t)
+        lines.append(f"| {rank} | {t.number} | {a.params:,} | {t.value:.4f} | {_fmt(a.test_acc)} | {_design(t)} | "
+                     f"{_sampled(t)} | `{a.run_dir}` |")
     lines += ["", "## Pareto fronts", "",
               "Validation accuracy against the compute a trial spent training (PFLOP: its forward+backward GFLOP "
               "per image times the images it trained on) and against its parameters; on each front no other "
@@ -97,16 +98,17 @@ def search_report(storage: str, out: str | Path, study_name: str | None = None, 
     else:
         lines.append("Not enough completed trials with varying parameters yet.")
     if done:
-        atomic.write_text(out / "best-recipe.yaml", yaml.safe_dump(done[0].user_attrs["recipe"], sort_keys=False))
+        first = TrialAttrs.of(done[0])
+        atomic.write_text(out / "best-recipe.yaml", yaml.safe_dump(first.recipe, sort_keys=False))
         lines += ["", "## Reproduce the best design", "",
                   f"Trial {done[0].number}'s recipe, as the study stores it, is `best-recipe.yaml` beside this file; "
-                  f"its run directory is `{done[0].user_attrs['run_dir']}` under the search's --out. From this folder:",
+                  f"its run directory is `{first.run_dir}` under the search's --out. From this folder:",
                   "", "`budgetnet train --recipe best-recipe.yaml`"]
     atomic.write_text(out / "search.md", "\n".join(lines) + "\n")
     best = done[0] if done else None
     return {"study": study.study_name, "counts": counts, "importances": importances,
             "best": None if best is None else {"trial": best.number, "val_acc": best.value,
-                                               "params": best.user_attrs["params"], **best.params},
+                                               "params": TrialAttrs.of(best).params, **best.params},
             "front": [t.number for t in front], "pflop_front": [t.number for t in fronts["pflop"]],
             "report": str(out / "search.md")}
 
@@ -120,10 +122,11 @@ def _g(value: float | None) -> str:
 
 
 def _design(t: FrozenTrial) -> str:
-    d = t.user_attrs["design"]
+    a = TrialAttrs.of(t)
+    d = a.design
     text = (f"B={d['blocks']} C_1={d['channels']} F={d['kernel_size']} K={d['shortcut_kernel_size']} "
             f"P={d['pool_size']} {d['block']}")
-    return text + (f" ({t.user_attrs['repaired']})" if "repaired" in t.user_attrs else "")
+    return text + (f" ({a.repaired})" if a.repaired is not None else "")
 
 
 def _sampled(t: FrozenTrial) -> str:
@@ -131,13 +134,18 @@ def _sampled(t: FrozenTrial) -> str:
                      for k, v in t.params.items() if not k.startswith("model."))
 
 
-AXES = {"pflop": ("train_pflop", "training PFLOP"), "params": ("params", "parameters")}  # user attr, words
+AXES = {"pflop": ("train_pflop", "training PFLOP"), "params": ("params", "parameters")}  # TrialAttrs field, words
+
+
+def _cost(t: FrozenTrial, key: str) -> float | None:
+    """The trial's `key`, a TrialAttrs field of AXES."""
+    return getattr(TrialAttrs.of(t), key)
 
 
 def _front(done: list[FrozenTrial], key: str) -> list[FrozenTrial]:
-    """The Pareto front of `key` (a user attr; trials without it are left out) against validation accuracy."""
-    known = [t for t in done if t.user_attrs.get(key) is not None]
-    return [known[i] for i in pareto_front([(t.user_attrs[key], t.value) for t in known])]
+    """The Pareto front of `key` (an AXES field; trials without it are left out) against validation accuracy."""
+    known = [t for t in done if _cost(t, key) is not None]
+    return [known[i] for i in pareto_front([(_cost(t, key), t.value) for t in known])]
 
 
 def _front_table(front: list[FrozenTrial]) -> list[str]:
@@ -147,12 +155,11 @@ def _front_table(front: list[FrozenTrial]) -> list[str]:
     lines = ["| trial | design variables | params | GFLOP/image | PFLOP | seconds | val acc |",
              "|---:|---|---:|---:|---:|---:|---:|"]
     for t in front:
-        a = t.user_attrs
+        a = TrialAttrs.of(t)
         variables = ", ".join(f"{k.removeprefix('model.')}={v}" for k, v in t.params.items() if k.startswith("model."))
-        seconds = a.get("train_seconds")
-        lines.append(f"| {t.number} | {variables or _design(t)} | {a['params']:,} | "
-                     f"{_g(a.get('gflop_per_image'))} | {_g(a.get('train_pflop'))} | "
-                     f"{'-' if seconds is None else f'{seconds:.0f}'} | {t.value:.4f} |")
+        lines.append(f"| {t.number} | {variables or _design(t)} | {a.params:,} | {_g(a.gflop_per_image)} | "
+                     f"{_g(a.train_pflop)} | {'-' if a.train_seconds is None else f'{a.train_seconds:.0f}'} | "
+                     f"{t.value:.4f} |")
     return lines
 
 
@@ -162,21 +169,21 @@ def _plot_fronts(name: str, trials: list[FrozenTrial], done: list[FrozenTrial],
     fig, axes = plots.subplots(1, 2, figsize=(13, 5), sharey=True)
     pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
     for ax, (axis, (key, title)) in zip(axes, AXES.items()):
-        stopped = [t for t in pruned if t.user_attrs.get(key) is not None]
+        stopped = [t for t in pruned if _cost(t, key) is not None]
         if stopped:
-            ax.scatter([t.user_attrs[key] for t in stopped],
+            ax.scatter([_cost(t, key) for t in stopped],
                        [t.intermediate_values[max(t.intermediate_values)] for t in stopped],
                        marker="x", color="0.6", label="pruned (val acc when stopped)")
-        shown = [t for t in done if t.user_attrs.get(key) is not None]
-        ax.scatter([t.user_attrs[key] for t in shown], [t.value for t in shown], color="tab:blue", alpha=0.7,
+        shown = [t for t in done if _cost(t, key) is not None]
+        ax.scatter([_cost(t, key) for t in shown], [t.value for t in shown], color="tab:blue", alpha=0.7,
                    label="completed trials")
         front = fronts[axis]
         if front:
-            xs, ys = [t.user_attrs[key] for t in front], [t.value for t in front]
+            xs, ys = [_cost(t, key) for t in front], [t.value for t in front]
             ax.step(xs, ys, where="post", color="tab:red", lw=1.5)
             ax.scatter(xs, ys, color="tab:red", s=60, zorder=3, label="Pareto front")
             for t in front:
-                ax.annotate(f"#{t.number}", (t.user_attrs[key], t.value), textcoords="offset points",
+                ax.annotate(f"#{t.number}", (_cost(t, key), t.value), textcoords="offset points",
                             xytext=(4, 4), fontsize=8)
         if budget and axis == "params":
             ax.axvline(budget, color="k", ls="--", lw=1, label=f"budget {budget:,}")

@@ -1,6 +1,6 @@
 """The study's storage: an RDB (a SQLite file by default, $BUDGETNET_STORAGE, or any SQLAlchemy URL) shared by
-every worker, whose heartbeats let a worker mark a dead worker's trial FAIL and queue it to resume; and loading
-a study from it."""
+every worker, whose heartbeats let a worker mark a dead worker's trial FAIL and queue it to resume; loading
+a study from it; and what it records per trial (TrialAttrs)."""
 from __future__ import annotations
 
 import contextlib
@@ -9,8 +9,9 @@ import random
 import sys
 import time
 import warnings
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import optuna
 import sqlalchemy
@@ -18,6 +19,41 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 
 from .errors import SearchError
+
+@dataclass
+class TrialAttrs:
+    """What a trial records in the study's storage (its Optuna user attrs), each set once known; None where the
+    trial has not set it: its run directory (relative to --out) and whole recipe, its design's parameters, GFLOP
+    per image and design variables, how an over-budget design was repaired, why it was rejected untrained or
+    failed before training, and its final test accuracy and training PFLOP and seconds so far."""
+
+    run_dir: str | None = None
+    recipe: dict[str, Any] | None = None
+    params: int | None = None
+    gflop_per_image: float | None = None
+    design: dict[str, Any] | None = None  # blocks, channels, kernel_size, shortcut_kernel_size, pool_size, block
+    repaired: str | None = None
+    rejected: str | None = None  # over_budget or invalid_design
+    reason: str | None = None    # the rejection's message
+    failed: str | None = None
+    test_acc: float | None = None
+    train_pflop: float | None = None
+    train_seconds: float | None = None
+
+    @classmethod
+    def of(cls, trial: optuna.Trial | FrozenTrial) -> TrialAttrs:
+        """The attrs `trial` recorded."""
+        return cls(**{f.name: trial.user_attrs.get(f.name) for f in fields(cls)})
+
+    @classmethod
+    def record(cls, trial: optuna.Trial, **attrs: Any) -> None:
+        """Record `attrs` (TrialAttrs fields, by name) for `trial` in the storage."""
+        unknown = set(attrs) - {f.name for f in fields(cls)}
+        if unknown:
+            raise TypeError(f"not a trial attr: {', '.join(sorted(unknown))}")
+        for name, value in attrs.items():
+            trial.set_user_attr(name, value)
+
 
 STORAGE_ENV = "BUDGETNET_STORAGE"  # the storage URL, so that a password never shows on a command line
 MAX_RETRIES = 3  # times an interrupted or silent trial is queued again (each retry resumes its checkpoint)

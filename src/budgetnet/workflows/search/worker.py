@@ -18,7 +18,7 @@ from .errors import RunDirRefused, SearchInterrupted
 from .gpu import worker_device
 from .objective import Objective
 from .space import Space, check_budget
-from .storage import open_storage, optuna_quiet, retry_trial, storage_url
+from .storage import TrialAttrs, open_storage, optuna_quiet, retry_trial, storage_url
 
 SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
 PRUNERS = {"hyperband": optuna.pruners.HyperbandPruner, "halving": optuna.pruners.SuccessiveHalvingPruner,
@@ -114,18 +114,18 @@ def _sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
 
 def _say_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     """One stderr line per finished trial, in budgetnet's terms (Optuna's own log shows errors only)."""
-    params = trial.user_attrs.get("params")
-    size = f", {params:,} params" if params is not None else ""
+    attrs = TrialAttrs.of(trial)
+    size = f", {attrs.params:,} params" if attrs.params is not None else ""
     if trial.state == TrialState.COMPLETE:
         line = f"val acc {trial.value:.4f}{size}"
-    elif "rejected" in trial.user_attrs:
-        line = f"rejected untrained ({trial.user_attrs['rejected']}): {trial.user_attrs.get('reason', '')}"
+    elif attrs.rejected is not None:
+        line = f"rejected untrained ({attrs.rejected}): {attrs.reason or ''}"
     elif trial.state == TrialState.PRUNED:
         steps = trial.intermediate_values
         line = (f"stopped by --pruner after epoch {max(steps)}, val acc {steps[max(steps)]:.4f}{size}" if steps
                 else f"stopped by --pruner{size}")
-    elif "failed" in trial.user_attrs:  # refused before training
-        line = f"failed: {trial.user_attrs['failed']}"
+    elif attrs.failed is not None:  # refused before training
+        line = f"failed: {attrs.failed}"
     else:  # otherwise the objective catches only a divergence
         line = f"failed, training diverged{size}"
     print(f"trial {trial.number}: {line}", file=sys.stderr)
@@ -138,5 +138,5 @@ def _requeue(study: optuna.Study, running: int | None) -> str:
         return "interrupted between trials; rerun the same command to continue the study"
     retry_trial(study, failed[0])
     return (f"interrupted: trial {failed[0].number} is marked failed and queued again; the worker that takes it "
-            f"resumes {failed[0].user_attrs.get('run_dir', 'its run directory')} from its last checkpoint "
+            f"resumes {TrialAttrs.of(failed[0]).run_dir or 'its run directory'} from its last checkpoint "
             "(rerun the same command to continue the study)")
