@@ -52,10 +52,14 @@ SUMMARY_MISSING = "summary missing"  # the status of a run whose metric rows exi
 R = TypeVar("R", bound="Record")
 
 
+@dataclass
 class Record:
     """A run file's JSON object as a typed record: one field per key (None where a file written by an older
     budgetnet lacks it), the keys this budgetnet does not know in `extra`, and the keys in the order they were read,
     so that a record read and written back is byte-identical. `OPTIONAL` keys are written only when not None."""
+
+    extra: dict[str, Any] = field(default_factory=dict, kw_only=True)
+    _keys: list[str] | None = field(default=None, init=False, repr=False, compare=False)  # the file's, as read
 
     OPTIONAL: ClassVar[tuple[str, ...]] = ()
 
@@ -116,8 +120,6 @@ class RunSummary(Record):
     budgetnet_version: str | None = None
     budgetnet_commit: str | None = None
     error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    _keys: list[str] | None = field(default=None, init=False, repr=False, compare=False)  # the file's, as read
 
     OPTIONAL = ("error",)
 
@@ -138,8 +140,6 @@ class MetricRow(Record):
     test_loss: float | None = None
     test_acc: float | None = None
     plain_test_acc: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    _keys: list[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     OPTIONAL = ("val_loss", "val_acc", "test_loss", "test_acc", "plain_test_acc")
 
@@ -168,8 +168,6 @@ class EvalRecord(Record):
     corruptions_generated: list[str] | None = None
     corruptions_read: dict[str, str] | None = None
     corruptions_skipped: dict[str, str] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    _keys: list[str] | None = field(default=None, init=False, repr=False, compare=False)
 
 
 EvalRecord.OPTIONAL = tuple(EvalRecord.keys())  # eval.json holds what was measured, nothing else
