@@ -20,6 +20,7 @@ import torchvision.transforms.v2 as T
 from torch.utils.data import DataLoader, Dataset
 
 from budgetnet.data.augment import build_augment
+from budgetnet.data.policies import parse_augment
 
 TO_FLOAT = T.ToDtype(torch.float32, scale=True)
 
@@ -66,7 +67,7 @@ def load_images(n: int) -> tuple[torch.Tensor, str]:
 
 
 def budgetnet_ips(recipe: list[dict], images: torch.Tensor, batch_size: int, device: str) -> float:
-    augment = build_augment(recipe, num_classes=10)
+    augment = build_augment(parse_augment(recipe), num_classes=10)
     images = images.to(device)
     labels = torch.zeros(len(images), dtype=torch.long, device=device)
     batches = [(images[i:i + batch_size], labels[i:i + batch_size]) for i in range(0, len(images), batch_size)]

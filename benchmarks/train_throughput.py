@@ -46,6 +46,7 @@ from torchvision import transforms
 
 from budgetnet.config import load_recipe
 from budgetnet.data.cifar import DATASETS, from_arrays, load_split
+from budgetnet.data.policies import AugMix, Crop, Flip, PolicyConfig
 from budgetnet.design.model import ResNet, flops_per_image
 from budgetnet.training.loop import train_without_rundir
 from budgetnet.training.provenance import device_name
@@ -53,7 +54,7 @@ from budgetnet.training.rundir import MetricRow
 
 from tables import markdown
 
-CROP_FLIP = [{"name": "crop", "padding": 4}, {"name": "flip", "p": 0.5}]
+CROP_FLIP = [Crop(padding=4), Flip(p=0.5)]
 TINY = ["model.channels=4"]  # --smoke: the study's ResNet-18 at C_1=4, the same code path in a second on the CPU
 # airbench94's SGD (small's optimizer before Muon) and airbench94_muon's Muon step with small's cheaper options off
 SGD = ["optimizer.name=sgd", "optimizer.units=per_1024", "optimizer.lr=11.5", "optimizer.weight_decay=0.0153",
@@ -63,7 +64,7 @@ OPTIMIZERS = {"sgd": SGD, "muon": MUON, "muon_batched": [*MUON, "optimizer.muon_
               "muon_every_4": [*MUON, "optimizer.muon_normalize_every=4"],
               "muon_cheap": [*MUON, "optimizer.muon_batched=true", "optimizer.muon_normalize_every=4"]}
 SMOKE_SMALL = ["model.channels=[8, 16, 16]"]  # --smoke with --optimizers: small at tiny widths
-AUGMIX_JSD = [*CROP_FLIP, {"name": "augmix", "jsd": True}]
+AUGMIX_JSD = [*CROP_FLIP, AugMix(jsd=True)]
 
 
 class ArrayCIFAR(Dataset):
@@ -147,7 +148,7 @@ def watch_cudagraphs() -> Iterator[CudagraphSkips]:
 
 
 def budgetnet_run(images: np.ndarray, labels: np.ndarray, device: torch.device, steps: int, precision: str,
-                  *, batch: int = 128, augment: list[dict] | None = CROP_FLIP, compile: bool = False,
+                  *, batch: int = 128, augment: list[PolicyConfig] | None = CROP_FLIP, compile: bool = False,
                   compile_mode: str = "default", model_overrides: list[str] = (), recipe_name: str = "seed") -> dict:
     """Images/s of budgetnet's loop in epoch 2 of a run of `steps` batches per epoch (epoch 1 is the warm-up),
     the warm-up's extra seconds, the peak memory and, for the modes that add CUDA graphs, whether Inductor logged

@@ -7,6 +7,7 @@ import torchvision.transforms.v2.functional as TF
 
 from budgetnet.data.augment import build_augment
 from budgetnet.data.augment.basic import shift_crop
+from budgetnet.data.policies import parse_augment
 
 
 def images(n=16, size=32, seed=0):
@@ -16,13 +17,13 @@ def images(n=16, size=32, seed=0):
 
 def test_empty_list_is_identity():
     x = images()
-    views, targets = build_augment([], 10)(x, torch.arange(16))
+    views, targets = build_augment(parse_augment([]), 10)(x, torch.arange(16))
     assert views.dtype == torch.float32 and torch.equal(views, x.float() / 255)
     assert torch.equal(targets, torch.arange(16))
 
 
 def test_contract_shapes_and_reproducibility():
-    aug = build_augment([{"name": "crop", "padding": 4}, {"name": "flip", "p": 0.5}], 10)
+    aug = build_augment(parse_augment([{"name": "crop", "padding": 4}, {"name": "flip", "p": 0.5}]), 10)
     assert aug.num_views == 1
     x, y = images(), torch.arange(16)
     torch.manual_seed(1)
@@ -44,7 +45,7 @@ def test_contract_shapes_and_reproducibility():
 ])
 def test_validation_errors_name_the_problem(recipe, words):
     with pytest.raises(ValueError) as err:
-        build_augment(recipe, 10)
+        build_augment(parse_augment(recipe), 10)
     for word in words:
         assert word in str(err.value)
 
@@ -63,7 +64,7 @@ def test_crop_offsets_are_uniform():
     torch.manual_seed(0)
     x = torch.zeros(4000, 3, 8, 8, dtype=torch.uint8)
     x[:, :, 0, 0] = 255  # track where the top-left pixel goes
-    out, _ = build_augment([{"name": "crop", "padding": 1}], 10)(x, torch.zeros(4000, dtype=torch.long))
+    out, _ = build_augment(parse_augment([{"name": "crop", "padding": 1}]), 10)(x, torch.zeros(4000, dtype=torch.long))
     where = out[:, 0].flatten(1).argmax(1)  # 0 if it stayed or was cropped out ...
     moved = (out[:, 0].flatten(1).max(1).values > 0)
     # offset (dy, dx) in {0,1,2}^2: the pixel survives unless dy == 2 or dx == 2, i.e. 4/9 of the time
@@ -74,7 +75,8 @@ def test_crop_offsets_are_uniform():
 def test_flip_probabilities():
     torch.manual_seed(0)
     x = images(1).expand(4000, -1, -1, -1)
-    out, _ = build_augment([{"name": "flip", "p": 0.3, "vertical_p": 0.6}], 10)(x, torch.zeros(4000, dtype=torch.long))
+    augment = build_augment(parse_augment([{"name": "flip", "p": 0.3, "vertical_p": 0.6}]), 10)
+    out, _ = augment(x, torch.zeros(4000, dtype=torch.long))
     h = (out == x[:1].flip(-1) / 255).flatten(1).all(1) | (out == x[:1].flip(-1).flip(-2) / 255).flatten(1).all(1)
     v = (out == x[:1].flip(-2) / 255).flatten(1).all(1) | (out == x[:1].flip(-1).flip(-2) / 255).flatten(1).all(1)
     assert abs(h.float().mean() - 0.3) < 0.03 and abs(v.float().mean() - 0.6) < 0.03
@@ -83,7 +85,7 @@ def test_flip_probabilities():
 def test_preview_writes_a_png_grid(tmp_path):
     from budgetnet.data.augment.preview import preview
 
-    out = preview([{"name": "augmix", "jsd": True}], images(3), tmp_path / "grid.png", samples=2)
+    out = preview(parse_augment([{"name": "augmix", "jsd": True}]), images(3), tmp_path / "grid.png", samples=2)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -101,7 +103,8 @@ def test_translate_is_an_integer_shift_within_the_range_like_torchvision_affine(
     torch.manual_seed(0)
     x = torch.zeros(2000, 3, 16, 16, dtype=torch.uint8)
     x[:, :, 8, 8] = 255  # track one pixel
-    out, _ = build_augment([{"name": "translate", "max_fraction": 0.25}], 10)(x, torch.zeros(2000, dtype=torch.long))
+    augment = build_augment(parse_augment([{"name": "translate", "max_fraction": 0.25}]), 10)
+    out, _ = augment(x, torch.zeros(2000, dtype=torch.long))
     where = out[:, 0].flatten(1).argmax(1)
     dy, dx = where // 16 - 8, where % 16 - 8
     assert dy.abs().max() == 4 and dx.abs().max() == 4 and abs(dx.float().mean()) < 0.15
@@ -113,7 +116,8 @@ def test_translate_is_an_integer_shift_within_the_range_like_torchvision_affine(
 def test_cutout_zeroes_a_clipped_square_with_probability_p():
     torch.manual_seed(0)
     x = torch.full((2000, 3, 16, 16), 200, dtype=torch.uint8)
-    out, _ = build_augment([{"name": "cutout", "size": 6, "p": 0.5}], 10)(x, torch.zeros(2000, dtype=torch.long))
+    augment = build_augment(parse_augment([{"name": "cutout", "size": 6, "p": 0.5}]), 10)
+    out, _ = augment(x, torch.zeros(2000, dtype=torch.long))
     hole = out[:, 0] == 0
     assert torch.equal(hole, (out == 0).all(1))  # all channels
     rows, cols = hole.any(2).sum(1), hole.any(1).sum(1)
@@ -144,13 +148,13 @@ def test_every_shipped_recipe_and_experiment_augment_list_builds():
              for a in _augment_lists(yaml.safe_load(f.read_text()))]
     assert lists
     for policies in lists:
-        build_augment(policies, 10)
+        build_augment(parse_augment(policies), 10)
 
 
 def test_alternating_flip_shows_each_image_once_each_way_in_consecutive_epochs():
     torch.manual_seed(0)
     x = torch.randint(0, 256, (512, 3, 8, 8), dtype=torch.uint8)
-    aug = build_augment([{"name": "flip", "mode": "alternate"}, {"name": "crop", "padding": 0}], 10)
+    aug = build_augment(parse_augment([{"name": "flip", "mode": "alternate"}, {"name": "crop", "padding": 0}]), 10)
     seen = []
     for epoch in range(3):
         aug.set_epoch(epoch)
@@ -165,9 +169,9 @@ def test_alternating_flip_shows_each_image_once_each_way_in_consecutive_epochs()
 
 def test_alternating_flip_must_come_first():
     with pytest.raises(ValueError, match="alternate must come first"):
-        build_augment([{"name": "crop"}, {"name": "flip", "mode": "alternate"}], 10)
+        build_augment(parse_augment([{"name": "crop"}, {"name": "flip", "mode": "alternate"}]), 10)
     with pytest.raises(ValueError, match="mode must be one of random, alternate"):
-        build_augment([{"name": "flip", "mode": "every_other"}], 10)
+        build_augment(parse_augment([{"name": "flip", "mode": "every_other"}]), 10)
 
 
 def test_brightness_contrast_is_hiverges_jitter_of_the_standardised_images():
@@ -177,7 +181,7 @@ def test_brightness_contrast_is_hiverges_jitter_of_the_standardised_images():
 
     x, n = images(), 16
     torch.manual_seed(3)
-    out, _ = build_augment([{"name": "brightness_contrast"}], 10)(x, torch.zeros(n, dtype=torch.long))
+    out, _ = build_augment(parse_augment([{"name": "brightness_contrast"}]), 10)(x, torch.zeros(n, dtype=torch.long))
     torch.manual_seed(3)
     u = torch.rand(2, n, 1, 1, 1) * 2 - 1
     b, c = u[0] * 0.1399, u[1] * 0.1308 + 1  # hiverge's cifar10_speedrun.py:609-610
@@ -192,7 +196,7 @@ def test_brightness_contrast_draws_one_shift_and_scale_per_image_and_zero_ranges
     x = torch.full((2000, 3, 4, 4), 128, dtype=torch.uint8)
     x[:, :, 0] = 0  # two levels per channel, to read each image's scale and shift back
     torch.manual_seed(0)
-    aug = build_augment([{"name": "brightness_contrast", "brightness": 0.2, "contrast": 0.5}], 10)
+    aug = build_augment(parse_augment([{"name": "brightness_contrast", "brightness": 0.2, "contrast": 0.5}]), 10)
     out, _ = aug(x, torch.zeros(2000, dtype=torch.long))
     scale = (out[:, :, 1] - out[:, :, 0]).mean(-1) / (128 / 255)  # [n, 3]
     assert torch.allclose(scale, scale[:, :1], atol=1e-5)  # one scale for every channel of an image
@@ -200,7 +204,8 @@ def test_brightness_contrast_draws_one_shift_and_scale_per_image_and_zero_ranges
     torch.manual_seed(0)
     again, _ = aug(x, torch.zeros(2000, dtype=torch.long))
     assert torch.equal(out, again)  # torch's RNG only
-    off, _ = build_augment([{"name": "brightness_contrast", "brightness": 0, "contrast": 0}], 10)(x, x[:, 0, 0, 0])
+    augment = build_augment(parse_augment([{"name": "brightness_contrast", "brightness": 0, "contrast": 0}]), 10)
+    off, _ = augment(x, x[:, 0, 0, 0])
     assert torch.equal(off, x.float() / 255)
 
 
@@ -211,4 +216,4 @@ def test_brightness_contrast_draws_one_shift_and_scale_per_image_and_zero_ranges
 ])
 def test_brightness_contrast_validation(policies, words):
     with pytest.raises(ValueError, match=words):
-        build_augment(policies, 10)
+        build_augment(parse_augment(policies), 10)

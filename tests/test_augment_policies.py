@@ -11,6 +11,7 @@ import torchvision.transforms.v2 as T
 from budgetnet.data.augment import build_augment
 from budgetnet.data.augment.auto import AugMix, AutoAugment, RandAugment, TrivialAugmentWide, op_space
 from budgetnet.data.augment.mix import cutmix, mixup
+from budgetnet.data.policies import parse_augment
 from budgetnet.training.losses import training_loss
 
 N = 20_000  # samples for frequency checks: 3 sigma of a frequency is below 0.011
@@ -103,7 +104,7 @@ def test_policy_changes_images_as_much_as_torchvision(recipe, reference):
     """End to end: the mean absolute pixel change per image agrees with torchvision's (within 4 standard errors)."""
     torch.manual_seed(0)
     x = images(200, 16).repeat(2, 1, 1, 1)
-    ours, _ = build_augment([recipe], 10)(x, torch.zeros(len(x), dtype=torch.long))
+    ours, _ = build_augment(parse_augment([recipe]), 10)(x, torch.zeros(len(x), dtype=torch.long))
     theirs = torch.stack([reference(xi) for xi in x]).float() / 255
     ours, theirs = ((v - x.float() / 255).abs().mean((1, 2, 3)) for v in (ours, theirs))
     standard_error = ((ours.var() + theirs.var()) / len(x)).sqrt()
@@ -114,23 +115,24 @@ def test_policy_changes_images_as_much_as_torchvision(recipe, reference):
 def test_augmix_jsd_views_are_clean_then_two_augmix_views():
     torch.manual_seed(0)
     x, y = images(8), torch.arange(8)
-    aug = build_augment([{"name": "augmix", "jsd": True, "jsd_lambda": 6}], 10)
+    aug = build_augment(parse_augment([{"name": "augmix", "jsd": True, "jsd_lambda": 6}]), 10)
     assert aug.num_views == 3 and aug.jsd_lambda == 6.0
     views, targets = aug(x, y)
     assert views.shape == (24, 3, 16, 16) and views.dtype == torch.float32 and torch.equal(targets, y)
     assert torch.equal(views[:8], x.float() / 255)
     assert 0 <= views.min() and views.max() <= 1
     assert not torch.allclose(views[8:16], views[16:]) and not torch.allclose(views[8:16], views[:8])
-    default = build_augment([{"name": "augmix", "jsd": True}], 10)
-    assert default.jsd_lambda == 12.0 and build_augment([{"name": "augmix"}], 10).num_views == 1
+    default = build_augment(parse_augment([{"name": "augmix", "jsd": True}]), 10)
+    assert default.jsd_lambda == 12.0 and build_augment(parse_augment([{"name": "augmix"}]), 10).num_views == 1
 
 
 def test_clean_view_has_the_policies_before_augmix():
     x, y = images(8), torch.arange(8)
     torch.manual_seed(3)
-    pre, _ = build_augment([{"name": "crop"}, {"name": "flip"}], 10)(x, y)
+    pre, _ = build_augment(parse_augment([{"name": "crop"}, {"name": "flip"}]), 10)(x, y)
     torch.manual_seed(3)
-    views, _ = build_augment([{"name": "crop"}, {"name": "flip"}, {"name": "augmix", "jsd": True}], 10)(x, y)
+    augment = build_augment(parse_augment([{"name": "crop"}, {"name": "flip"}, {"name": "augmix", "jsd": True}]), 10)
+    views, _ = augment(x, y)
     assert torch.equal(views[:8], pre)
 
 
@@ -163,10 +165,10 @@ def test_mixup_and_cutmix_equal_torchvision_for_a_fixed_ratio_and_box():
 def test_mixing_probability_and_views_share_pairs(name):
     torch.manual_seed(0)
     x, y = images(4, 8), torch.arange(4)
-    aug = build_augment([{"name": name, "p": 0.3}], 4)
+    aug = build_augment(parse_augment([{"name": name, "p": 0.3}]), 4)
     mixed = sum(int(aug(x, y)[1].max() < 1) for _ in range(1000))
     assert abs(mixed / 1000 - 0.3) < 0.05
-    aug = build_augment([{"name": "augmix", "jsd": True}, {"name": name}], 4)
+    aug = build_augment(parse_augment([{"name": "augmix", "jsd": True}, {"name": name}]), 4)
     views, targets = aug(x, y)
     assert views.shape == (12, 3, 8, 8) and targets.shape == (4, 4) and torch.allclose(targets.sum(1), torch.ones(4))
 
@@ -178,7 +180,7 @@ ALL = [{"name": "crop", "padding_mode": "reflect"}, {"name": "flip", "vertical_p
 
 def test_randomness_is_torchs_only():
     x, y = images(8), torch.arange(8)
-    aug = build_augment(ALL, 10)
+    aug = build_augment(parse_augment(ALL), 10)
     outputs = []
     for python_seed in (1, 2):
         random.seed(python_seed)
@@ -210,6 +212,6 @@ def test_randomness_is_torchs_only():
 ])
 def test_validation(recipe, words):
     with pytest.raises(ValueError) as err:
-        build_augment(recipe, 10)
+        build_augment(parse_augment(recipe), 10)
     for word in words:
         assert word in str(err.value)

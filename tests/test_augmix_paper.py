@@ -9,6 +9,7 @@ from budgetnet.data.augment import build_augment
 from budgetnet.data.augment.auto import AugMix
 from budgetnet.data.augment.ops import apply_ops
 from budgetnet.data.augment.paper import ALL_OPS, OPS, PAPER, SIGNED, PaperSpace
+from budgetnet.data.policies import parse_augment
 from budgetnet.errors import UsageError
 
 SIZE = 32  # augmentations.py's IMAGE_SIZE
@@ -187,8 +188,8 @@ def test_augmix_changes_images_as_much_as_the_papers():
 
     theirs = change(torch.stack([torch.from_numpy(paper_image(Image.fromarray(xi.permute(1, 2, 0).numpy())))
                                  .permute(2, 0, 1) for xi in x]))
-    paper, _ = build_augment([{"name": "augmix"}], 10)(x, torch.zeros(len(x), dtype=torch.long))
-    torchvision, _ = build_augment([{"name": "augmix", "magnitudes": "torchvision"}], 10)(
+    paper, _ = build_augment(parse_augment([{"name": "augmix"}]), 10)(x, torch.zeros(len(x), dtype=torch.long))
+    torchvision, _ = build_augment(parse_augment([{"name": "augmix", "magnitudes": "torchvision"}]), 10)(
         x, torch.zeros(len(x), dtype=torch.long))
     paper, torchvision = change(paper), change(torchvision)
     standard_error = ((paper.var() + theirs.var()) / len(x)).sqrt()
@@ -203,7 +204,7 @@ def test_augmix_changes_images_as_much_as_the_papers():
 ])
 def test_bad_magnitudes_are_one_line_usage_errors(spec, words):
     with pytest.raises(UsageError) as error:
-        build_augment([{"name": "augmix", **spec}], 10)
+        build_augment(parse_augment([{"name": "augmix", **spec}]), 10)
     message = str(error.value)
     assert "\n" not in message and all(word in message for word in words), message
 
@@ -212,4 +213,4 @@ def test_magnitudes_default_to_the_papers_and_torchvision_keeps_torchvisions_spa
     assert AugMix().magnitudes == "paper"
     space, _ = AugMix(magnitudes="torchvision").sample(4, 32, 32, torch.device("cpu"))
     assert hasattr(space, "bins") and "Identity" not in space.names and len(space.names) == 13
-    build_augment([{"name": "augmix", "magnitudes": "torchvision", "interpolation": "nearest"}], 10)
+    build_augment(parse_augment([{"name": "augmix", "magnitudes": "torchvision", "interpolation": "nearest"}]), 10)

@@ -9,7 +9,7 @@ import torch
 
 from budgetnet.cli import main
 from budgetnet.config import MAX_EPOCHS, MAX_SEED, Recipe, RecipeError, load_recipe
-from budgetnet.data.augment.registry import POLICIES, build_policy
+from budgetnet.data.policies import POLICIES, parse_policy
 from budgetnet.deploy.predict import read_image
 from budgetnet.errors import UsageError
 from budgetnet.training import checkpoint
@@ -100,7 +100,7 @@ def test_augment_policies_have_integer_parameters():
 @pytest.mark.parametrize("policy, key", int_parameters())
 def test_every_integer_augment_parameter_has_a_range(policy, key, value):
     with pytest.raises(UsageError, match=f"augment policy '{policy}': {key} must be an int in"):
-        build_policy({"name": policy, key: value})
+        parse_policy({"name": policy, key: value}).validate()
 
 
 # ---- item 6: YAML, --set and --budget ---------------------------------------------------------------

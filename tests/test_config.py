@@ -6,6 +6,7 @@ import typing
 import pytest
 
 from budgetnet.config import Recipe, RecipeError, apply_overrides, load_recipe, parse_count, recipe_names
+from budgetnet.data.policies import AugMix, Crop, Flip
 from budgetnet.errors import UsageError
 from budgetnet.training.optim import lr_at_step
 
@@ -31,9 +32,8 @@ def test_seed_recipe_is_the_study():
     assert (o.norm_lr_scale, o.norm_weight_decay) == (1.0, None)
     assert (r.schedule.name, r.schedule.per_step, r.schedule.warmup_epochs) == ("cosine", True, 0.0)
     assert not r.ema.enabled and not r.lookahead.enabled and r.tta == "none"
-    assert r.augment == [{"name": "crop", "padding": 4}, {"name": "flip", "p": 0.5},
-                         {"name": "augmix", "severity": 3, "mixture_width": 3, "chain_depth": -1, "alpha": 1.0,
-                          "all_ops": True, "jsd": True, "jsd_lambda": 12.0}]
+    assert r.augment == [Crop(padding=4), Flip(p=0.5), AugMix(severity=3, mixture_width=3, chain_depth=-1, alpha=1.0,
+                                                            all_ops=True, jsd=True, jsd_lambda=12.0)]
     # model7.py: LambdaLR(lr_min + (lr_max - lr_min) * 0.5 * (1 + cos(step / total_steps * pi))), 0.1 -> 1e-6
     total = 1200 * 390
     for step in (0, 1, 1000, total // 3, total // 2, total - 1, total):
@@ -48,7 +48,7 @@ def test_overrides_are_yaml_typed_and_dotted():
     assert r.optimizer.lr == 0.05 and r.model.blocks == [1, 1, 1]
     assert r.optimizer.weight_decay == 5e-4 and isinstance(r.optimizer.weight_decay, float)
     assert r.grad_clip == 1.0 and isinstance(r.grad_clip, float)
-    assert r.augment == [{"name": "flip", "p": 0.25}]
+    assert r.augment == [Flip(p=0.25)]
     assert r.budget == 4_500_000
 
 
@@ -137,9 +137,10 @@ def test_parse_count_rejects_garbage():
         parse_count("lots")
 
 
-def test_checking_a_recipe_imports_no_torchvision():
-    """Loading and checking every shipped recipe, and one with each auto-augment policy, leaves torchvision
-    unimported: the data section's and the augment registry's checks need no image library."""
+def test_checking_a_recipe_imports_neither_torch_nor_the_augment_ops():
+    """Loading and checking every shipped recipe, and one with each auto-augment policy, leaves torch, torchvision
+    and the augmentation ops unimported: each section checks its own typed record (data.policies for the augment
+    list), with no tensor library."""
     import os
     import subprocess
     import sys
@@ -151,7 +152,8 @@ def test_checking_a_recipe_imports_no_torchvision():
               "for name in c.recipe_names(): c.load_recipe(name).validate()\n"
               "for policy in ('autoaugment', 'randaugment', 'trivialaugment', 'augmix'):\n"
               "    c.load_recipe('small', [f'augment=[{{name: {policy}}}]']).validate()\n"
-              "assert 'torchvision' not in sys.modules, 'torchvision imported'\n")
+              "loaded = [m for m in ('torch', 'torchvision', 'budgetnet.data.augment') if m in sys.modules]\n"
+              "assert not loaded, f'imported {loaded}'\n")
     src = str(Path(budgetnet.__file__).parents[1])
     done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": src}, capture_output=True,
                           text=True, timeout=300)

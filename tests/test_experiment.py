@@ -7,6 +7,7 @@ import yaml
 
 from budgetnet.cli import main
 from budgetnet.config import RecipeError, load_recipe
+from budgetnet.data.policies import AutoAugment, Flip
 from budgetnet.training.loop import train
 from budgetnet.training.rundir import RunFiles
 from budgetnet.workflows.experiment.cost import cost_plan, measure_epoch_seconds
@@ -196,8 +197,8 @@ def test_each_setting_trains_what_its_label_says(tmp_path):
     aug = {r.setting.label: r.recipe for r in plan(load_experiment("augmentation"), "full", tmp_path / "a")}
     assert list(aug) == ["augment=flip", "augment=autoaugment", "augment=augmix", "augment=study-flip",
                          "augment=study-autoaugment"]
-    assert aug["augment=flip"].augment == [{"name": "flip"}]  # the text's random flip, no crop
-    assert aug["augment=autoaugment"].augment[-1] == {"name": "autoaugment", "policy": "cifar10"}
+    assert aug["augment=flip"].augment == [Flip()]  # the text's random flip, no crop
+    assert aug["augment=autoaugment"].augment[-1] == AutoAugment(policy="cifar10")
     assert changes(aug["augment=augmix"]) == set()  # AugMix + JSD is the seed recipe itself
     assert {changes(aug[f"augment={k}"]) == {"augment"} for k in ("flip", "autoaugment")} == {True}
     study_flip = aug["augment=study-flip"]  # model1_batch128.py
@@ -206,11 +207,11 @@ def test_each_setting_trains_what_its_label_says(tmp_path):
 
     opt = {r.setting.label: r.recipe for r in plan(load_experiment("optimizer"), "full", tmp_path / "o")}
     assert changes(opt["optimizer=sgd"]) == set()  # the study's SGDR 95.6% run (model7) is the seed recipe
-    assert changes(opt["optimizer=sgdr"]) == {"schedule"} and opt["optimizer=sgdr"].augment[-1]["jsd"]
+    assert changes(opt["optimizer=sgdr"]) == {"schedule"} and opt["optimizer=sgdr"].augment[-1].jsd
     assert changes(opt["optimizer=adam"]) == {"optimizer"} and changes(opt["optimizer=radam"]) == {"optimizer"}
     study_sgd = opt["optimizer=study-sgd"]  # model8.py
     assert (study_sgd.augment, study_sgd.batch_size, study_sgd.epochs, study_sgd.optimizer.nesterov) == \
-        ([{"name": "autoaugment", "policy": "cifar10"}], 64, 500, True)
+        ([AutoAugment(policy="cifar10")], 64, 500, True)
     assert (opt["optimizer=study-radam"].optimizer.lr, opt["optimizer=study-radam"].epochs) == (1.5e-4, 500)
 
     sched = {r.setting.label: r.recipe for r in plan(load_experiment("lr-schedule"), "full", tmp_path / "s")}

@@ -306,8 +306,9 @@ def test_augmentation_never_reads_the_images_device(policy):
     """A meta tensor has no values: any .item(), .tolist() or bool() of device data (a host sync on the GPU)
     raises, so the batch runs through every policy only if each step can be queued without waiting."""
     from budgetnet.data.augment import build_augment
+    from budgetnet.data.policies import parse_augment
 
-    augment = build_augment([policy], num_classes=10)
+    augment = build_augment(parse_augment([policy]), num_classes=10)
     images = torch.empty(16, 3, 32, 32, dtype=torch.uint8, device="meta")
     views, targets = augment(images, torch.empty(16, dtype=torch.long, device="meta"))
     assert views.shape == (16 * augment.num_views, 3, 32, 32) and views.dtype == torch.float32

@@ -60,7 +60,7 @@ def by_hand(values):
 
 def test_runs_of_the_same_recipe_are_trained_once(tmp_path):
     planned = plan_study("smoke", tmp_path)
-    seed_runs = {name: [r.path for r in runs if r.recipe.augment[-1].get("jsd") and r.recipe.batch_size == 128
+    seed_runs = {name: [r.path for r in runs if getattr(r.recipe.augment[-1], "jsd", False) and r.recipe.batch_size == 128
                         and r.recipe.optimizer.name == "sgd" and r.recipe.schedule.name == "cosine"]
                  for name, (_, runs) in planned.items()}
     assert len({p for paths in seed_runs.values() for p in paths}) == 2  # one per seed, for all five experiments

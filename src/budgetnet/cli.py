@@ -184,8 +184,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_augment_preview(args: argparse.Namespace) -> int:
     from .data.augment.preview import preview_test_images
+    from .data.policies import parse_policy
 
-    policy = apply_overrides({"name": args.policy}, args.set)
+    policy = parse_policy(apply_overrides({"name": args.policy}, args.set))
     print(f"wrote {preview_test_images(policy, args.out, args.data, args.images, args.samples, args.seed)}")
     return 0
 

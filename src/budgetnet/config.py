@@ -1,17 +1,17 @@
 """Recipes: YAML files resolved into a typed Recipe, with dotted `--set` overrides and unknown-key suggestions.
 
 The recipe's schema: every key, its type and its default is in the dataclasses below (the `model` section's in
-design.spec.ModelSpec, the `data` section's in data.schema.DataConfig); a choice field is typed `Literal[...]`,
-which lists its values. Each section's validate() checks its values (its choices through choices.check_choices) and
-Recipe.validate() runs them all, the augment list's check included, so that the builders (optimizer, schedule,
-averages, autocast, compile, evaluation) trust a validated recipe. What depends on the machine (the device, the
+design.spec.ModelSpec, the `data` section's in data.schema.DataConfig, the augment list's policies in
+data.policies); a choice field is typed `Literal[...]`, which lists its values. Each section's validate() checks its
+values (its choices through choices.check_choices) and Recipe.validate() runs them all, the augment list's check
+included, so that the builders (optimizer, schedule, averages, autocast, compile, evaluation, augmentation) trust a
+validated recipe. What depends on the machine (the device, the
 number of processes) is checked where it is known.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import math
 import types
 import typing
@@ -23,9 +23,10 @@ from typing import Any, Literal
 import yaml
 
 from .choices import check_choices, check_ranges, check_rule as _check
+from .data.policies import Crop, Flip, PolicyConfig, check_augment, parse_policy
 from .data.schema import DataConfig, Dataset  # noqa: F401 (re-exported: the recipe's data section)
 from .design.spec import ModelSpec
-from .errors import RecipeError, UsageError, shown
+from .errors import RecipeError, UsageError, did_you_mean, shown
 
 OptimizerName = Literal["sgd", "adam", "adamw", "radam", "muon"]
 Units = Literal["torch", "per_1024"]
@@ -181,7 +182,7 @@ class Recipe:
     data: DataConfig = field(default_factory=DataConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    augment: list[dict] = field(default_factory=lambda: [{"name": "crop", "padding": 4}, {"name": "flip"}])
+    augment: list[PolicyConfig] = field(default_factory=lambda: [Crop(padding=4), Flip()])  # data.policies
     description: str = ""
     epochs: int | float = 30          # a fraction (9.9) stops the last epoch, epoch ceil(epochs), part-way:
                                       # training.loop takes data.cifar.run_steps steps in all
@@ -221,8 +222,6 @@ class Recipe:
     def validate(self) -> None:
         """Raise a UsageError (RecipeError; SpecError for the model) naming the first value that cannot run: NaN or
         infinity anywhere, then the run's own ranges and choices, then each section's, then the augment list."""
-        from .data.augment import build_augment  # torch: only when a recipe is checked
-
         _check_finite(self.to_dict())
         check_choices(self, "", RecipeError)
         check_ranges(self, INT_RANGES, "", RecipeError)
@@ -244,7 +243,7 @@ class Recipe:
             section.validate()
         _check(not self.optimizer.whiten_bias_as_norm or self.model.whiten_bias_epochs > 0,
                "optimizer.whiten_bias_as_norm", True, "needs a whitening bias: set model.whiten_bias_epochs (e.g. 3)")
-        build_augment(self.augment, self.model.num_classes)  # the augment registry's check of every entry
+        check_augment(self.augment)
 
 
 def _check_finite(value: Any, key: str = "") -> None:
@@ -454,8 +453,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return float(value)
     if hint is int and isinstance(value, float) and value.is_integer():
         return int(value)
-    if hint is dict and isinstance(value, dict):
-        return value
+    if hint is PolicyConfig:
+        return parse_policy(value)  # the policy's own names and keys; its values: Recipe.validate
     if origin is Literal and isinstance(value, str):
         return value  # which of the choices: the section's validate() checks
     if hint in (int, float, str, bool) and (type(value) is hint):
@@ -473,9 +472,3 @@ def diff_recipes(old: Any, new: Any, prefix: str = "") -> dict[str, tuple[Any, A
         return diffs
     return {} if old == new else {prefix.rstrip("."): (old, new)}
 
-
-def did_you_mean(word: str, choices: list[str], prefix: str = "") -> str:
-    """The tail of an unknown-name message: "; did you mean '<prefix><closest choice>'?", or "" when no choice is
-    close (difflib's closest match)."""
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f"; did you mean '{prefix}{close[0]}'?" if close else ""

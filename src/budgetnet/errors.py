@@ -7,6 +7,7 @@ Anything else that reaches the command line is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
+import difflib
 import reprlib
 
 
@@ -34,3 +35,10 @@ def shown(value: object) -> str:
     short.maxlevel, short.maxstring, short.maxlong, short.maxother = 2, 100, 60, 60
     short.maxlist = short.maxtuple = short.maxdict = short.maxset = 4
     return short.repr(value)
+
+
+def did_you_mean(word: str, choices: list[str], prefix: str = "") -> str:
+    """The tail of an unknown-name message: "; did you mean '<prefix><closest choice>'?", or "" when no choice is
+    close (difflib's closest match)."""
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f"; did you mean '{prefix}{close[0]}'?" if close else ""

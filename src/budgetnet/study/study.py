@@ -26,6 +26,7 @@ import yaml
 from .. import atomic
 from ..config import RecipeError, from_dict, load_recipe, read_yaml
 from ..data.cifar import decoded_test_sha256, official_copy
+from ..data.policies import AugMix
 from ..errors import shown
 from ..training.rundir import RunFiles
 from ..workflows import report
@@ -311,7 +312,7 @@ def _signed(value: float | None) -> str:
 def trained(run: PlannedRun) -> str:
     """What a run trains, in a few words, from its recipe."""
     r = run.recipe
-    augment = " + ".join(a["name"] + (" (JSD)" if a.get("jsd") else "") for a in r.augment) or "none"
+    augment = " + ".join(a.name + (" (JSD)" if isinstance(a, AugMix) and a.jsd else "") for a in r.augment) or "none"
     opt = r.optimizer
     optimizer = f"{'Nesterov ' if opt.name == 'sgd' and opt.nesterov else ''}{opt.name} lr {opt.lr:g}"
     schedule = r.schedule.name + (f" (T_0 {r.schedule.T_0:g}, T_mult {r.schedule.T_mult})"

@@ -1,7 +1,7 @@
 """Batched, device-agnostic data augmentation for the training loop.
 
-    augment = build_augment(recipe.augment, num_classes=10)
-    views, targets = augment(images_uint8, labels)   # views float [V*B, 3, H, W] in [0, 1]
+    augment = build_augment(recipe.augment, num_classes=10)  # the recipe's policy records (data.policies)
+    views, targets = augment(images_uint8, labels)           # views float [V*B, 3, H, W] in [0, 1]
 
 Policies run in the recipe's order on the whole batch with per-sample random choices, from the global torch RNG
 (torch.manual_seed reproduces a run; the training loop reseeds it every epoch from seed, epoch and rank, so a
@@ -33,33 +33,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...errors import UsageError
-from . import auto, basic, color, mix  # importing them registers their policies
-from .auto import JSD_LAMBDA
-from .registry import POLICIES, Policy, build_policy
+from ..policies import JSD_LAMBDA, AugMix, PolicyConfig, check_augment
+from . import auto, basic, color, mix  # noqa: F401 (importing them registers their ops)
+from .registry import Policy, build_policy
 
-__all__ = ["Augment", "build_augment", "POLICIES"]
+__all__ = ["Augment", "build_augment"]
 
 
 class Augment:
     """A recipe's augment list, ready to apply to uint8 batches."""
 
-    def __init__(self, policies: list[Policy], num_classes: int) -> None:
-        self.policies = policies
+    def __init__(self, policies: list[PolicyConfig], num_classes: int) -> None:
+        check_augment(policies)
+        self.policies: list[Policy] = [build_policy(config) for config in policies]
         self.num_classes = num_classes
-        jsd = [p for p in policies if isinstance(p, auto.AugMix) and p.jsd]
-        if len(jsd) > 1:
-            raise UsageError("at most one augmix policy may have jsd: true (each would multiply the views by 3)")
+        jsd = [p for p in policies if isinstance(p, AugMix) and p.jsd]
         self.num_views = 3 if jsd else 1
         self.jsd_lambda = float(jsd[0].jsd_lambda) if jsd else JSD_LAMBDA
         self.soft_targets = any(p.mixes_labels for p in policies)
-        if any(getattr(p, "mode", None) == "alternate" for p in policies[1:]):
-            raise UsageError("augment policy 'flip' with mode: alternate must come first (it keys each image by "
-                             "its own pixels, which the policies before it would change)")
-        jittered = [i for i, p in enumerate(policies) if isinstance(p, color.BrightnessContrast)]
-        if jittered and any(isinstance(p, auto.OpPolicy) for p in policies[jittered[0]:]):
-            raise UsageError("augment policy 'brightness_contrast' must come after autoaugment, randaugment, "
-                             "trivialaugment and augmix (they round images to uint8; its values leave [0, 1])")
 
     def set_epoch(self, epoch: int) -> None:
         """Tell the policies that depend on the epoch (flip with mode: alternate) which one is about to start."""
@@ -81,8 +72,9 @@ class Augment:
         return f"Augment({self.policies}, num_views={self.num_views})"
 
 
-def build_augment(policies: list[dict], num_classes: int) -> Augment:
-    """Validate a recipe's augment list (in order) and build the batched pipeline; ValueError on any mistake."""
+def build_augment(policies: list[PolicyConfig], num_classes: int) -> Augment:
+    """Check a recipe's augment list (data.policies.check_augment) and build its batched pipeline, in order;
+    UsageError (a ValueError) on any mistake."""
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    return Augment([build_policy(spec) for spec in policies or []], num_classes)
+    return Augment(policies, num_classes)

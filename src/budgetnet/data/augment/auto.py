@@ -7,18 +7,16 @@ applies every stage to the whole batch with ops.apply_ops: one batched call per 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import torch
 from torch import Tensor
 
+from .. import policies
 from .ops import TORCHVISION, OpSet, apply_ops, to_device
 from .paper import PaperSpace
-from .registry import Policy, check, check_int, register
+from .registry import Policy, register
 from .spaces import AUTOAUGMENT, AUTOAUGMENT_POLICIES, SPACES
-
-JSD_LAMBDA = 12.0  # AugMix's weight of the JSD term in the training loss: the AugMix paper's and the study's
 
 Stage = tuple[Tensor, Tensor]  # op index [n] (-1: no op) and magnitude [n] float64
 
@@ -53,11 +51,6 @@ def as_uint8(images: Tensor) -> Tensor:
     return images if images.dtype == torch.uint8 else images.mul(255).round_().to(torch.uint8)
 
 
-def check_interpolation(policy: str, interpolation: str) -> None:
-    check(interpolation in ("nearest", "bilinear"), policy,
-          f"interpolation must be 'nearest' or 'bilinear', got {interpolation!r}")
-
-
 class OpPolicy(Policy):
     """A policy that samples stages of ops and applies them in turn."""
     interpolation: str
@@ -80,48 +73,33 @@ class OpPolicy(Policy):
         return images.index_select(0, to_device(inverse, images.device)), targets
 
 
-@register("autoaugment")
-@dataclass
-class AutoAugment(OpPolicy):
+@register(policies.AutoAugment)
+class AutoAugment(policies.AutoAugment, OpPolicy):
     """AutoAugment: one of the learned sub-policies per image, each two ops applied with their probabilities."""
-    policy: str = "cifar10"
-    interpolation: str = "nearest"
 
-    def __post_init__(self) -> None:
-        check(self.policy in ("cifar10", "imagenet", "svhn"), "autoaugment",
-              f"policy must be 'cifar10', 'imagenet' or 'svhn', got {self.policy!r}")
-        check_interpolation("autoaugment", self.interpolation)
+    @cached_property
+    def table(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The policy's sub-policies [subs, 2]: op index, probability and magnitude bin of each stage."""
         names = list(AUTOAUGMENT)
         table = AUTOAUGMENT_POLICIES[self.policy]
-        self.table_op = torch.tensor([[names.index(name) for name, _, _ in sub] for sub in table])
-        self.table_p = torch.tensor([[p for _, p, _ in sub] for sub in table])
-        self.table_bin = torch.tensor([[b or 0 for _, _, b in sub] for sub in table])
+        return (torch.tensor([[names.index(name) for name, _, _ in sub] for sub in table]),
+                torch.tensor([[p for _, p, _ in sub] for sub in table]),
+                torch.tensor([[b or 0 for _, _, b in sub] for sub in table]))
 
     def sample(self, n: int, height: int, width: int, device: torch.device) -> tuple[OpSpace, list[Stage]]:
         space = op_space("AutoAugment", 10, height, width)
-        sub = torch.randint(len(self.table_op), (n,), device=device)
+        sub = torch.randint(len(self.table[0]), (n,), device=device)
         stages = []
         for i in range(2):
-            op, p, bin = (t.to(device)[sub, i] for t in (self.table_op, self.table_p, self.table_bin))
+            op, p, bin = (t.to(device)[sub, i] for t in self.table)
             op = torch.where(torch.rand(n, device=device) <= p, op, -1)
             stages.append((op, space.magnitude(op, bin)))
         return space, stages
 
 
-@register("randaugment")
-@dataclass
-class RandAugment(OpPolicy):
+@register(policies.RandAugment)
+class RandAugment(policies.RandAugment, OpPolicy):
     """RandAugment: `num_ops` ops drawn uniformly per image, all at magnitude bin `magnitude`."""
-    num_ops: int = 2
-    magnitude: int = 9
-    num_magnitude_bins: int = 31
-    interpolation: str = "nearest"
-
-    def __post_init__(self) -> None:
-        check_int(self.num_ops, 0, 100, "randaugment", "num_ops")
-        check_int(self.num_magnitude_bins, 2, 1000, "randaugment", "num_magnitude_bins")
-        check_int(self.magnitude, 0, self.num_magnitude_bins - 1, "randaugment", "magnitude")
-        check_interpolation("randaugment", self.interpolation)
 
     def sample(self, n: int, height: int, width: int, device: torch.device) -> tuple[OpSpace, list[Stage]]:
         space = op_space("RandAugment", self.num_magnitude_bins, height, width)
@@ -132,16 +110,9 @@ class RandAugment(OpPolicy):
         return space, stages
 
 
-@register("trivialaugment")
-@dataclass
-class TrivialAugmentWide(OpPolicy):
+@register(policies.TrivialAugment)
+class TrivialAugmentWide(policies.TrivialAugment, OpPolicy):
     """TrivialAugment (wide space): one op per image at a uniformly drawn magnitude bin."""
-    num_magnitude_bins: int = 31
-    interpolation: str = "nearest"
-
-    def __post_init__(self) -> None:
-        check_int(self.num_magnitude_bins, 2, 1000, "trivialaugment", "num_magnitude_bins")
-        check_interpolation("trivialaugment", self.interpolation)
 
     def sample(self, n: int, height: int, width: int, device: torch.device) -> tuple[OpSpace, list[Stage]]:
         space = op_space("TrivialAugmentWide", self.num_magnitude_bins, height, width)
@@ -149,9 +120,8 @@ class TrivialAugmentWide(OpPolicy):
         return space, [(op, space.magnitude(op, torch.randint(self.num_magnitude_bins, (n,), device=device)))]
 
 
-@register("augmix")
-@dataclass
-class AugMix(OpPolicy):
+@register(policies.AugMix)
+class AugMix(policies.AugMix, OpPolicy):
     """AugMix: a convex mix of the image and `mixture_width` chains of 1-3 (or `chain_depth`) random ops.
 
     magnitudes: paper runs the AugMix paper's augmentations.py (paper.py: PIL's ops, each op's level drawn
@@ -161,37 +131,6 @@ class AugMix(OpPolicy):
     With jsd: true the output holds three views of each image, view-major: the image as it came in
     (the clean view) and two independent AugMix views; the loss adds jsd_lambda * JSD of their predictions.
     """
-    severity: int = 3
-    mixture_width: int = 3
-    chain_depth: int = -1
-    alpha: float = 1.0
-    all_ops: bool = True
-    magnitudes: str = "paper"
-    jsd: bool = False
-    jsd_lambda: float = JSD_LAMBDA
-    interpolation: str = "bilinear"
-
-    def __post_init__(self) -> None:
-        check_int(self.severity, 1, 10, "augmix", "severity")
-        check_int(self.mixture_width, 1, 100, "augmix", "mixture_width")
-        check_int(self.chain_depth, -1, 100, "augmix", "chain_depth")
-        check(self.chain_depth != 0, "augmix", "chain_depth must be -1 (random in [1, 3]) or 1 or more, got 0")
-        check(isinstance(self.alpha, (int, float)) and self.alpha > 0, "augmix", f"alpha must be > 0, got {self.alpha!r}")
-        check(isinstance(self.all_ops, bool), "augmix", f"all_ops must be true or false, got {self.all_ops!r}")
-        check(self.magnitudes in ("paper", "torchvision"), "augmix",
-              f"magnitudes must be 'paper' (the AugMix paper's augmentations.py) or 'torchvision', "
-              f"got {self.magnitudes!r}")
-        check(isinstance(self.jsd, bool), "augmix", f"jsd must be true or false, got {self.jsd!r}")
-        check(isinstance(self.jsd_lambda, (int, float)) and self.jsd_lambda >= 0, "augmix",
-              f"jsd_lambda must be >= 0, got {self.jsd_lambda!r}")
-        check_interpolation("augmix", self.interpolation)
-        check(self.magnitudes == "torchvision" or self.interpolation == "bilinear", "augmix",
-              f"interpolation {self.interpolation!r} needs magnitudes: torchvision (the paper's ops resample "
-              "bilinearly, as PIL)")
-
-    @property
-    def num_views(self) -> int:
-        return 3 if self.jsd else 1
 
     def sample(self, n: int, height: int, width: int, device: torch.device
                ) -> tuple[OpSpace | PaperSpace, list[Stage]]:

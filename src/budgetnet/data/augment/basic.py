@@ -1,15 +1,12 @@
 """Pixel-moving policies: random crop, flips, integer translation, cutout. Any dtype, per-sample randomness."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .registry import Policy, check, check_int, register
-
-MAX_PIXELS = 64  # the most pixels of crop padding or of a cutout's side: twice a CIFAR image's
+from .. import policies
+from .registry import Policy, register
 
 
 def shift_crop(images: Tensor, dy: Tensor, dx: Tensor, padding: int, mode: str = "constant") -> Tensor:
@@ -29,16 +26,9 @@ def _where(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
     return a * m + b * (1 - m)
 
 
-@register("crop")
-@dataclass
-class Crop(Policy):
+@register(policies.Crop)
+class Crop(policies.Crop, Policy):
     """Random crop of the original size from the image padded by `padding` pixels (zero or reflect)."""
-    padding: int = 4
-    padding_mode: str = "zero"
-
-    def __post_init__(self) -> None:
-        check_int(self.padding, 0, MAX_PIXELS, "crop", "padding")
-        check(self.padding_mode in ("zero", "reflect"), "crop", f"padding_mode must be 'zero' or 'reflect', got {self.padding_mode!r}")
 
     def __call__(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         if self.padding == 0:
@@ -48,12 +38,8 @@ class Crop(Policy):
         return shift_crop(images, dy, dx, self.padding, mode), targets
 
 
-FLIP_MODES = ("random", "alternate")
-
-
-@register("flip")
-@dataclass
-class Flip(Policy):
+@register(policies.Flip)
+class Flip(policies.Flip, Policy):
     """Horizontal flip with probability `p`, then vertical flip with probability `vertical_p`, per image.
 
     mode 'alternate' (airbench's alternating flip) replaces the random horizontal flip (`p` is not used): each
@@ -62,16 +48,7 @@ class Flip(Policy):
     from `set_epoch` (the training loop calls it before each epoch), so a resumed run flips as an uninterrupted one
     would; the hash needs the dataset's own pixels, so an alternating flip must be the first policy.
     """
-    p: float = 0.5
-    vertical_p: float = 0.0
-    mode: str = "random"
     _epoch = 0  # set by set_epoch; not a recipe key
-
-    def __post_init__(self) -> None:
-        for key in ("p", "vertical_p"):
-            value = getattr(self, key)
-            check(isinstance(value, (int, float)) and 0 <= value <= 1, "flip", f"{key} must be in [0, 1], got {value!r}")
-        check(self.mode in FLIP_MODES, "flip", f"mode must be one of {', '.join(FLIP_MODES)}, got {self.mode!r}")
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch (0-based) about to be trained: alternating flips depend on it."""
@@ -99,16 +76,10 @@ def image_bits(images: Tensor) -> Tensor:
     return ((pixels * weights.to(images.device)).sum(1) >> 20 & 1).bool()
 
 
-@register("translate")
-@dataclass
-class Translate(Policy):
+@register(policies.Translate)
+class Translate(policies.Translate, Policy):
     """Shift by whole pixels, up to `max_fraction` of the size per axis (as torchvision's RandomAffine
     translate, rounded), zero fill."""
-    max_fraction: float = 0.125
-
-    def __post_init__(self) -> None:
-        check(isinstance(self.max_fraction, (int, float)) and 0 <= self.max_fraction <= 1, "translate",
-              f"max_fraction must be in [0, 1], got {self.max_fraction!r}")
 
     def __call__(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         n, _, h, w = images.shape
@@ -119,16 +90,9 @@ class Translate(Policy):
         return shift_crop(images, pad - shift[0], pad - shift[1], pad), targets
 
 
-@register("cutout")
-@dataclass
-class Cutout(Policy):
+@register(policies.Cutout)
+class Cutout(policies.Cutout, Policy):
     """Zero a `size` x `size` square centred anywhere in the image (clipped at the edges), with probability p."""
-    size: int = 16
-    p: float = 1.0
-
-    def __post_init__(self) -> None:
-        check_int(self.size, 0, MAX_PIXELS, "cutout", "size")
-        check(isinstance(self.p, (int, float)) and 0 <= self.p <= 1, "cutout", f"p must be in [0, 1], got {self.p!r}")
 
     def __call__(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         n, _, h, w = images.shape

@@ -1,22 +1,20 @@
 """Pixel-value policies: brightness and contrast jitter (hiverge/cifar10-speedrun's `batch_color_jitter`)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
 from ..schema import CHANNEL_MEAN, CHANNEL_STD
-from .registry import Policy, check, register
+from .. import policies
+from .registry import Policy, register
 
 # hiverge jitters images standardised by CIFAR-10's channel means and standard deviations (cifar10_speedrun.py:248-249)
 MEAN = torch.tensor(CHANNEL_MEAN["cifar10"]).view(1, 3, 1, 1)
 STD = torch.tensor(CHANNEL_STD["cifar10"]).view(1, 3, 1, 1)
 
 
-@register("brightness_contrast")
-@dataclass
-class BrightnessContrast(Policy):
+@register(policies.BrightnessContrast)
+class BrightnessContrast(policies.BrightnessContrast, Policy):
     """hiverge's brightness and contrast jitter: each image's standardised pixels z become (z + b) * c, with
     b ~ U(-brightness, brightness) and c ~ U(1 - contrast, 1 + contrast) drawn per image (one pair for all its
     channels and pixels; hiverge draws them once an epoch for every image, which is the same distribution).
@@ -26,14 +24,6 @@ class BrightnessContrast(Policy):
     about the data set's mean. The defaults are hiverge's. The result is float32 and, like hiverge's, not clipped
     (about [-0.11, 1.12] at the defaults), so the op policies, which round to uint8, must come before it.
     """
-    brightness: float = 0.1399
-    contrast: float = 0.1308
-
-    def __post_init__(self) -> None:
-        check(isinstance(self.brightness, (int, float)) and self.brightness >= 0, "brightness_contrast",
-              f"brightness must be >= 0 (standard deviations), got {self.brightness!r}")
-        check(isinstance(self.contrast, (int, float)) and 0 <= self.contrast < 1, "brightness_contrast",
-              f"contrast must be in [0, 1) (a scale of 1 - contrast to 1 + contrast), got {self.contrast!r}")
 
     def __call__(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         x = images.float().div_(255) if images.dtype == torch.uint8 else images.float()

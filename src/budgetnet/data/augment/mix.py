@@ -6,17 +6,11 @@ Targets are soft labels [B, K]. With several views (AugMix JSD) every view is mi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
-from .registry import Policy, check, register
-
-
-def _check_alpha_p(policy: str, alpha: float, p: float) -> None:
-    check(isinstance(alpha, (int, float)) and alpha > 0, policy, f"alpha must be > 0, got {alpha!r}")
-    check(isinstance(p, (int, float)) and 0 <= p <= 1, policy, f"p must be in [0, 1], got {p!r}")
+from .. import policies
+from .registry import Policy, register
 
 
 def _beta(alpha: float) -> float:
@@ -48,16 +42,9 @@ def cutmix(images: Tensor, targets: Tensor, box: tuple[int, int, int, int]) -> t
     return out, (targets * lam).add_(targets.roll(1, 0), alpha=1 - lam)
 
 
-@register("mixup")
-@dataclass
-class Mixup(Policy):
+@register(policies.Mixup)
+class Mixup(policies.Mixup, Policy):
     """mixup (Zhang et al. 2018): ratio ~ Beta(alpha, alpha) per batch."""
-    alpha: float = 1.0
-    p: float = 1.0
-    mixes_labels = True
-
-    def __post_init__(self) -> None:
-        _check_alpha_p("mixup", self.alpha, self.p)
 
     def __call__(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         if torch.rand(()) >= self.p:
@@ -65,16 +52,9 @@ class Mixup(Policy):
         return mixup(images, targets, _beta(self.alpha))
 
 
-@register("cutmix")
-@dataclass
-class CutMix(Policy):
+@register(policies.CutMix)
+class CutMix(policies.CutMix, Policy):
     """CutMix (Yun et al. 2019): a box of area ~ (1 - Beta(alpha, alpha)) centred uniformly, per batch."""
-    alpha: float = 1.0
-    p: float = 1.0
-    mixes_labels = True
-
-    def __post_init__(self) -> None:
-        _check_alpha_p("cutmix", self.alpha, self.p)
 
     def __call__(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         if torch.rand(()) >= self.p:

@@ -8,10 +8,11 @@ from torch import Tensor
 
 from ... import plots
 from ..cifar import load_split
+from ..policies import PolicyConfig
 from . import build_augment
 
 
-def preview(policies: list[dict], images: Tensor, out: Path, samples: int = 8) -> Path:
+def preview(policies: list[PolicyConfig], images: Tensor, out: Path, samples: int = 8) -> Path:
     """Write to `out` a grid of uint8 `images` [N, 3, H, W]: each row the original and `samples` draws of the
     policies (with AugMix JSD, the first AugMix view; mixup and cutmix mix rows with their neighbours)."""
     augment = build_augment(policies, num_classes=1)
@@ -26,12 +27,13 @@ def preview(policies: list[dict], images: Tensor, out: Path, samples: int = 8) -
             axes[i, j].set_xticks([])
             axes[i, j].set_yticks([])
         axes[0, j].set_title("original" if j == 0 else f"sample {j}", fontsize=8)
-    recipe = ", ".join(" ".join([p["name"]] + [f"{k}={v}" for k, v in p.items() if k != "name"]) for p in policies)
+    recipe = ", ".join(" ".join([p.name] + [f"{k}={v}" for k, v in p.to_dict().items() if k != "name"])
+                       for p in policies)
     fig.suptitle(recipe or "no augmentation", fontsize=9)
     return plots.save(fig, out, dpi=100)
 
 
-def preview_test_images(policy: dict, out: Path, data_dir: str | Path | None = None, images: int = 6,
+def preview_test_images(policy: PolicyConfig, out: Path, data_dir: str | Path | None = None, images: int = 6,
                         samples: int = 8, seed: int = 0) -> Path:
     """`preview` of one policy on `images` CIFAR-10 test images drawn with `seed` (which also seeds the policy)."""
     build_augment([policy], num_classes=1)  # a bad policy fails here, before the data loads

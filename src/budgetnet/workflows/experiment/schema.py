@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...config import RecipeError, did_you_mean, read_yaml
+from ...config import RecipeError, read_yaml
+from ...errors import did_you_mean
 from .. import report
 
 KEYS = ("description", "base", "axes", "seeds", "scales", "plots")
