@@ -280,7 +280,9 @@ LEVERS = [
     # with SiLU, measured alone before (RESULTS.md); budgetnet's also follows the stem, where hiverge keeps GELU
     ("small, all of hiverge's levers", "small",
      [*HIVERGE_BATCH, *HIVERGE_JITTER, *HIVERGE_TTA, "model.activation=silu"]),
-    # fast's target is 0.8x airbench95's FLOPs: small's Muon training on fast's network (1.808 GFLOP an image)
+    # fast's target is 0.8x airbench95's FLOPs: small's Muon training on fast's network (1.808 GFLOP an image); on the
+    # CPU its 11.5 epochs overfit and scored below small itself (RESULTS.md): these rows say whether fewer epochs or no
+    # shortcuts help before any retuning
     ("fast", "fast", []),
     ("small's training on fast's network, 11.5 epochs", "small", [*FAST_NET, "epochs=11.5"]),
     ("small's training on fast's network, 10 epochs", "small", [*FAST_NET, "epochs=10"]),
