@@ -5,8 +5,7 @@ design.spec.ModelSpec, the `data` section's in data.schema.DataConfig, the augme
 data.policies); a choice field is typed `Literal[...]`, which lists its values. Each section's validate() checks its
 values (its choices through choices.check_choices) and Recipe.validate() runs them all, the augment list's check
 included, so that the builders (optimizer, schedule, averages, autocast, compile, evaluation, augmentation) trust a
-validated recipe. What depends on the machine (the device, the
-number of processes) is checked where it is known.
+validated recipe. What depends on the machine (the device, the number of processes) is checked where it is known.
 """
 from __future__ import annotations
 

@@ -225,44 +225,38 @@ class AugMix(PolicyConfig):
               "bilinearly, as PIL)")
 
 
-def _check_mix(self: Mixup | CutMix) -> None:
-    check(_number(self.alpha) and self.alpha > 0, self.name, f"alpha must be > 0, got {shown(self.alpha)}")
-    check_probability(self.p, self.name, "p")
+@dataclass
+class LabelMixing(PolicyConfig):
+    """The parameters mixup and cutmix share: the Beta(alpha, alpha) of the mixing ratio and the probability p of
+    mixing a batch."""
+    alpha: float = 1.0
+    p: float = 1.0
+    mixes_labels = True
+
+    def validate(self) -> None:
+        check(_number(self.alpha) and self.alpha > 0, self.name, f"alpha must be > 0, got {shown(self.alpha)}")
+        check_probability(self.p, self.name, "p")
 
 
 @register
 @dataclass
-class Mixup(PolicyConfig):
+class Mixup(LabelMixing):
     """mixup (Zhang et al. 2018): each image mixed with its neighbour in the batch, ratio ~ Beta(alpha, alpha) per
     batch, with probability p."""
     name: str = field(default="mixup", init=False)
-    alpha: float = 1.0
-    p: float = 1.0
-    mixes_labels = True
-
-    def validate(self) -> None:
-        _check_mix(self)
 
 
 @register
 @dataclass
-class CutMix(PolicyConfig):
+class CutMix(LabelMixing):
     """CutMix (Yun et al. 2019): a box of area ~ (1 - Beta(alpha, alpha)) pasted from the neighbour, per batch,
     with probability p."""
     name: str = field(default="cutmix", init=False)
-    alpha: float = 1.0
-    p: float = 1.0
-    mixes_labels = True
-
-    def validate(self) -> None:
-        _check_mix(self)
 
 
 def parse_policy(entry: object) -> PolicyConfig:
     """The record of one augment entry, e.g. {"name": "crop", "padding": 4}; UsageError for an unknown name or key
     (the values are checked by `validate`)."""
-    if isinstance(entry, PolicyConfig):
-        return entry
     if not isinstance(entry, dict) or "name" not in entry:
         raise UsageError(f"augment entry {shown(entry)} must be a mapping with a 'name' key")
     name, params = entry["name"], {k: v for k, v in entry.items() if k != "name"}

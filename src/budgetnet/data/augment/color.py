@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..schema import CHANNEL_MEAN, CHANNEL_STD
 from .. import policies
+from ..schema import CHANNEL_MEAN, CHANNEL_STD
 from .registry import Policy, register
 
 # hiverge jitters images standardised by CIFAR-10's channel means and standard deviations (cifar10_speedrun.py:248-249)
