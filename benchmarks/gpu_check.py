@@ -259,8 +259,9 @@ def judge_seed_fast(ctx: StageContext, record: dict) -> None:
     accuracy_check(record, record["rows"], 0.924, 120)
 
 
-# issue 26's levers from hiverge/cifar10-speedrun not yet measured (the earlier rows are in RESULTS.md): (name,
-# recipe, overrides), each trained on the validation split beside its base. Its 7.59 epochs of batch 1536 come with
+# issue 26's levers from hiverge/cifar10-speedrun, measured on the CPU with one seed (RESULTS.md: each within one
+# seed's spread of its base), here with 4: (name, recipe, overrides), each trained on the validation split beside
+# its base. Its 7.59 epochs of batch 1536 come with
 # its retuned hyperparameters (cifar10_speedrun.py:595-598, 627-628, 642-652, 688, 385), in `small`'s units (a mean
 # loss: lr is the head's rate per summed example times the batch; weight decays per step / lr).
 HIVERGE_BATCH = ["batch_size=1536", "epochs=7.59", "model.whiten_bias_epochs=0.19", "model.bn_momentum=0.4434",
