@@ -259,8 +259,8 @@ def judge_seed_fast(ctx: StageContext, record: dict) -> None:
     accuracy_check(record, record["rows"], 0.924, 120)
 
 
-# issue 26's levers from hiverge/cifar10-speedrun, measured on the CPU with one seed (RESULTS.md: each within one
-# seed's spread of its base), here with 4: (name, recipe, overrides), each trained on the validation split beside
+# issue 26's levers from hiverge/cifar10-speedrun, measured on the CPU with one or two seeds (RESULTS.md: each
+# within the seed spread of its base), here with 4: (name, recipe, overrides), each trained on the validation split beside
 # its base. Its 7.59 epochs of batch 1536 come with
 # its retuned hyperparameters (cifar10_speedrun.py:595-598, 627-628, 642-652, 688, 385), in `small`'s units (a mean
 # loss: lr is the head's rate per summed example times the batch; weight decays per step / lr).
