@@ -30,7 +30,7 @@ from budgetnet.training.interrupts import Interrupted
 from budgetnet.workflows.search.errors import SearchError
 from budgetnet.workflows.search.gpu import claim_gpu, worker_device
 from budgetnet.workflows.search.report import _importances, pareto_front, search_report, worker_summary
-from budgetnet.workflows.search.space import check_budget, load_space
+from budgetnet.workflows.search.space import check_budget, describe, load_space
 from budgetnet.workflows.search.storage import TrialAttrs, load_study, shown_url, storage_url
 from budgetnet.workflows.search.worker import _sampler, run_search
 
@@ -69,6 +69,11 @@ def test_trial_attrs_are_stored_by_their_names_and_read_back_as_a_record():
     assert (attrs.run_dir, attrs.params, attrs.rejected, attrs.failed) == ("trials/0", 1234, "over_budget", None)
     with pytest.raises(TypeError, match="not a trial attr: param"):
         TrialAttrs.record(trial, param=1)
+
+
+def test_a_design_is_described_with_its_pool_type_and_missing_shortcut():
+    assert describe(load_recipe("small").model) == "B=[1, 1, 1] C_1=[64, 256, 256] F=3 K=1 P=3 (max) single no shortcut"
+    assert describe(load_recipe("demo").model).endswith(" basic")  # average pool and shortcuts: said by omission
 
 
 def test_space_file_becomes_distributions_and_a_base(tmp_path):

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import optuna
 import yaml
-from matplotlib.ticker import EngFormatter
+from matplotlib.ticker import EngFormatter, LogLocator
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from ... import atomic, plots
+from .space import describe_design
 from .storage import TrialAttrs, load_study, optuna_quiet, shown_url
 
 
@@ -123,10 +124,7 @@ def _g(value: float | None) -> str:
 
 def _design(t: FrozenTrial) -> str:
     a = TrialAttrs.of(t)
-    d = a.design
-    text = (f"B={d['blocks']} C_1={d['channels']} F={d['kernel_size']} K={d['shortcut_kernel_size']} "
-            f"P={d['pool_size']} {d['block']}")
-    return text + (f" ({a.repaired})" if a.repaired is not None else "")
+    return describe_design(a.recipe["model"]) + (f" ({a.repaired})" if a.repaired is not None else "")
 
 
 def _sampled(t: FrozenTrial) -> str:
@@ -182,13 +180,14 @@ def _plot_fronts(name: str, trials: list[FrozenTrial], done: list[FrozenTrial],
             xs, ys = [_cost(t, key) for t in front], [t.value for t in front]
             ax.step(xs, ys, where="post", color="tab:red", lw=1.5)
             ax.scatter(xs, ys, color="tab:red", s=60, zorder=3, label="Pareto front")
-            for t in front:
+            for i, t in enumerate(front):  # above and below in turn, so that neighbours' labels do not overlap
                 ax.annotate(f"#{t.number}", (_cost(t, key), t.value), textcoords="offset points",
-                            xytext=(4, 4), fontsize=8)
+                            xytext=(4, 5 if i % 2 == 0 else -12), fontsize=8)
         if budget and axis == "params":
             ax.axvline(budget, color="k", ls="--", lw=1, label=f"budget {budget:,}")
         if shown:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))  # 1, 2, 5 labelled: readable over decades
             ax.xaxis.set_major_formatter(EngFormatter(sep=""))
             ax.xaxis.set_minor_formatter(EngFormatter(sep=""))
         ax.set_xlabel(f"{title} (log scale)" if shown else title)
