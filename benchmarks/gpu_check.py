@@ -260,10 +260,10 @@ def judge_seed_fast(ctx: StageContext, record: dict) -> None:
 
 
 # issue 26's levers from hiverge/cifar10-speedrun, measured on the CPU with one or two seeds (RESULTS.md: each
-# within the seed spread of its base), here with 4: (name, recipe, overrides), each trained on the validation split beside
-# its base. Its 7.59 epochs of batch 1536 come with
-# its retuned hyperparameters (cifar10_speedrun.py:595-598, 627-628, 642-652, 688, 385), in `small`'s units (a mean
-# loss: lr is the head's rate per summed example times the batch; weight decays per step / lr).
+# within the seed spread of its base), here with 4: (name, recipe, overrides), each trained on the validation split
+# beside its base. Its 7.59 epochs of batch 1536 come with its retuned hyperparameters (cifar10_speedrun.py:595-598,
+# 627-628, 642-652, 688, 385), in `small`'s units (a mean loss: lr is the head's rate per summed example times the
+# batch; weight decays per step / lr).
 HIVERGE_BATCH = ["batch_size=1536", "epochs=7.59", "model.whiten_bias_epochs=0.19", "model.bn_momentum=0.4434",
                  "label_smoothing=0.09", "optimizer.lr=831.744", "optimizer.momentum=0.825",
                  "optimizer.weight_decay=1.923915050784857e-06", "optimizer.norm_lr_scale=0.10581717451523545",

@@ -13,7 +13,9 @@ from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from ... import atomic, plots
-from .space import describe_design
+from ...config import from_dict
+from ...design.spec import ModelSpec
+from .space import describe
 from .storage import TrialAttrs, load_study, optuna_quiet, shown_url
 
 
@@ -124,7 +126,7 @@ def _g(value: float | None) -> str:
 
 def _design(t: FrozenTrial) -> str:
     a = TrialAttrs.of(t)
-    return describe_design(a.recipe["model"]) + (f" ({a.repaired})" if a.repaired is not None else "")
+    return describe(from_dict(ModelSpec, a.recipe["model"])) + (f" ({a.repaired})" if a.repaired is not None else "")
 
 
 def _sampled(t: FrozenTrial) -> str:

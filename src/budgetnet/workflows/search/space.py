@@ -206,16 +206,12 @@ def trial_designs(space: Space, budget: int | None, max_gflops: float | None, re
 
 
 def describe(model: ModelSpec) -> str:
-    """A design in the search's words: B, C_1, F, K, P and the block type."""
-    return describe_design(model.to_dict())
-
-
-def describe_design(design: dict[str, Any]) -> str:
-    """`describe` of a ModelSpec's fields as a dict (a trial's recorded recipe's model)."""
-    pool = "" if design["pool_type"] == "avg" else f" ({design['pool_type']})"
-    shortcut = "" if design["residual"] else " no shortcut"
-    return (f"B={design['blocks']} C_1={design['channels']} F={design['kernel_size']} "
-            f"K={design['shortcut_kernel_size']} P={design['pool_size']}{pool} {design['block']}{shortcut}")
+    """A design in the search's words: B, C_1, F, K, P (with its type unless avg) and the block type (and no
+    shortcut where it has none)."""
+    pool = "" if model.pool_type == "avg" else f" ({model.pool_type})"
+    shortcut = "" if model.residual else " no shortcut"
+    return (f"B={model.blocks} C_1={model.channels} F={model.kernel_size} K={model.shortcut_kernel_size} "
+            f"P={model.pool_size}{pool} {model.block}{shortcut}")
 
 
 def check_budget(space: Space, budget: int | None, repair: str, max_gflops: float | None = None) -> None:
