@@ -625,3 +625,67 @@ def test_dry_run_times_the_smallest_and_largest_admitted_designs_and_writes_noth
     assert "5 trials of up to 2 epochs" in out and "every combination of its model keys (2)" in out
     assert f"{smallest.gflop_per_image():.4f} GFLOP/image" in out and "10.0 s/epoch" in out and "20.0 s/epoch" in out
     assert "total 1.7 min to 3.3 min of training" in out  # 5 trials x 2 epochs x 10 s .. 20 s
+
+
+STAGE_WIDTHS = {**COMPUTE_PARAMS, "epochs": 1, "model.blocks": [1, 1], "model.channels": [8, 16],
+                "model.channels.0": {"low": 4, "high": 32, "step": 4},
+                "model.channels.1": {"low": 8, "high": 64, "step": 8}}
+
+
+def test_per_stage_widths_are_sampled_within_the_budget_so_no_draw_is_lost(tmp_path, val_data):
+    path = write_space(tmp_path, STAGE_WIDTHS)
+    space = load_space(path)
+    params = lambda c: space.recipe({"model.channels": c}).model.count_params()  # noqa: E731
+    assert params([4, 8]) <= BUDGET < params([32, 64]) and params([4, 64]) > BUDGET  # the top of either range is over
+    study = run_search(space, tmp_path / "out", trials=8, budget=BUDGET, sampler="random", pruner="none", seed=0,
+                       data=val_data)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 8  # none rejected over the budget
+    cut = 0
+    for t in trials:
+        trained = yaml.safe_load((tmp_path / "out" / "trials" / str(t.number) / "recipe.yaml").read_text())
+        widths = [t.params["model.channels.0"], t.params["model.channels.1"]]
+        assert trained["model"]["channels"] == widths == t.user_attrs["design"]["channels"]  # recorded = trained
+        assert t.user_attrs["params"] == params(widths) <= BUDGET
+        high = t.distributions["model.channels.1"].high  # cut at the widest that fits after the first stage's draw
+        assert high == 64 or params([widths[0], high + 8]) > BUDGET
+        assert params([widths[0], high]) <= BUDGET
+        cut += high < 64
+    assert cut  # the budget cut some trial's range
+
+
+@pytest.mark.parametrize("repair", ["fit-channels", "reject"])
+def test_per_stage_widths_whose_low_ends_are_over_are_scaled_together_or_rejected(tmp_path, val_data, repair):
+    path = write_space(tmp_path, {**STAGE_WIDTHS, "model.channels.0": {"low": 40, "high": 48, "step": 4}})
+    space = load_space(path)
+    lows = space.recipe({"model.channels": [40, 8]}).model
+    assert lows.count_params() > BUDGET
+    if repair == "reject":  # no design of the space fits: refused before the first trial
+        with pytest.raises(RecipeError, match=r"the smallest \(B=\[1, 1\] C_1=\[40, 8\] "):
+            run_search(space, tmp_path / "out", trials=1, budget=BUDGET, repair=repair, data=val_data)
+        assert not (tmp_path / "out").exists()
+        return
+    study = run_search(space, tmp_path / "out", trials=1, budget=BUDGET, pruner="none", repair=repair, data=val_data)
+    t = study.get_trials()[0]
+    fitted = fit_channels(lows, BUDGET)
+    assert t.state == TrialState.COMPLETE and t.user_attrs["repaired"] == f"C_1 [40, 8] -> {fitted}"
+    assert [t.params["model.channels.0"], t.params["model.channels.1"]] == fitted == t.user_attrs["design"]["channels"]
+
+
+def test_the_pruner_stops_no_trial_before_the_spaces_first_pruning_epoch_nor_after_its_last(tmp_path, val_data):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"base": "demo", "prune_from_epoch": 2, "params": {
+        **TINY_PARAMS, "data.val_size": 200, "model.pool_size": 4, "model.blocks": [1, 1], "epochs": 2}}))
+    study = run_search(load_space(path), tmp_path / "out", trials=8, budget=BUDGET, sampler="random",
+                       pruner="median", seed=0, data=val_data)
+    # the median pruner would stop trials below the median after epoch 1, and after epoch 2 once 5 have finished
+    values = [t.value for t in study.get_trials()]
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 8 and len(set(values)) > 1
+
+
+@pytest.mark.parametrize("start", [0, 1.5, "2", True])
+def test_a_first_pruning_epoch_that_is_not_a_whole_number_of_epochs_is_refused(tmp_path, start):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"base": "demo", "prune_from_epoch": start, "params": {"data.val_size": 100}}))
+    with pytest.raises(RecipeError, match="prune_from_epoch must be a whole number of epochs, 1 or more"):
+        load_space(path)

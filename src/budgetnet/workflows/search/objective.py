@@ -1,16 +1,16 @@
-"""One trial of the search: a design sampled within the parameter and compute budgets (C_1 last, within the
-widest that fits; an over-budget design repaired or rejected untrained), trained in its run directory, each epoch's
+"""One trial of the search: a design sampled within the parameter and compute budgets (its widths last, each
+within the widest that fits; an over-budget design repaired or rejected untrained), trained in its run directory, each epoch's
 validation accuracy reported to the pruner, and the best one returned to the sampler; its parameters, GFLOP per
 image, training PFLOP and seconds recorded as user attrs."""
 from __future__ import annotations
 
+import math
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NoReturn
 
 import optuna
-from optuna.distributions import IntDistribution
 
 from ...config import Recipe
 from ...data.cifar import Data, load_data
@@ -19,7 +19,7 @@ from ...training.loop import check_recipe, train
 from ...training.rundir import MetricRow, RunFiles, RunSummary
 from ...training.runtime import resolve_device
 from .errors import RunDirRefused
-from .space import Space, fit_design
+from .space import Space, fit_design, narrowest_widths, width_keys
 from .storage import TrialAttrs
 
 
@@ -77,7 +77,8 @@ class Objective:
                 if r.val_acc is not None:
                     trial.report(r.val_acc, r.epoch)
             backfill = False
-            if row.val_acc is not None and trial.should_prune():
+            last = row.epoch >= math.ceil(recipe.epochs)  # stopping a trial that has finished saves nothing
+            if row.val_acc is not None and not last and trial.should_prune():
                 raise optuna.TrialPruned(f"val acc {row.val_acc:.4f} after epoch {row.epoch}")
 
         if resumed and not resume:
@@ -117,14 +118,14 @@ def _trial_recipe(trial: optuna.Trial, space: Space, budget: int | None, max_gfl
                   repair: str) -> Recipe:
     """Sample the trial's recipe within the budgets, or prune the trial with the reason.
 
-    C_1 from an int range is sampled last, from the range cut at the widest that fits (below the range, the
-    fitted C_1 itself): either way the value the study records is the value trained, so TPE and the importances
-    reason about trained designs (the range differs between trials; Optuna allows that for a numeric parameter)."""
-    channels = space.params.get("model.channels")
-    within = isinstance(channels, IntDistribution)
-    values = space.suggest(trial, skip=("model.channels",) if within else ())
+    The widths (C_1, or each stage's width) are sampled last, each from its range cut at the widest that fits
+    (`fit_design`; a repaired width from the fitted value itself): the value the study records is the value
+    trained, so TPE and the importances reason about trained designs, and no draw is lost over a budget (the range
+    differs between trials; Optuna allows that for a numeric parameter)."""
+    widths = width_keys(space)
+    values = space.suggest(trial, skip=tuple(widths))
     try:
-        recipe = space.recipe({**values, "model.channels": channels.low} if within else values)
+        recipe = space.recipe({**values, **narrowest_widths(space)})
     except SpecError as e:
         _reject(trial, "invalid_design", str(e))
     if budget is not None:
@@ -132,16 +133,13 @@ def _trial_recipe(trial: optuna.Trial, space: Space, budget: int | None, max_gfl
     if max_gflops is not None:
         recipe.max_gflops = max_gflops
     try:
-        narrowest, widest, repaired = fit_design(space, recipe.model, recipe.budget, recipe.max_gflops, repair)
+        recipe.model, repaired = fit_design(space, recipe.model, recipe.budget, recipe.max_gflops, repair,
+                                            lambda key, d: trial.suggest_int(key, d.low, d.high, step=d.step,
+                                                                             log=d.log))
     except BudgetError as e:
         _reject(trial, "over_budget", str(e))
     if repaired:
         TrialAttrs.record(trial, repaired=repaired)
-    recipe.model = widest
-    if within:
-        step = 1 if repaired else channels.step
-        recipe.model = replace(widest, channels=trial.suggest_int(
-            "model.channels", narrowest.channels, widest.channels, step=step, log=channels.log))
     design = recipe.model.to_dict()
     TrialAttrs.record(trial, params=recipe.model.count_params(), gflop_per_image=recipe.model.gflop_per_image(),
                       design={k: design[k] for k in ("blocks", "channels", "kernel_size", "shortcut_kernel_size",

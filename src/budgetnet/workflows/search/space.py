@@ -7,9 +7,10 @@ import itertools
 import json
 import math
 import random
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
@@ -17,18 +18,20 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from ...config import DataConfig, Recipe, RecipeError, apply_overrides, load_recipe, read_yaml
 from ...design.spec import BudgetError, ModelSpec, SpecError, budget_excess, fit_channels, with_width
 
-SPACE_KEYS = ("description", "base", "params")
+SPACE_KEYS = ("description", "base", "params", "prune_from_epoch")
 RANGE_KEYS = ("low", "high", "step", "log")
 
 
 @dataclass
 class Space:
-    """A search space: the base recipe as a mapping (fixed values applied) and one distribution per sampled key."""
+    """A search space: the base recipe as a mapping (fixed values applied), one distribution per sampled key, and
+    the first epoch after which the pruner may stop a trial."""
 
     name: str
     base: dict
     params: dict[str, BaseDistribution]
     description: str = ""
+    prune_from_epoch: int = 1
 
     def recipe(self, values: dict[str, Any]) -> Recipe:
         """The recipe of one point: the base with `values` (dotted key -> value) applied."""
@@ -75,7 +78,11 @@ def load_space(name_or_path: str | Path) -> Space:
             fixed.append(f"{key}={json.dumps(spec)}")
         else:
             dists[key] = dist
-    space = Space(Path(path).stem, apply_overrides(copy.deepcopy(base), fixed), dists, raw.get("description", ""))
+    start = raw.get("prune_from_epoch", 1)
+    if isinstance(start, bool) or not isinstance(start, int) or start < 1:
+        raise RecipeError(f"{path}: prune_from_epoch must be a whole number of epochs, 1 or more, not {start!r}")
+    space = Space(Path(path).stem, apply_overrides(copy.deepcopy(base), fixed), dists, raw.get("description", ""),
+                  start)
     _check_keys(space, path)
     dist = space.params.get("data.val_size")
     smallest = (dist.low if isinstance(dist, IntDistribution) else min(dist.choices) if dist is not None
@@ -137,39 +144,81 @@ def _decode(choice: Any) -> Any:
 DESIGN_LIMIT = 10_000  # model-key combinations enumerated; beyond, the budget check is skipped and the dry run samples
 
 
-def fit_design(space: Space, model: ModelSpec, budget: int, max_gflops: float | None,
-               repair: str) -> tuple[ModelSpec, ModelSpec, str | None]:
-    """The narrowest and widest designs a trial may train for `model` (its other keys chosen), and the repair
-    made, if any: C_1 sampled from the space's int range cut at the widest that fits the parameter budget and
-    `max_gflops`; below the range's low end, or a fixed C_1 (or list of widths) over a budget, the widest that
-    fits (repair "fit-channels"). BudgetError saying what is over when no design is trained (repair "reject", a
-    C_1 or widths the space samples otherwise, or nothing fits)."""
-    dist = space.params.get("model.channels")
-    if isinstance(dist, IntDistribution):
-        widest = fit_channels(model, budget, max_gflops)
-        if widest >= dist.low:
-            high = min(dist.high, dist.low + (widest - dist.low) // dist.step * dist.step)
-            return replace(model, channels=dist.low), replace(model, channels=high), None
-        if repair == "reject":
-            raise BudgetError(f"C_1={dist.low}, the narrowest in the space, is over budget: "
-                              f"{budget_excess(replace(model, channels=dist.low), budget, max_gflops)}")
-        fitted = replace(model, channels=widest)
-        return fitted, fitted, f"C_1 {dist.low}..{dist.high} -> {widest}"
+Choose = Callable[[str, IntDistribution], int]  # picks a width from its range, cut to what fits (a trial samples it)
+
+
+def width_keys(space: Space) -> list[str]:
+    """The widths the search places within the budgets, in the space's order: C_1 (`model.channels`) or each
+    stage's width (`model.channels.<i>`) sampled from an int range."""
+    return [k for k, d in space.params.items()
+            if isinstance(d, IntDistribution) and re.fullmatch(r"model\.channels(\.\d+)?", k)]
+
+
+def narrowest_widths(space: Space) -> dict[str, int]:
+    """Each sampled width (`width_keys`) at the low end of its range."""
+    return {key: space.params[key].low for key in width_keys(space)}
+
+
+def fit_design(space: Space, model: ModelSpec, budget: int, max_gflops: float | None, repair: str,
+               choose: Choose) -> tuple[ModelSpec, str | None]:
+    """The design a trial trains for `model` (its other keys chosen, every sampled width at its low end:
+    `narrowest_widths`) and the repair made, if any. Each sampled width, in the space's order, is picked by `choose`
+    from its range cut at the widest that fits the parameter budget and `max_gflops` with the widths after it at
+    their low ends, so that no pick is over a budget. When the low ends are over (or no width is sampled and the
+    design is over), repair "fit-channels" scales the widths together to the widest that fits, and each sampled
+    width is picked from that one value; BudgetError saying what is over when no design is trained (repair
+    "reject", widths chosen from choices, or nothing fits)."""
+    widths = width_keys(space)
     over = budget_excess(model, budget, max_gflops)
-    if not over:
-        return model, model, None
-    if repair == "reject" or any(k.split(".")[:2] == ["model", "channels"] for k in space.params):
-        raise BudgetError(over)
-    fitted = with_width(model, fit_channels(model, budget, max_gflops))
-    return fitted, fitted, f"C_1 {model.channels} -> {fitted.channels}"
+    if over:
+        if repair == "reject" or _widths_chosen(space):
+            raise BudgetError(f"the narrowest widths of the space ({model.channels}) are over budget: {over}"
+                              if widths else over)
+        fitted = with_width(model, fit_channels(model, budget, max_gflops))
+        for key in widths:
+            width = _width(fitted, key)
+            choose(key, IntDistribution(width, width))
+        dist = space.params.get("model.channels")
+        was = f"{dist.low}..{dist.high}" if "model.channels" in widths else model.channels
+        return fitted, f"C_1 {was} -> {fitted.channels}"
+    for key in widths:
+        dist = space.params[key]
+        lo, hi = 0, (dist.high - dist.low) // dist.step  # the low end fits; find the last step that does
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if not budget_excess(_with(model, key, dist.low + mid * dist.step), budget,
+                                                    max_gflops) else (lo, mid - 1)
+        model = _with(model, key, choose(key, IntDistribution(dist.low, dist.low + lo * dist.step, log=dist.log,
+                                                              step=dist.step)))
+    return model, None
+
+
+def _widths_chosen(space: Space) -> bool:
+    """Whether a width is chosen from choices (or a float range) rather than sampled where it fits: not fitted."""
+    widths = width_keys(space)
+    return any(k.split(".")[:2] == ["model", "channels"] and k not in widths for k in space.params)
+
+
+def _width(model: ModelSpec, key: str) -> int:
+    """The width `key` (a `width_keys` key) names in `model`."""
+    return model.channels if key == "model.channels" else model.channels[int(key.rsplit(".", 1)[1])]
+
+
+def _with(model: ModelSpec, key: str, width: int) -> ModelSpec:
+    """`model` with the width `key` names set to `width`."""
+    if key == "model.channels":
+        return replace(model, channels=width)
+    channels = list(model.channels)
+    channels[int(key.rsplit(".", 1)[1])] = width
+    return replace(model, channels=channels)
 
 
 def design_points(space: Space, limit: int = DESIGN_LIMIT, seed: int = 0) -> tuple[list[dict[str, Any]], bool]:
-    """Values of the sampled model keys (but an int range of C_1, placed by `fit_design`): every combination
+    """Values of the sampled model keys (but the widths `fit_design` places): every combination
     (an int range: each value, or its ends when it has more than 32; a float range: its ends) and True when there
     are at most `limit`; else the all-first and all-last combinations and `limit` drawn at random, and False."""
-    model = {k: d for k, d in space.params.items()
-             if k.startswith("model.") and not (k == "model.channels" and isinstance(d, IntDistribution))}
+    widths = width_keys(space)
+    model = {k: d for k, d in space.params.items() if k.startswith("model.") and k not in widths}
     options = []
     for dist in model.values():
         if isinstance(dist, CategoricalDistribution):
@@ -190,15 +239,14 @@ def trial_designs(space: Space, budget: int | None, max_gflops: float | None, re
                   points: list[dict[str, Any]]) -> list[tuple[Recipe, Recipe]]:
     """(narrowest, widest) recipes a trial may train at each of `points` (`design_points`), with the budgets
     applied (None: the space's own); points whose design is invalid or over budget are left out."""
-    channels = space.params.get("model.channels")
     designs = []
     for values in points:
         try:
-            recipe = space.recipe({**values, "model.channels": channels.low}
-                                  if isinstance(channels, IntDistribution) else values)
+            recipe = space.recipe({**values, **narrowest_widths(space)})
             recipe.budget = budget if budget is not None else recipe.budget
             recipe.max_gflops = max_gflops if max_gflops is not None else recipe.max_gflops
-            narrowest, widest, _ = fit_design(space, recipe.model, recipe.budget, recipe.max_gflops, repair)
+            narrowest, widest = (fit_design(space, recipe.model, recipe.budget, recipe.max_gflops, repair, pick)[0]
+                                 for pick in (lambda key, d: d.low, lambda key, d: d.high))
         except SpecError:  # BudgetError included: never trained
             continue
         designs.append((replace(recipe, model=narrowest), replace(recipe, model=widest)))
@@ -223,13 +271,11 @@ def check_budget(space: Space, budget: int | None, repair: str, max_gflops: floa
     points, exact = design_points(space)
     if not exact:
         return
-    channels, smallest = space.params.get("model.channels"), []
-    fitted = repair == "fit-channels" and not any(  # C_1 may be fitted: not chosen from choices or per stage
-        k.split(".")[:2] == ["model", "channels"] and not isinstance(d, IntDistribution) for k, d in space.params.items())
+    smallest = []
+    fitted = repair == "fit-channels" and not _widths_chosen(space)
     for values in points:
         try:
-            recipe = space.recipe({**values, "model.channels": channels.low}
-                                  if isinstance(channels, IntDistribution) else values)
+            recipe = space.recipe({**values, **narrowest_widths(space)})
             if fitted:
                 recipe.model = with_width(recipe.model, 1)
             smallest.append((recipe.model.count_params(), recipe.model.gflop_per_image(), recipe))

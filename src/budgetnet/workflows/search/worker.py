@@ -21,8 +21,11 @@ from .space import Space, check_budget
 from .storage import TrialAttrs, open_storage, optuna_quiet, retry_trial, storage_url
 
 SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
-PRUNERS = {"hyperband": optuna.pruners.HyperbandPruner, "halving": optuna.pruners.SuccessiveHalvingPruner,
-           "median": optuna.pruners.MedianPruner, "none": optuna.pruners.NopPruner}
+PRUNERS = {  # each built to stop no trial before the space's prune_from_epoch
+    "hyperband": lambda start: optuna.pruners.HyperbandPruner(min_resource=start),
+    "halving": lambda start: optuna.pruners.SuccessiveHalvingPruner(min_resource=start),
+    "median": lambda start: optuna.pruners.MedianPruner(n_warmup_steps=start),
+    "none": lambda start: optuna.pruners.NopPruner()}
 REPAIRS = ("fit-channels", "reject")
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # what --total-trials counts
 
@@ -60,7 +63,7 @@ def run_search(space: Space, out: str | Path, *, trials: int | None = None, tota
         out.mkdir(parents=True, exist_ok=True)
         study = optuna.create_study(storage=open_storage(storage, heartbeat), study_name=study_name or space.name,
                                     direction="maximize", sampler=_sampler(sampler, seed),
-                                    pruner=PRUNERS[pruner](), load_if_exists=True)
+                                    pruner=PRUNERS[pruner](space.prune_from_epoch), load_if_exists=True)
         study.set_user_attr("space", space.name)
         study.set_user_attr("budget", budget or parse_count(space.base.get("budget", Recipe.budget)))
         study.set_user_attr("max_gflops", max_gflops or space.base.get("max_gflops"))
