@@ -689,3 +689,20 @@ def test_a_first_pruning_epoch_that_is_not_a_whole_number_of_epochs_is_refused(t
     path.write_text(yaml.safe_dump({"base": "demo", "prune_from_epoch": start, "params": {"data.val_size": 100}}))
     with pytest.raises(RecipeError, match="prune_from_epoch must be a whole number of epochs, 1 or more"):
         load_space(path)
+
+
+def test_values_sampled_again_return_the_earlier_trials_accuracy_untrained(tmp_path, val_data, capsys):
+    path = write_space(tmp_path, {**COMPUTE_PARAMS, "epochs": 1, "model.blocks": {"choices": [[1, 1]]},
+                                  "model.pool_size": {"choices": [4]}, "model.channels": 8, "optimizer.lr": 0.1})
+    study = run_search(load_space(path), tmp_path / "out", trials=3, budget=BUDGET, pruner="none", seed=0,
+                       data=val_data)
+    first, *again = study.get_trials()
+    assert all(t.state == TrialState.COMPLETE and t.params == first.params for t in study.get_trials())
+    assert "duplicate_of" not in first.user_attrs and (tmp_path / "out" / "trials" / "0").is_dir()
+    for t in again:
+        assert t.user_attrs["duplicate_of"] == 0 and t.value == first.value
+        assert not (tmp_path / "out" / "trials" / str(t.number)).exists()  # not trained again
+    assert capsys.readouterr().err.count(f"trial 0's values again: its val acc {first.value:.4f}") == 2
+    report = search_report(f"sqlite:///{tmp_path / 'out' / 'search.db'}", tmp_path / "report")
+    assert (report["counts"]["complete"], report["counts"]["duplicate"]) == (1, 2)
+    assert report["front"] == report["pflop_front"] == [0] and report["best"]["trial"] == 0

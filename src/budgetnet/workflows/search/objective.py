@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, NoReturn
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 
 from ...config import Recipe
 from ...data.cifar import Data, load_data
@@ -26,7 +27,8 @@ from .storage import TrialAttrs
 @dataclass
 class Objective:
     """What Optuna calls per trial: train the trial's design in OUT/trials/<number> (a queued retry resumes the
-    run directory it inherits, which must lie under OUT: `run_path`) and return its best validation accuracy.
+    run directory it inherits, which must lie under OUT: `run_path`) and return its best validation accuracy; a
+    trial whose values an earlier completed trial had returns that trial's accuracy untrained.
 
     `check_signal` raises Interrupted once Ctrl-C or SIGTERM asked the worker to stop
     (interrupts.StopRequest); it is called as a trial starts and after each epoch. `data` replaces loading the
@@ -57,6 +59,10 @@ class Objective:
             TrialAttrs.record(trial, failed=str(e))
             raise
         recipe = _trial_recipe(trial, self.space, self.budget, self.max_gflops, self.repair)
+        earlier = _same_values(trial)
+        if earlier is not None:  # TPE samples its best point again: the same training would give the same result
+            TrialAttrs.record(trial, duplicate_of=earlier.number)
+            return earlier.value
         # the whole recipe: reproducible from the study alone, whatever disk OUT is on
         TrialAttrs.record(trial, run_dir=run_dir, recipe=recipe.to_dict())
         recipe.device = self.device
@@ -145,6 +151,14 @@ def _trial_recipe(trial: optuna.Trial, space: Space, budget: int | None, max_gfl
                       design={k: design[k] for k in ("blocks", "channels", "kernel_size", "shortcut_kernel_size",
                                                      "pool_size", "block")})
     return recipe
+
+
+def _same_values(trial: optuna.Trial) -> FrozenTrial | None:
+    """The earliest trained and completed trial of the study whose sampled values are the trial's, if any."""
+    for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.params == trial.params and TrialAttrs.of(t).duplicate_of is None:
+            return t
+    return None
 
 
 def _reject(trial: optuna.Trial, reason: str, message: str) -> NoReturn:

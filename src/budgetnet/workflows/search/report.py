@@ -19,12 +19,19 @@ from .space import describe
 from .storage import TrialAttrs, load_study, optuna_quiet, shown_url
 
 
+def trained(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The completed trials that trained their design (not a repeat of an earlier trial's values)."""
+    return [t for t in trials if t.state == TrialState.COMPLETE and TrialAttrs.of(t).duplicate_of is None]
+
+
 def trial_counts(trials: list[FrozenTrial]) -> dict[str, int]:
-    """Trials by outcome: completed, pruned by the pruner, rejected before training, repaired, failed, running."""
+    """Trials by outcome: completed (trained, or repeating an earlier trial's values untrained), pruned by the
+    pruner, rejected before training, repaired, failed, running."""
     attrs = [TrialAttrs.of(t) for t in trials]
     rejected = [a.rejected for a in attrs]
     return {"trials": len(trials),
-            "complete": sum(t.state == TrialState.COMPLETE for t in trials),
+            "complete": len(trained(trials)),
+            "duplicate": sum(a.duplicate_of is not None for a in attrs),
             "pruned": sum(t.state == TrialState.PRUNED and r is None for t, r in zip(trials, rejected)),
             "rejected_over_budget": rejected.count("over_budget"),
             "rejected_invalid": rejected.count("invalid_design"),
@@ -36,7 +43,7 @@ def trial_counts(trials: list[FrozenTrial]) -> dict[str, int]:
 def worker_summary(study: optuna.Study, out: str | Path, storage: str | None) -> str:
     """What a worker prints when it stops: the study's counts, its best trial and the report command."""
     counts = trial_counts(study.get_trials(deepcopy=False))
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    done = trained(study.get_trials(deepcopy=False))
     best = max(done, key=lambda t: t.value) if done else None
     where = f" --storage '{shown_url(storage)}'" if storage else ""  # else $BUDGETNET_STORAGE or OUT/search.db
     return "\n".join([
@@ -64,7 +71,7 @@ def search_report(storage: str, out: str | Path, study_name: str | None = None, 
     out.mkdir(parents=True, exist_ok=True)
     trials = study.get_trials(deepcopy=False)
     counts = trial_counts(trials)
-    done = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: -t.value)
+    done = sorted(trained(trials), key=lambda t: -t.value)
     fronts = {axis: _front(done, key) for axis, (key, _) in AXES.items()}
     front = fronts["params"]
     budget, max_gflops = study.user_attrs.get("budget"), study.user_attrs.get("max_gflops")

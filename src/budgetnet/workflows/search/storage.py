@@ -25,7 +25,8 @@ class TrialAttrs:
     """What a trial records in the study's storage (its Optuna user attrs), each set once known; None where the
     trial has not set it: its run directory (relative to --out) and whole recipe, its design's parameters, GFLOP
     per image and design variables, how an over-budget design was repaired, why it was rejected untrained or
-    failed before training, and its final test accuracy and training PFLOP and seconds so far."""
+    failed before training, the earlier trial it repeats (not trained again), and its final test accuracy and
+    training PFLOP and seconds so far."""
 
     run_dir: str | None = None
     recipe: dict[str, Any] | None = None
@@ -36,6 +37,7 @@ class TrialAttrs:
     rejected: str | None = None  # over_budget or invalid_design
     reason: str | None = None    # the rejection's message
     failed: str | None = None
+    duplicate_of: int | None = None  # an earlier completed trial with the same values, whose accuracy it returned
     test_acc: float | None = None
     train_pflop: float | None = None
     train_seconds: float | None = None

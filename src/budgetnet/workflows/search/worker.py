@@ -119,7 +119,9 @@ def _say_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     """One stderr line per finished trial, in budgetnet's terms (Optuna's own log shows errors only)."""
     attrs = TrialAttrs.of(trial)
     size = f", {attrs.params:,} params" if attrs.params is not None else ""
-    if trial.state == TrialState.COMPLETE:
+    if trial.state == TrialState.COMPLETE and attrs.duplicate_of is not None:
+        line = f"trial {attrs.duplicate_of}'s values again: its val acc {trial.value:.4f}, not trained again"
+    elif trial.state == TrialState.COMPLETE:
         line = f"val acc {trial.value:.4f}{size}"
     elif attrs.rejected is not None:
         line = f"rejected untrained ({attrs.rejected}): {attrs.reason or ''}"
