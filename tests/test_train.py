@@ -13,7 +13,7 @@ import budgetnet
 from budgetnet import atomic
 from budgetnet.atomic import DiskFullError
 from budgetnet.cli import main
-from budgetnet.config import RecipeError
+from budgetnet.config import RecipeError, load_recipe
 from budgetnet.design.model import ResNet
 from budgetnet.design.spec import BudgetError, ModelSpec
 from budgetnet.evaluation.evaluate import evaluate_run
@@ -215,6 +215,16 @@ def test_the_cli_reports_a_full_disk_in_one_line_with_a_non_usage_exit_code(fake
     assert code == 1 and len(err) == 1, err
     assert f"no space left on device while writing {RunFiles(run).last}" in err[0]
     assert not list(run.rglob("*.tmp"))
+
+
+def test_a_run_changed_with_set_says_so_in_its_description(fake_cifar, tmp_path):
+    sets = (*TINY_MODEL, "epochs=1", "data.train_size=256", "data.test_size=256")
+    assert main(["train", "--recipe", "demo", "--data", str(fake_cifar), "--out", str(tmp_path / "run"), "--quiet",
+                 *[f"--set={o}" for o in sets]]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    demo = load_recipe("demo").description
+    assert summary["description"] == f"{demo} Changed with --set: {'; '.join(sets)}."
+    assert RunFiles(tmp_path / "run").read_recipe().description == summary["description"]
 
 
 def test_resume_honours_set_and_records_when_it_took_effect(tiny_data, tmp_path):

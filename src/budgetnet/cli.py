@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from . import __version__, console
-from .config import apply_overrides, load_recipe, parse_count, parse_gflops, recipe_names
+from .config import apply_overrides, load_recipe, note_overrides, parse_count, parse_gflops, recipe_names
 from .errors import BudgetnetError, UsageError
 
 
@@ -34,7 +34,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training.runtime import from_env
 
     out = args.resume or args.out or default_run_dir(args.recipe)
-    recipe = None if args.resume else load_recipe(args.recipe, args.set)
+    recipe = None if args.resume else note_overrides(load_recipe(args.recipe, args.set), args.set)
     try:
         summary = train(recipe, out, data_dir=args.data, resume=bool(args.resume), progress=not args.quiet,
                         overrides=args.set if args.resume else ())
@@ -310,10 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
                                     "other worker on this machine holds, else the CPU")
     p.add_argument("--sampler", default="tpe", choices=["tpe", "random"], help="Optuna sampler (default: %(default)s)")
     p.add_argument("--pruner", default="hyperband", choices=["hyperband", "halving", "median", "none"],
-                   help="stops weak trials on their per-epoch validation accuracy (default: %(default)s)")
+                   help="stops weak trials on their per-epoch validation accuracy, from the space's "
+                        "prune_from_epoch on (default: %(default)s)")
     p.add_argument("--repair", default="fit-channels", choices=["fit-channels", "reject"],
-                   help="C_1 is sampled within the budgets; when even its range's low end is over, train the widest "
-                        "C_1 that fits, or reject the design untrained (default: %(default)s)")
+                   help="the widths are sampled within the budgets; when even their ranges' low ends are over, train "
+                        "the widest that fit (scaled together), or reject the design untrained (default: %(default)s)")
     p.add_argument("--seed", type=int, help="sampler seed (leave unset when several workers share a study)")
     p.add_argument("--heartbeat", type=int, default=60,
                    help="seconds between worker heartbeats; a trial silent for twice that is marked FAIL and "

@@ -344,6 +344,14 @@ def load_recipe(name_or_path: str | Path | dict, overrides: list[str] | tuple[st
     return recipe
 
 
+def note_overrides(recipe: Recipe, overrides: list[str] | tuple[str, ...]) -> Recipe:
+    """`recipe` with its description ending in the `--set` changes it was loaded with (unless one of them sets the
+    description), so that a run's records never describe the recipe it changed as the one that ran."""
+    if overrides and not any(item.partition("=")[0] == "description" for item in overrides):
+        recipe.description = f"{recipe.description.rstrip()} Changed with --set: {'; '.join(overrides)}.".lstrip()
+    return recipe
+
+
 def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
     """Apply `dotted.key=value` strings (values in YAML syntax; digits index lists) to a nested mapping."""
     for item in overrides:
