@@ -2,6 +2,7 @@
 the recipe before any trial; and the space's smallest design, so that a budget none fits fails at once."""
 from __future__ import annotations
 
+import bisect
 import copy
 import itertools
 import json
@@ -183,12 +184,10 @@ def fit_design(space: Space, model: ModelSpec, budget: int, max_gflops: float | 
         return fitted, f"C_1 {was} -> {fitted.channels}"
     for key in widths:
         dist = space.params[key]
-        lo, hi = 0, (dist.high - dist.low) // dist.step  # the low end fits; find the last step that does
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            lo, hi = (mid, hi) if not budget_excess(_with(model, key, dist.low + mid * dist.step), budget,
-                                                    max_gflops) else (lo, mid - 1)
-        model = _with(model, key, choose(key, IntDistribution(dist.low, dist.low + lo * dist.step, log=dist.log,
+        grid = range(dist.low, dist.high + 1, dist.step)  # the low end fits; both counts grow with the width
+        fits = bisect.bisect_left(grid, True, key=lambda w: bool(budget_excess(_with(model, key, w), budget,
+                                                                               max_gflops)))
+        model = _with(model, key, choose(key, IntDistribution(dist.low, grid[fits - 1], log=dist.log,
                                                               step=dist.step)))
     return model, None
 
@@ -239,10 +238,10 @@ def trial_designs(space: Space, budget: int | None, max_gflops: float | None, re
                   points: list[dict[str, Any]]) -> list[tuple[Recipe, Recipe]]:
     """(narrowest, widest) recipes a trial may train at each of `points` (`design_points`), with the budgets
     applied (None: the space's own); points whose design is invalid or over budget are left out."""
-    designs = []
+    designs, narrowest_values = [], narrowest_widths(space)
     for values in points:
         try:
-            recipe = space.recipe({**values, **narrowest_widths(space)})
+            recipe = space.recipe({**values, **narrowest_values})
             recipe.budget = budget if budget is not None else recipe.budget
             recipe.max_gflops = max_gflops if max_gflops is not None else recipe.max_gflops
             narrowest, widest = (fit_design(space, recipe.model, recipe.budget, recipe.max_gflops, repair, pick)[0]
@@ -271,21 +270,21 @@ def check_budget(space: Space, budget: int | None, repair: str, max_gflops: floa
     points, exact = design_points(space)
     if not exact:
         return
-    smallest = []
+    smallest, narrowest = [], narrowest_widths(space)
     fitted = repair == "fit-channels" and not _widths_chosen(space)
     for values in points:
         try:
-            recipe = space.recipe({**values, **narrowest_widths(space)})
+            recipe = space.recipe({**values, **narrowest})
             if fitted:
                 recipe.model = with_width(recipe.model, 1)
+            limit = budget if budget is not None else recipe.budget
+            gflops = max_gflops if max_gflops is not None else recipe.max_gflops
+            if not budget_excess(recipe.model, limit, gflops):
+                return  # one design fits: the rest need not be counted
             smallest.append((recipe.model.count_params(), recipe.model.gflop_per_image(), recipe))
         except SpecError:
             continue  # rejected per trial as an invalid design
     if not smallest:
-        return
-    limit = budget if budget is not None else smallest[0][2].budget
-    gflops = max_gflops if max_gflops is not None else smallest[0][2].max_gflops
-    if any(not budget_excess(r.model, limit, gflops) for _, _, r in smallest):
         return
     params, _, recipe = min(smallest, key=lambda x: x[0])
     given = f"--budget {limit:,}" if budget is not None else f"the space's budget of {limit:,}"
