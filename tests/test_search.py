@@ -30,7 +30,7 @@ from budgetnet.training.interrupts import Interrupted
 from budgetnet.workflows.search.errors import SearchError
 from budgetnet.workflows.search.gpu import claim_gpu, worker_device
 from budgetnet.workflows.search.report import _importances, pareto_front, search_report, worker_summary
-from budgetnet.workflows.search.space import check_budget, describe, load_space
+from budgetnet.workflows.search.space import check_budget, describe, design_points, load_space, narrowest_widths
 from budgetnet.workflows.search.storage import TrialAttrs, load_study, shown_url, storage_url
 from budgetnet.workflows.search.worker import _sampler, run_search
 
@@ -45,7 +45,7 @@ TINY_PARAMS = {"epochs": 2, "batch_size": 50, "eval_batch_size": 200, "device": 
 
 def write_space(tmp_path, params: dict, base="demo", name="tiny") -> str:
     path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"base": base, "params": params}))
+    path.write_text(yaml.safe_dump({"base": base, "params": params}, sort_keys=False))  # in order, as written
     return str(path)
 
 
@@ -74,6 +74,7 @@ def test_trial_attrs_are_stored_by_their_names_and_read_back_as_a_record():
 def test_a_design_is_described_with_its_pool_type_and_missing_shortcut():
     assert describe(load_recipe("small").model) == "B=[1, 1, 1] C_1=[64, 256, 256] F=3 K=1 P=3 (max) single no shortcut"
     assert describe(load_recipe("demo").model).endswith(" basic")  # average pool and shortcuts: said by omission
+    assert " P=1 single " in describe(load_recipe("small", ["model.pool_size=1"]).model)  # 1 pixel: max = avg
 
 
 def test_space_file_becomes_distributions_and_a_base(tmp_path):
@@ -112,10 +113,56 @@ def test_the_fast_family_space_trains_smalls_recipe_without_being_given_smalls_d
     ({"model.blocks": {"choices": []}}, "at least one value"),
     ({"model.channels": {"low": 8, "high": 16, "stride": 2}}, "low, high, step?, log?"),
     ({"model.channels": {"low": 8.5, "high": 16}}, "params.model.channels=8.5: model.channels must be"),
+    ({"model.pool_size": {"choices": [1, 3]},
+      "model.pool_type": {"choices": ["max", "avg"], "when": {"model.pool_size": 2}}},
+     r"params.model.pool_type.when: give model.pool_size one or more of its choices \[1, 3\], not 2"),
+    ({"model.pool_type": {"choices": ["max", "avg"], "when": {"model.pool_size": 3}},
+      "model.pool_size": {"choices": [1, 3]}}, "'model.pool_size' is not a key sampled from choices above"),
+    ({"model.pool_size": {"low": 1, "high": 3, "step": 2},
+      "model.pool_type": {"choices": ["max", "avg"], "when": {"model.pool_size": 3}}}, "move that entry above"),
+    ({"model.pool_type": {"choices": ["max", "avg"], "when": "model.pool_size"}}, "write it as"),
+    ({"model.pool_type": {"when": {"model.pool_size": 3}}}, "'when' conditions a sampled key"),
+    ({"model.blocks": {"choices": [[1, 1], [1, 1, 1]]},
+      "model.channels": {"low": 8, "high": 16, "when": {"model.blocks": [[1, 1]]}}}, "takes no 'when'"),
 ])
 def test_space_errors_name_the_key(tmp_path, params, message):
     with pytest.raises(RecipeError, match=message.replace("?", r"\?")):
         load_space(write_space(tmp_path, {"data.val_size": 100, **params}))
+
+
+def test_a_conditional_key_is_sampled_only_where_its_condition_holds(tmp_path):
+    """A basic block needs its shortcut: drawn only with one, each trial records only what it sampled, and every
+    draw builds a valid design (without `when`, a basic block without a shortcut is drawn and rejected)."""
+    space = load_space(write_space(tmp_path, {  # small's base design: single blocks, no shortcut, max pool 3
+        "data.val_size": 100, "model.pool_size": {"choices": [1, 3]},
+        "model.pool_type": {"choices": ["max", "avg"], "when": {"model.pool_size": 3}},
+        "model.residual": {"choices": [False, True]},
+        "model.block": {"choices": ["single", "basic"], "when": {"model.residual": [True]}}}, base="small"))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(40):
+        trial = study.ask()
+        values = space.suggest(trial)
+        assert ("model.block" in values) == values["model.residual"] and trial.params.keys() == values.keys()
+        assert ("model.pool_type" in values) == (values["model.pool_size"] == 3)
+        recipe = space.recipe(values)  # no SpecError: the base's single block stands without a shortcut
+        seen.add((recipe.model.block, recipe.model.residual))
+        study.tell(trial, 0.5)
+    assert seen == {("single", False), ("single", True), ("basic", True)}
+
+
+def test_the_dry_run_and_budget_check_count_each_fast_family_design_once():
+    """fast-family draws the pool's type only for a 3-pixel pool and the block type only with a shortcut: its
+    points are distinct designs that all build (before `when`, 3,456 points, a quarter of them basic blocks without
+    the shortcut they need and a sixth 1-pixel pools drawn twice)."""
+    space = load_space("fast-family")
+    points, exact = design_points(space)
+    # blocks and kernel per stage; the pool (1, or 3 max or avg); the shortcut (none: single; with: single or basic)
+    assert exact and len(points) == 3 ** 3 * 2 ** 3 * (1 + 2) * (1 + 2)
+    designs = {json.dumps(space.recipe({**p, **narrowest_widths(space)}).model.to_dict(), sort_keys=True)
+               for p in points}  # SpecError for an invalid one
+    assert len(designs) == len(points)
+    assert all(p.get("model.pool_type") is None for p in points if p["model.pool_size"] == 1)
 
 
 def test_space_needs_a_base(tmp_path):
@@ -184,6 +231,21 @@ def test_tiny_search_trains_within_budget_and_optimizes_validation(tmp_path, val
     assert load_recipe(str(tmp_path / "report" / "best-recipe.yaml")) == \
         load_recipe(str(tmp_path / "out" / "trials" / str(best) / "recipe.yaml"), ["device=cpu"])
     assert (tmp_path / "report" / "pareto.png").stat().st_size > 10_000
+
+
+def test_a_search_over_a_conditional_space_trains_the_bases_value_where_a_key_is_not_sampled(tmp_path, val_data):
+    space = load_space(write_space(tmp_path, {
+        **TINY_PARAMS, "epochs": 1, "data.val_size": 200, "model.pool_size": {"choices": [4, 8]},
+        "model.pool_type": {"choices": ["max"], "when": {"model.pool_size": 4}}}))  # demo's pool: avg
+    study = run_search(space, tmp_path / "out", trials=6, budget=BUDGET, sampler="random", pruner="none",
+                       seed=0, data=val_data)
+    trained = [t for t in study.get_trials() if "recipe" in t.user_attrs]
+    assert {t.params["model.pool_size"] for t in trained} == {4, 8}  # seed 0 draws both
+    for t in trained:
+        assert ("model.pool_type" in t.params) == (t.params["model.pool_size"] == 4)
+        assert t.user_attrs["recipe"]["model"]["pool_type"] == ("max" if t.params["model.pool_size"] == 4 else "avg")
+    report = search_report(f"sqlite:///{tmp_path / 'out' / 'search.db'}", tmp_path / "report")
+    assert report["counts"]["trials"] == 6 and (tmp_path / "report" / "search.md").is_file()
 
 
 def test_designs_that_cannot_be_trained_are_rejected_untrained(tmp_path, val_data, capsys):

@@ -1,5 +1,6 @@
-"""Space files: a base recipe and, per dotted recipe key, an Optuna distribution or a fixed value, checked against
-the recipe before any trial; and the space's smallest design, so that a budget none fits fails at once."""
+"""Space files: a base recipe and, per dotted recipe key, an Optuna distribution (sampled always, or only `when`
+earlier choices hold) or a fixed value, checked against the recipe before any trial; and the space's smallest
+design, so that a budget none fits fails at once."""
 from __future__ import annotations
 
 import bisect
@@ -9,7 +10,7 @@ import json
 import math
 import random
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,11 +22,13 @@ from ...design.spec import BudgetError, ModelSpec, SpecError, budget_excess, fit
 
 SPACE_KEYS = ("description", "base", "params", "prune_from_epoch")
 RANGE_KEYS = ("low", "high", "step", "log")
+WHEN = "when"  # a params entry's condition: {earlier key: a choice or a list of choices}
 
 
 @dataclass
 class Space:
-    """A search space: the base recipe as a mapping (fixed values applied), one distribution per sampled key, and
+    """A search space: the base recipe as a mapping (fixed values applied), one distribution per sampled key, the
+    conditions of the keys sampled only when earlier choices hold (key -> {earlier key: its allowed values}), and
     the first epoch after which the pruner may stop a trial."""
 
     name: str
@@ -33,6 +36,13 @@ class Space:
     params: dict[str, BaseDistribution]
     description: str = ""
     prune_from_epoch: int = 1
+    conditions: dict[str, dict[str, list]] = field(default_factory=dict)
+
+    def active(self, key: str, values: dict[str, Any]) -> bool:
+        """Whether `key` is sampled at a point whose earlier sampled values are `values`: each value its condition
+        names was sampled and is allowed (a key without a condition: always). An unsampled key keeps the base's
+        value."""
+        return all(k in values and values[k] in allowed for k, allowed in self.conditions.get(key, {}).items())
 
     def recipe(self, values: dict[str, Any]) -> Recipe:
         """The recipe of one point: the base with `values` (dotted key -> value) applied."""
@@ -41,10 +51,11 @@ class Space:
         return load_recipe(raw)
 
     def suggest(self, trial: optuna.Trial, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-        """Sample every key but `skip` with the trial (non-scalar choices travel as JSON strings, decoded here)."""
+        """Sample every key but `skip` whose condition holds, in the space's order, with the trial (non-scalar choices
+        travel as JSON strings, decoded here)."""
         values = {}
         for key, dist in self.params.items():
-            if key in skip:
+            if key in skip or not self.active(key, values):
                 continue
             if isinstance(dist, IntDistribution):
                 values[key] = trial.suggest_int(key, dist.low, dist.high, step=dist.step, log=dist.log)
@@ -72,18 +83,28 @@ def load_space(name_or_path: str | Path) -> Space:
     params = raw.get("params") or {}
     if not isinstance(params, dict):
         raise RecipeError(f"{path}: params must map dotted recipe keys to ranges, choices or values")
-    dists, fixed = {}, []
+    dists, fixed, conditions = {}, [], {}
     for key, spec in params.items():
-        dist = _distribution(key, spec, path)
+        when = spec.get(WHEN) if isinstance(spec, dict) else None
+        dist = _distribution(key, {k: v for k, v in spec.items() if k != WHEN} if when is not None else spec, path)
         if dist is None:
+            if when is not None:
+                raise RecipeError(f"{path}: params.{key}: '{WHEN}' conditions a sampled key (choices or a range), "
+                                  f"and {key} has neither: give it choices, or drop its '{WHEN}'")
             fixed.append(f"{key}={json.dumps(spec)}")
-        else:
-            dists[key] = dist
+            continue
+        if when is not None:
+            conditions[key] = _condition(key, when, dists, path)
+        dists[key] = dist
     start = raw.get("prune_from_epoch", 1)
     if isinstance(start, bool) or not isinstance(start, int) or start < 1:
         raise RecipeError(f"{path}: prune_from_epoch must be a whole number of epochs, 1 or more, not {start!r}")
     space = Space(Path(path).stem, apply_overrides(copy.deepcopy(base), fixed), dists, raw.get("description", ""),
-                  start)
+                  start, conditions)
+    for key in width_keys(space):
+        if key in conditions:
+            raise RecipeError(f"{path}: params.{key}: a width sampled from a range is placed within the budgets in "
+                              f"every trial, so it takes no '{WHEN}': drop it")
     _check_keys(space, path)
     dist = space.params.get("data.val_size")
     smallest = (dist.low if isinstance(dist, IntDistribution) else min(dist.choices) if dist is not None
@@ -116,6 +137,27 @@ def _distribution(key: str, spec: Any, path: Path) -> BaseDistribution | None:
         return FloatDistribution(float(low), float(high), log=log, step=step)
     except ValueError as e:
         raise RecipeError(f"{where}: {e}") from None
+
+
+def _condition(key: str, when: Any, earlier: dict[str, BaseDistribution], path: Path) -> dict[str, list]:
+    """A params entry's `when` as {earlier key: allowed values}; each key must be sampled from choices above it."""
+    where = f"{path}: params.{key}.{WHEN}"
+    if not isinstance(when, dict) or not when:
+        raise RecipeError(f"{where}: write it as {{earlier key: a choice or a list of choices}}, e.g. "
+                          "when: {model.pool_size: 3}")
+    condition = {}
+    for other, allowed in when.items():
+        dist = earlier.get(other)
+        if not isinstance(dist, CategoricalDistribution):
+            raise RecipeError(f"{where}: {other!r} is not a key sampled from choices above {key!r}: a condition "
+                              "names an earlier entry of params with choices (move that entry above this one)")
+        allowed = allowed if isinstance(allowed, list) else [allowed]
+        unknown = [v for v in allowed if _encode(v) not in dist.choices]
+        if not allowed or unknown:
+            raise RecipeError(f"{where}: give {other} one or more of its choices "
+                              f"{[_decode(c) for c in dist.choices]}, not {when[other]!r}")
+        condition[other] = allowed
+    return condition
 
 
 def _check_keys(space: Space, path: Path) -> None:
@@ -213,11 +255,17 @@ def _with(model: ModelSpec, key: str, width: int) -> ModelSpec:
 
 
 def design_points(space: Space, limit: int = DESIGN_LIMIT, seed: int = 0) -> tuple[list[dict[str, Any]], bool]:
-    """Values of the sampled model keys (but the widths `fit_design` places): every combination
-    (an int range: each value, or its ends when it has more than 32; a float range: its ends) and True when there
-    are at most `limit`; else the all-first and all-last combinations and `limit` drawn at random, and False."""
+    """Values of the sampled model keys (but the widths `fit_design` places), each point once, without the keys
+    its conditions leave unsampled: every combination (an int range: each value, or its ends when it has more
+    than 32; a float range: its ends) and True when there are at most `limit`; else the all-first and all-last
+    combinations and `limit` drawn at random, and False."""
     widths = width_keys(space)
-    model = {k: d for k, d in space.params.items() if k.startswith("model.") and k not in widths}
+    design = [k for k in space.params if k.startswith("model.") and k not in widths]
+    keys = set(design)  # and the keys that decide whether one is sampled, which come before it
+    for key in reversed(space.params):
+        if key in keys:
+            keys |= space.conditions.get(key, {}).keys()
+    model = {k: d for k, d in space.params.items() if k in keys}
     options = []
     for dist in model.values():
         if isinstance(dist, CategoricalDistribution):
@@ -226,12 +274,22 @@ def design_points(space: Space, limit: int = DESIGN_LIMIT, seed: int = 0) -> tup
             options.append(list(range(dist.low, dist.high + 1, dist.step)))
         else:
             options.append([dist.low, dist.high])
-    if math.prod(map(len, options)) <= limit:
-        return [dict(zip(model, combo)) for combo in itertools.product(*options)], True
-    rng = random.Random(seed)
-    combos = [[o[0] for o in options], [o[-1] for o in options]]
-    combos += [[rng.choice(o) for o in options] for _ in range(limit)]
-    return [dict(zip(model, combo)) for combo in combos], False
+    exact = math.prod(map(len, options)) <= limit
+    if exact:
+        combos = itertools.product(*options)
+    else:
+        rng = random.Random(seed)
+        combos = [[o[0] for o in options], [o[-1] for o in options]]
+        combos += [[rng.choice(o) for o in options] for _ in range(limit)]
+    points = {}
+    for combo in combos:
+        values = {}
+        for key, value in zip(model, combo):
+            if space.active(key, values):
+                values[key] = value
+        point = {k: v for k, v in values.items() if k in design}
+        points.setdefault(json.dumps(point, sort_keys=True), point)
+    return list(points.values()), exact
 
 
 def trial_designs(space: Space, budget: int | None, max_gflops: float | None, repair: str,
@@ -253,9 +311,9 @@ def trial_designs(space: Space, budget: int | None, max_gflops: float | None, re
 
 
 def describe(model: ModelSpec) -> str:
-    """A design in the search's words: B, C_1, F, K, P (with its type unless avg) and the block type (and no
-    shortcut where it has none)."""
-    pool = "" if model.pool_type == "avg" else f" ({model.pool_type})"
+    """A design in the search's words: B, C_1, F, K, P (with its type unless avg, or a 1-pixel pool, the same either
+    way) and the block type (and no shortcut where it has none)."""
+    pool = "" if model.pool_type == "avg" or model.pool_size == 1 else f" ({model.pool_type})"
     shortcut = "" if model.residual else " no shortcut"
     return (f"B={model.blocks} C_1={model.channels} F={model.kernel_size} K={model.shortcut_kernel_size} "
             f"P={model.pool_size}{pool} {model.block}{shortcut}")
