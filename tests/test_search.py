@@ -29,9 +29,11 @@ from budgetnet.design.spec import SpecError, fit_channels
 from budgetnet.training.interrupts import Interrupted
 from budgetnet.workflows.search.errors import SearchError
 from budgetnet.workflows.search.gpu import claim_gpu, worker_device
-from budgetnet.workflows.search.report import _importances, pareto_front, search_report, worker_summary
+from budgetnet.workflows.search.report import (TIE, _importances, paired_difference, pareto_front, search_report,
+                                               versus_best, worker_summary)
 from budgetnet.workflows.search.space import check_budget, describe, design_points, load_space, narrowest_widths
-from budgetnet.workflows.search.storage import TrialAttrs, load_study, shown_url, storage_url
+from budgetnet.workflows.search.storage import (TrialAttrs, load_study, pack_correct, shown_url, storage_url,
+                                                unpack_correct)
 from budgetnet.workflows.search.worker import _sampler, run_search
 
 BUDGET = 20_000
@@ -212,6 +214,7 @@ def test_tiny_search_trains_within_budget_and_optimizes_validation(tmp_path, val
         assert t.value == max(r["val_acc"] for r in metrics)  # the objective is validation accuracy ...
         assert t.intermediate_values == {r["epoch"]: r["val_acc"] for r in metrics}  # ... reported every epoch
         assert t.user_attrs["test_acc"] == metrics[-1]["test_acc"]
+        assert unpack_correct(t.user_attrs["val_correct"], 200).mean() == pytest.approx(t.value, abs=1e-9)
 
     report = search_report(f"sqlite:///{tmp_path / 'out' / 'search.db'}", tmp_path / "report")
     counts = report["counts"]
@@ -225,6 +228,8 @@ def test_tiny_search_trains_within_budget_and_optimizes_validation(tmp_path, val
         assert not any(p <= done[n][0] and a >= done[n][1] and (p, a) != done[n] for p, a in done.values())
     md = (tmp_path / "report" / "search.md").read_text()
     assert "## Top" in md and "pareto.png" in md and "rejected_over_budget" in md
+    assert "| vs best (s.e.) |" in md and f"the difference from trial {report['best']['trial']}'s" in md
+    assert set(report["ties"]) < set(done)  # the best is not its own tie
     assert str(tmp_path / "out" / "trials") not in md  # run directories relative to --out, not on one disk
     best = report["best"]["trial"]
     assert "`budgetnet train --recipe best-recipe.yaml`" in md and f"`trials/{best}`" in md
@@ -375,6 +380,35 @@ def test_a_trial_whose_sampled_data_section_cannot_load_fails_before_loading_dat
     (tmp_path / "no-data").mkdir()  # loading data from here would fail with a DataError
     with pytest.raises(RecipeError, match="data.train_size=49500 must be between 1 and"):
         run_search(space, tmp_path / "out", trials=1, budget=BUDGET, data_dir=tmp_path / "no-data")
+
+
+def test_two_trials_are_compared_image_by_image_on_the_validation_split():
+    right_a = torch.tensor([1, 1, 0, 0, 1, 1, 1, 0, 1], dtype=torch.bool)  # 9 images: the padding bits are no image
+    right_b = torch.tensor([1, 0, 1, 0, 0, 1, 1, 0, 1], dtype=torch.bool)
+    a, b = (unpack_correct(pack_correct(r), 9) for r in (right_a, right_b))
+    assert a.tolist() == right_a.tolist() and b.tolist() == right_b.tolist()
+    difference, se = paired_difference(a, b)  # a alone right on 2 images, b alone on 1
+    assert difference == pytest.approx(1 / 9) and se == pytest.approx(math.sqrt(3 - 1 / 9) / 9)
+    assert paired_difference(a, a) == (0.0, 0.0)
+
+
+def _trial_with_bits(value: float, right: list[int]) -> optuna.trial.FrozenTrial:
+    attrs = {"recipe": {"data": {"val_size": len(right)}},
+             "val_correct": pack_correct(torch.tensor(right, dtype=torch.bool))}
+    return optuna.trial.create_trial(value=value, user_attrs=attrs, params={}, distributions={})
+
+
+def test_trials_the_validation_split_cannot_tell_from_the_best_are_its_ties():
+    best = _trial_with_bits(0.9, [1] * 90 + [0] * 10)
+    close = _trial_with_bits(0.89, [1] * 89 + [0] * 11)  # 1 image apart: s.e. 1 point
+    far = _trial_with_bits(0.5, [1] * 50 + [0] * 50)  # 40 images apart, all one way: s.e. 4.9 points
+    other_split = _trial_with_bits(0.89, [1] * 89 + [0] * 12)  # 101 images
+    for number, t in enumerate((best, close, far, other_split)):
+        t.number = number
+    versus = versus_best([best, close, far, other_split])
+    assert versus[0] == (0.0, 0.0) and 3 not in versus  # another split: not paired
+    assert versus[1][0] == pytest.approx(-0.01) and versus[1][1] == pytest.approx(math.sqrt(1 - 1 / 100) / 100)
+    assert -versus[1][0] <= TIE * versus[1][1] and -versus[2][0] > TIE * versus[2][1]
 
 
 def test_pareto_front():

@@ -11,17 +11,20 @@ from pathlib import Path
 from typing import Callable, NoReturn
 
 import optuna
+import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from ...config import Recipe
 from ...data.cifar import Data, load_data
 from ...design.spec import BudgetError, SpecError
+from ...training.checkpoint import load_model
 from ...training.loop import check_recipe, train
 from ...training.rundir import MetricRow, RunFiles, RunSummary
 from ...training.runtime import resolve_device
+from ...training.scoring import predict_logits
 from .errors import RunDirRefused
 from .space import Space, fit_design, narrowest_widths, width_keys
-from .storage import TrialAttrs
+from .storage import TrialAttrs, pack_correct
 
 
 @dataclass
@@ -91,11 +94,11 @@ class Objective:
             print(f"trial {trial.number} retries a failed trial whose run directory {run_dir} is not under {self.out} "
                   "(not started yet, or --out is not shared by every worker): training it from the start",
                   file=sys.stderr)
+        data = self.datasets[key] if self.data is None else self.data
         summary = train(None if resume else recipe, path, self.data_dir, resume=resume,
-                        progress=self.progress, on_epoch=on_epoch,
-                        data=self.datasets[key] if self.data is None else self.data,
+                        progress=self.progress, on_epoch=on_epoch, data=data,
                         overrides=[f"device={self.device}"] if resume else ())  # this worker's device, not the last's
-        TrialAttrs.record(trial, test_acc=summary.final_test_acc)
+        TrialAttrs.record(trial, test_acc=summary.final_test_acc, val_correct=_val_correct(path, data, self.device))
         _record_compute(trial, summary)
         return summary.best_acc
 
@@ -111,6 +114,17 @@ def run_path(out: Path, run_dir: object) -> Path:
         raise RunDirRefused(f"the study records run directory {run_dir!r} for this trial, which is not inside --out "
                             f"{out} (an absolute path, '..' or a link leading out): refused, nothing written there")
     return where
+
+
+def _val_correct(run: Path, data: Data, device: str) -> str:
+    """Which validation images the run's best epoch (best.pt, whose accuracy the trial returns) gets right, scored
+    as the training loop scores them, packed for the storage."""
+    model, recipe, _ = load_model(run, "best", resolve_device(device))
+    model = model.to(memory_format=torch.channels_last if recipe.channels_last else torch.contiguous_format)
+    images, labels = data.val
+    logits = predict_logits(model, images, data, recipe.eval_batch_size, resolve_device(device),
+                            precision=recipe.precision, tta=recipe.tta, tta_fraction=recipe.tta_fraction)
+    return pack_correct(logits.argmax(1).cpu() == labels.cpu())
 
 
 def _record_compute(trial: optuna.Trial, summary: RunSummary | None) -> None:

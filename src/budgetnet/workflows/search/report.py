@@ -1,11 +1,13 @@
-"""What a study found, from its storage: trials by outcome, the top designs, the Pareto fronts of validation
-accuracy against training PFLOP and against parameters with a table of each front's designs, and the parameter
-importances, as search.md, best-recipe.yaml and figures; and the lines a worker prints when it stops."""
+"""What a study found, from its storage: trials by outcome, the top designs (and which the validation split cannot
+tell from the best), the Pareto fronts of validation accuracy against training PFLOP and against parameters with a
+table of each front's designs, and the parameter importances, as search.md, best-recipe.yaml and figures; and the
+lines a worker prints when it stops."""
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+import numpy as np
 import optuna
 import yaml
 from matplotlib.ticker import EngFormatter, LogLocator
@@ -16,7 +18,7 @@ from ... import atomic, plots
 from ...config import from_dict
 from ...design.spec import ModelSpec
 from .space import describe
-from .storage import TrialAttrs, load_study, optuna_quiet, shown_url
+from .storage import TrialAttrs, load_study, optuna_quiet, shown_url, unpack_correct
 
 
 def trained(trials: list[FrozenTrial]) -> list[FrozenTrial]:
@@ -51,6 +53,30 @@ def worker_summary(study: optuna.Study, out: str | Path, storage: str | None) ->
         f"best: trial {best.number}, val acc {best.value:.4f}, {TrialAttrs.of(best).params:,} params, {best.params}"
         if best else "no trial completed yet",
         f"report: budgetnet search-report{where} --study {study.study_name} --out {out}"])
+
+
+def paired_difference(right_a: np.ndarray, right_b: np.ndarray) -> tuple[float, float]:
+    """(accuracy of a - accuracy of b, its standard error) of two models scored on the same images (bools: right
+    or wrong), from the images only one of them gets right: sqrt(only_a + only_b - (only_a - only_b)^2 / n) / n,
+    the paired comparison's error, well under two independent accuracies' when the models agree on most images."""
+    n = len(right_a)
+    only_a, only_b = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
+    return (only_a - only_b) / n, math.sqrt(only_a + only_b - (only_a - only_b) ** 2 / n) / n
+
+
+TIE = 2.0  # standard errors: a design closer than this to the best is not ranked below it by the split
+
+
+def versus_best(done: list[FrozenTrial]) -> dict[int, tuple[float, float]]:
+    """Each trained trial's paired difference in validation accuracy from the best (`done[0]`) and its standard
+    error, where both recorded their right and wrong validation images on the same split (`val_correct`)."""
+    best = TrialAttrs.of(done[0]) if done else None
+    if best is None or best.val_correct is None:
+        return {}
+    n = best.recipe["data"]["val_size"]
+    right = unpack_correct(best.val_correct, n)
+    return {t.number: paired_difference(unpack_correct(a.val_correct, n), right) for t in done
+            if (a := TrialAttrs.of(t)).val_correct is not None and a.recipe["data"] == best.recipe["data"]}
 
 
 def pareto_front(points: list[tuple[int, float]]) -> list[int]:
@@ -89,12 +115,22 @@ def search_report(storage: str, out: str | Path, study_name: str | None = None, 
              *(["Running trials whose worker died stay so until a worker runs again: it marks them failed.", ""]
                if counts["running"] else []),
              f"## Top {min(top, len(done))} designs", "",
-             "| rank | trial | params | val acc | test acc | design | sampled | run directory |",
-             "|---:|---:|---:|---:|---:|---|---|---|"]
+             "| rank | trial | params | val acc | vs best (s.e.) | test acc | design | sampled | run directory |",
+             "|---:|---:|---:|---:|---:|---:|---|---|---|"]
+    versus = versus_best(done)
     for rank, t in enumerate(done[:top], 1):
         a = TrialAttrs.of(t)
-        lines.append(f"| {rank} | {t.number} | {a.params:,} | {t.value:.4f} | {_fmt(a.test_acc)} | {_design(t)} | "
-                     f"{_sampled(t)} | `{a.run_dir}` |")
+        vs = "best" if rank == 1 and versus else _versus(versus.get(t.number))
+        lines.append(f"| {rank} | {t.number} | {a.params:,} | {t.value:.4f} | {vs} | "
+                     f"{_fmt(a.test_acc)} | {_design(t)} | {_sampled(t)} | `{a.run_dir}` |")
+    ties = [n for n, (d, se) in versus.items() if n != done[0].number and -d <= TIE * se]
+    if versus:
+        lines += ["", f"vs best: the difference from trial {done[0].number}'s validation accuracy, in points, image by "
+                  "image on the same split, and its standard error. "
+                  + (f"Within {TIE:g} standard errors of the best, the split does not rank "
+                     f"{'trials' if len(ties) > 1 else 'trial'} {', '.join(map(str, ties))} below it: retrain "
+                     "those designs with the full recipe and two seeds before preferring one." if ties else
+                     f"Every other trial is more than {TIE:g} standard errors below the best.")]
     lines += ["", "## Pareto fronts", "",
               "Validation accuracy against the compute a trial spent training (PFLOP: its forward+backward GFLOP "
               "per image times the images it trained on) and against its parameters; on each front no other "
@@ -119,12 +155,16 @@ def search_report(storage: str, out: str | Path, study_name: str | None = None, 
     return {"study": study.study_name, "counts": counts, "importances": importances,
             "best": None if best is None else {"trial": best.number, "val_acc": best.value,
                                                "params": TrialAttrs.of(best).params, **best.params},
-            "front": [t.number for t in front], "pflop_front": [t.number for t in fronts["pflop"]],
+            "front": [t.number for t in front], "pflop_front": [t.number for t in fronts["pflop"]], "ties": ties,
             "report": str(out / "search.md")}
 
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def _versus(difference: tuple[float, float] | None) -> str:
+    return "-" if difference is None else f"{100 * difference[0]:+.2f} ({100 * difference[1]:.2f})"
 
 
 def _g(value: float | None) -> str:

@@ -3,6 +3,7 @@ every worker, whose heartbeats let a worker mark a dead worker's trial FAIL and 
 a study from it; and what it records per trial (TrialAttrs)."""
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import random
@@ -13,8 +14,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import optuna
 import sqlalchemy
+import torch
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 
@@ -25,8 +28,8 @@ class TrialAttrs:
     """What a trial records in the study's storage (its Optuna user attrs), each set once known; None where the
     trial has not set it: its run directory (relative to --out) and whole recipe, its design's parameters, GFLOP
     per image and design variables, how an over-budget design was repaired, why it was rejected untrained or
-    failed before training, the earlier trial it repeats (not trained again), and its final test accuracy and
-    training PFLOP and seconds so far."""
+    failed before training, the earlier trial it repeats (not trained again), its final test accuracy and training
+    PFLOP and seconds so far, and which validation images its best epoch got right (`pack_correct`)."""
 
     run_dir: str | None = None
     recipe: dict[str, Any] | None = None
@@ -41,6 +44,7 @@ class TrialAttrs:
     test_acc: float | None = None
     train_pflop: float | None = None
     train_seconds: float | None = None
+    val_correct: str | None = None  # one bit per validation image, so that the report can pair two trials
 
     @classmethod
     def of(cls, trial: optuna.Trial | FrozenTrial) -> TrialAttrs:
@@ -55,6 +59,16 @@ class TrialAttrs:
             raise TypeError(f"not a trial attr: {', '.join(sorted(unknown))}")
         for name, value in attrs.items():
             trial.set_user_attr(name, value)
+
+
+def pack_correct(correct: torch.Tensor) -> str:
+    """A bool vector (one entry per image: right or wrong) as text for a user attr: its bits, base64."""
+    return base64.b64encode(np.packbits(correct.cpu().numpy()).tobytes()).decode("ascii")
+
+
+def unpack_correct(text: str, n: int) -> np.ndarray:
+    """`pack_correct`'s text as n bools."""
+    return np.unpackbits(np.frombuffer(base64.b64decode(text), np.uint8))[:n].astype(bool)
 
 
 STORAGE_ENV = "BUDGETNET_STORAGE"  # the storage URL, so that a password never shows on a command line
