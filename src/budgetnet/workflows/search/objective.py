@@ -119,10 +119,11 @@ def run_path(out: Path, run_dir: object) -> Path:
 def _val_correct(run: Path, data: Data, device: str) -> str:
     """Which validation images the run's best epoch (best.pt, whose accuracy the trial returns) gets right, scored
     as the training loop scores them, packed for the storage."""
-    model, recipe, _ = load_model(run, "best", resolve_device(device))
+    dev = resolve_device(device)
+    model, recipe, _ = load_model(run, "best", dev)
     model = model.to(memory_format=torch.channels_last if recipe.channels_last else torch.contiguous_format)
     images, labels = data.val
-    logits = predict_logits(model, images, data, recipe.eval_batch_size, resolve_device(device),
+    logits = predict_logits(model, images, data, recipe.eval_batch_size, dev,
                             precision=recipe.precision, tta=recipe.tta, tta_fraction=recipe.tta_fraction)
     return pack_correct(logits.argmax(1).cpu() == labels.cpu())
 
