@@ -25,9 +25,9 @@ Stages, in order (seconds are the share of the deadline each is planned to take 
                 accuracy, seconds, PFLOP.
                 Only with --stage levers (a decision's measurement, not a target).
     airbench    vs_airbench.py: airbench94 beside `small`, airbench95 beside `fast`, airbench94_muon.py (from
-                --airbench94-muon; skipped without it) beside `small` and `small-muon`, 1 warm seed each after a
-                cold run of another seed (3 with --stage): at least airbench's accuracy in less time; `fast` cold
-                within 2x of warm (--pairs chooses the pairs).
+                --airbench94-muon; skipped without it) beside `small`, `small-muon` and `small-lean`, 1 warm seed
+                each after a cold run of another seed (3 with --stage): at least airbench's accuracy in less time;
+                `fast` cold within 2x of warm (--pairs chooses the pairs).
                 Both sides train with no run directory; train_seconds beside the one clock. airbench94_muon runs
                 last and compiles with max-autotune in its cold run: in a whole job it may be cut by the deadline.
     fidelity    issue 27's trial length: 10 designs of the fast-family space (within its budgets), each trained on

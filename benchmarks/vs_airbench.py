@@ -72,7 +72,8 @@ from tables import markdown
 AIRBENCH = ("airbench94", "airbench95", "airbench96", "airbench94_muon")
 MUON = "airbench94_muon"  # a script, not part of the airbench package: see the module's doc
 MUON_FILE = Path(__file__).resolve().parents[2] / "shared" / "ref" / "airbench94_muon.py"
-DEFAULT_PAIRS = {"cuda": (("airbench94", "small"), ("airbench95", "fast"), (MUON, "small"), (MUON, "small-muon")),
+DEFAULT_PAIRS = {"cuda": (("airbench94", "small"), ("airbench95", "fast"), (MUON, "small"), (MUON, "small-muon"),
+                          (MUON, "small-lean")),
                  "cpu": (("airbench94", "small"), ("airbench94", "cpu"))}
 SMOKE_PAIRS = (*DEFAULT_PAIRS["cpu"], (MUON, "small"))
 SMOKE = ["epochs=1", "batch_size=32", "eval_batch_size=64", "compile=false", "model.channels=[8, 16, 16]"]
@@ -115,15 +116,21 @@ def run_budgetnet(recipe: Recipe, data: Data, device: torch.device, seed: int, e
     start = clock(device)
     summary = train_without_rundir(recipe, data=data, on_epoch=on_epoch)
     seconds = clock(device) - start
-    flops = flops_per_image(recipe.model)
-    seen = run_steps(recipe.epochs, steps_per_epoch(len(data.train[0]), recipe.batch_size)) * recipe.batch_size
-    views = build_augment(recipe.augment, recipe.model.num_classes).num_views
-    scored = sum(forward_passes(len(split[0]), recipe.tta, recipe.tta_fraction)
-                 for split in (data.val, data.test) if split is not None)
-    evaluations = len({*range(recipe.eval_every, recipe.last_epoch + 1, recipe.eval_every), recipe.last_epoch})
-    total = flops["forward_backward"] * seen * views + flops["forward"] * scored * evaluations
+    scored = [len(split[0]) for split in (data.val, data.test) if split is not None]
     return {"accuracy": summary.final_test_acc, "seconds": seconds, "train_seconds": summary.train_seconds,
-            "params": summary.params, "precision": recipe.precision, "pflop": total / 1e15}
+            "params": summary.params, "precision": recipe.precision,
+            "pflop": run_pflop(recipe, len(data.train[0]), scored)}
+
+
+def run_pflop(recipe: Recipe, train_images: int, scored: list[int]) -> float:
+    """PFLOP of one run of a recipe on `train_images` training images: forward+backward of every image its steps
+    see (each augmented view), and forward of every pass each evaluation makes over splits of `scored` images."""
+    flops = flops_per_image(recipe.model)
+    seen = run_steps(recipe.epochs, steps_per_epoch(train_images, recipe.batch_size)) * recipe.batch_size
+    views = build_augment(recipe.augment, recipe.model.num_classes).num_views
+    passes = sum(forward_passes(n, recipe.tta, recipe.tta_fraction) for n in scored)
+    evaluations = len({*range(recipe.eval_every, recipe.last_epoch + 1, recipe.eval_every), recipe.last_epoch})
+    return (flops["forward_backward"] * seen * views + flops["forward"] * passes * evaluations) / 1e15
 
 
 class WallEvent:
