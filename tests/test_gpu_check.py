@@ -65,7 +65,7 @@ def test_the_gpu_machines_command_runs_every_stage_of_the_smoke_job(tmp_path):
     assert jsd["cost_vs_crop_flip"] == pytest.approx(crop_flip["images_per_s"] / jsd["images_per_s"])
     assert stages["seed-steps"]["rows"][0]["weights_and_momentum_finite"] is True
     # small's second row (vs airbench94_muon) comes after the systems
-    muon = ["airbench94_muon", "small-muon", "small", "small-lean"] if vs_airbench.MUON_FILE.is_file() else []
+    muon = ["airbench94_muon", "small-muon", "small-lean", "small"] if vs_airbench.MUON_FILE.is_file() else []
     assert [r["system"] for r in stages["airbench"]["rows"]] == ["airbench94", "small", "airbench95", "fast", *muon]
     assert sum("airbench.CifarLoader" in n for n in stages["airbench"]["notes"]) == 1
     assert [r["epoch"] for r in stages["seed-fast"]["rows"]] == [1, "run"]
